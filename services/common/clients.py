@@ -1,0 +1,88 @@
+"""Traced, deadline-bound clients for calling one lorafleet service from another.
+
+Every call carries a deadline (the configured default unless given), the W3C
+trace context in its metadata, and comes back either as the response or as the
+domain error matching the remote status, so callers never handle grpc errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from lorafleet.v1 import (
+    gateway_pb2_grpc,
+    inference_pb2_grpc,
+    merger_pb2_grpc,
+    registry_pb2_grpc,
+    trainer_pb2_grpc,
+    validator_pb2_grpc,
+)
+from services.common.config import Config
+from services.common.errors import from_code
+from services.common.telemetry import tracing_client_interceptor
+
+_STUBS = {
+    "registry": registry_pb2_grpc.RegistryServiceStub,
+    "trainer": trainer_pb2_grpc.TrainerServiceStub,
+    "merger": merger_pb2_grpc.MergerServiceStub,
+    "validator": validator_pb2_grpc.ValidatorServiceStub,
+    "inference": inference_pb2_grpc.InferenceServiceStub,
+    "gateway": gateway_pb2_grpc.GatewayServiceStub,
+}
+
+
+def open_channel(address: str, config: Config) -> grpc.Channel:
+    channel = grpc.insecure_channel(address, options=[
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+    ])
+    return grpc.intercept_channel(channel, tracing_client_interceptor())
+
+
+def _translate(exc: grpc.RpcError, service: str, method: str) -> Exception:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        details = f"{service} is unavailable ({details}); is it running?"
+    err = from_code(code.name, details)
+    err.remote = f"{service}.{method}"  # type: ignore[attr-defined]
+    return err
+
+
+class ServiceClient:
+    """Calls `client.Method(request)` on a stub with a deadline and error mapping."""
+
+    def __init__(self, service: str, config: Config, address: str | None = None,
+                 channel: grpc.Channel | None = None) -> None:
+        self.service = service
+        self.address = address or config.address_of(service)
+        self._channel = channel or open_channel(self.address, config)
+        self._stub = _STUBS[service](self._channel)
+        self._timeout = config.rpc_timeout_s
+        self._watch_timeout = config.watch_timeout_s
+
+    def __getattr__(self, method: str):
+        multicallable = getattr(self._stub, method)
+        if isinstance(multicallable, grpc.UnaryStreamMultiCallable):
+            return lambda request, timeout=None: self._stream(
+                method, multicallable, request, timeout or self._watch_timeout)
+        return lambda request, timeout=None: self._unary(
+            method, multicallable, request, timeout or self._timeout)
+
+    def _unary(self, method: str, call: Any, request: Any, timeout: float) -> Any:
+        try:
+            return call(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise _translate(exc, self.service, method) from None
+
+    def _stream(self, method: str, call: Any, request: Any, timeout: float) -> Iterator:
+        try:
+            yield from call(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise _translate(exc, self.service, method) from None
+
+    def close(self) -> None:
+        self._channel.close()

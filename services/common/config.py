@@ -1,0 +1,167 @@
+"""Typed configuration shared by every service: defaults < YAML file < env vars."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SERVICE_NAMES = ("registry", "trainer", "merger", "validator", "inference", "gateway")
+
+DEFAULT_PORTS = {
+    "gateway": 50050,
+    "registry": 50051,
+    "trainer": 50052,
+    "merger": 50053,
+    "validator": 50054,
+    "inference": 50055,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; raised at start-up."""
+
+
+@dataclass
+class Config:
+    """Everything a service needs at start-up, read once and passed explicitly.
+
+    Every field can be set in a YAML file (``LORAFLEET_CONFIG`` or ``--config``)
+    under its own name, and overridden by the env var ``LORAFLEET_<FIELD>``
+    (upper case). Addresses of the other services use
+    ``LORAFLEET_<SERVICE>_ADDRESS``.
+    """
+
+    # Root of all state: registry database, artifact store, staging areas.
+    data_dir: Path = Path(".lorafleet")
+    # Interface the service binds to.
+    host: str = "127.0.0.1"
+    # Port this service listens on; 0 picks a free one. Unset = DEFAULT_PORTS.
+    port: int | None = None
+    # host:port of each service, used by the others. Unset = host + default port.
+    registry_address: str = ""
+    trainer_address: str = ""
+    merger_address: str = ""
+    validator_address: str = ""
+    inference_address: str = ""
+    gateway_address: str = ""
+    # SQLAlchemy URL of the registry database; empty = SQLite under data_dir.
+    registry_dsn: str = ""
+    # Extra directories (besides data_dir) requests may read datasets/models from.
+    allowed_roots: list[Path] = field(default_factory=list)
+    # OpenTelemetry: OTLP gRPC endpoint; empty disables export unless trace_console.
+    otlp_endpoint: str = ""
+    trace_console: bool = False
+    log_level: str = "INFO"
+    log_json: bool = False
+    # Seconds in-flight RPCs get to finish on SIGTERM/SIGINT.
+    grace_period_s: float = 10.0
+    # Largest gRPC message accepted or sent (artifacts pass by path, not bytes).
+    max_message_bytes: int = 64 * 1024 * 1024
+    # Thread pool size of each gRPC server and its bound on concurrent RPCs.
+    max_workers: int = 16
+    max_concurrent_rpcs: int = 64
+    # Default deadline of unary calls between services, and of job watches.
+    rpc_timeout_s: float = 30.0
+    watch_timeout_s: float = 6 * 3600.0
+    # Job queues: waiting jobs beyond this bound are refused (RESOURCE_EXHAUSTED).
+    job_queue_size: int = 16
+    # Jobs each service runs at once.
+    job_workers: int = 1
+    # Finished jobs kept in memory for Get/List/Watch.
+    job_history: int = 256
+    # Torch device for model work: "auto" picks cuda when present, else cpu.
+    device: str = "auto"
+    # Inference: most models held in memory at once (least recently used leave).
+    max_loaded_models: int = 3
+    # Inference: upper bound on max_new_tokens of one request.
+    max_new_tokens_limit: int = 1024
+
+    def service_port(self, name: str) -> int:
+        return self.port if self.port is not None else DEFAULT_PORTS[name]
+
+    def address_of(self, name: str) -> str:
+        explicit = getattr(self, f"{name}_address")
+        return explicit or f"{self.host}:{DEFAULT_PORTS[name]}"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def effective_registry_dsn(self) -> str:
+        return self.registry_dsn or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    def readable_roots(self) -> list[Path]:
+        return [self.data_dir.resolve(), *(p.resolve() for p in self.allowed_roots)]
+
+    def as_env(self) -> dict[str, str]:
+        """The env vars that reproduce this config in a child process."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = os.pathsep.join(str(v) for v in value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            env[f"LORAFLEET_{f.name.upper()}"] = str(value)
+        return env
+
+
+def _coerce(name: str, raw: Any, annotation: str) -> Any:
+    try:
+        if "list[Path]" in annotation:
+            if isinstance(raw, str):
+                raw = [p for p in raw.split(os.pathsep) if p]
+            return [Path(p).expanduser() for p in raw]
+        if "Path" in annotation:
+            return Path(str(raw)).expanduser()
+        if "bool" in annotation:
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if "int" in annotation:
+            return None if raw in (None, "") else int(raw)
+        if "float" in annotation:
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config field {name!r}: cannot parse {raw!r} ({exc})") from exc
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict | None = None,
+                **overrides: Any) -> Config:
+    """Builds a Config from defaults, an optional YAML file, env vars, overrides."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    path = path or env.get("LORAFLEET_CONFIG")
+    fields = {f.name: str(f.type) for f in dataclasses.fields(Config)}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of field: value")
+        unknown = sorted(set(loaded) - set(fields))
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown fields {unknown}; "
+                              f"valid fields are {sorted(fields)}")
+        values.update(loaded)
+    for name in fields:
+        key = f"LORAFLEET_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    coerced = {k: _coerce(k, v, fields[k]) for k, v in values.items()}
+    return Config(**coerced)

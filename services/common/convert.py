@@ -1,0 +1,79 @@
+"""Protobuf <-> domain conversions shared by the job-running servicers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from lorafleet.v1 import common_pb2
+from services.common.jobs import Job, JobEngine, JobEvent, JobState
+
+
+def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def struct(data: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if data:
+        s.update(json_safe(data))
+    return s
+
+
+def from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(s)
+
+
+def json_safe(value: Any) -> Any:
+    """Converts tuples, paths and numpy-ish scalars into JSON-compatible values."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def job_state_to_pb(state: JobState) -> int:
+    return state.value  # JobState values mirror lorafleet.v1.JobState numbers
+
+
+def job_state_from_pb(value: int) -> JobState | None:
+    return JobState(value) if value else None
+
+
+def job_status_to_pb(job: Job) -> common_pb2.JobStatus:
+    status = common_pb2.JobStatus(
+        job_id=job.id, state=job_state_to_pb(job.state), progress=job.progress,
+        stage=job.stage, message=job.message, trace_id=job.trace_id,
+        create_time=timestamp(job.create_time), start_time=timestamp(job.start_time),
+        end_time=timestamp(job.end_time))
+    if job.error_code:
+        status.error.code = job.error_code
+        status.error.message = job.error_message
+    return status
+
+
+def event_to_pb(job_id: str, event: JobEvent) -> common_pb2.ProgressEvent:
+    return common_pb2.ProgressEvent(
+        job_id=job_id, sequence=event.sequence, state=job_state_to_pb(event.state),
+        stage=event.stage, progress=event.progress, message=event.message,
+        metrics={k: float(v) for k, v in event.metrics.items()},
+        time=timestamp(event.time), step=event.step, total_steps=event.total_steps)
+
+
+def watch_to_pb(engine: JobEngine, request: Any, context: Any, response_cls: Any,
+                job_to_pb: Any) -> Iterator[Any]:
+    """Streams a job's events as `response_cls(event=..., job=...)` messages."""
+    for event, job in engine.watch(request.job_id, request.after_sequence,
+                                   alive=context.is_active):
+        yield response_cls(event=event_to_pb(job.id, event), job=job_to_pb(job))

@@ -1,0 +1,23 @@
+"""`python -m services.<name>` and `lorafleet serve <name>`: run one service."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from services.common.config import SERVICE_NAMES, load_config
+from services.common.server import serve_forever
+
+
+def run_service(name: str, argv: list[str] | None = None) -> None:
+    if name not in SERVICE_NAMES:
+        raise SystemExit(f"unknown service {name!r}; choose one of {', '.join(SERVICE_NAMES)}")
+    parser = argparse.ArgumentParser(prog=f"lorafleet serve {name}")
+    parser.add_argument("--config", help="YAML config file (else LORAFLEET_CONFIG)")
+    parser.add_argument("--port", type=int, help="port to listen on (0 = any free)")
+    parser.add_argument("--data-dir", help="root of all lorafleet state")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, port=args.port, data_dir=args.data_dir)
+    module = importlib.import_module(f"services.{name}.server")
+    running = module.create(config)
+    serve_forever(running, config)

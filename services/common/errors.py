@@ -1,0 +1,74 @@
+"""Domain errors raised by service logic; mapped to gRPC status codes in one place.
+
+Domain modules never import grpc: they raise these, and the server interceptor in
+``services.common.server`` turns them into the matching status with the message
+intact, so a client can tell a typo from a crash.
+"""
+
+from __future__ import annotations
+
+
+class LorafleetError(Exception):
+    """Base of all domain errors; `code` is the canonical gRPC status name."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        # The request field at fault, sent as a google.rpc.BadRequest detail.
+        self.field = field
+
+
+class InvalidArgument(LorafleetError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(LorafleetError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(LorafleetError):
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(LorafleetError):
+    code = "FAILED_PRECONDITION"
+
+
+class Aborted(LorafleetError):
+    """A compare-and-set lost a race; the caller should re-read and retry."""
+
+    code = "ABORTED"
+
+
+class ResourceExhausted(LorafleetError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class DataLoss(LorafleetError):
+    code = "DATA_LOSS"
+
+
+class Unavailable(LorafleetError):
+    code = "UNAVAILABLE"
+
+
+class Cancelled(LorafleetError):
+    code = "CANCELLED"
+
+
+class DeadlineExceeded(LorafleetError):
+    code = "DEADLINE_EXCEEDED"
+
+
+class Internal(LorafleetError):
+    code = "INTERNAL"
+
+
+_BY_CODE = {cls.code: cls for cls in LorafleetError.__subclasses__()}
+
+
+def from_code(code: str, message: str) -> LorafleetError:
+    """Rebuilds the domain error for a status code name (e.g. from a job error)."""
+    return _BY_CODE.get(code, Internal)(message)

@@ -1,0 +1,166 @@
+"""The one server bootstrap every service uses.
+
+It wires health (grpc.health.v1), reflection, OpenTelemetry tracing, domain-error
+mapping, message-size limits, bounded concurrency, logging and graceful shutdown,
+so a service only supplies its servicer.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from services.common.config import Config
+from services.common.errors import LorafleetError
+from services.common.telemetry import (
+    current_trace_id,
+    setup_logging,
+    setup_tracing,
+    tracing_server_interceptor,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _status_for(exc: LorafleetError) -> status_pb2.Status:
+    code = getattr(code_pb2, exc.code, code_pb2.INTERNAL)
+    status = status_pb2.Status(code=code, message=exc.message)
+    if exc.field:
+        detail = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=exc.field, description=exc.message)])
+        status.details.add().Pack(detail)
+    return status
+
+
+def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:
+    if isinstance(exc, LorafleetError):
+        context.abort_with_status(rpc_status.to_status(_status_for(exc)))
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        # A downstream service's status passes through unchanged.
+        context.abort(exc.code(), exc.details() or str(exc))
+    if context.code() not in (None, grpc.StatusCode.OK):
+        raise exc  # the servicer already aborted deliberately
+    log.exception("unexpected error in %s", method)
+    context.abort(grpc.StatusCode.INTERNAL,
+                  f"internal error in {method}: {type(exc).__name__}: {exc} "
+                  f"(trace id {current_trace_id() or 'n/a'})")
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):
+    """Turns domain errors into their gRPC status in one place."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            def unary_unary(request, context):
+                try:
+                    return inner_uu(request, context)
+                except Exception as exc:  # noqa: BLE001
+                    _abort(context, method, exc)
+
+            return handler._replace(unary_unary=unary_unary)
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            def unary_stream(request, context):
+                try:
+                    yield from inner_us(request, context)
+                except Exception as exc:  # noqa: BLE001
+                    _abort(context, method, exc)
+
+            return handler._replace(unary_stream=unary_stream)
+        return handler
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server and the hooks to stop it cleanly."""
+
+    name: str
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, grace_s: float) -> None:
+        """Marks NOT_SERVING, refuses new calls, lets in-flight ones finish."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace_s).wait()
+        for hook in self.on_stop:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - shutdown must finish
+                log.exception("shutdown hook failed")
+
+
+def create_server(name: str, config: Config,
+                  register: Callable[[grpc.Server], Iterable[str]],
+                  port: int | None = None) -> RunningServer:
+    """Builds and starts a server; `register` adds servicers, returns their names.
+
+    `port` 0 binds an ephemeral port (tests); None uses the configured one.
+    """
+    setup_logging(name, config)
+    setup_tracing(name, config)
+    options = [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.max_workers,
+                                   thread_name_prefix=f"{name}-rpc"),
+        interceptors=[tracing_server_interceptor(), ErrorMappingInterceptor()],
+        options=options,
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    service_names = list(register(server))
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bind_port = config.service_port(name) if port is None else port
+    bound = server.add_insecure_port(f"{config.host}:{bind_port}")
+    if bound == 0:
+        raise RuntimeError(f"{name}: cannot bind {config.host}:{bind_port} (port in use?)")
+    server.start()
+    for service in ["", *service_names]:
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s serving on %s:%d", name, config.host, bound)
+    return RunningServer(name=name, server=server, port=bound, health=health_servicer)
+
+
+def serve_forever(running: RunningServer, config: Config) -> None:
+    """Blocks until SIGTERM/SIGINT, then shuts down within the grace period."""
+    stop = threading.Event()
+
+    def _handle(signum, _frame):
+        log.info("%s received signal %d; draining for up to %.0fs", running.name,
+                 signum, config.grace_period_s)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, _handle)
+    stop.wait()
+    running.stop(config.grace_period_s)
+    log.info("%s stopped", running.name)

@@ -1,0 +1,117 @@
+"""OpenTelemetry tracing and trace-aware logging, configured once per process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import client_interceptor, server_interceptor
+from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_prefix
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+from services.common.config import Config
+
+_lock = threading.Lock()
+_configured_service: str | None = None
+
+# Health probes and reflection would drown the interesting spans.
+_TRACED = negate(any_of(service_prefix("grpc.health.v1"),
+                        service_prefix("grpc.reflection.v1alpha"),
+                        service_prefix("grpc.reflection.v1")))
+
+
+def setup_tracing(service_name: str, config: Config) -> None:
+    """Installs the process-wide tracer provider once (first caller names it).
+
+    Spans go to the OTLP endpoint when one is configured, to stdout when
+    ``trace_console`` is set, and nowhere otherwise (context still propagates, so
+    trace ids still appear in logs and downstream services).
+    """
+    global _configured_service
+    with _lock:
+        if _configured_service is not None:
+            return
+        _configured_service = service_name
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            return  # a test or host application installed its own provider
+        provider = TracerProvider(resource=Resource.create({
+            "service.name": f"lorafleet-{service_name}",
+            "service.namespace": "lorafleet",
+        }))
+        if config.otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter,
+            )
+            provider.add_span_processor(BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=True)))
+        if config.trace_console:
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+        trace.set_tracer_provider(provider)
+
+
+def tracing_server_interceptor():
+    return server_interceptor(filter_=_TRACED)
+
+
+def tracing_client_interceptor():
+    return client_interceptor(filter_=_TRACED)
+
+
+def current_trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+def capture_context():
+    """The current OTel context, to re-attach in a worker thread."""
+    return otel_context.get_current()
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds trace_id/span_id of the active span to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        record.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else "-"
+        record.span_id = format(ctx.span_id, "016x") if ctx.is_valid else "-"
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "trace_id": getattr(record, "trace_id", "-"),
+            "span_id": getattr(record, "span_id", "-"),
+        }
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload)
+
+
+def setup_logging(service_name: str, config: Config) -> None:
+    """Root logging to stderr with the service name and trace id on each line."""
+    root = logging.getLogger()
+    if any(getattr(h, "_lorafleet", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler._lorafleet = True  # type: ignore[attr-defined]
+    handler.addFilter(TraceContextFilter())
+    if config.log_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s {service_name} trace=%(trace_id)s "
+            "%(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(config.log_level.upper())
