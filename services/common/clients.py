@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
 from lorafleet.v1 import (
     gateway_pb2_grpc,
@@ -39,7 +40,8 @@ def open_channel(address: str, config: Config) -> grpc.Channel:
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
     ])
-    return grpc.intercept_channel(channel, tracing_client_interceptor())
+    # OTel's client interceptor has its own interface, wrapped by its own helper.
+    return intercept_channel(channel, tracing_client_interceptor())
 
 
 def _translate(exc: grpc.RpcError, service: str, method: str) -> Exception:

@@ -8,6 +8,7 @@ so a service only supplies its servicer.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -120,6 +121,9 @@ def create_server(name: str, config: Config,
 
     `port` 0 binds an ephemeral port (tests); None uses the configured one.
     """
+    # Nothing is ever fetched from a model hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     setup_logging(name, config)
     setup_tracing(name, config)
     options = [

@@ -1,0 +1,140 @@
+"""The `lorafleet` command: serve, up, demo, models import, db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from services.common.config import SERVICE_NAMES, load_config
+
+
+def _config(args):
+    return load_config(getattr(args, "config", None),
+                       data_dir=getattr(args, "data_dir", None))
+
+
+def cmd_serve(args) -> int:
+    from services.common.entry import run_service
+
+    rest = list(args.rest)
+    if args.config:
+        rest += ["--config", args.config]
+    if args.data_dir:
+        rest += ["--data-dir", args.data_dir]
+    run_service(args.service, rest)
+    return 0
+
+
+def cmd_up(args) -> int:
+    from lorafleet.launcher import LocalSuite, plan_ports
+
+    config = _config(args)
+    suite = LocalSuite(config=config, ports=plan_ports(args.base_port),
+                       log_dir=config.data_dir / "logs")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        suite.start()
+    except RuntimeError as exc:
+        print(f"lorafleet up: {exc}", file=sys.stderr)
+        suite.stop(5)
+        return 1
+    for name in suite.processes:
+        print(f"{name:<10} {suite.address(name)}", flush=True)
+    print(f"all services SERVING; state in {config.data_dir.resolve()}, logs in "
+          f"{suite.log_dir.resolve()}; Ctrl-C stops them", flush=True)
+    code = 0
+    while not stop.wait(1.0):
+        dead = suite.dead()
+        if dead:
+            print(f"lorafleet up: {', '.join(dead)} exited; stopping the suite",
+                  file=sys.stderr)
+            code = 1
+            break
+    print("stopping ...", flush=True)
+    codes = suite.stop()
+    print("stopped: " + ", ".join(f"{n}={c}" for n, c in codes.items()), flush=True)
+    return code
+
+
+def cmd_demo(args) -> int:
+    from lorafleet.demo import run_demo
+
+    return run_demo(_config(args), steps=args.steps, base_port=args.base_port,
+                    keep_running=False)
+
+
+def cmd_models_import(args) -> int:
+    from lorafleet.client import Client
+    from lorafleet.models import bundled_smollm2, import_model
+
+    config = _config(args)
+    source = Path(args.source) if args.source != "smollm2" else bundled_smollm2()
+    if source is None or not source.exists():
+        print(f"lorafleet models import: {args.source} not found", file=sys.stderr)
+        return 2
+    with Client(registry=args.registry or config.address_of("registry")) as client:
+        artifact = import_model(source, args.name, config.staging_dir, client.registry)
+    print(f"{artifact.name}:{artifact.version} {artifact.id} {artifact.digest} "
+          f"{artifact.local_path}")
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    from services.registry.migrations import upgrade_database
+
+    config = _config(args)
+    dsn = args.dsn or config.effective_registry_dsn
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(dsn)
+    print(f"registry schema at head on {dsn.split('@')[-1]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lorafleet", description=__doc__)
+    p.add_argument("--config", help="YAML config file (else LORAFLEET_CONFIG)")
+    p.add_argument("--data-dir", help="where state lives (default .lorafleet)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run one service in the foreground")
+    s.add_argument("service", choices=SERVICE_NAMES)
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="e.g. --port 0")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("up", help="run the whole suite as local processes")
+    s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
+    s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("demo", help="train, merge, validate, deploy SmolLM2 on a demo task")
+    s.add_argument("--steps", type=int, default=40, help="training steps (default 40)")
+    s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
+    s.set_defaults(func=cmd_demo)
+
+    models = sub.add_parser("models", help="manage base models").add_subparsers(
+        dest="models_command", required=True)
+    s = models.add_parser("import", help="convert a GGUF file or HF folder and register it")
+    s.add_argument("source", help="a .gguf file, an HF folder, or 'smollm2' (bundled)")
+    s.add_argument("--name", required=True)
+    s.add_argument("--registry", help="registry host:port (default from config)")
+    s.set_defaults(func=cmd_models_import)
+
+    db = sub.add_parser("db", help="registry database").add_subparsers(
+        dest="db_command", required=True)
+    s = db.add_parser("upgrade", help="apply Alembic migrations up to head")
+    s.add_argument("--dsn", help="SQLAlchemy URL (default: the configured registry)")
+    s.set_defaults(func=cmd_db_upgrade)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""gRPC servicer for lorafleet.v1.GatewayService: protobuf <-> workflows and routing."""
+
+from __future__ import annotations
+
+from lorafleet.v1 import gateway_pb2, gateway_pb2_grpc
+from services.common.clients import ServiceClient
+from services.common.config import Config
+from services.common.convert import job_state_from_pb, job_status_to_pb, watch_to_pb
+from services.common.jobs import Job
+from services.common.server import RunningServer, create_server
+from services.gateway.routing import Router
+from services.gateway.workflow import WorkflowOutcome, Workflows, WorkflowSpec
+
+DEPENDENCIES = ("registry", "trainer", "merger", "validator", "inference")
+
+
+def job_to_pb(job: Job) -> gateway_pb2.WorkflowJob:
+    spec: WorkflowSpec = job.spec
+    pb = gateway_pb2.WorkflowJob(
+        status=job_status_to_pb(job), request=spec.request,
+        train_job_id=job.details.get("train_job_id", ""),
+        merge_job_id=job.details.get("merge_job_id", ""),
+        validation_job_id=job.details.get("validation_job_id", ""))
+    outcome: WorkflowOutcome | None = job.result or job.details.get("outcome")
+    if outcome is not None:
+        pb.result.dataset_id = outcome.dataset_id
+        pb.result.adapter_id = outcome.adapter_id
+        pb.result.merged_model_id = outcome.merged_model_id
+        pb.result.train_metrics.update(outcome.train_metrics)
+        if outcome.report is not None:
+            pb.result.report.CopyFrom(outcome.report)
+        if outcome.deployment is not None:
+            pb.result.deployment.CopyFrom(outcome.deployment)
+    return pb
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, workflows: Workflows, router: Router) -> None:
+        self._workflows = workflows
+        self._router = router
+
+    def RunWorkflow(self, request, context):
+        return gateway_pb2.RunWorkflowResponse(job=job_to_pb(self._workflows.start(request)))
+
+    def GetWorkflowJob(self, request, context):
+        return gateway_pb2.GetWorkflowJobResponse(
+            job=job_to_pb(self._workflows.engine.get(request.job_id)))
+
+    def ListWorkflowJobs(self, request, context):
+        jobs, token = self._workflows.engine.list(job_state_from_pb(request.state),
+                                                  request.page_size, request.page_token)
+        return gateway_pb2.ListWorkflowJobsResponse(jobs=[job_to_pb(j) for j in jobs],
+                                                    next_page_token=token)
+
+    def CancelWorkflowJob(self, request, context):
+        return gateway_pb2.CancelWorkflowJobResponse(
+            job=job_to_pb(self._workflows.engine.cancel(request.job_id)))
+
+    def WatchWorkflowJob(self, request, context):
+        yield from watch_to_pb(self._workflows.engine, request, context,
+                               gateway_pb2.WatchWorkflowJobResponse, job_to_pb)
+
+    def Deploy(self, request, context):
+        deployment = self._router.deploy(request.deployment, request.model_id,
+                                         request.adapter_id, request.reason)
+        return gateway_pb2.DeployResponse(deployment=deployment)
+
+    def Rollback(self, request, context):
+        return gateway_pb2.RollbackResponse(
+            deployment=self._router.rollback(request.deployment, request.reason))
+
+    def Generate(self, request, context):
+        target, output = self._router.generate(request.deployment, request.params)
+        return gateway_pb2.GenerateResponse(
+            output=output, model_id=target.model_id, adapter_id=target.adapter_id,
+            deployment_revision=target.revision)
+
+    def GenerateStream(self, request, context):
+        for target, chunk in self._router.generate_stream(request.deployment,
+                                                          request.params):
+            yield gateway_pb2.GenerateStreamResponse(
+                chunk=chunk, model_id=target.model_id, adapter_id=target.adapter_id)
+
+
+def create(config: Config, port: int | None = None) -> RunningServer:
+    clients = {name: ServiceClient(name, config) for name in DEPENDENCIES}
+    workflows = Workflows(config, clients)
+    router = Router(clients["registry"], clients["inference"])
+
+    def register(server):
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
+            GatewayServicer(workflows, router), server)
+        return [gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name]
+
+    running = create_server("gateway", config, register, port)
+    running.on_stop.append(lambda: workflows.engine.shutdown(config.grace_period_s))
+    running.on_stop.extend(c.close for c in clients.values())
+    return running

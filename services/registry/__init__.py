@@ -1,0 +1,1 @@
+"""The registry service: artifacts, lineage, reports, aliases and deployments."""

@@ -1,0 +1,294 @@
+"""Registry database schema (SQLAlchemy 2.0 typed models) and engine factory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from services.common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Deterministic constraint names, so migrations can drop and alter them by name
+# on every backend (SQLite batch mode needs them).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Execution option asking for a read-only (deferred) SQLite transaction.
+READ_ONLY = "lorafleet_read_only"
+
+ID = String(32)  # uuid4 hex
+NAME = String(128)
+DIGEST = String(80)  # "sha256:" + 64 hex
+UTC_TIME = DateTime(timezone=True)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ArtifactRow(Base):
+    """One immutable version of a named artifact."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        Index("ix_artifacts_name_digest", "name", "digest"),
+        Index("ix_artifacts_create_time", "create_time"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(NAME)
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(DIGEST)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # "metadata" is reserved on declarative classes, hence the attribute name.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON)
+    create_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+
+
+class ArtifactFileRow(Base):
+    """One file of an artifact version, as recorded at registration."""
+
+    __tablename__ = "artifact_files"
+
+    artifact_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class LineageEdgeRow(Base):
+    """`child_id` was derived from `parent_id`."""
+
+    __tablename__ = "lineage_edges"
+    __table_args__ = (Index("ix_lineage_edges_child_id", "child_id"),)
+
+    parent_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("artifacts.id"), primary_key=True)
+    child_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    relation: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class AliasRow(Base):
+    """A movable pointer from (name, alias) to one version of that name."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (
+        UniqueConstraint("name", "alias"),
+        Index("ix_aliases_artifact_id", "artifact_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(NAME)
+    alias: Mapped[str] = mapped_column(String(64))
+    artifact_id: Mapped[str] = mapped_column(ID, ForeignKey("artifacts.id"))
+    update_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+
+
+class AliasEventRow(Base):
+    """Append-only history of alias moves, for audit and rollback."""
+
+    __tablename__ = "alias_events"
+    __table_args__ = (Index("ix_alias_events_name_alias", "name", "alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(NAME)
+    alias: Mapped[str] = mapped_column(String(64))
+    from_id: Mapped[str | None] = mapped_column(ID)
+    to_id: Mapped[str] = mapped_column(ID)
+    reason: Mapped[str] = mapped_column(Text)
+    time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+    trace_id: Mapped[str] = mapped_column(String(32))
+
+
+class ValidationReportRow(Base):
+    """A validation report; the full message body lives in `report`."""
+
+    __tablename__ = "validation_reports"
+    __table_args__ = (
+        Index("ix_validation_reports_candidate_id", "candidate_id"),
+        Index("ix_validation_reports_create_time", "create_time"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    candidate_id: Mapped[str] = mapped_column(ID, ForeignKey("artifacts.id"))
+    baseline_id: Mapped[str | None] = mapped_column(ID, ForeignKey("artifacts.id"))
+    dataset_id: Mapped[str | None] = mapped_column(ID, ForeignKey("artifacts.id"))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    score: Mapped[float] = mapped_column(Float)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    create_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+
+
+class DeploymentRow(Base):
+    """The current state of a named deployment."""
+
+    __tablename__ = "deployments"
+
+    name: Mapped[str] = mapped_column(NAME, primary_key=True)
+    model_id: Mapped[str] = mapped_column(ID, ForeignKey("artifacts.id"))
+    adapter_id: Mapped[str | None] = mapped_column(ID, ForeignKey("artifacts.id"))
+    strategy: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    previous_model_id: Mapped[str | None] = mapped_column(ID)
+    update_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+    updated_by: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class DeploymentEventRow(Base):
+    """Append-only history of deployment revisions."""
+
+    __tablename__ = "deployment_events"
+    __table_args__ = (UniqueConstraint("name", "revision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(NAME)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    model_id: Mapped[str] = mapped_column(ID)
+    adapter_id: Mapped[str | None] = mapped_column(ID)
+    strategy: Mapped[int] = mapped_column(Integer)
+    previous_model_id: Mapped[str | None] = mapped_column(ID)
+    updated_by: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+    trace_id: Mapped[str] = mapped_column(String(32))
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Points plain PostgreSQL URLs at psycopg 3 (SQLAlchemy defaults to psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql+psycopg://" + dsn[len(prefix):]
+    return dsn
+
+
+def make_engine(dsn: str, *, busy_timeout_s: float = 30.0) -> Engine:
+    """One Engine per process; sessions are per call, so it is shared by threads.
+
+    SQLite gets WAL (readers never block the writer), a busy timeout, foreign
+    keys, and BEGIN IMMEDIATE for writing transactions: a deferred transaction
+    that later upgrades to a write lock fails with "database is locked" at once
+    instead of waiting, which would surface as spurious errors under load.
+    """
+    url = make_url(normalize_dsn(dsn))
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={
+        "check_same_thread": False, "timeout": busy_timeout_s})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # Take transaction control away from the driver; "begin" below issues it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+# PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock.
+_RETRY_SQLSTATES = {"40001", "40P01"}
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True  # lost an insert race; the retry re-reads and decides again
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate in _RETRY_SQLSTATES or "database is locked" in str(exc.orig)
+
+
+class Database:
+    """Runs units of work, each in its own session and transaction.
+
+    Functions passed to `write` must decide from what they read inside the
+    transaction, because they are re-run from scratch when they lose a race
+    (unique-key conflict, deadlock, serialization failure, SQLite busy).
+    """
+
+    def __init__(self, engine: Engine, *, attempts: int = 12) -> None:
+        self.engine = engine
+        self.attempts = attempts
+        self._writer = sessionmaker(engine, expire_on_commit=False)
+        self._reader = sessionmaker(engine.execution_options(**{READ_ONLY: True}),
+                                    expire_on_commit=False)
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        with self._reader() as session, session.begin():
+            return work(session)
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with self._writer() as session, session.begin():
+                    return work(session)
+            except (IntegrityError, OperationalError) as exc:
+                if not _retryable(exc) or attempt == self.attempts:
+                    if isinstance(exc, OperationalError) and _retryable(exc):
+                        raise Unavailable(
+                            "the registry database stayed busy; retry shortly") from exc
+                    raise
+                log.debug("write attempt %d lost a race (%s); retrying", attempt,
+                          type(exc.orig).__name__)
+                time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,129 @@
+"""Registry domain objects and the naming rules every entry point enforces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.errors import InvalidArgument
+from services.registry.store import FileEntry
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class ArtifactKind(str, enum.Enum):
+    """Mirrors lorafleet.v1.ArtifactKind without the prefix; stored by name."""
+
+    BASE_MODEL = "BASE_MODEL"
+    DATASET = "DATASET"
+    ADAPTER = "ADAPTER"
+    MERGED_MODEL = "MERGED_MODEL"
+
+
+# Kinds a deployment can serve as its `model_id`.
+MODEL_KINDS = frozenset({ArtifactKind.BASE_MODEL, ArtifactKind.MERGED_MODEL})
+
+
+def check_name(name: str, *, field: str = "name", what: str = "name") -> str:
+    if not name:
+        raise InvalidArgument(f"{field} is required", field=field)
+    if not NAME_RE.match(name):
+        raise InvalidArgument(
+            f"{field} {name!r} is not a valid {what}: use 1-128 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit", field=field)
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not ALIAS_RE.match(alias or ""):
+        raise InvalidArgument(
+            f"alias {alias!r} is not a lower-case identifier: use 1-63 of a-z, 0-9, "
+            "'_' or '-', starting with a letter (e.g. 'production')", field="alias")
+    return alias
+
+
+@dataclass
+class Artifact:
+    id: str
+    kind: ArtifactKind
+    name: str
+    version: int
+    digest: str
+    local_path: str
+    files: list[FileEntry]
+    size_bytes: int
+    metadata: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    create_time: dt.datetime
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    # An id or any reference GetArtifact accepts ("name:3", "name@prod").
+    artifact_id: str
+    # Empty: derived from the parent's kind ("base_model", "dataset", ...).
+    relation: str = ""
+
+
+@dataclass(frozen=True)
+class Edge:
+    parent_id: str
+    child_id: str
+    relation: str
+
+
+@dataclass
+class Registration:
+    artifact: Artifact
+    # True when the name already had a version with identical content.
+    existed: bool
+
+
+@dataclass
+class Lineage:
+    # The artifact asked about first, then ancestors and descendants.
+    artifacts: list[Artifact]
+    edges: list[Edge]
+
+
+@dataclass
+class AliasMove:
+    artifact: Artifact
+    previous_artifact_id: str
+
+
+@dataclass
+class ValidationReport:
+    id: str
+    candidate_id: str
+    baseline_id: str
+    dataset_id: str
+    passed: bool
+    score: float
+    # The whole report as a JSON object (scores, gates, samples, score_metric).
+    body: dict[str, Any]
+    create_time: dt.datetime
+
+
+@dataclass
+class Deployment:
+    name: str
+    model_id: str
+    adapter_id: str
+    # lorafleet.v1.DeploymentStrategy number, kept opaque by the registry.
+    strategy: int
+    revision: int
+    previous_model_id: str
+    update_time: dt.datetime
+    updated_by: str
+    reason: str

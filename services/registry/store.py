@@ -1,0 +1,241 @@
+"""Content-addressed artifact store: sha256 blobs plus read-only version directories."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.errors import Aborted, DataLoss, InvalidArgument
+from services.common.paths import confine, fsync_dir
+
+CHUNK_BYTES = 1 << 20
+DIGEST_PREFIX = "sha256:"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a version: '/'-separated path relative to the version root."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The files of one version and the digest that names it."""
+
+    files: tuple[FileEntry, ...]
+    digest: str
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size_bytes for f in self.files)
+
+    @classmethod
+    def of(cls, files: Iterable[FileEntry]) -> Manifest:
+        ordered = tuple(sorted(files, key=lambda f: f.path))
+        return cls(files=ordered, digest=manifest_digest(ordered))
+
+
+def manifest_digest(files: Iterable[FileEntry]) -> str:
+    """sha256 over the sorted "<path>\\t<sha256>\\t<size>\\n" lines.
+
+    Callers (trainer, merger, CLI) can compute it before registering and pass it
+    as `expected_digest`, so a copy that went wrong in transit is caught.
+    """
+    lines = sorted(f"{f.path}\t{f.sha256}\t{f.size_bytes}\n" for f in files)
+    return DIGEST_PREFIX + hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """Streams a file in 1 MiB chunks; returns (hex sha256, size)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def list_source(source: Path, roots: Sequence[Path]) -> list[tuple[str, Path]]:
+    """(relative path, real file) pairs of a file or directory, sorted by path.
+
+    Symlinks are followed only to files inside `roots` (Hugging Face snapshots
+    are links into a blob folder), so a link cannot smuggle in /etc/shadow.
+    """
+    if source.is_file():
+        return [(source.name, source)]
+    pairs: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(source):
+        base = Path(dirpath)
+        for d in dirnames:
+            if (base / d).is_symlink():
+                raise InvalidArgument(
+                    f"source_path contains a symlinked directory "
+                    f"{(base / d).relative_to(source).as_posix()!r}; copy it instead",
+                    field="source_path")
+        for name in filenames:
+            path = base / name
+            rel = path.relative_to(source).as_posix()
+            real = path
+            if path.is_symlink():
+                real = confine(str(path), roots, field=f"source_path file {rel!r}")
+            if not real.is_file():
+                raise InvalidArgument(
+                    f"source_path entry {rel!r} is not a regular file",
+                    field="source_path")
+            pairs.append((rel, real))
+    if not pairs:
+        raise InvalidArgument(f"source_path {str(source)!r} holds no files",
+                              field="source_path")
+    return sorted(pairs)
+
+
+class ArtifactStore(abc.ABC):
+    """Where artifact bytes live; the registry database only holds manifests."""
+
+    def scan(self, files: Sequence[tuple[str, Path]]) -> Manifest:
+        """Hashes the source files without storing anything."""
+        entries = []
+        for rel, src in files:
+            sha, size = hash_file(src)
+            entries.append(FileEntry(rel, sha, size))
+        return Manifest.of(entries)
+
+    @abc.abstractmethod
+    def put(self, files: Sequence[tuple[str, Path]], manifest: Manifest) -> None:
+        """Stores the files of a scanned manifest; Aborted if they changed since."""
+
+    def ingest(self, files: Sequence[tuple[str, Path]]) -> Manifest:
+        manifest = self.scan(files)
+        self.put(files, manifest)
+        return manifest
+
+    @abc.abstractmethod
+    def location(self, digest: str) -> str:
+        """Where readers find the files of the version with this digest."""
+
+    @abc.abstractmethod
+    def verify(self, manifest: Manifest) -> None:
+        """Re-hashes the stored files; raises DataLoss on any mismatch."""
+
+
+class LocalStore(ArtifactStore):
+    """A store on a local or shared POSIX volume.
+
+    Layout under `root`: ``objects/sha256/<2 hex>/<hex>`` holds each distinct
+    file once; ``versions/<manifest hex>/<path>`` are hard links to those blobs
+    (copies across devices), so a version directory can be handed to loaders.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.objects = self.root / "objects" / "sha256"
+        self.versions = self.root / "versions"
+        self.tmp = self.root / "tmp"
+        for d in (self.objects, self.versions, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.objects / sha256[:2] / sha256
+
+    def location(self, digest: str) -> str:
+        return str(self.versions / digest.removeprefix(DIGEST_PREFIX))
+
+    def put(self, files: Sequence[tuple[str, Path]], manifest: Manifest) -> None:
+        by_path = {e.path: e for e in manifest.files}
+        for rel, src in files:
+            self._store_blob(src, by_path[rel])
+        self._materialise(manifest)
+
+    def _store_blob(self, src: Path, entry: FileEntry) -> None:
+        # Known content (re-registering, shared tokenizer files) costs no write.
+        blob = self.blob_path(entry.sha256)
+        if blob.exists() and blob.stat().st_size == entry.size_bytes:
+            return
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="blob.", dir=self.tmp)
+        try:
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as fh:
+                while chunk := fh.read(CHUNK_BYTES):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if h.hexdigest() != entry.sha256:
+                raise Aborted(f"file {entry.path!r} changed while it was being "
+                              "registered; register it again once it is complete")
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, blob)
+            fsync_dir(blob.parent)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _materialise(self, manifest: Manifest) -> None:
+        final = Path(self.location(manifest.digest))
+        if final.exists():
+            return
+        staging = Path(tempfile.mkdtemp(prefix="version.", dir=self.tmp))
+        try:
+            for entry in manifest.files:
+                dest = staging / entry.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(self.blob_path(entry.sha256), dest)
+            subdirs = [p for p in staging.rglob("*") if p.is_dir()]
+            for d in sorted(subdirs, reverse=True):  # deepest first
+                d.chmod(0o555)
+            staging.chmod(0o555)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not final.exists():
+                    raise
+                _remove_tree(staging)  # a concurrent ingest published it first
+            fsync_dir(self.versions)
+        except BaseException:
+            _remove_tree(staging)
+            raise
+
+    def verify(self, manifest: Manifest) -> None:
+        root = Path(self.location(manifest.digest))
+        recomputed = manifest_digest(manifest.files)
+        if recomputed != manifest.digest:
+            raise DataLoss(f"recorded manifest hashes to {recomputed}, not the "
+                           f"recorded digest {manifest.digest}")
+        for entry in manifest.files:
+            path = root / entry.path
+            if not path.is_file():
+                raise DataLoss(f"file {entry.path!r} is missing from {root}")
+            sha, size = hash_file(path)
+            if sha != entry.sha256 or size != entry.size_bytes:
+                raise DataLoss(
+                    f"file {entry.path!r} in {root} is corrupt: expected sha256 "
+                    f"{entry.sha256} ({entry.size_bytes} bytes), found sha256 {sha} "
+                    f"({size} bytes)")
+
+
+def _link_or_copy(blob: Path, dest: Path) -> None:
+    try:
+        os.link(blob, dest)
+    except OSError:  # EXDEV across devices, EPERM on some network filesystems
+        shutil.copyfile(blob, dest)
+        os.chmod(dest, 0o444)
+
+
+def _remove_tree(path: Path) -> None:
+    """Removes a staging tree whose directories were already made read-only."""
+    if path.exists():
+        for d in [path, *(p for p in path.rglob("*") if p.is_dir())]:
+            d.chmod(stat.S_IRWXU)
+        shutil.rmtree(path, ignore_errors=True)

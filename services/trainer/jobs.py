@@ -1,0 +1,136 @@
+"""Training jobs: checks at Start, the fine-tune in a worker, registration after.
+
+Everything a Start can reject (bad config, unknown ids, malformed dataset) is
+checked synchronously so the caller gets the error instead of a failed job.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorafleet.v1 import common_pb2, registry_pb2
+from services.common import datasets
+from services.common.datasets import dataset_file_of
+from services.common.config import Config
+from services.common.convert import from_struct, struct
+from services.common.errors import FailedPrecondition
+from services.common.jobs import Job, JobContext, JobEngine
+from services.common.modeling import environment_facts, resolve_device
+from services.trainer.spec import TrainSpec
+from services.trainer.training import fine_tune
+
+log = logging.getLogger(__name__)
+
+MODEL_KINDS = (common_pb2.ARTIFACT_KIND_BASE_MODEL, common_pb2.ARTIFACT_KIND_MERGED_MODEL)
+
+
+@dataclass
+class ResolvedTrainJob:
+    """A checked request with its registry artifacts resolved."""
+
+    spec: TrainSpec
+    base: Any  # lorafleet.v1.Artifact
+    dataset: Any  # lorafleet.v1.Artifact
+    dataset_file: Path
+    task: str
+    split: tuple[int, int]
+
+
+@dataclass
+class TrainOutcome:
+    adapter_id: str
+    metrics: dict[str, float]
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """The trainer's domain: turns TrainSpecs into registered adapters."""
+
+    def __init__(self, config: Config, registry: Any) -> None:
+        self._config = config
+        self._registry = registry
+        self._device = resolve_device(config.device)
+        self.engine = JobEngine("train", self._run, workers=config.job_workers,
+                                queue_size=config.job_queue_size,
+                                history=config.job_history)
+
+    def start(self, spec: TrainSpec) -> Job:
+        spec.check()
+        base = self._get(spec.base_model_id)
+        if base.kind not in MODEL_KINDS:
+            raise FailedPrecondition(
+                f"{spec.base_model_id} is a {common_pb2.ArtifactKind.Name(base.kind)}, "
+                "not a model; pass a base or merged model id as base_model_id")
+        dataset = self._get(spec.dataset_id)
+        if dataset.kind != common_pb2.ARTIFACT_KIND_DATASET:
+            raise FailedPrecondition(f"{spec.dataset_id} is not a dataset")
+        path = dataset_file_of(dataset)
+        task, rows = datasets.load_dataset(path, spec.config.task_type)
+        train, held_out = datasets.split_rows(rows, spec.config.eval_fraction,
+                                              spec.config.seed)
+        return self.engine.submit(ResolvedTrainJob(spec, base, dataset, path, task,
+                                                   (len(train), len(held_out))))
+
+    def _get(self, artifact_id: str) -> Any:
+        return self._registry.GetArtifact(
+            registry_pb2.GetArtifactRequest(id=artifact_id)).artifact
+
+    def _run(self, ctx: JobContext, job: ResolvedTrainJob) -> TrainOutcome:
+        cfg = job.spec.config
+        ctx.report(stage="prepare", progress=0.0,
+                   message=f"{job.task} task: {job.split[0]} train rows, "
+                           f"{job.split[1]} held out")
+        out_dir = self._config.staging_dir / f"adapter-{ctx.job.id}"
+
+        def on_progress(step: int, total: int, metrics: dict[str, float]) -> None:
+            shown = next((f"{k} {metrics[k]:.4f}" for k in ("loss", "eval_loss", "train_loss")
+                          if k in metrics), "")
+            ctx.report(stage="train", progress=0.95 * step / max(total, 1),
+                       message=f"step {step}/{total} {shown}".rstrip(), metrics=metrics,
+                       step=step, total_steps=total)
+
+        try:
+            outcome = fine_tune(Path(job.base.local_path), job.dataset_file, out_dir, cfg,
+                                device=self._device, on_progress=on_progress,
+                                should_stop=lambda: ctx.cancelled)
+            ctx.check_cancelled()
+            ctx.report(stage="register", progress=0.97, message="registering adapter",
+                       metrics=outcome.metrics)
+            environment = environment_facts()
+            metadata = {
+                "base_model_id": job.base.id,
+                "base_model_digest": job.base.digest,
+                "base_model_name": job.base.name,
+                "base_model_type": from_struct(job.base.metadata).get("model_type", ""),
+                "dataset_id": job.dataset.id,
+                "dataset_digest": job.dataset.digest,
+                "task_type": outcome.task,
+                "method": cfg.method,
+                "rank": cfg.rank,
+                "alpha": cfg.alpha,
+                "target_modules": outcome.target_modules,
+                "train_config": cfg.as_dict(),
+                "train_rows": outcome.train_rows,
+                "eval_rows": outcome.eval_rows,
+                "dropped_rows": outcome.dropped_rows,
+                "environment": environment,
+                "train_job_id": ctx.job.id,
+            }
+            response = self._registry.RegisterArtifact(registry_pb2.RegisterArtifactRequest(
+                kind=common_pb2.ARTIFACT_KIND_ADAPTER, name=job.spec.adapter_name,
+                source_path=str(out_dir), metadata=struct(metadata),
+                metrics=outcome.metrics, tags=job.spec.tags,
+                parents=[common_pb2.ParentRef(artifact_id=job.base.id, relation="base_model"),
+                         common_pb2.ParentRef(artifact_id=job.dataset.id,
+                                              relation="dataset")]))
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        adapter = response.artifact
+        ctx.report(stage="done", progress=1.0,
+                   message=f"adapter {adapter.name}:{adapter.version} ({adapter.id})")
+        return TrainOutcome(adapter_id=adapter.id, metrics=outcome.metrics,
+                            environment=environment)

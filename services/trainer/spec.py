@@ -1,0 +1,105 @@
+"""A training run's hyperparameters: documented defaults and range checks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from services.common.errors import InvalidArgument
+
+METHODS = ("lora", "rslora", "dora")
+SCHEDULES = ("linear", "cosine", "constant")
+TASKS = ("auto", "text", "instruction", "chat")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters after defaults; mirrors lorafleet.v1.TrainConfig."""
+
+    method: str = "lora"
+    rank: int = 16
+    alpha: float = 0.0  # 0 -> 2 * rank
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=list)  # [] -> by architecture
+    learning_rate: float = 2e-4
+    lr_schedule: str = "linear"
+    warmup_steps: int = 0
+    max_steps: int = 0
+    epochs: float = 1.0
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_seq_length: int = 512
+    seed: int = 42
+    task_type: str = "auto"
+    eval_fraction: float = 0.1
+    weight_decay: float = 0.0
+    eval_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.alpha:
+            self.alpha = float(2 * self.rank)
+
+    def check(self) -> None:
+        """Raises InvalidArgument naming the first out-of-range field."""
+        _choice("method", self.method, METHODS)
+        _choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        _choice("task_type", self.task_type, TASKS)
+        _range("rank", self.rank, 1, 1024)
+        _range("alpha", self.alpha, 1e-6, 1e6)
+        _range("dropout", self.dropout, 0.0, 0.9)
+        _range("learning_rate", self.learning_rate, 1e-8, 1.0,
+               hint="typical LoRA rates are 1e-5 to 1e-3")
+        _range("warmup_steps", self.warmup_steps, 0, 10**7)
+        _range("max_steps", self.max_steps, 0, 10**7)
+        _range("epochs", self.epochs, 1e-3, 1000)
+        _range("batch_size", self.batch_size, 1, 4096)
+        _range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 4096)
+        _range("max_seq_length", self.max_seq_length, 8, 131072)
+        _range("eval_fraction", self.eval_fraction, 0.0, 0.5)
+        _range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _range("eval_steps", self.eval_steps, 0, 10**7)
+        for name in self.target_modules:
+            if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+                raise InvalidArgument(f"target_modules entry {name!r} is not a module name",
+                                      field="config.target_modules")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What to train: ids resolve through the registry at Start."""
+
+    base_model_id: str
+    dataset_id: str
+    adapter_name: str
+    config: TrainConfig
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if not self.base_model_id:
+            raise InvalidArgument("base_model_id is required: the registry id of the "
+                                  "base model to adapt", field="base_model_id")
+        if not self.dataset_id:
+            raise InvalidArgument("dataset_id is required: the registry id of a dataset "
+                                  "version", field="dataset_id")
+        if not NAME_RE.match(self.adapter_name or ""):
+            raise InvalidArgument(
+                f"adapter_name {self.adapter_name!r} must match {NAME_RE.pattern}",
+                field="adapter_name")
+        self.config.check()
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise InvalidArgument(f"config.{name} {value!r} is not one of {', '.join(valid)}",
+                              field=f"config.{name}")
+
+
+def _range(name: str, value: float, low: float, high: float, hint: str = "") -> None:
+    if not low <= value <= high:
+        extra = f"; {hint}" if hint else ""
+        raise InvalidArgument(f"config.{name} must be in [{low:g}, {high:g}], got "
+                              f"{value:g}{extra}", field=f"config.{name}")
