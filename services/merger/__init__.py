@@ -1,1 +1,1 @@
-"""Merger service: folds LoRA adapters into their base model and registers the result."""
+"""Merger service: folds LoRA adapters into their base model, registers the result."""

@@ -20,12 +20,20 @@ from services.common.convert import from_struct, struct
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobs import Job, JobContext, JobEngine
 from services.common.paths import staged_directory
-from services.merger.lora_merge import OUTPUT_DTYPES, MergePlan, execute_merge, plan_merge
+from services.merger.lora_merge import (
+    OUTPUT_DTYPES,
+    MergePlan,
+    execute_merge,
+    plan_merge,
+)
 
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MODEL_KINDS = (common_pb2.ARTIFACT_KIND_BASE_MODEL, common_pb2.ARTIFACT_KIND_MERGED_MODEL)
+MODEL_KINDS = (
+    common_pb2.ARTIFACT_KIND_BASE_MODEL,
+    common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+)
 # Progress events while merging: about this many, however many tensors.
 PROGRESS_EVENTS = 20
 
@@ -42,20 +50,27 @@ class MergeRequest:
 
     def check(self) -> None:
         if not self.adapter_id:
-            raise InvalidArgument("adapter_id is required: the registry id of the "
-                                  "adapter to merge", field="adapter_id")
+            raise InvalidArgument(
+                "adapter_id is required: the registry id of the adapter to merge",
+                field="adapter_id",
+            )
         if not self.output_name:
-            raise InvalidArgument("output_name is required: the name to register the "
-                                  "merged model under", field="output_name")
+            raise InvalidArgument(
+                "output_name is required: the name to register the merged model under",
+                field="output_name",
+            )
         if not NAME_RE.match(self.output_name):
             raise InvalidArgument(
                 f"output_name {self.output_name!r} is not a valid name: use 1-128 "
                 "letters, digits, '.', '_' or '-', starting with a letter or digit",
-                field="output_name")
+                field="output_name",
+            )
         if self.output_dtype not in OUTPUT_DTYPES:
             raise InvalidArgument(
                 f"output_dtype {self.output_dtype!r} is unknown; use one of "
-                f"{', '.join(OUTPUT_DTYPES)}", field="output_dtype")
+                f"{', '.join(OUTPUT_DTYPES)}",
+                field="output_dtype",
+            )
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,9 @@ def check_lineage(adapter: Any, base: Any) -> None:
             f"adapter {adapter.id} was trained on base {recorded_id or '(unknown id)'} "
             f"(digest {recorded_digest or 'not recorded'}) but base {base.id} (digest "
             f"{base.digest}) was given; leave base_model_id empty to use the adapter's "
-            "own base", field="base_model_id")
+            "own base",
+            field="base_model_id",
+        )
 
 
 class Merger:
@@ -104,77 +121,125 @@ class Merger:
     def __init__(self, config: Config, registry: Any) -> None:
         self._config = config
         self._registry = registry
-        self.engine = JobEngine("merge", self._run, workers=config.job_workers,
-                                queue_size=config.job_queue_size,
-                                history=config.job_history)
+        self.engine = JobEngine(
+            "merge",
+            self._run,
+            workers=config.job_workers,
+            queue_size=config.job_queue_size,
+            history=config.job_history,
+        )
 
     def start(self, request: MergeRequest) -> Job:
         request.check()
         adapter = self._get(request.adapter_id)
         if adapter.kind != common_pb2.ARTIFACT_KIND_ADAPTER:
             raise FailedPrecondition(
-                f"{request.adapter_id} is a {common_pb2.ArtifactKind.Name(adapter.kind)}, "
-                "not an adapter; pass an ADAPTER id as adapter_id", field="adapter_id")
+                f"{request.adapter_id} is a {_kind(adapter)}, not an adapter; pass an "
+                "ADAPTER id as adapter_id",
+                field="adapter_id",
+            )
         base_id = request.base_model_id or from_struct(adapter.metadata).get(
-            "base_model_id", "")
+            "base_model_id", ""
+        )
         if not base_id:
-            raise InvalidArgument(f"adapter {adapter.id} records no base model; pass "
-                                  "base_model_id", field="base_model_id")
+            raise InvalidArgument(
+                f"adapter {adapter.id} records no base model; pass base_model_id",
+                field="base_model_id",
+            )
         base = self._get(base_id)
         if base.kind not in MODEL_KINDS:
             raise FailedPrecondition(
-                f"{base_id} is a {common_pb2.ArtifactKind.Name(base.kind)}, not a model; "
-                "pass a base or merged model id as base_model_id", field="base_model_id")
+                f"{base_id} is a {_kind(base)}, not a model; pass a base or merged "
+                "model id as base_model_id",
+                field="base_model_id",
+            )
         check_lineage(adapter, base)
         plan = plan_merge(_path(adapter), _path(base))
         return self.engine.submit(ResolvedMerge(request, adapter, base, plan))
 
     def _get(self, artifact_id: str) -> Any:
         return self._registry.GetArtifact(
-            registry_pb2.GetArtifactRequest(id=artifact_id)).artifact
+            registry_pb2.GetArtifactRequest(id=artifact_id)
+        ).artifact
 
     def _run(self, ctx: JobContext, job: ResolvedMerge) -> MergeOutcome:
         adapter, base, request = job.adapter, job.base, job.request
-        ctx.report(stage="merge", progress=0.02,
-                   message=f"merging {adapter.name}:{adapter.version} into "
-                           f"{base.name}:{base.version} as {request.output_dtype}")
+        ctx.report(
+            stage="merge",
+            progress=0.02,
+            message=f"merging {adapter.name}:{adapter.version} into "
+            f"{base.name}:{base.version} as {request.output_dtype}",
+        )
         final = self._config.staging_dir / f"merge-{ctx.job.id}"
 
         def on_tensor(done: int, total: int, name: str) -> None:
             ctx.check_cancelled()
             if done % max(1, total // PROGRESS_EVENTS) == 0 or done == total:
-                ctx.report(stage="merge", progress=0.02 + 0.88 * done / total,
-                           message=f"{done}/{total} tensors (last {name})",
-                           step=done, total_steps=total)
+                ctx.report(
+                    stage="merge",
+                    progress=0.02 + 0.88 * done / total,
+                    message=f"{done}/{total} tensors (last {name})",
+                    step=done,
+                    total_steps=total,
+                )
 
         try:
             ctx.check_cancelled()
             with staged_directory(final) as tmp:
-                stats = execute_merge(job.plan, tmp, output_dtype=request.output_dtype,
-                                      adapter_digest=adapter.digest,
-                                      base_digest=base.digest, on_tensor=on_tensor)
+                stats = execute_merge(
+                    job.plan,
+                    tmp,
+                    output_dtype=request.output_dtype,
+                    adapter_digest=adapter.digest,
+                    base_digest=base.digest,
+                    on_tensor=on_tensor,
+                )
             ctx.check_cancelled()  # last point before the registry holds a result
-            metrics = {"tensors_merged": float(stats.tensors_merged),
-                       "tensors_total": float(stats.tensors_total),
-                       "max_abs_delta": stats.max_abs_delta,
-                       "merge_seconds": stats.seconds}
-            ctx.report(stage="register", progress=0.92, message="registering merged model",
-                       metrics=metrics)
-            response = self._registry.RegisterArtifact(registry_pb2.RegisterArtifactRequest(
-                kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL, name=request.output_name,
-                source_path=str(final.resolve()), metrics=metrics, tags=request.tags,
-                metadata=struct(self._metadata(ctx, job, stats)),
-                parents=[common_pb2.ParentRef(artifact_id=adapter.id, relation="adapter"),
-                         common_pb2.ParentRef(artifact_id=base.id,
-                                              relation="base_model")]))
+            metrics = {
+                "tensors_merged": float(stats.tensors_merged),
+                "tensors_total": float(stats.tensors_total),
+                "max_abs_delta": stats.max_abs_delta,
+                "merge_seconds": stats.seconds,
+            }
+            ctx.report(
+                stage="register",
+                progress=0.92,
+                message="registering merged model",
+                metrics=metrics,
+            )
+            response = self._registry.RegisterArtifact(
+                registry_pb2.RegisterArtifactRequest(
+                    kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+                    name=request.output_name,
+                    source_path=str(final.resolve()),
+                    metrics=metrics,
+                    tags=request.tags,
+                    metadata=struct(self._metadata(ctx, job, stats)),
+                    parents=[
+                        common_pb2.ParentRef(
+                            artifact_id=adapter.id, relation="adapter"
+                        ),
+                        common_pb2.ParentRef(
+                            artifact_id=base.id, relation="base_model"
+                        ),
+                    ],
+                )
+            )
         finally:
             shutil.rmtree(final, ignore_errors=True)
         merged = response.artifact
-        ctx.report(stage="done", progress=1.0,
-                   message=f"merged model {merged.name}:{merged.version} ({merged.id})")
-        return MergeOutcome(merged_model_id=merged.id, tensors_merged=stats.tensors_merged,
-                            tensors_total=stats.tensors_total,
-                            max_abs_delta=stats.max_abs_delta, seconds=stats.seconds)
+        ctx.report(
+            stage="done",
+            progress=1.0,
+            message=f"merged model {merged.name}:{merged.version} ({merged.id})",
+        )
+        return MergeOutcome(
+            merged_model_id=merged.id,
+            tensors_merged=stats.tensors_merged,
+            tensors_total=stats.tensors_total,
+            max_abs_delta=stats.max_abs_delta,
+            seconds=stats.seconds,
+        )
 
     @staticmethod
     def _metadata(ctx: JobContext, job: ResolvedMerge, stats: Any) -> dict[str, Any]:
@@ -194,8 +259,13 @@ class Merger:
         }
 
 
+def _kind(artifact: Any) -> str:
+    return common_pb2.ArtifactKind.Name(artifact.kind)
+
+
 def _path(artifact: Any) -> Path:
     if not artifact.local_path:
-        raise FailedPrecondition(f"artifact {artifact.id} has no local_path on the "
-                                 "artifact volume")
+        raise FailedPrecondition(
+            f"artifact {artifact.id} has no local_path on the artifact volume"
+        )
     return Path(artifact.local_path)

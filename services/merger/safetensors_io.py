@@ -17,17 +17,27 @@ from services.common.errors import FailedPrecondition
 INDEX_NAME = "model.safetensors.index.json"
 
 _CODES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
-    torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
-    torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
-    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
 }
 _DTYPES = {code: dtype for dtype, code in _CODES.items()}
 
 
 def dtype_of_code(code: str) -> torch.dtype:
     if code not in _DTYPES:
-        raise FailedPrecondition(f"safetensors dtype {code} is not supported by the merger")
+        raise FailedPrecondition(
+            f"safetensors dtype {code} is not supported by the merger"
+        )
     return _DTYPES[code]
 
 
@@ -68,24 +78,31 @@ def read_layout(model_dir: Path) -> ModelLayout:
     else:
         files = sorted(p.name for p in model_dir.glob("*.safetensors"))
     if not files:
-        raise FailedPrecondition(f"model directory {model_dir} has no .safetensors weights")
+        raise FailedPrecondition(
+            f"model directory {model_dir} has no .safetensors weights"
+        )
     shards: dict[str, list[TensorInfo]] = {}
     seen: set[str] = set()
     for name in files:
         path = model_dir / name
         if not path.is_file():
-            raise FailedPrecondition(f"{INDEX_NAME} of {model_dir} lists {name}, "
-                                     "which is missing")
+            raise FailedPrecondition(
+                f"{INDEX_NAME} of {model_dir} lists {name}, which is missing"
+            )
         infos = []
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
                 if key in seen:
-                    raise FailedPrecondition(f"tensor {key} appears in two shards of "
-                                             f"{model_dir}")
+                    raise FailedPrecondition(
+                        f"tensor {key} appears in two shards of {model_dir}"
+                    )
                 seen.add(key)
                 s = f.get_slice(key)
-                infos.append(TensorInfo(key, name, dtype_of_code(s.get_dtype()),
-                                        tuple(s.get_shape())))
+                infos.append(
+                    TensorInfo(
+                        key, name, dtype_of_code(s.get_dtype()), tuple(s.get_shape())
+                    )
+                )
         shards[name] = infos
     return ModelLayout(model_dir, shards, index)
 
@@ -111,15 +128,22 @@ class StreamingWriter:
     save_file needs the whole shard at once).
     """
 
-    def __init__(self, path: Path, specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
-                 metadata: dict[str, str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
+        metadata: dict[str, str],
+    ) -> None:
         header: dict[str, object] = {"__metadata__": dict(metadata)}
         offset = 0
         self._expected: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
         for name, dtype, shape in specs:
             size = nbytes(dtype, shape)
-            header[name] = {"dtype": _CODES[dtype], "shape": list(shape),
-                            "data_offsets": [offset, offset + size]}
+            header[name] = {
+                "dtype": _CODES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + size],
+            }
             offset += size
             self._expected.append((name, dtype, tuple(shape)))
         raw = json.dumps(header, separators=(",", ":")).encode()
@@ -130,9 +154,15 @@ class StreamingWriter:
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         want_name, want_dtype, want_shape = self._expected[self._next]
-        if (name, tensor.dtype, tuple(tensor.shape)) != (want_name, want_dtype, want_shape):
-            raise RuntimeError(f"writer expected {want_name} {want_dtype} {want_shape}, "
-                               f"got {name} {tensor.dtype} {tuple(tensor.shape)}")
+        if (name, tensor.dtype, tuple(tensor.shape)) != (
+            want_name,
+            want_dtype,
+            want_shape,
+        ):
+            raise RuntimeError(
+                f"writer expected {want_name} {want_dtype} {want_shape}, "
+                f"got {name} {tensor.dtype} {tuple(tensor.shape)}"
+            )
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         self._fh.write(flat.view(torch.uint8).numpy().tobytes())
         self._next += 1
@@ -140,13 +170,17 @@ class StreamingWriter:
     def close(self) -> None:
         self._fh.close()
         if self._next != len(self._expected):
-            raise RuntimeError(f"writer closed after {self._next} of "
-                               f"{len(self._expected)} tensors")
+            raise RuntimeError(
+                f"writer closed after {self._next} of {len(self._expected)} tensors"
+            )
 
 
 @contextmanager
-def streaming_writer(path: Path, specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
-                     metadata: dict[str, str]) -> Iterator[StreamingWriter]:
+def streaming_writer(
+    path: Path,
+    specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
+    metadata: dict[str, str],
+) -> Iterator[StreamingWriter]:
     writer = StreamingWriter(path, specs, metadata)
     try:
         yield writer

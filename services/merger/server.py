@@ -8,7 +8,7 @@ from services.common.config import Config
 from services.common.convert import job_state_from_pb, job_status_to_pb, watch_to_pb
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
-from services.merger.jobs import MergeOutcome, MergeRequest, Merger, ResolvedMerge
+from services.merger.jobs import MergeOutcome, Merger, MergeRequest, ResolvedMerge
 
 _DTYPES = {
     merger_pb2.OUTPUT_DTYPE_UNSPECIFIED: "same",
@@ -22,32 +22,44 @@ _DTYPE_NUMBERS = {name: number for number, name in _DTYPES.items() if number}
 
 def request_from_pb(pb: merger_pb2.StartMergeJobRequest) -> MergeRequest:
     """Unknown dtype numbers become a name MergeRequest.check refuses."""
-    return MergeRequest(adapter_id=pb.adapter_id, output_name=pb.output_name,
-                        base_model_id=pb.base_model_id,
-                        output_dtype=_DTYPES.get(pb.output_dtype, f"#{pb.output_dtype}"),
-                        tags=dict(pb.tags))
+    return MergeRequest(
+        adapter_id=pb.adapter_id,
+        output_name=pb.output_name,
+        base_model_id=pb.base_model_id,
+        output_dtype=_DTYPES.get(pb.output_dtype, f"#{pb.output_dtype}"),
+        tags=dict(pb.tags),
+    )
 
 
-def request_to_pb(request: MergeRequest, base_model_id: str
-                  ) -> merger_pb2.StartMergeJobRequest:
+def request_to_pb(
+    request: MergeRequest, base_model_id: str
+) -> merger_pb2.StartMergeJobRequest:
     """Echoes the request with the base actually used, even when it was defaulted."""
     return merger_pb2.StartMergeJobRequest(
-        adapter_id=request.adapter_id, base_model_id=base_model_id,
+        adapter_id=request.adapter_id,
+        base_model_id=base_model_id,
         output_name=request.output_name,
-        output_dtype=_DTYPE_NUMBERS.get(request.output_dtype, 0), tags=request.tags)
+        output_dtype=_DTYPE_NUMBERS.get(request.output_dtype, 0),
+        tags=request.tags,
+    )
 
 
 def result_to_pb(outcome: MergeOutcome) -> merger_pb2.MergeResult:
     return merger_pb2.MergeResult(
-        merged_model_id=outcome.merged_model_id, tensors_merged=outcome.tensors_merged,
-        tensors_total=outcome.tensors_total, max_abs_delta=outcome.max_abs_delta,
-        seconds=outcome.seconds)
+        merged_model_id=outcome.merged_model_id,
+        tensors_merged=outcome.tensors_merged,
+        tensors_total=outcome.tensors_total,
+        max_abs_delta=outcome.max_abs_delta,
+        seconds=outcome.seconds,
+    )
 
 
 def job_to_pb(job: Job) -> merger_pb2.MergeJob:
     resolved: ResolvedMerge = job.spec
-    pb = merger_pb2.MergeJob(status=job_status_to_pb(job),
-                             request=request_to_pb(resolved.request, resolved.base.id))
+    pb = merger_pb2.MergeJob(
+        status=job_status_to_pb(job),
+        request=request_to_pb(resolved.request, resolved.base.id),
+    )
     if job.result is not None:
         pb.result.CopyFrom(result_to_pb(job.result))
     return pb
@@ -63,21 +75,30 @@ class MergerServicer(merger_pb2_grpc.MergerServiceServicer):
 
     def GetMergeJob(self, request, context):
         return merger_pb2.GetMergeJobResponse(
-            job=job_to_pb(self._merger.engine.get(request.job_id)))
+            job=job_to_pb(self._merger.engine.get(request.job_id))
+        )
 
     def ListMergeJobs(self, request, context):
-        jobs, token = self._merger.engine.list(job_state_from_pb(request.state),
-                                               request.page_size, request.page_token)
-        return merger_pb2.ListMergeJobsResponse(jobs=[job_to_pb(j) for j in jobs],
-                                                next_page_token=token)
+        jobs, token = self._merger.engine.list(
+            job_state_from_pb(request.state), request.page_size, request.page_token
+        )
+        return merger_pb2.ListMergeJobsResponse(
+            jobs=[job_to_pb(j) for j in jobs], next_page_token=token
+        )
 
     def CancelMergeJob(self, request, context):
         return merger_pb2.CancelMergeJobResponse(
-            job=job_to_pb(self._merger.engine.cancel(request.job_id)))
+            job=job_to_pb(self._merger.engine.cancel(request.job_id))
+        )
 
     def WatchMergeJob(self, request, context):
-        yield from watch_to_pb(self._merger.engine, request, context,
-                               merger_pb2.WatchMergeJobResponse, job_to_pb)
+        yield from watch_to_pb(
+            self._merger.engine,
+            request,
+            context,
+            merger_pb2.WatchMergeJobResponse,
+            job_to_pb,
+        )
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
@@ -86,10 +107,13 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     merger = Merger(config, registry)
 
     def register(server):
-        merger_pb2_grpc.add_MergerServiceServicer_to_server(MergerServicer(merger), server)
+        merger_pb2_grpc.add_MergerServiceServicer_to_server(
+            MergerServicer(merger), server
+        )
         return [merger_pb2.DESCRIPTOR.services_by_name["MergerService"].full_name]
 
     running = create_server("merger", config, register, port)
-    running.on_stop.extend([lambda: merger.engine.shutdown(config.grace_period_s),
-                            registry.close])
+    running.on_stop.extend(
+        [lambda: merger.engine.shutdown(config.grace_period_s), registry.close]
+    )
     return running

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import random
 import time
@@ -25,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -74,7 +76,9 @@ class ArtifactRow(Base):
     __tablename__ = "artifacts"
     __table_args__ = (
         UniqueConstraint("name", "version"),
-        Index("ix_artifacts_name_digest", "name", "digest"),
+        # Unique: identical content under one name is one version, enforced
+        # by the database so concurrent registrations cannot both insert it.
+        Index("ix_artifacts_name_digest", "name", "digest", unique=True),
         Index("ix_artifacts_create_time", "create_time"),
     )
 
@@ -242,6 +246,19 @@ def make_engine(dsn: str, *, busy_timeout_s: float = 30.0) -> Engine:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def lock_key(session: Session, scope: str, key: str) -> None:
+    """Serialises transactions touching one key until commit (PostgreSQL only).
+
+    SQLite needs nothing: BEGIN IMMEDIATE already serialises its writers. The
+    unique constraints stay the real guarantee; the lock only spares retries.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"{scope}\0{key}".encode()).digest()
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": int.from_bytes(digest[:8], "big", signed=True)})
 
 
 # PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock.

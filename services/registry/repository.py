@@ -31,6 +31,7 @@ from services.registry.db import (
     Database,
     LineageEdgeRow,
     as_utc,
+    lock_key,
     utcnow,
 )
 from services.registry.domain import (
@@ -158,6 +159,7 @@ class Registry:
     def _record(self, session: Session, kind: ArtifactKind, name: str,
                 manifest: Manifest, meta: dict[str, Any], metrics: dict[str, float],
                 tags: dict[str, str], parents: Sequence[ParentRef]) -> Registration:
+        lock_key(session, "artifact-name", name)
         same = session.scalar(select(ArtifactRow).where(
             ArtifactRow.name == name, ArtifactRow.digest == manifest.digest)
             .order_by(ArtifactRow.version).limit(1))
@@ -226,29 +228,30 @@ class Registry:
         return self.db.read(work)
 
     def get_lineage(self, ref: str) -> Lineage:
-        """Breadth-first walk up through parents and down through children."""
+        """Ancestors (walking up) and descendants (walking down), breadth first.
+
+        Edges are every edge among the returned artifacts, so a merged model's
+        link to the shared base shows up when asking about its adapter too.
+        """
 
         def work(session: Session) -> Lineage:
             root = resolve_ref(session, ref)
-            order, edges = [root.id], []
-            seen = {root.id}
-            for up in (True, False):
+            order, seen = [root.id], {root.id}
+            for near, far in ((LineageEdgeRow.child_id, LineageEdgeRow.parent_id),
+                              (LineageEdgeRow.parent_id, LineageEdgeRow.child_id)):
                 frontier = [root.id]
                 while frontier:
-                    near = LineageEdgeRow.child_id if up else LineageEdgeRow.parent_id
-                    found = session.scalars(select(LineageEdgeRow).where(
-                        near.in_(frontier)).order_by(LineageEdgeRow.parent_id,
-                                                     LineageEdgeRow.child_id)).all()
-                    frontier = []
-                    for e in found:
-                        edge = Edge(e.parent_id, e.child_id, e.relation)
-                        if edge not in edges:
-                            edges.append(edge)
-                        other = e.parent_id if up else e.child_id
-                        if other not in seen:
-                            seen.add(other)
-                            order.append(other)
-                            frontier.append(other)
+                    found = session.scalars(select(far).where(
+                        near.in_(frontier)).order_by(far)).all()
+                    frontier = [i for i in dict.fromkeys(found) if i not in seen]
+                    seen.update(frontier)
+                    order.extend(frontier)
+            edges = [Edge(e.parent_id, e.child_id, e.relation)
+                     for e in session.scalars(select(LineageEdgeRow).where(
+                         LineageEdgeRow.parent_id.in_(order),
+                         LineageEdgeRow.child_id.in_(order)).order_by(
+                         LineageEdgeRow.parent_id, LineageEdgeRow.child_id,
+                         LineageEdgeRow.relation))]
             rows = {r.id: r for r in session.scalars(
                 select(ArtifactRow).where(ArtifactRow.id.in_(order)))}
             return Lineage(load_artifacts(session, [rows[i] for i in order],

@@ -8,10 +8,18 @@ import torch
 from safetensors.torch import load_file
 
 
-def make_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, r: int = 4,
-                 alpha: float = 6, use_rslora: bool = False, use_dora: bool = False,
-                 target_modules: list[str] | str = "all-linear", **lora_kwargs
-                 ) -> dict[str, torch.Tensor]:
+def make_adapter(
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    r: int = 4,
+    alpha: float = 6,
+    use_rslora: bool = False,
+    use_dora: bool = False,
+    target_modules: list[str] | str = "all-linear",
+    **lora_kwargs,
+) -> dict[str, torch.Tensor]:
     """Saves a PEFT adapter with random (non-zero) lora_B and DoRA magnitudes.
 
     Returns PEFT's merge_and_unload() state dict, the merge to reproduce.
@@ -23,8 +31,15 @@ def make_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, r: int = 4,
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    config = LoraConfig(r=r, lora_alpha=alpha, use_rslora=use_rslora, use_dora=use_dora,
-                        target_modules=target_modules, lora_dropout=0.0, **lora_kwargs)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        use_rslora=use_rslora,
+        use_dora=use_dora,
+        target_modules=target_modules,
+        lora_dropout=0.0,
+        **lora_kwargs,
+    )
     peft_model = get_peft_model(model, config)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -44,14 +59,18 @@ def make_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, r: int = 4,
 RENAMES = {"embed_out.": "lm_head."}
 
 
-def max_difference(out_dir: Path, reference: dict[str, torch.Tensor]) -> dict[str, float]:
+def max_difference(
+    out_dir: Path, reference: dict[str, torch.Tensor]
+) -> dict[str, float]:
     """Per-tensor max |ours - PEFT| over every tensor in our output files."""
     reference = dict(reference)
     for name in list(reference):
         for loaded_prefix in RENAMES.values():
             if name.startswith(loaded_prefix):
                 stored = next(k for k, v in RENAMES.items() if v == loaded_prefix)
-                reference.setdefault(stored + name[len(loaded_prefix):], reference[name])
+                reference.setdefault(
+                    stored + name[len(loaded_prefix) :], reference[name]
+                )
     ours: dict[str, torch.Tensor] = {}
     for f in sorted(out_dir.glob("*.safetensors")):
         ours.update(load_file(str(f)))

@@ -1,4 +1,4 @@
-"""Many threads calling one server at once must agree on versions, aliases, revisions."""
+"""Many threads calling one server at once agree on versions, aliases, revisions."""
 
 from __future__ import annotations
 

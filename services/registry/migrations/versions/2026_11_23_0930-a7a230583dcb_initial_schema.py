@@ -45,7 +45,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", "version", name=op.f("uq_artifacts_name_version")),
     )
     op.create_index("ix_artifacts_create_time", "artifacts", ["create_time"])
-    op.create_index("ix_artifacts_name_digest", "artifacts", ["name", "digest"])
+    op.create_index("ix_artifacts_name_digest", "artifacts", ["name", "digest"],
+                    unique=True)
 
     op.create_table(
         "artifact_files",

@@ -1,0 +1,10 @@
+"""`python -m lorafleet.healthcheck HOST:PORT`: exit 0 iff the service is SERVING."""
+
+import sys
+
+from lorafleet.launcher import check_health
+
+if __name__ == "__main__":
+    status = check_health(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50050", 3.0)
+    print(status)
+    sys.exit(0 if status == "SERVING" else 1)
