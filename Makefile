@@ -44,7 +44,7 @@ check-protos: $(STAMP) $(BUF)
 	diff -r --exclude=__init__.py --exclude=__pycache__ $(VENV)/stubcheck/lorafleet/v1 lorafleet/v1 || (echo "generated stubs are stale: run 'make protos' and commit" && exit 1)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lorafleet services tests bench
+	$(VENV)/bin/ruff check lorafleet services tests $(wildcard bench)
 
 clean:
 	rm -rf $(VENV) node_modules

@@ -12,8 +12,9 @@ from services.common.config import SERVICE_NAMES, load_config
 
 
 def _config(args):
-    return load_config(getattr(args, "config", None),
-                       data_dir=getattr(args, "data_dir", None))
+    return load_config(
+        getattr(args, "config", None), data_dir=getattr(args, "data_dir", None)
+    )
 
 
 def cmd_serve(args) -> int:
@@ -32,8 +33,11 @@ def cmd_up(args) -> int:
     from lorafleet.launcher import LocalSuite, plan_ports
 
     config = _config(args)
-    suite = LocalSuite(config=config, ports=plan_ports(args.base_port),
-                       log_dir=config.data_dir / "logs")
+    suite = LocalSuite(
+        config=config,
+        ports=plan_ports(args.base_port),
+        log_dir=config.data_dir / "logs",
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -45,14 +49,19 @@ def cmd_up(args) -> int:
         return 1
     for name in suite.processes:
         print(f"{name:<10} {suite.address(name)}", flush=True)
-    print(f"all services SERVING; state in {config.data_dir.resolve()}, logs in "
-          f"{suite.log_dir.resolve()}; Ctrl-C stops them", flush=True)
+    print(
+        f"all services SERVING; state in {config.data_dir.resolve()}, logs in "
+        f"{suite.log_dir.resolve()}; Ctrl-C stops them",
+        flush=True,
+    )
     code = 0
     while not stop.wait(1.0):
         dead = suite.dead()
         if dead:
-            print(f"lorafleet up: {', '.join(dead)} exited; stopping the suite",
-                  file=sys.stderr)
+            print(
+                f"lorafleet up: {', '.join(dead)} exited; stopping the suite",
+                file=sys.stderr,
+            )
             code = 1
             break
     print("stopping ...", flush=True)
@@ -64,8 +73,9 @@ def cmd_up(args) -> int:
 def cmd_demo(args) -> int:
     from lorafleet.demo import run_demo
 
-    return run_demo(_config(args), steps=args.steps, base_port=args.base_port,
-                    keep_running=False)
+    return run_demo(
+        _config(args), steps=args.steps, base_port=args.base_port, keep_running=False
+    )
 
 
 def cmd_models_import(args) -> int:
@@ -79,8 +89,10 @@ def cmd_models_import(args) -> int:
         return 2
     with Client(registry=args.registry or config.address_of("registry")) as client:
         artifact = import_model(source, args.name, config.staging_dir, client.registry)
-    print(f"{artifact.name}:{artifact.version} {artifact.id} {artifact.digest} "
-          f"{artifact.local_path}")
+    print(
+        f"{artifact.name}:{artifact.version} {artifact.id} {artifact.digest} "
+        f"{artifact.local_path}"
+    )
     return 0
 
 
@@ -110,21 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
     s.set_defaults(func=cmd_up)
 
-    s = sub.add_parser("demo", help="train, merge, validate, deploy SmolLM2 on a demo task")
+    s = sub.add_parser(
+        "demo", help="train, merge, validate, deploy SmolLM2 on a demo task"
+    )
     s.add_argument("--steps", type=int, default=40, help="training steps (default 40)")
     s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
     s.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="manage base models").add_subparsers(
-        dest="models_command", required=True)
-    s = models.add_parser("import", help="convert a GGUF file or HF folder and register it")
+        dest="models_command", required=True
+    )
+    s = models.add_parser(
+        "import", help="convert a GGUF file or HF folder and register it"
+    )
     s.add_argument("source", help="a .gguf file, an HF folder, or 'smollm2' (bundled)")
     s.add_argument("--name", required=True)
     s.add_argument("--registry", help="registry host:port (default from config)")
     s.set_defaults(func=cmd_models_import)
 
     db = sub.add_parser("db", help="registry database").add_subparsers(
-        dest="db_command", required=True)
+        dest="db_command", required=True
+    )
     s = db.add_parser("upgrade", help="apply Alembic migrations up to head")
     s.add_argument("--dsn", help="SQLAlchemy URL (default: the configured registry)")
     s.set_defaults(func=cmd_db_upgrade)

@@ -31,8 +31,13 @@ class Client:
     Unary calls default to a ``timeout_s`` deadline; watches to ``watch_timeout_s``.
     """
 
-    def __init__(self, gateway: str = DEFAULT_GATEWAY, registry: str = DEFAULT_REGISTRY,
-                 timeout_s: float = 60.0, watch_timeout_s: float = 6 * 3600.0) -> None:
+    def __init__(
+        self,
+        gateway: str = DEFAULT_GATEWAY,
+        registry: str = DEFAULT_REGISTRY,
+        timeout_s: float = 60.0,
+        watch_timeout_s: float = 6 * 3600.0,
+    ) -> None:
         self._channels: list[grpc.Channel] = []
         self.timeout_s = timeout_s
         self.watch_timeout_s = watch_timeout_s
@@ -40,48 +45,78 @@ class Client:
         self.registry = registry_pb2_grpc.RegistryServiceStub(self._channel(registry))
 
     def _channel(self, address: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_send_message_length", _MAX_MESSAGE),
-            ("grpc.max_receive_message_length", _MAX_MESSAGE)])
+        channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ],
+        )
         self._channels.append(channel)
         return channel
 
     def stub(self, service: str, address: str):
-        stubs = {"trainer": trainer_pb2_grpc.TrainerServiceStub,
-                 "merger": merger_pb2_grpc.MergerServiceStub,
-                 "validator": validator_pb2_grpc.ValidatorServiceStub,
-                 "inference": inference_pb2_grpc.InferenceServiceStub,
-                 "registry": registry_pb2_grpc.RegistryServiceStub,
-                 "gateway": gateway_pb2_grpc.GatewayServiceStub}
+        stubs = {
+            "trainer": trainer_pb2_grpc.TrainerServiceStub,
+            "merger": merger_pb2_grpc.MergerServiceStub,
+            "validator": validator_pb2_grpc.ValidatorServiceStub,
+            "inference": inference_pb2_grpc.InferenceServiceStub,
+            "registry": registry_pb2_grpc.RegistryServiceStub,
+            "gateway": gateway_pb2_grpc.GatewayServiceStub,
+        }
         return stubs[service](self._channel(address))
 
     # --- workflow -----------------------------------------------------------------
-    def run_workflow(self, request: gateway_pb2.RunWorkflowRequest) -> gateway_pb2.WorkflowJob:
+    def run_workflow(
+        self, request: gateway_pb2.RunWorkflowRequest
+    ) -> gateway_pb2.WorkflowJob:
         return self.gateway.RunWorkflow(request, timeout=self.timeout_s).job
 
-    def watch_workflow(self, job_id: str) -> Iterator[gateway_pb2.WatchWorkflowJobResponse]:
+    def watch_workflow(
+        self, job_id: str
+    ) -> Iterator[gateway_pb2.WatchWorkflowJobResponse]:
         yield from self.gateway.WatchWorkflowJob(
-            gateway_pb2.WatchWorkflowJobRequest(job_id=job_id), timeout=self.watch_timeout_s)
+            gateway_pb2.WatchWorkflowJobRequest(job_id=job_id),
+            timeout=self.watch_timeout_s,
+        )
 
     def wait_workflow(self, job_id: str) -> gateway_pb2.WorkflowJob:
         last = None
         for update in self.watch_workflow(job_id):
             last = update.job
-        return last if last is not None else self.gateway.GetWorkflowJob(
-            gateway_pb2.GetWorkflowJobRequest(job_id=job_id), timeout=self.timeout_s).job
+        return (
+            last
+            if last is not None
+            else self.gateway.GetWorkflowJob(
+                gateway_pb2.GetWorkflowJobRequest(job_id=job_id), timeout=self.timeout_s
+            ).job
+        )
 
     # --- serving ------------------------------------------------------------------
-    def generate(self, deployment: str, prompt: str, max_new_tokens: int = 64,
-                 temperature: float = 0.0) -> gateway_pb2.GenerateResponse:
-        return self.gateway.Generate(gateway_pb2.GenerateRequest(
-            deployment=deployment, params=common_pb2.GenerationParams(
-                prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature)),
-            timeout=self.timeout_s)
+    def generate(
+        self,
+        deployment: str,
+        prompt: str,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+    ) -> gateway_pb2.GenerateResponse:
+        return self.gateway.Generate(
+            gateway_pb2.GenerateRequest(
+                deployment=deployment,
+                params=common_pb2.GenerationParams(
+                    prompt=prompt,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                ),
+            ),
+            timeout=self.timeout_s,
+        )
 
     # --- registry -----------------------------------------------------------------
     def artifact(self, artifact_id: str) -> common_pb2.Artifact:
-        return self.registry.GetArtifact(registry_pb2.GetArtifactRequest(id=artifact_id),
-                                         timeout=self.timeout_s).artifact
+        return self.registry.GetArtifact(
+            registry_pb2.GetArtifactRequest(id=artifact_id), timeout=self.timeout_s
+        ).artifact
 
     def close(self) -> None:
         for channel in self._channels:

@@ -44,9 +44,18 @@ class LocalSuite:
         for name in START_ORDER:
             log = open(self.log_dir / f"{name}.log", "ab")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}", "--port", str(self.ports[name])],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)  # Ctrl-C reaches us, we stop them in order
+                [
+                    sys.executable,
+                    "-m",
+                    f"services.{name}",
+                    "--port",
+                    str(self.ports[name]),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # Ctrl-C reaches us, we stop them in order
             log.close()
         self.wait_healthy(timeout_s)
 
@@ -57,14 +66,17 @@ class LocalSuite:
             for name in sorted(pending):
                 proc = self.processes[name]
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode} during "
-                                       f"start-up; see {self.log_dir / (name + '.log')}:\n"
-                                       + self.tail(name))
+                    raise RuntimeError(
+                        f"{name} exited with code {proc.returncode} during "
+                        f"start-up; see {self.log_dir / (name + '.log')}:\n"
+                        + self.tail(name)
+                    )
                 if check_health(self.address(name)) == "SERVING":
                     pending.discard(name)
             if pending and time.monotonic() > deadline:
-                raise RuntimeError(f"not SERVING after {timeout_s:.0f}s: "
-                                   f"{', '.join(sorted(pending))}")
+                raise RuntimeError(
+                    f"not SERVING after {timeout_s:.0f}s: {', '.join(sorted(pending))}"
+                )
             if pending:
                 time.sleep(0.25)
 
@@ -100,7 +112,8 @@ def check_health(address: str, timeout_s: float = 1.0) -> str:
     try:
         with grpc.insecure_channel(address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+            )
             return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     except grpc.RpcError:
         return "UNREACHABLE"
@@ -109,5 +122,9 @@ def check_health(address: str, timeout_s: float = 1.0) -> str:
 def plan_ports(base_port: int | None) -> dict[str, int]:
     if base_port is None:
         return dict(DEFAULT_PORTS)
-    return {name: base_port + i for i, name in enumerate(
-        ("gateway", "registry", "trainer", "merger", "validator", "inference"))}
+    return {
+        name: base_port + i
+        for i, name in enumerate(
+            ("gateway", "registry", "trainer", "merger", "validator", "inference")
+        )
+    }

@@ -11,9 +11,18 @@ from typing import Any
 
 from services.common.modeling import PICKLE_SUFFIXES
 
-MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json",
-               "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-               "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+)
 
 
 def bundled_smollm2() -> Path | None:
@@ -33,7 +42,9 @@ def convert(source: Path, out_dir: Path) -> dict[str, Any]:
     elif source.is_dir():
         _copy_hf_folder(source, out_dir)
     else:
-        raise ValueError(f"{source} is neither a .gguf file nor a Hugging Face model folder")
+        raise ValueError(
+            f"{source} is neither a .gguf file nor a Hugging Face model folder"
+        )
     config = json.loads((out_dir / "config.json").read_text())
     return {
         "model_type": config.get("model_type", ""),
@@ -50,7 +61,9 @@ def _convert_gguf(source: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(source.parent), gguf_file=source.name
+    )
     # save_pretrained refuses to write a model that still looks quantised.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -63,13 +76,22 @@ def _copy_hf_folder(source: Path, out_dir: Path) -> None:
     weights = sorted(source.glob("*.safetensors"))
     if not weights:
         pickled = [p.name for p in source.iterdir() if p.suffix in PICKLE_SUFFIXES]
-        raise ValueError(f"{source} has no .safetensors weights"
-                         + (f" (only pickle files {pickled}, which lorafleet never loads; "
-                            "convert them with a trusted tool first)" if pickled else ""))
+        raise ValueError(
+            f"{source} has no .safetensors weights"
+            + (
+                f" (only pickle files {pickled}, which lorafleet never loads; "
+                "convert them with a trusted tool first)"
+                if pickled
+                else ""
+            )
+        )
     if not (source / "config.json").is_file():
         raise ValueError(f"{source} has no config.json")
-    for f in [*weights, *(source / n for n in MODEL_FILES),
-              source / "model.safetensors.index.json"]:
+    for f in [
+        *weights,
+        *(source / n for n in MODEL_FILES),
+        source / "model.safetensors.index.json",
+    ]:
         if f.is_file():
             shutil.copy2(f, out_dir / f.name)
 
@@ -82,9 +104,15 @@ def import_model(source: Path, name: str, staging_dir: Path, registry) -> Any:
     staging = staging_dir / f"import-{uuid.uuid4().hex[:12]}"
     try:
         metadata = convert(source, staging)
-        reply = registry.RegisterArtifact(registry_pb2.RegisterArtifactRequest(
-            kind=common_pb2.ARTIFACT_KIND_BASE_MODEL, name=name,
-            source_path=str(staging.resolve()), metadata=struct(metadata)), timeout=600)
+        reply = registry.RegisterArtifact(
+            registry_pb2.RegisterArtifactRequest(
+                kind=common_pb2.ARTIFACT_KIND_BASE_MODEL,
+                name=name,
+                source_path=str(staging.resolve()),
+                metadata=struct(metadata),
+            ),
+            timeout=600,
+        )
         return reply.artifact
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -17,7 +17,6 @@ from lorafleet.v1 import common_pb2, gateway_pb2
 from tests.suite import start_suite
 from tests.tiny_models import build_tiny_model, build_tokenizer
 
-
 # One process-wide provider: the services' setup_tracing keeps an SDK provider it
 # finds, so every in-process server's spans land here for tests to inspect.
 SPANS = InMemorySpanExporter()
@@ -57,8 +56,11 @@ def tiny_model_factory(tmp_path_factory, tiny_tokenizer_dir):
 
     def make(family: str) -> Path:
         if family not in cache:
-            cache[family] = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{family}"),
-                                             tiny_tokenizer_dir, family=family)
+            cache[family] = build_tiny_model(
+                tmp_path_factory.mktemp(f"tiny-{family}"),
+                tiny_tokenizer_dir,
+                family=family,
+            )
         return cache[family]
 
     return make
@@ -70,9 +72,16 @@ def demo_dataset_path() -> Path:
 
 
 # --- the whole suite, in process, shared by the end-to-end tests -----------------
-TRAIN = common_pb2.TrainConfig(rank=4, alpha=8, learning_rate=5e-3, max_steps=4,
-                               batch_size=8, max_seq_length=128, seed=7,
-                               eval_fraction=0.05)
+TRAIN = common_pb2.TrainConfig(
+    rank=4,
+    alpha=8,
+    learning_rate=5e-3,
+    max_steps=4,
+    batch_size=8,
+    max_seq_length=128,
+    seed=7,
+    eval_fraction=0.05,
+)
 LENIENT = common_pb2.ValidationGates(max_latency_ratio=100.0, max_perplexity_ratio=1.5)
 
 
@@ -85,8 +94,9 @@ def suite(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def base_model(suite, tiny_model_dir):
-    return import_model(tiny_model_dir, "tiny-llama", suite.config.staging_dir,
-                        suite.stub("registry"))
+    return import_model(
+        tiny_model_dir, "tiny-llama", suite.config.staging_dir, suite.stub("registry")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -100,16 +110,27 @@ def dataset_copy(suite, demo_dataset_path):
 def run_workflow(suite, request: gateway_pb2.RunWorkflowRequest):
     gateway = suite.stub("gateway")
     job = gateway.RunWorkflow(request, timeout=60).job
-    events = list(gateway.WatchWorkflowJob(
-        gateway_pb2.WatchWorkflowJobRequest(job_id=job.status.job_id), timeout=600))
+    events = list(
+        gateway.WatchWorkflowJob(
+            gateway_pb2.WatchWorkflowJobRequest(job_id=job.status.job_id), timeout=600
+        )
+    )
     return job, events
 
 
 @pytest.fixture(scope="session")
 def workflow(suite, base_model, dataset_copy, span_exporter):
     span_exporter.clear()
-    job, events = run_workflow(suite, gateway_pb2.RunWorkflowRequest(
-        base_model_id=base_model.id, dataset_path=str(dataset_copy), name="orders",
-        train_config=TRAIN, gates=LENIENT, validation_examples=4,
-        validation_max_new_tokens=8))
+    job, events = run_workflow(
+        suite,
+        gateway_pb2.RunWorkflowRequest(
+            base_model_id=base_model.id,
+            dataset_path=str(dataset_copy),
+            name="orders",
+            train_config=TRAIN,
+            gates=LENIENT,
+            validation_examples=4,
+            validation_max_new_tokens=8,
+        ),
+    )
     return job, events, span_exporter.get_finished_spans()

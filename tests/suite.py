@@ -62,7 +62,8 @@ def start_suite(data_dir: Path, **overrides) -> Suite:
             module = importlib.import_module(f"services.{name}.server")
             suite.servers[name] = module.create(config, port=0)
             config = dataclasses.replace(
-                config, **{f"{name}_address": suite.servers[name].address})
+                config, **{f"{name}_address": suite.servers[name].address}
+            )
             suite.config = config
     except BaseException:
         suite.stop()

@@ -40,9 +40,22 @@ def free_port_block(size: int = 6) -> int:
 def test_up_serves_every_service_and_stops_on_sigterm(tmp_path):
     base = free_port_block()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lorafleet.cli", "--data-dir", str(tmp_path), "up",
-         "--base-port", str(base)], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "lorafleet.cli",
+            "--data-dir",
+            str(tmp_path),
+            "up",
+            "--base-port",
+            str(base),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines: list[str] = []
     try:
         deadline = time.time() + 240
@@ -52,8 +65,11 @@ def test_up_serves_every_service_and_stops_on_sigterm(tmp_path):
             lines.append(line)
             if line.startswith("all services SERVING"):
                 break
-        listed = {ln.split()[0]: ln.split()[1] for ln in lines if ln.split()
-                  and ln.split()[0] in SERVICES}
+        listed = {
+            ln.split()[0]: ln.split()[1]
+            for ln in lines
+            if ln.split() and ln.split()[0] in SERVICES
+        }
         assert set(listed) == set(SERVICES), lines
         assert listed["gateway"] == f"127.0.0.1:{base}"
         for name, address in listed.items():
@@ -83,6 +99,10 @@ def test_compose_file_wires_the_six_services():
         assert service["environment"]["LORAFLEET_DATA_DIR"] == "/data"
         assert "lorafleet.healthcheck" in service["healthcheck"]["test"]
     if shutil.which("docker-compose"):  # Debian's package; CI installs it
-        out = subprocess.run(["docker-compose", "config", "-q"], cwd=compose.parent,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["docker-compose", "config", "-q"],
+            cwd=compose.parent,
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr

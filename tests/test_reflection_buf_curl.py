@@ -14,15 +14,27 @@ BUF = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "buf"
 def buf_curl(address: str, method: str, body: dict) -> dict:
     assert BUF.exists(), "buf is missing: run `make setup` (npm install)"
     out = subprocess.run(
-        [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
-         "-d", json.dumps(body), f"http://{address}/{method}"],
-        capture_output=True, text=True, timeout=60)
+        [
+            str(BUF),
+            "curl",
+            "--protocol",
+            "grpc",
+            "--http2-prior-knowledge",
+            "-d",
+            json.dumps(body),
+            f"http://{address}/{method}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout or "{}")
 
 
-@pytest.mark.parametrize("service", ["registry", "trainer", "merger", "validator",
-                                     "inference", "gateway"])
+@pytest.mark.parametrize(
+    "service", ["registry", "trainer", "merger", "validator", "inference", "gateway"]
+)
 def test_health_by_reflection(suite, service):
     reply = buf_curl(suite.address(service), "grpc.health.v1.Health/Check", {})
     assert reply == {"status": "SERVING"}
@@ -30,27 +42,46 @@ def test_health_by_reflection(suite, service):
 
 def test_real_methods_by_reflection(suite, workflow, base_model):
     result = workflow[1][-1].job.result
-    artifact = buf_curl(suite.address("registry"),
-                        "lorafleet.v1.RegistryService/GetArtifact",
-                        {"id": base_model.id})["artifact"]
-    assert artifact["name"] == "tiny-llama" and artifact["kind"] == "ARTIFACT_KIND_BASE_MODEL"
-    train_jobs = buf_curl(suite.address("trainer"),
-                          "lorafleet.v1.TrainerService/ListTrainJobs", {"pageSize": 50})
-    assert any(j["result"].get("adapterId") == result.adapter_id
-               for j in train_jobs["jobs"])
-    merge_jobs = buf_curl(suite.address("merger"),
-                          "lorafleet.v1.MergerService/ListMergeJobs", {})
-    assert any(j.get("result", {}).get("mergedModelId") == result.merged_model_id
-               for j in merge_jobs["jobs"])
-    validations = buf_curl(suite.address("validator"),
-                           "lorafleet.v1.ValidatorService/ListValidationJobs", {})
-    assert any(j.get("report", {}).get("id") == result.report.id
-               for j in validations["jobs"])
-    loaded = buf_curl(suite.address("inference"),
-                      "lorafleet.v1.InferenceService/ListLoadedModels", {})
+    artifact = buf_curl(
+        suite.address("registry"),
+        "lorafleet.v1.RegistryService/GetArtifact",
+        {"id": base_model.id},
+    )["artifact"]
+    assert (
+        artifact["name"] == "tiny-llama"
+        and artifact["kind"] == "ARTIFACT_KIND_BASE_MODEL"
+    )
+    train_jobs = buf_curl(
+        suite.address("trainer"),
+        "lorafleet.v1.TrainerService/ListTrainJobs",
+        {"pageSize": 50},
+    )
+    assert any(
+        j["result"].get("adapterId") == result.adapter_id for j in train_jobs["jobs"]
+    )
+    merge_jobs = buf_curl(
+        suite.address("merger"), "lorafleet.v1.MergerService/ListMergeJobs", {}
+    )
+    assert any(
+        j.get("result", {}).get("mergedModelId") == result.merged_model_id
+        for j in merge_jobs["jobs"]
+    )
+    validations = buf_curl(
+        suite.address("validator"),
+        "lorafleet.v1.ValidatorService/ListValidationJobs",
+        {},
+    )
+    assert any(
+        j.get("report", {}).get("id") == result.report.id for j in validations["jobs"]
+    )
+    loaded = buf_curl(
+        suite.address("inference"), "lorafleet.v1.InferenceService/ListLoadedModels", {}
+    )
     assert result.merged_model_id in {m["modelId"] for m in loaded["models"]}
-    reply = buf_curl(suite.address("gateway"), "lorafleet.v1.GatewayService/Generate",
-                     {"deployment": "orders", "params": {"prompt": "hi",
-                                                         "maxNewTokens": 3}})
+    reply = buf_curl(
+        suite.address("gateway"),
+        "lorafleet.v1.GatewayService/Generate",
+        {"deployment": "orders", "params": {"prompt": "hi", "maxNewTokens": 3}},
+    )
     assert reply["modelId"] == result.merged_model_id
     assert int(reply["output"]["completionTokens"]) >= 1

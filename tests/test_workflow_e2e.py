@@ -8,6 +8,7 @@ import pytest
 from lorafleet.v1 import common_pb2, gateway_pb2, registry_pb2
 from tests.conftest import TRAIN, run_workflow
 
+
 def test_workflow_succeeds_and_streams_every_stage(workflow):
     job, events, _ = workflow
     final = events[-1].job
@@ -16,19 +17,26 @@ def test_workflow_succeeds_and_streams_every_stage(workflow):
     assert {"train", "merge", "validate", "deploy"} <= stages
     sequences = [e.event.sequence for e in events]
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
-    train_steps = [e.event.step for e in events if e.event.stage == "train" and e.event.step]
+    train_steps = [
+        e.event.step for e in events if e.event.stage == "train" and e.event.step
+    ]
     assert max(train_steps) == 4
 
 
 def test_registry_records_lineage_of_every_artifact(suite, workflow, base_model):
     result = workflow[1][-1].job.result
     registry = suite.stub("registry")
-    adapter = registry.GetArtifact(registry_pb2.GetArtifactRequest(id=result.adapter_id)).artifact
+    adapter = registry.GetArtifact(
+        registry_pb2.GetArtifactRequest(id=result.adapter_id)
+    ).artifact
     merged = registry.GetArtifact(
-        registry_pb2.GetArtifactRequest(id=result.merged_model_id, verify=True)).artifact
+        registry_pb2.GetArtifactRequest(id=result.merged_model_id, verify=True)
+    ).artifact
     assert adapter.kind == common_pb2.ARTIFACT_KIND_ADAPTER
-    assert {f.path for f in adapter.files} >= {"adapter_model.safetensors",
-                                                "adapter_config.json"}
+    assert {f.path for f in adapter.files} >= {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+    }
     assert adapter.metadata["base_model_id"] == base_model.id
     assert adapter.metadata["rank"] == 4
     assert adapter.metrics["steps"] == 4 and adapter.metrics["train_loss"] > 0
@@ -41,70 +49,108 @@ def test_registry_records_lineage_of_every_artifact(suite, workflow, base_model)
     assert (base_model.id, adapter.id, "base_model") in edges
     assert (result.dataset_id, adapter.id, "dataset") in edges
     report = registry.GetValidationReport(
-        registry_pb2.GetValidationReportRequest(id=result.report.id)).report
+        registry_pb2.GetValidationReportRequest(id=result.report.id)
+    ).report
     assert report.passed and report.candidate_id == merged.id
     assert report.baseline_id == base_model.id
     assert report.candidate.perplexity < report.baseline.perplexity
     deployment = registry.GetDeployment(
-        registry_pb2.GetDeploymentRequest(name="orders")).deployment
+        registry_pb2.GetDeploymentRequest(name="orders")
+    ).deployment
     assert deployment.model_id == merged.id and deployment.revision == 1
 
 
 def test_gateway_generates_with_the_deployed_model(suite, workflow):
     result = workflow[1][-1].job.result
     gateway = suite.stub("gateway")
-    params = common_pb2.GenerationParams(prompt="Order for Ana: 2 x socks, ship to Porto.",
-                                         max_new_tokens=6)
-    reply = gateway.Generate(gateway_pb2.GenerateRequest(deployment="orders",
-                                                         params=params), timeout=60)
+    params = common_pb2.GenerationParams(
+        prompt="Order for Ana: 2 x socks, ship to Porto.", max_new_tokens=6
+    )
+    reply = gateway.Generate(
+        gateway_pb2.GenerateRequest(deployment="orders", params=params), timeout=60
+    )
     assert reply.model_id == result.merged_model_id
     assert reply.output.completion_tokens >= 1
-    assert reply.output.finish_reason in (common_pb2.FINISH_REASON_EOS,
-                                          common_pb2.FINISH_REASON_LENGTH)
-    chunks = list(gateway.GenerateStream(gateway_pb2.GenerateStreamRequest(
-        deployment="orders", params=params), timeout=60))
+    assert reply.output.finish_reason in (
+        common_pb2.FINISH_REASON_EOS,
+        common_pb2.FINISH_REASON_LENGTH,
+    )
+    chunks = list(
+        gateway.GenerateStream(
+            gateway_pb2.GenerateStreamRequest(deployment="orders", params=params),
+            timeout=60,
+        )
+    )
     assert "".join(c.chunk.text_delta for c in chunks) == reply.output.text  # greedy
 
 
 def test_one_workflow_is_one_trace_across_services(workflow):
     job, _, spans = workflow
     trace_id = int(job.status.trace_id, 16)
-    services = {s.attributes.get("rpc.service") for s in spans
-                if s.context.trace_id == trace_id and s.kind.name == "SERVER"}
-    assert {"lorafleet.v1.GatewayService", "lorafleet.v1.TrainerService",
-            "lorafleet.v1.MergerService", "lorafleet.v1.ValidatorService",
-            "lorafleet.v1.RegistryService", "lorafleet.v1.InferenceService"} <= services
+    services = {
+        s.attributes.get("rpc.service")
+        for s in spans
+        if s.context.trace_id == trace_id and s.kind.name == "SERVER"
+    }
+    assert {
+        "lorafleet.v1.GatewayService",
+        "lorafleet.v1.TrainerService",
+        "lorafleet.v1.MergerService",
+        "lorafleet.v1.ValidatorService",
+        "lorafleet.v1.RegistryService",
+        "lorafleet.v1.InferenceService",
+    } <= services
 
 
 def test_failed_gate_blocks_deployment(suite, workflow, base_model, dataset_copy):
-    before = suite.stub("registry").GetDeployment(
-        registry_pb2.GetDeploymentRequest(name="orders")).deployment
+    before = (
+        suite.stub("registry")
+        .GetDeployment(registry_pb2.GetDeploymentRequest(name="orders"))
+        .deployment
+    )
     strict = common_pb2.ValidationGates(min_score=0.99, max_latency_ratio=100.0)
-    _, events = run_workflow(suite, gateway_pb2.RunWorkflowRequest(
-        base_model_id=base_model.id, dataset_path=str(dataset_copy), name="orders-strict",
-        deployment="orders", train_config=TRAIN, gates=strict, validation_examples=2,
-        validation_max_new_tokens=4))
+    _, events = run_workflow(
+        suite,
+        gateway_pb2.RunWorkflowRequest(
+            base_model_id=base_model.id,
+            dataset_path=str(dataset_copy),
+            name="orders-strict",
+            deployment="orders",
+            train_config=TRAIN,
+            gates=strict,
+            validation_examples=2,
+            validation_max_new_tokens=4,
+        ),
+    )
     final = events[-1].job
     assert final.status.state == common_pb2.JOB_STATE_FAILED
     assert final.status.error.code == "FAILED_PRECONDITION"
     assert "validation gates failed" in final.status.error.message
     assert "exact_match" in final.status.error.message
     assert not final.result.report.passed and final.result.merged_model_id
-    after = suite.stub("registry").GetDeployment(
-        registry_pb2.GetDeploymentRequest(name="orders")).deployment
+    after = (
+        suite.stub("registry")
+        .GetDeployment(registry_pb2.GetDeploymentRequest(name="orders"))
+        .deployment
+    )
     assert after.model_id == before.model_id and after.revision == before.revision
 
 
 def test_rollback_restores_the_previous_version(suite, workflow, base_model):
     gateway = suite.stub("gateway")
-    moved = gateway.Deploy(gateway_pb2.DeployRequest(
-        deployment="rollback-demo", model_id=base_model.id), timeout=60).deployment
+    moved = gateway.Deploy(
+        gateway_pb2.DeployRequest(deployment="rollback-demo", model_id=base_model.id),
+        timeout=60,
+    ).deployment
     merged = workflow[1][-1].job.result.merged_model_id
-    moved = gateway.Deploy(gateway_pb2.DeployRequest(
-        deployment="rollback-demo", model_id=merged), timeout=60).deployment
+    moved = gateway.Deploy(
+        gateway_pb2.DeployRequest(deployment="rollback-demo", model_id=merged),
+        timeout=60,
+    ).deployment
     assert moved.previous_model_id == base_model.id
-    back = gateway.Rollback(gateway_pb2.RollbackRequest(deployment="rollback-demo"),
-                            timeout=60).deployment
+    back = gateway.Rollback(
+        gateway_pb2.RollbackRequest(deployment="rollback-demo"), timeout=60
+    ).deployment
     assert back.model_id == base_model.id and back.revision == moved.revision + 1
     with pytest.raises(grpc.RpcError) as err:
         gateway.Rollback(gateway_pb2.RollbackRequest(deployment="no-such"), timeout=10)

@@ -36,10 +36,13 @@ _STUBS = {
 
 
 def open_channel(address: str, config: Config) -> grpc.Channel:
-    channel = grpc.insecure_channel(address, options=[
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-    ])
+    channel = grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+        ],
+    )
     # OTel's client interceptor has its own interface, wrapped by its own helper.
     return intercept_channel(channel, tracing_client_interceptor())
 
@@ -57,8 +60,13 @@ def _translate(exc: grpc.RpcError, service: str, method: str) -> Exception:
 class ServiceClient:
     """Calls `client.Method(request)` on a stub with a deadline and error mapping."""
 
-    def __init__(self, service: str, config: Config, address: str | None = None,
-                 channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        config: Config,
+        address: str | None = None,
+        channel: grpc.Channel | None = None,
+    ) -> None:
         self.service = service
         self.address = address or config.address_of(service)
         self._channel = channel or open_channel(self.address, config)
@@ -70,9 +78,11 @@ class ServiceClient:
         multicallable = getattr(self._stub, method)
         if isinstance(multicallable, grpc.UnaryStreamMultiCallable):
             return lambda request, timeout=None: self._stream(
-                method, multicallable, request, timeout or self._watch_timeout)
+                method, multicallable, request, timeout or self._watch_timeout
+            )
         return lambda request, timeout=None: self._unary(
-            method, multicallable, request, timeout or self._timeout)
+            method, multicallable, request, timeout or self._timeout
+        )
 
     def _unary(self, method: str, call: Any, request: Any, timeout: float) -> Any:
         try:

@@ -98,7 +98,10 @@ class Config:
 
     @property
     def effective_registry_dsn(self) -> str:
-        return self.registry_dsn or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+        return (
+            self.registry_dsn
+            or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+        )
 
     def readable_roots(self) -> list[Path]:
         return [self.data_dir.resolve(), *(p.resolve() for p in self.allowed_roots)]
@@ -136,11 +139,14 @@ def _coerce(name: str, raw: Any, annotation: str) -> Any:
             return float(raw)
         return str(raw)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config field {name!r}: cannot parse {raw!r} ({exc})") from exc
+        raise ConfigError(
+            f"config field {name!r}: cannot parse {raw!r} ({exc})"
+        ) from exc
 
 
-def load_config(path: str | os.PathLike | None = None, env: dict | None = None,
-                **overrides: Any) -> Config:
+def load_config(
+    path: str | os.PathLike | None = None, env: dict | None = None, **overrides: Any
+) -> Config:
     """Builds a Config from defaults, an optional YAML file, env vars, overrides."""
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
@@ -155,8 +161,10 @@ def load_config(path: str | os.PathLike | None = None, env: dict | None = None,
             raise ConfigError(f"config file {path} must hold a mapping of field: value")
         unknown = sorted(set(loaded) - set(fields))
         if unknown:
-            raise ConfigError(f"config file {path}: unknown fields {unknown}; "
-                              f"valid fields are {sorted(fields)}")
+            raise ConfigError(
+                f"config file {path}: unknown fields {unknown}; "
+                f"valid fields are {sorted(fields)}"
+            )
         values.update(loaded)
     for name in fields:
         key = f"LORAFLEET_{name.upper()}"

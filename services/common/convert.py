@@ -53,10 +53,16 @@ def job_state_from_pb(value: int) -> JobState | None:
 
 def job_status_to_pb(job: Job) -> common_pb2.JobStatus:
     status = common_pb2.JobStatus(
-        job_id=job.id, state=job_state_to_pb(job.state), progress=job.progress,
-        stage=job.stage, message=job.message, trace_id=job.trace_id,
-        create_time=timestamp(job.create_time), start_time=timestamp(job.start_time),
-        end_time=timestamp(job.end_time))
+        job_id=job.id,
+        state=job_state_to_pb(job.state),
+        progress=job.progress,
+        stage=job.stage,
+        message=job.message,
+        trace_id=job.trace_id,
+        create_time=timestamp(job.create_time),
+        start_time=timestamp(job.start_time),
+        end_time=timestamp(job.end_time),
+    )
     if job.error_code:
         status.error.code = job.error_code
         status.error.message = job.error_message
@@ -65,15 +71,24 @@ def job_status_to_pb(job: Job) -> common_pb2.JobStatus:
 
 def event_to_pb(job_id: str, event: JobEvent) -> common_pb2.ProgressEvent:
     return common_pb2.ProgressEvent(
-        job_id=job_id, sequence=event.sequence, state=job_state_to_pb(event.state),
-        stage=event.stage, progress=event.progress, message=event.message,
+        job_id=job_id,
+        sequence=event.sequence,
+        state=job_state_to_pb(event.state),
+        stage=event.stage,
+        progress=event.progress,
+        message=event.message,
         metrics={k: float(v) for k, v in event.metrics.items()},
-        time=timestamp(event.time), step=event.step, total_steps=event.total_steps)
+        time=timestamp(event.time),
+        step=event.step,
+        total_steps=event.total_steps,
+    )
 
 
-def watch_to_pb(engine: JobEngine, request: Any, context: Any, response_cls: Any,
-                job_to_pb: Any) -> Iterator[Any]:
+def watch_to_pb(
+    engine: JobEngine, request: Any, context: Any, response_cls: Any, job_to_pb: Any
+) -> Iterator[Any]:
     """Streams a job's events as `response_cls(event=..., job=...)` messages."""
-    for event, job in engine.watch(request.job_id, request.after_sequence,
-                                   alive=context.is_active):
+    for event, job in engine.watch(
+        request.job_id, request.after_sequence, alive=context.is_active
+    ):
         yield response_cls(event=event_to_pb(job.id, event), job=job_to_pb(job))

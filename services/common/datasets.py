@@ -15,7 +15,6 @@ from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 
-
 TASKS = ("text", "instruction", "chat")
 MAX_REPORTED_ERRORS = 10
 FALLBACK_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
@@ -49,17 +48,23 @@ def read_jsonl(path: Path) -> list[Row]:
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            errors.append(f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})")
+            errors.append(
+                f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
+            )
             continue
         if not isinstance(data, dict):
-            errors.append(f"line {number}: expected a JSON object, got {type(data).__name__}")
+            errors.append(
+                f"line {number}: expected a JSON object, got {type(data).__name__}"
+            )
             continue
         rows.append(Row(number, data))
     if errors:
         raise InvalidArgument(_summarise(path, errors))
     if not rows:
-        raise InvalidArgument(f"dataset {path.name} is empty: it needs at least 2 JSON rows "
-                              "such as {\"instruction\": ..., \"output\": ...}")
+        raise InvalidArgument(
+            f"dataset {path.name} is empty: it needs at least 2 JSON rows "
+            'such as {"instruction": ..., "output": ...}'
+        )
     return rows
 
 
@@ -72,8 +77,10 @@ def detect_task(rows: list[Row]) -> str:
     if "text" in first:
         return "text"
     raise InvalidArgument(
-        f"line {rows[0].number}: cannot tell the task from keys {sorted(first)}; rows need "
-        "'text', or 'instruction'/'input'/'output', or 'messages'")
+        f"line {rows[0].number}: cannot tell the task from keys {sorted(first)}; "
+        "rows need "
+        "'text', or 'instruction'/'input'/'output', or 'messages'"
+    )
 
 
 def _nonempty_str(value: Any) -> bool:
@@ -90,7 +97,9 @@ def validate_rows(rows: list[Row], task: str, path: Path) -> None:
                 errors.append(f"line {row.number}: 'text' must be a non-empty string")
         elif task == "instruction":
             if not _nonempty_str(d.get("instruction")):
-                errors.append(f"line {row.number}: 'instruction' must be a non-empty string")
+                errors.append(
+                    f"line {row.number}: 'instruction' must be a non-empty string"
+                )
             if not _nonempty_str(d.get("output")):
                 errors.append(f"line {row.number}: 'output' must be a non-empty string")
             if "input" in d and not isinstance(d["input"], str):
@@ -108,8 +117,14 @@ def _chat_errors(row: Row) -> list[str]:
     if not isinstance(msgs, list) or not msgs:
         return [f"line {row.number}: 'messages' must be a non-empty list"]
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            return [f"line {row.number}: messages[{i}] needs role system, user or assistant"]
+        if not isinstance(m, dict) or m.get("role") not in (
+            "system",
+            "user",
+            "assistant",
+        ):
+            return [
+                f"line {row.number}: messages[{i}] needs role system, user or assistant"
+            ]
         if not isinstance(m.get("content"), str):
             return [f"line {row.number}: messages[{i}].content must be a string"]
     if not any(m["role"] == "assistant" for m in msgs):
@@ -133,19 +148,25 @@ def load_dataset(path: Path, task: str = "auto") -> tuple[str, list[Row]]:
     return task, rows
 
 
-def split_rows(rows: list[Row], eval_fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+def split_rows(
+    rows: list[Row], eval_fraction: float, seed: int
+) -> tuple[list[Row], list[Row]]:
     """Seeded shuffle, then the first `eval_fraction` become the held-out split."""
     if not 0.0 <= eval_fraction <= 0.5:
-        raise InvalidArgument(f"eval_fraction must be in [0, 0.5], got {eval_fraction}",
-                              field="eval_fraction")
+        raise InvalidArgument(
+            f"eval_fraction must be in [0, 0.5], got {eval_fraction}",
+            field="eval_fraction",
+        )
     order = list(rows)
     random.Random(seed).shuffle(order)
     n_eval = round(len(order) * eval_fraction)
     if eval_fraction > 0 and len(order) >= 2:
         n_eval = max(1, n_eval)
     if len(order) - n_eval < 1:
-        raise InvalidArgument(f"dataset has {len(rows)} rows: too few to hold out "
-                              f"{eval_fraction:.0%} for evaluation and still train")
+        raise InvalidArgument(
+            f"dataset has {len(rows)} rows: too few to hold out "
+            f"{eval_fraction:.0%} for evaluation and still train"
+        )
     return order[n_eval:], order[:n_eval]
 
 
@@ -158,12 +179,16 @@ def to_example(row: Row, task: str) -> Example:
         if d.get("input", "").strip():
             user = f"{user}\n\n{d['input'].strip()}"
         answer = d["output"].strip()
-        return Example(messages=[{"role": "user", "content": user},
-                                 {"role": "assistant", "content": answer}],
-                       completion=answer)
+        return Example(
+            messages=[
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": answer},
+            ],
+            completion=answer,
+        )
     msgs = [{"role": m["role"], "content": m["content"]} for m in d["messages"]]
     last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-    return Example(messages=msgs[:last + 1], completion=msgs[last]["content"])
+    return Example(messages=msgs[: last + 1], completion=msgs[last]["content"])
 
 
 # --- rendering -----------------------------------------------------------------
@@ -174,8 +199,9 @@ def has_chat_template(tokenizer) -> bool:
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """The text a model sees before it answers the last user turn."""
     if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
     joined = "\n\n".join(m["content"] for m in messages)
     return FALLBACK_PROMPT.format(instruction=joined)
 
@@ -185,11 +211,15 @@ def prompt_messages(example: Example) -> list[dict[str, str]]:
     return example.messages[:-1] if example.completion is not None else example.messages
 
 
-def tokenize_for_training(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
+def tokenize_for_training(
+    tokenizer, example: Example, max_length: int
+) -> dict[str, list[int]]:
     """input_ids and labels; prompt tokens are masked (-100) so loss is on answers."""
     eos = tokenizer.eos_token or ""
     if example.text is not None:
-        ids = tokenizer(example.text + eos, add_special_tokens=False)["input_ids"][:max_length]
+        ids = tokenizer(example.text + eos, add_special_tokens=False)["input_ids"][
+            :max_length
+        ]
         return {"input_ids": ids, "labels": list(ids)}
     ids: list[int] = []
     labels: list[int] = []
@@ -200,15 +230,19 @@ def tokenize_for_training(tokenizer, example: Example, max_length: int) -> dict[
         for i, msg in enumerate(example.messages):
             if msg["role"] == "assistant":
                 prefix = tokenizer.apply_chat_template(
-                    example.messages[:i], tokenize=False, add_generation_prompt=True)
-                full = tokenizer.apply_chat_template(example.messages[:i + 1], tokenize=False)
+                    example.messages[:i], tokenize=False, add_generation_prompt=True
+                )
+                full = tokenizer.apply_chat_template(
+                    example.messages[: i + 1], tokenize=False
+                )
                 if not (full.startswith(prefix) and prefix.startswith(rendered)):
                     raise InvalidArgument(
                         "the tokenizer's chat template does not render turns "
                         "incrementally, so answer tokens cannot be isolated; use a "
-                        "template whose prefixes are stable")
-                _append(tokenizer, ids, labels, prefix[len(rendered):], learn=False)
-                _append(tokenizer, ids, labels, full[len(prefix):], learn=True)
+                        "template whose prefixes are stable"
+                    )
+                _append(tokenizer, ids, labels, prefix[len(rendered) :], learn=False)
+                _append(tokenizer, ids, labels, full[len(prefix) :], learn=True)
                 rendered = full
     else:
         prompt = render_prompt(tokenizer, prompt_messages(example))
@@ -217,7 +251,9 @@ def tokenize_for_training(tokenizer, example: Example, max_length: int) -> dict[
     return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
 
 
-def _append(tokenizer, ids: list[int], labels: list[int], text: str, learn: bool) -> None:
+def _append(
+    tokenizer, ids: list[int], labels: list[int], text: str, learn: bool
+) -> None:
     if not text:
         return
     piece = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -230,5 +266,7 @@ def dataset_file_of(artifact: Any) -> Path:
     files = [f.path for f in artifact.files if f.path.endswith(".jsonl")]
     if len(files) != 1:
         raise FailedPrecondition(
-            f"dataset {artifact.id} must hold exactly one .jsonl file, found {len(files)}")
+            f"dataset {artifact.id} must hold exactly one .jsonl file, "
+            f"found {len(files)}"
+        )
     return Path(artifact.local_path) / files[0]

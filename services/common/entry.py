@@ -11,7 +11,9 @@ from services.common.server import serve_forever
 
 def run_service(name: str, argv: list[str] | None = None) -> None:
     if name not in SERVICE_NAMES:
-        raise SystemExit(f"unknown service {name!r}; choose one of {', '.join(SERVICE_NAMES)}")
+        raise SystemExit(
+            f"unknown service {name!r}; choose one of {', '.join(SERVICE_NAMES)}"
+        )
     parser = argparse.ArgumentParser(prog=f"lorafleet serve {name}")
     parser.add_argument("--config", help="YAML config file (else LORAFLEET_CONFIG)")
     parser.add_argument("--port", type=int, help="port to listen on (0 = any free)")

@@ -22,9 +22,16 @@ def eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def generate_batch(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
-                   temperature: float = 0.0, top_p: float = 1.0,
-                   batch_size: int = 8) -> tuple[list[Generated], float]:
+def generate_batch(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+) -> tuple[list[Generated], float]:
     """Generates for each prompt (left-padded batches); returns outputs and seconds."""
     import torch
 
@@ -36,17 +43,23 @@ def generate_batch(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
     started = time.perf_counter()
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start:start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
+            chunk = prompts[start : start + batch_size]
+            enc = tokenizer(
+                chunk, return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
             with torch.inference_mode():
                 out = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=temperature > 0,
                     temperature=temperature if temperature > 0 else None,
-                    top_p=top_p if temperature > 0 else None, top_k=None,
-                    eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
+                    top_p=top_p if temperature > 0 else None,
+                    top_k=None,
+                    eos_token_id=stop,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
             width = enc["input_ids"].shape[1]
-            for row, mask in zip(out, enc["attention_mask"]):
+            for row, mask in zip(out, enc["attention_mask"], strict=True):
                 new = row[width:].tolist()
                 hit = False
                 for i, tok in enumerate(new):
@@ -54,9 +67,14 @@ def generate_batch(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
                         new, hit = new[:i], True
                         break
                 text = tokenizer.decode(new, skip_special_tokens=True)
-                results.append(Generated(text=text, prompt_tokens=int(mask.sum()),
-                                         completion_tokens=len(new) + (1 if hit else 0),
-                                         hit_eos=hit))
+                results.append(
+                    Generated(
+                        text=text,
+                        prompt_tokens=int(mask.sum()),
+                        completion_tokens=len(new) + (1 if hit else 0),
+                        hit_eos=hit,
+                    )
+                )
     finally:
         tokenizer.padding_side = old_side
     return results, time.perf_counter() - started

@@ -100,11 +100,25 @@ class JobContext:
         if self.cancelled:
             raise Cancelled(f"job {self.job.id} was cancelled")
 
-    def report(self, *, stage: str | None = None, progress: float | None = None,
-               message: str | None = None, metrics: dict[str, float] | None = None,
-               step: int = 0, total_steps: int = 0) -> None:
-        self._engine._emit(self.job, stage=stage, progress=progress, message=message,
-                           metrics=metrics or {}, step=step, total_steps=total_steps)
+    def report(
+        self,
+        *,
+        stage: str | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+        metrics: dict[str, float] | None = None,
+        step: int = 0,
+        total_steps: int = 0,
+    ) -> None:
+        self._engine._emit(
+            self.job,
+            stage=stage,
+            progress=progress,
+            message=message,
+            metrics=metrics or {},
+            step=step,
+            total_steps=total_steps,
+        )
 
     def set_detail(self, key: str, value: Any) -> None:
         with self._engine._cond:
@@ -117,8 +131,15 @@ Runner = Callable[[JobContext, Any], Any]
 class JobEngine:
     """Runs jobs of one kind on `workers` threads with at most `queue_size` waiting."""
 
-    def __init__(self, kind: str, runner: Runner, *, workers: int = 1,
-                 queue_size: int = 16, history: int = 256) -> None:
+    def __init__(
+        self,
+        kind: str,
+        runner: Runner,
+        *,
+        workers: int = 1,
+        queue_size: int = 16,
+        history: int = 256,
+    ) -> None:
         self.kind = kind
         self._runner = runner
         self._queue_size = queue_size
@@ -140,14 +161,22 @@ class JobEngine:
     def submit(self, spec: Any) -> Job:
         with self._cond:
             if self._stopping:
-                raise ResourceExhausted(f"the {self.kind} service is shutting down; retry "
-                                        "against another replica")
+                raise ResourceExhausted(
+                    f"the {self.kind} service is shutting down; retry "
+                    "against another replica"
+                )
             if self._waiting >= self._queue_size:
                 raise ResourceExhausted(
-                    f"the {self.kind} queue is full ({self._waiting} jobs waiting); retry "
-                    "later, cancel queued jobs, or raise LORAFLEET_JOB_QUEUE_SIZE")
-            job = Job(id=f"{self.kind}-{uuid.uuid4().hex[:16]}", spec=spec,
-                      trace_id=current_trace_id(), _context=otel_context.get_current())
+                    f"the {self.kind} queue is full ({self._waiting} jobs waiting); "
+                    "retry "
+                    "later, cancel queued jobs, or raise LORAFLEET_JOB_QUEUE_SIZE"
+                )
+            job = Job(
+                id=f"{self.kind}-{uuid.uuid4().hex[:16]}",
+                spec=spec,
+                trace_id=current_trace_id(),
+                _context=otel_context.get_current(),
+            )
             self._jobs[job.id] = job
             self._waiting += 1
             self._record(job, message="queued")
@@ -159,16 +188,22 @@ class JobEngine:
         with self._cond:
             job = self._jobs.get(job_id)
         if job is None:
-            raise NotFound(f"no {self.kind} job has id {job_id!r}; list jobs to see the "
-                           "known ids (finished jobs are kept for a bounded time)",
-                           field="job_id")
+            raise NotFound(
+                f"no {self.kind} job has id {job_id!r}; list jobs to see the "
+                "known ids (finished jobs are kept for a bounded time)",
+                field="job_id",
+            )
         return job
 
-    def list(self, state: JobState | None, page_size: int, page_token: str
-             ) -> tuple[list[Job], str]:
+    def list(
+        self, state: JobState | None, page_size: int, page_token: str
+    ) -> tuple[list[Job], str]:
         with self._cond:
-            jobs = [j for j in reversed(self._jobs.values())
-                    if state is None or j.state == state]
+            jobs = [
+                j
+                for j in reversed(self._jobs.values())
+                if state is None or j.state == state
+            ]
         scope = f"{self.kind}:{state.name if state else '*'}"
         return paginate(jobs, page_size, page_token, scope)
 
@@ -180,14 +215,20 @@ class JobEngine:
             job.cancel_requested.set()
             if job.state == JobState.QUEUED:
                 self._waiting -= 1
-                self._finish(job, JobState.CANCELLED, message="cancelled before it started")
+                self._finish(
+                    job, JobState.CANCELLED, message="cancelled before it started"
+                )
             else:
                 self._record(job, message="cancellation requested")
         return job
 
-    def watch(self, job_id: str, after_sequence: int = 0,
-              alive: Callable[[], bool] = lambda: True,
-              poll_s: float = 0.5) -> Iterator[tuple[JobEvent, Job]]:
+    def watch(
+        self,
+        job_id: str,
+        after_sequence: int = 0,
+        alive: Callable[[], bool] = lambda: True,
+        poll_s: float = 0.5,
+    ) -> Iterator[tuple[JobEvent, Job]]:
         """Yields (event, job) for every event after `after_sequence` until the end."""
         job = self.get(job_id)
         index = max(0, after_sequence)
@@ -210,7 +251,7 @@ class JobEngine:
         with self._cond:
             self._stopping = True
         deadline = time.time() + wait_s
-        for t in self._threads:
+        for _ in self._threads:
             self._queue.put(None)
         for t in self._threads:
             t.join(max(0.0, deadline - time.time()))
@@ -234,20 +275,24 @@ class JobEngine:
                 self._record(job, stage="starting", message="started")
             token = otel_context.attach(job._context)
             try:
-                with tracer.start_as_current_span(f"{self.kind}.job", attributes={
-                        "lorafleet.job_id": job.id}):
+                with tracer.start_as_current_span(
+                    f"{self.kind}.job", attributes={"lorafleet.job_id": job.id}
+                ):
                     result = self._runner(JobContext(self, job), job.spec)
                 with self._cond:
                     job.result = result
-                    self._finish(job, JobState.SUCCEEDED, message="succeeded", progress=1.0)
+                    self._finish(
+                        job, JobState.SUCCEEDED, message="succeeded", progress=1.0
+                    )
             except BaseException as exc:  # noqa: BLE001 - a job must never kill a worker
                 self._fail(job, exc)
             finally:
                 otel_context.detach(token)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled) or (job.cancel_requested.is_set()
-                                         and not isinstance(exc, LorafleetError)):
+        if isinstance(exc, Cancelled) or (
+            job.cancel_requested.is_set() and not isinstance(exc, LorafleetError)
+        ):
             with self._cond:
                 self._finish(job, JobState.CANCELLED, message="cancelled")
             return
@@ -256,8 +301,10 @@ class JobEngine:
             log.warning("%s job %s failed: %s %s", self.kind, job.id, code, message)
         elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
             code = "RESOURCE_EXHAUSTED"
-            message = (f"ran out of memory: {exc}. Use a smaller batch_size or "
-                       "max_seq_length, enable gradient checkpointing, or use QLoRA")
+            message = (
+                f"ran out of memory: {exc}. Use a smaller batch_size or "
+                "max_seq_length, enable gradient checkpointing, or use QLoRA"
+            )
         else:
             log.exception("%s job %s crashed", self.kind, job.id)
             code, message = "INTERNAL", f"{type(exc).__name__}: {exc}"
@@ -265,12 +312,17 @@ class JobEngine:
             job.error_code, job.error_message = code, message
             self._finish(job, JobState.FAILED, message=message)
 
-    def _finish(self, job: Job, state: JobState, *, message: str,
-                progress: float | None = None) -> None:
+    def _finish(
+        self, job: Job, state: JobState, *, message: str, progress: float | None = None
+    ) -> None:
         job.state = state
         job.end_time = time.time()
-        self._record(job, stage=job.stage if state != JobState.SUCCEEDED else "done",
-                     message=message, progress=progress)
+        self._record(
+            job,
+            stage=job.stage if state != JobState.SUCCEEDED else "done",
+            message=message,
+            progress=progress,
+        )
 
     def _emit(self, job: Job, **kw: Any) -> None:
         with self._cond:
@@ -278,9 +330,17 @@ class JobEngine:
                 return
             self._record(job, **kw)
 
-    def _record(self, job: Job, *, stage: str | None = None, progress: float | None = None,
-                message: str | None = None, metrics: dict[str, float] | None = None,
-                step: int = 0, total_steps: int = 0) -> None:
+    def _record(
+        self,
+        job: Job,
+        *,
+        stage: str | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+        metrics: dict[str, float] | None = None,
+        step: int = 0,
+        total_steps: int = 0,
+    ) -> None:
         """Updates the job and appends an event; caller holds the condition."""
         if stage is not None:
             job.stage = stage
@@ -288,13 +348,22 @@ class JobEngine:
             job.progress = min(1.0, max(0.0, progress))
         if message is not None:
             job.message = message
-        job.events.append(JobEvent(
-            sequence=len(job.events) + 1, state=job.state, stage=job.stage,
-            progress=job.progress, message=job.message, metrics=dict(metrics or {}),
-            time=time.time(), step=step, total_steps=total_steps))
+        job.events.append(
+            JobEvent(
+                sequence=len(job.events) + 1,
+                state=job.state,
+                stage=job.stage,
+                progress=job.progress,
+                message=job.message,
+                metrics=dict(metrics or {}),
+                time=time.time(),
+                step=step,
+                total_steps=total_steps,
+            )
+        )
         self._cond.notify_all()
 
     def _evict_finished(self) -> None:
         finished = [j for j in self._jobs.values() if j.state.terminal]
-        for job in finished[:max(0, len(finished) - self._history)]:
+        for job in finished[: max(0, len(finished) - self._history)]:
             del self._jobs[job.id]

@@ -18,10 +18,42 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # projections, matching the common Axolotl/PEFT recipes; anything else falls
 # back to PEFT's "all-linear".
 TARGET_MODULES: dict[str, list[str]] = {
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "llama": [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ],
+    "mistral": [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ],
+    "qwen2": [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ],
+    "gemma": [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ],
     "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
@@ -45,17 +77,25 @@ def require_safetensors_model(path: Path) -> None:
         raise FailedPrecondition(f"model directory {path} has no config.json")
     if not any(path.glob("*.safetensors")):
         pickled = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
-        hint = f" (found {', '.join(pickled)}: pickle formats are never loaded)" if pickled else ""
-        raise FailedPrecondition(f"model directory {path} has no .safetensors weights{hint}; "
-                                 "convert it with `lorafleet models import`")
+        hint = (
+            f" (found {', '.join(pickled)}: pickle formats are never loaded)"
+            if pickled
+            else ""
+        )
+        raise FailedPrecondition(
+            f"model directory {path} has no .safetensors weights{hint}; "
+            "convert it with `lorafleet models import`"
+        )
 
 
 def require_safetensors_adapter(path: Path) -> None:
     if not (path / "adapter_config.json").is_file():
         raise FailedPrecondition(f"adapter directory {path} has no adapter_config.json")
     if not (path / "adapter_model.safetensors").is_file():
-        raise FailedPrecondition(f"adapter directory {path} has no adapter_model.safetensors "
-                                 "(pickled adapter_model.bin files are never loaded)")
+        raise FailedPrecondition(
+            f"adapter directory {path} has no adapter_model.safetensors "
+            "(pickled adapter_model.bin files are never loaded)"
+        )
 
 
 def load_tokenizer(path: Path):
@@ -77,7 +117,8 @@ def load_causal_lm(path: Path, device: str = "cpu", dtype: Any = None):
     if dtype is None:
         dtype = torch.float32 if device == "cpu" else torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), local_files_only=True, use_safetensors=True, dtype=dtype)
+        str(path), local_files_only=True, use_safetensors=True, dtype=dtype
+    )
     return model.to(device)
 
 
@@ -128,6 +169,9 @@ def check_adapter_base(adapter: Any, model: Any) -> None:
     base_digest = meta.get("base_model_digest", "")
     if meta.get("base_model_id") != model.id and base_digest != model.digest:
         raise FailedPrecondition(
-            f"adapter {adapter.id} was trained on base {meta.get('base_model_id', '?')} "
-            f"(digest {base_digest or '?'}) but model {model.id} (digest {model.digest}) "
-            "was given; pass the adapter's own base model")
+            f"adapter {adapter.id} was trained on base "
+            f"{meta.get('base_model_id', '?')} "
+            f"(digest {base_digest or '?'}) but model {model.id} "
+            f"(digest {model.digest}) "
+            "was given; pass the adapter's own base model"
+        )

@@ -14,7 +14,9 @@ MAX_PAGE_SIZE = 1000
 
 def page_size(requested: int) -> int:
     if requested < 0:
-        raise InvalidArgument(f"page_size must be >= 0, got {requested}", field="page_size")
+        raise InvalidArgument(
+            f"page_size must be >= 0, got {requested}", field="page_size"
+        )
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
@@ -34,11 +36,15 @@ def decode_token(token: str, scope: str) -> int:
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
         raise InvalidArgument(
             f"page_token {token!r} is malformed; pass the next_page_token of the "
-            "previous response unchanged", field="page_token") from exc
+            "previous response unchanged",
+            field="page_token",
+        ) from exc
     if token_scope != scope or offset < 0:
         raise InvalidArgument(
             f"page_token {token!r} belongs to a different listing or filter; start "
-            "again without a page_token", field="page_token")
+            "again without a page_token",
+            field="page_token",
+        )
     return offset
 
 
@@ -46,6 +52,6 @@ def paginate(items: list, size: int, token: str, scope: str) -> tuple[list, str]
     """Slices an already-ordered list; returns the page and the next token."""
     size = page_size(size)
     start = decode_token(token, scope)
-    page = items[start:start + size]
+    page = items[start : start + size]
     nxt = encode_token(start + size, scope) if start + size < len(items) else ""
     return page, nxt

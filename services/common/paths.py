@@ -12,7 +12,9 @@ from pathlib import Path
 from services.common.errors import InvalidArgument, NotFound
 
 
-def confine(raw: str, roots: Iterable[Path], *, field: str, must_exist: bool = True) -> Path:
+def confine(
+    raw: str, roots: Iterable[Path], *, field: str, must_exist: bool = True
+) -> Path:
     """Resolves a request path and insists it lies under one of `roots`.
 
     Symlinks are resolved first, so a link pointing outside a root is refused too.
@@ -50,7 +52,9 @@ def staged_directory(final: Path):
     complete new one. On error the temp directory is removed.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    )
     try:
         yield tmp
         for f in tmp.rglob("*"):

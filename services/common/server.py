@@ -37,9 +37,13 @@ def _status_for(exc: LorafleetError) -> status_pb2.Status:
     code = getattr(code_pb2, exc.code, code_pb2.INTERNAL)
     status = status_pb2.Status(code=code, message=exc.message)
     if exc.field:
-        detail = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(
-                field=exc.field, description=exc.message)])
+        detail = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=exc.field, description=exc.message
+                )
+            ]
+        )
         status.details.add().Pack(detail)
     return status
 
@@ -53,9 +57,11 @@ def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> No
     if context.code() not in (None, grpc.StatusCode.OK):
         raise exc  # the servicer already aborted deliberately
     log.exception("unexpected error in %s", method)
-    context.abort(grpc.StatusCode.INTERNAL,
-                  f"internal error in {method}: {type(exc).__name__}: {exc} "
-                  f"(trace id {current_trace_id() or 'n/a'})")
+    context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in {method}: {type(exc).__name__}: {exc} "
+        f"(trace id {current_trace_id() or 'n/a'})",
+    )
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
@@ -114,9 +120,12 @@ class RunningServer:
                 log.exception("shutdown hook failed")
 
 
-def create_server(name: str, config: Config,
-                  register: Callable[[grpc.Server], Iterable[str]],
-                  port: int | None = None) -> RunningServer:
+def create_server(
+    name: str,
+    config: Config,
+    register: Callable[[grpc.Server], Iterable[str]],
+    port: int | None = None,
+) -> RunningServer:
     """Builds and starts a server; `register` adds servicers, returns their names.
 
     `port` 0 binds an ephemeral port (tests); None uses the configured one.
@@ -132,8 +141,9 @@ def create_server(name: str, config: Config,
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers,
-                                   thread_name_prefix=f"{name}-rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=config.max_workers, thread_name_prefix=f"{name}-rpc"
+        ),
         interceptors=[tracing_server_interceptor(), ErrorMappingInterceptor()],
         options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
@@ -142,11 +152,14 @@ def create_server(name: str, config: Config,
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
     bind_port = config.service_port(name) if port is None else port
     bound = server.add_insecure_port(f"{config.host}:{bind_port}")
     if bound == 0:
-        raise RuntimeError(f"{name}: cannot bind {config.host}:{bind_port} (port in use?)")
+        raise RuntimeError(
+            f"{name}: cannot bind {config.host}:{bind_port} (port in use?)"
+        )
     server.start()
     for service in ["", *service_names]:
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -159,8 +172,12 @@ def serve_forever(running: RunningServer, config: Config) -> None:
     stop = threading.Event()
 
     def _handle(signum, _frame):
-        log.info("%s received signal %d; draining for up to %.0fs", running.name,
-                 signum, config.grace_period_s)
+        log.info(
+            "%s received signal %d; draining for up to %.0fs",
+            running.name,
+            signum,
+            config.grace_period_s,
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, _handle)

@@ -21,9 +21,13 @@ _lock = threading.Lock()
 _configured_service: str | None = None
 
 # Health probes and reflection would drown the interesting spans.
-_TRACED = negate(any_of(service_prefix("grpc.health.v1"),
-                        service_prefix("grpc.reflection.v1alpha"),
-                        service_prefix("grpc.reflection.v1")))
+_TRACED = negate(
+    any_of(
+        service_prefix("grpc.health.v1"),
+        service_prefix("grpc.reflection.v1alpha"),
+        service_prefix("grpc.reflection.v1"),
+    )
+)
 
 
 def setup_tracing(service_name: str, config: Config) -> None:
@@ -41,18 +45,28 @@ def setup_tracing(service_name: str, config: Config) -> None:
         current = trace.get_tracer_provider()
         if isinstance(current, TracerProvider):
             return  # a test or host application installed its own provider
-        provider = TracerProvider(resource=Resource.create({
-            "service.name": f"lorafleet-{service_name}",
-            "service.namespace": "lorafleet",
-        }))
+        provider = TracerProvider(
+            resource=Resource.create(
+                {
+                    "service.name": f"lorafleet-{service_name}",
+                    "service.namespace": "lorafleet",
+                }
+            )
+        )
         if config.otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
                 OTLPSpanExporter,
             )
-            provider.add_span_processor(BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=True)))
+
+            provider.add_span_processor(
+                BatchSpanProcessor(
+                    OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=True)
+                )
+            )
         if config.trace_console:
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+            provider.add_span_processor(
+                BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
+            )
         trace.set_tracer_provider(provider)
 
 
@@ -110,8 +124,11 @@ def setup_logging(service_name: str, config: Config) -> None:
     if config.log_json:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
-            f"%(asctime)s %(levelname)s {service_name} trace=%(trace_id)s "
-            "%(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(
+                f"%(asctime)s %(levelname)s {service_name} trace=%(trace_id)s "
+                "%(name)s: %(message)s"
+            )
+        )
     root.addHandler(handler)
     root.setLevel(config.log_level.upper())

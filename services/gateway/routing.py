@@ -35,45 +35,67 @@ class Router:
             if hit and now - hit[0] < self._ttl:
                 return hit[1]
         found = self._registry.GetDeployment(
-            registry_pb2.GetDeploymentRequest(name=deployment)).deployment
+            registry_pb2.GetDeploymentRequest(name=deployment)
+        ).deployment
         with self._lock:
             self._cache[deployment] = (now, found)
         return found
 
     def generate(self, deployment: str, params: Any) -> tuple[Any, Any]:
         target = self.resolve(deployment)
-        response = self._inference.Generate(inference_pb2.InferenceServiceGenerateRequest(
-            model_id=target.model_id, adapter_id=target.adapter_id, params=params))
+        response = self._inference.Generate(
+            inference_pb2.InferenceServiceGenerateRequest(
+                model_id=target.model_id, adapter_id=target.adapter_id, params=params
+            )
+        )
         return target, response.output
 
-    def generate_stream(self, deployment: str, params: Any) -> Iterator[tuple[Any, Any]]:
+    def generate_stream(
+        self, deployment: str, params: Any
+    ) -> Iterator[tuple[Any, Any]]:
         target = self.resolve(deployment)
         for response in self._inference.GenerateStream(
-                inference_pb2.InferenceServiceGenerateStreamRequest(
-                    model_id=target.model_id, adapter_id=target.adapter_id,
-                    params=params)):
+            inference_pb2.InferenceServiceGenerateStreamRequest(
+                model_id=target.model_id, adapter_id=target.adapter_id, params=params
+            )
+        ):
             yield target, response.chunk
 
     def deploy(self, name: str, model_id: str, adapter_id: str, reason: str) -> Any:
         if not NAME_RE.match(name or ""):
-            raise InvalidArgument(f"deployment {name!r} must match {NAME_RE.pattern}",
-                                  field="deployment")
+            raise InvalidArgument(
+                f"deployment {name!r} must match {NAME_RE.pattern}", field="deployment"
+            )
         if not model_id:
             raise InvalidArgument("model_id is required", field="model_id")
-        result = deploy(self._registry, self._inference, name, model_id, adapter_id,
-                        reason or "manual deploy")
+        result = deploy(
+            self._registry,
+            self._inference,
+            name,
+            model_id,
+            adapter_id,
+            reason or "manual deploy",
+        )
         self._invalidate(name)
         return result
 
     def rollback(self, name: str, reason: str) -> Any:
         current = self._registry.GetDeployment(
-            registry_pb2.GetDeploymentRequest(name=name)).deployment
+            registry_pb2.GetDeploymentRequest(name=name)
+        ).deployment
         if not current.previous_model_id:
-            raise FailedPrecondition(f"deployment {name!r} has no previous version to "
-                                     "roll back to")
-        result = deploy(self._registry, self._inference, name, current.previous_model_id,
-                        "", reason or f"rollback from {current.model_id}",
-                        expected_revision=current.revision)
+            raise FailedPrecondition(
+                f"deployment {name!r} has no previous version to roll back to"
+            )
+        result = deploy(
+            self._registry,
+            self._inference,
+            name,
+            current.previous_model_id,
+            "",
+            reason or f"rollback from {current.model_id}",
+            expected_revision=current.revision,
+        )
         self._invalidate(name)
         return result
 

@@ -17,10 +17,12 @@ DEPENDENCIES = ("registry", "trainer", "merger", "validator", "inference")
 def job_to_pb(job: Job) -> gateway_pb2.WorkflowJob:
     spec: WorkflowSpec = job.spec
     pb = gateway_pb2.WorkflowJob(
-        status=job_status_to_pb(job), request=spec.request,
+        status=job_status_to_pb(job),
+        request=spec.request,
         train_job_id=job.details.get("train_job_id", ""),
         merge_job_id=job.details.get("merge_job_id", ""),
-        validation_job_id=job.details.get("validation_job_id", ""))
+        validation_job_id=job.details.get("validation_job_id", ""),
+    )
     outcome: WorkflowOutcome | None = job.result or job.details.get("outcome")
     if outcome is not None:
         pb.result.dataset_id = outcome.dataset_id
@@ -40,46 +42,64 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._router = router
 
     def RunWorkflow(self, request, context):
-        return gateway_pb2.RunWorkflowResponse(job=job_to_pb(self._workflows.start(request)))
+        return gateway_pb2.RunWorkflowResponse(
+            job=job_to_pb(self._workflows.start(request))
+        )
 
     def GetWorkflowJob(self, request, context):
         return gateway_pb2.GetWorkflowJobResponse(
-            job=job_to_pb(self._workflows.engine.get(request.job_id)))
+            job=job_to_pb(self._workflows.engine.get(request.job_id))
+        )
 
     def ListWorkflowJobs(self, request, context):
-        jobs, token = self._workflows.engine.list(job_state_from_pb(request.state),
-                                                  request.page_size, request.page_token)
-        return gateway_pb2.ListWorkflowJobsResponse(jobs=[job_to_pb(j) for j in jobs],
-                                                    next_page_token=token)
+        jobs, token = self._workflows.engine.list(
+            job_state_from_pb(request.state), request.page_size, request.page_token
+        )
+        return gateway_pb2.ListWorkflowJobsResponse(
+            jobs=[job_to_pb(j) for j in jobs], next_page_token=token
+        )
 
     def CancelWorkflowJob(self, request, context):
         return gateway_pb2.CancelWorkflowJobResponse(
-            job=job_to_pb(self._workflows.engine.cancel(request.job_id)))
+            job=job_to_pb(self._workflows.engine.cancel(request.job_id))
+        )
 
     def WatchWorkflowJob(self, request, context):
-        yield from watch_to_pb(self._workflows.engine, request, context,
-                               gateway_pb2.WatchWorkflowJobResponse, job_to_pb)
+        yield from watch_to_pb(
+            self._workflows.engine,
+            request,
+            context,
+            gateway_pb2.WatchWorkflowJobResponse,
+            job_to_pb,
+        )
 
     def Deploy(self, request, context):
-        deployment = self._router.deploy(request.deployment, request.model_id,
-                                         request.adapter_id, request.reason)
+        deployment = self._router.deploy(
+            request.deployment, request.model_id, request.adapter_id, request.reason
+        )
         return gateway_pb2.DeployResponse(deployment=deployment)
 
     def Rollback(self, request, context):
         return gateway_pb2.RollbackResponse(
-            deployment=self._router.rollback(request.deployment, request.reason))
+            deployment=self._router.rollback(request.deployment, request.reason)
+        )
 
     def Generate(self, request, context):
         target, output = self._router.generate(request.deployment, request.params)
         return gateway_pb2.GenerateResponse(
-            output=output, model_id=target.model_id, adapter_id=target.adapter_id,
-            deployment_revision=target.revision)
+            output=output,
+            model_id=target.model_id,
+            adapter_id=target.adapter_id,
+            deployment_revision=target.revision,
+        )
 
     def GenerateStream(self, request, context):
-        for target, chunk in self._router.generate_stream(request.deployment,
-                                                          request.params):
+        for target, chunk in self._router.generate_stream(
+            request.deployment, request.params
+        ):
             yield gateway_pb2.GenerateStreamResponse(
-                chunk=chunk, model_id=target.model_id, adapter_id=target.adapter_id)
+                chunk=chunk, model_id=target.model_id, adapter_id=target.adapter_id
+            )
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
@@ -89,7 +109,8 @@ def create(config: Config, port: int | None = None) -> RunningServer:
 
     def register(server):
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(workflows, router), server)
+            GatewayServicer(workflows, router), server
+        )
         return [gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name]
 
     running = create_server("gateway", config, register, port)

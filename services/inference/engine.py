@@ -45,21 +45,31 @@ class GenerationRequest:
 
     def check(self, limit: int) -> None:
         if not self.prompt.strip() and not self.messages:
-            raise InvalidArgument("params.prompt or params.messages is required",
-                                  field="params.prompt")
+            raise InvalidArgument(
+                "params.prompt or params.messages is required", field="params.prompt"
+            )
         if not 1 <= self.max_new_tokens <= limit:
-            raise InvalidArgument(f"params.max_new_tokens must be in [1, {limit}], got "
-                                  f"{self.max_new_tokens}", field="params.max_new_tokens")
+            raise InvalidArgument(
+                f"params.max_new_tokens must be in [1, {limit}], got "
+                f"{self.max_new_tokens}",
+                field="params.max_new_tokens",
+            )
         if not 0.0 <= self.temperature <= 5.0:
-            raise InvalidArgument(f"params.temperature must be in [0, 5], got "
-                                  f"{self.temperature}", field="params.temperature")
+            raise InvalidArgument(
+                f"params.temperature must be in [0, 5], got {self.temperature}",
+                field="params.temperature",
+            )
         if not 0.0 < self.top_p <= 1.0:
-            raise InvalidArgument(f"params.top_p must be in (0, 1], got {self.top_p}",
-                                  field="params.top_p")
+            raise InvalidArgument(
+                f"params.top_p must be in (0, 1], got {self.top_p}",
+                field="params.top_p",
+            )
         for m in self.messages:
             if m["role"] not in ("system", "user", "assistant"):
-                raise InvalidArgument(f"message role {m['role']!r} must be system, user "
-                                      "or assistant", field="params.messages")
+                raise InvalidArgument(
+                    f"message role {m['role']!r} must be system, user or assistant",
+                    field="params.messages",
+                )
 
 
 @dataclass
@@ -91,8 +101,9 @@ def _adapter_name(adapter_id: str) -> str:
 class InferenceEngine:
     """Holds up to `max_models` models; the least recently used is unloaded first."""
 
-    def __init__(self, resolve: Resolver, device: str, max_models: int,
-                 max_new_tokens_limit: int) -> None:
+    def __init__(
+        self, resolve: Resolver, device: str, max_models: int, max_new_tokens_limit: int
+    ) -> None:
         self._resolve = resolve
         self._device = device
         self._max_models = max(1, max_models)
@@ -107,7 +118,8 @@ class InferenceEngine:
         if artifact.kind_name not in ("BASE_MODEL", "MERGED_MODEL"):
             raise FailedPrecondition(
                 f"{model_id} is a {artifact.kind_name}, not a servable model; pass "
-                "adapters as adapter_id with their base model as model_id")
+                "adapters as adapter_id with their base model as model_id"
+            )
         entry = self._load_model(artifact)
         if adapter_id:
             self._attach_adapter(entry, adapter_id)
@@ -126,11 +138,18 @@ class InferenceEngine:
                     return self._models[artifact.id]
             started = time.perf_counter()
             path = Path(artifact.local_path)
-            entry = LoadedModel(artifact=artifact, model=load_causal_lm(path, self._device),
-                                tokenizer=load_tokenizer(path))
+            entry = LoadedModel(
+                artifact=artifact,
+                model=load_causal_lm(path, self._device),
+                tokenizer=load_tokenizer(path),
+            )
             entry.model.eval()
-            log.info("loaded %s (%s) in %.1fs", artifact.id, artifact.name,
-                     time.perf_counter() - started)
+            log.info(
+                "loaded %s (%s) in %.1fs",
+                artifact.id,
+                artifact.name,
+                time.perf_counter() - started,
+            )
             with self._lock:
                 self._models[artifact.id] = entry
                 while len(self._models) > self._max_models:
@@ -144,7 +163,9 @@ class InferenceEngine:
             return
         adapter = self._resolve(adapter_id)
         if adapter.kind_name != "ADAPTER":
-            raise FailedPrecondition(f"{adapter_id} is a {adapter.kind_name}, not an adapter")
+            raise FailedPrecondition(
+                f"{adapter_id} is a {adapter.kind_name}, not an adapter"
+            )
         check_adapter_base(adapter, entry.artifact)
         path = Path(adapter.local_path)
         require_safetensors_adapter(path)
@@ -157,8 +178,9 @@ class InferenceEngine:
             if isinstance(entry.model, PeftModel):
                 entry.model.load_adapter(str(path), adapter_name=name)
             else:
-                entry.model = PeftModel.from_pretrained(entry.model, str(path),
-                                                        adapter_name=name)
+                entry.model = PeftModel.from_pretrained(
+                    entry.model, str(path), adapter_name=name
+                )
             entry.model.eval()
             entry.adapters[adapter_id] = adapter
 
@@ -171,13 +193,15 @@ class InferenceEngine:
             return list(self._models.values())
 
     # --- generation ---------------------------------------------------------------
-    def generate(self, model_id: str, adapter_id: str, req: GenerationRequest
-                 ) -> GenerationResult:
+    def generate(
+        self, model_id: str, adapter_id: str, req: GenerationRequest
+    ) -> GenerationResult:
         pieces = list(self.stream(model_id, adapter_id, req))
         return pieces[-1][1]
 
-    def stream(self, model_id: str, adapter_id: str, req: GenerationRequest
-               ) -> Iterator[tuple[str, GenerationResult | None]]:
+    def stream(
+        self, model_id: str, adapter_id: str, req: GenerationRequest
+    ) -> Iterator[tuple[str, GenerationResult | None]]:
         """Yields (text delta, None) as text appears, then ("", final result)."""
         req.check(self.max_new_tokens_limit)
         entry = self.load(model_id, adapter_id)
@@ -187,14 +211,20 @@ class InferenceEngine:
         tok = entry.tokenizer
         prompt = self._prompt(tok, req)
         enc = tok(prompt, return_tensors="pt", add_special_tokens=False).to(
-            next(entry.model.parameters()).device)
+            next(entry.model.parameters()).device
+        )
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**enc, max_new_tokens=req.max_new_tokens,
-                      do_sample=req.temperature > 0, streamer=streamer,
-                      eos_token_id=eos_ids(entry.model, tok),
-                      pad_token_id=tok.pad_token_id, top_k=None,
-                      temperature=req.temperature if req.temperature > 0 else None,
-                      top_p=req.top_p if req.temperature > 0 else None)
+        kwargs = dict(
+            **enc,
+            max_new_tokens=req.max_new_tokens,
+            do_sample=req.temperature > 0,
+            streamer=streamer,
+            eos_token_id=eos_ids(entry.model, tok),
+            pad_token_id=tok.pad_token_id,
+            top_k=None,
+            temperature=req.temperature if req.temperature > 0 else None,
+            top_p=req.top_p if req.temperature > 0 else None,
+        )
         if req.stop:
             kwargs.update(stop_strings=req.stop, tokenizer=tok)
         started = time.perf_counter()
@@ -219,7 +249,7 @@ class InferenceEngine:
                 text += delta
                 cut = _first_stop(text, req.stop)
                 if cut is not None:
-                    delta = delta[:len(delta) - (len(text) - cut)]
+                    delta = delta[: len(delta) - (len(text) - cut)]
                     text, stopped = text[:cut], True
                 if delta:
                     yield delta, None
@@ -228,7 +258,7 @@ class InferenceEngine:
             worker.join()
         if "error" in output:
             raise output["error"]
-        new = output["ids"][0][enc["input_ids"].shape[1]:].tolist()
+        new = output["ids"][0][enc["input_ids"].shape[1] :].tolist()
         stops = set(eos_ids(entry.model, tok))
         if stopped:
             reason = "stop"
@@ -236,10 +266,16 @@ class InferenceEngine:
             reason = "eos"
         else:
             reason = "length"
-        yield "", GenerationResult(
-            text=text, prompt_tokens=int(enc["input_ids"].shape[1]),
-            completion_tokens=len(new), finish_reason=reason,
-            latency_ms=1000.0 * (time.perf_counter() - started))
+        yield (
+            "",
+            GenerationResult(
+                text=text,
+                prompt_tokens=int(enc["input_ids"].shape[1]),
+                completion_tokens=len(new),
+                finish_reason=reason,
+                latency_ms=1000.0 * (time.perf_counter() - started),
+            ),
+        )
 
     @staticmethod
     def _prompt(tok: Any, req: GenerationRequest) -> str:

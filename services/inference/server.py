@@ -12,10 +12,17 @@ from services.common.convert import from_struct
 from services.common.errors import NotFound
 from services.common.modeling import resolve_device
 from services.common.server import RunningServer, create_server
-from services.inference.engine import GenerationRequest, GenerationResult, InferenceEngine
+from services.inference.engine import (
+    GenerationRequest,
+    GenerationResult,
+    InferenceEngine,
+)
 
-_FINISH = {"eos": common_pb2.FINISH_REASON_EOS, "length": common_pb2.FINISH_REASON_LENGTH,
-           "stop": common_pb2.FINISH_REASON_STOP_SEQUENCE}
+_FINISH = {
+    "eos": common_pb2.FINISH_REASON_EOS,
+    "length": common_pb2.FINISH_REASON_LENGTH,
+    "stop": common_pb2.FINISH_REASON_STOP_SEQUENCE,
+}
 
 
 @dataclass(frozen=True)
@@ -32,16 +39,25 @@ class ArtifactRef:
 
 def request_from_pb(p: common_pb2.GenerationParams, limit: int) -> GenerationRequest:
     return GenerationRequest(
-        prompt=p.prompt, messages=[{"role": m.role, "content": m.content}
-                                   for m in p.messages],
-        raw=p.raw, max_new_tokens=p.max_new_tokens or min(64, limit),
-        temperature=p.temperature, top_p=p.top_p or 1.0, seed=p.seed, stop=list(p.stop))
+        prompt=p.prompt,
+        messages=[{"role": m.role, "content": m.content} for m in p.messages],
+        raw=p.raw,
+        max_new_tokens=p.max_new_tokens or min(64, limit),
+        temperature=p.temperature,
+        top_p=p.top_p or 1.0,
+        seed=p.seed,
+        stop=list(p.stop),
+    )
 
 
 def output_to_pb(r: GenerationResult) -> common_pb2.GenerationOutput:
     return common_pb2.GenerationOutput(
-        text=r.text, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-        finish_reason=_FINISH[r.finish_reason], latency_ms=r.latency_ms)
+        text=r.text,
+        prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens,
+        finish_reason=_FINISH[r.finish_reason],
+        latency_ms=r.latency_ms,
+    )
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -51,9 +67,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def _loaded_to_pb(self, entry) -> inference_pb2.LoadedModel:
         kind = getattr(common_pb2, f"ARTIFACT_KIND_{entry.artifact.kind_name}")
         return inference_pb2.LoadedModel(
-            model_id=entry.artifact.id, kind=kind, name=entry.artifact.name,
-            adapter_ids=sorted(entry.adapters), parameters=entry.parameters,
-            device=str(next(entry.model.parameters()).device))
+            model_id=entry.artifact.id,
+            kind=kind,
+            name=entry.artifact.name,
+            adapter_ids=sorted(entry.adapters),
+            parameters=entry.parameters,
+            device=str(next(entry.model.parameters()).device),
+        )
 
     def LoadModel(self, request, context):
         entry = self._engine.load(request.model_id, request.adapter_id)
@@ -61,21 +81,28 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     def UnloadModel(self, request, context):
         if not self._engine.unload(request.model_id):
-            raise NotFound(f"model {request.model_id!r} is not loaded", field="model_id")
+            raise NotFound(
+                f"model {request.model_id!r} is not loaded", field="model_id"
+            )
         return inference_pb2.UnloadModelResponse()
 
     def ListLoadedModels(self, request, context):
         return inference_pb2.ListLoadedModelsResponse(
-            models=[self._loaded_to_pb(e) for e in self._engine.loaded()])
+            models=[self._loaded_to_pb(e) for e in self._engine.loaded()]
+        )
 
     def Generate(self, request, context):
         req = request_from_pb(request.params, self._engine.max_new_tokens_limit)
         result = self._engine.generate(request.model_id, request.adapter_id, req)
-        return inference_pb2.InferenceServiceGenerateResponse(output=output_to_pb(result))
+        return inference_pb2.InferenceServiceGenerateResponse(
+            output=output_to_pb(result)
+        )
 
     def GenerateStream(self, request, context):
         req = request_from_pb(request.params, self._engine.max_new_tokens_limit)
-        for delta, final in self._engine.stream(request.model_id, request.adapter_id, req):
+        for delta, final in self._engine.stream(
+            request.model_id, request.adapter_id, req
+        ):
             chunk = common_pb2.GenerationChunk(text_delta=delta)
             if final is not None:
                 chunk.finish_reason = _FINISH[final.finish_reason]
@@ -87,19 +114,31 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     registry = ServiceClient("registry", config)
 
     def resolve(artifact_id: str) -> ArtifactRef:
-        a = registry.GetArtifact(registry_pb2.GetArtifactRequest(id=artifact_id)).artifact
-        return ArtifactRef(id=a.id, name=a.name,
-                           kind_name=common_pb2.ArtifactKind.Name(a.kind).removeprefix(
-                               "ARTIFACT_KIND_"),
-                           local_path=a.local_path, digest=a.digest,
-                           metadata=from_struct(a.metadata))
+        a = registry.GetArtifact(
+            registry_pb2.GetArtifactRequest(id=artifact_id)
+        ).artifact
+        return ArtifactRef(
+            id=a.id,
+            name=a.name,
+            kind_name=common_pb2.ArtifactKind.Name(a.kind).removeprefix(
+                "ARTIFACT_KIND_"
+            ),
+            local_path=a.local_path,
+            digest=a.digest,
+            metadata=from_struct(a.metadata),
+        )
 
-    engine = InferenceEngine(resolve, resolve_device(config.device),
-                             config.max_loaded_models, config.max_new_tokens_limit)
+    engine = InferenceEngine(
+        resolve,
+        resolve_device(config.device),
+        config.max_loaded_models,
+        config.max_new_tokens_limit,
+    )
 
     def register(server):
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(engine), server)
+            InferenceServicer(engine), server
+        )
         return [inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name]
 
     running = create_server("inference", config, register, port)

@@ -14,9 +14,9 @@ from typing import Any
 
 from lorafleet.v1 import common_pb2, registry_pb2
 from services.common import datasets
-from services.common.datasets import dataset_file_of
 from services.common.config import Config
 from services.common.convert import from_struct, struct
+from services.common.datasets import dataset_file_of
 from services.common.errors import FailedPrecondition
 from services.common.jobs import Job, JobContext, JobEngine
 from services.common.modeling import environment_facts, resolve_device
@@ -25,7 +25,10 @@ from services.trainer.training import fine_tune
 
 log = logging.getLogger(__name__)
 
-MODEL_KINDS = (common_pb2.ARTIFACT_KIND_BASE_MODEL, common_pb2.ARTIFACT_KIND_MERGED_MODEL)
+MODEL_KINDS = (
+    common_pb2.ARTIFACT_KIND_BASE_MODEL,
+    common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+)
 
 
 @dataclass
@@ -54,9 +57,13 @@ class Trainer:
         self._config = config
         self._registry = registry
         self._device = resolve_device(config.device)
-        self.engine = JobEngine("train", self._run, workers=config.job_workers,
-                                queue_size=config.job_queue_size,
-                                history=config.job_history)
+        self.engine = JobEngine(
+            "train",
+            self._run,
+            workers=config.job_workers,
+            queue_size=config.job_queue_size,
+            history=config.job_history,
+        )
 
     def start(self, spec: TrainSpec) -> Job:
         spec.check()
@@ -64,42 +71,72 @@ class Trainer:
         if base.kind not in MODEL_KINDS:
             raise FailedPrecondition(
                 f"{spec.base_model_id} is a {common_pb2.ArtifactKind.Name(base.kind)}, "
-                "not a model; pass a base or merged model id as base_model_id")
+                "not a model; pass a base or merged model id as base_model_id"
+            )
         dataset = self._get(spec.dataset_id)
         if dataset.kind != common_pb2.ARTIFACT_KIND_DATASET:
             raise FailedPrecondition(f"{spec.dataset_id} is not a dataset")
         path = dataset_file_of(dataset)
         task, rows = datasets.load_dataset(path, spec.config.task_type)
-        train, held_out = datasets.split_rows(rows, spec.config.eval_fraction,
-                                              spec.config.seed)
-        return self.engine.submit(ResolvedTrainJob(spec, base, dataset, path, task,
-                                                   (len(train), len(held_out))))
+        train, held_out = datasets.split_rows(
+            rows, spec.config.eval_fraction, spec.config.seed
+        )
+        return self.engine.submit(
+            ResolvedTrainJob(
+                spec, base, dataset, path, task, (len(train), len(held_out))
+            )
+        )
 
     def _get(self, artifact_id: str) -> Any:
         return self._registry.GetArtifact(
-            registry_pb2.GetArtifactRequest(id=artifact_id)).artifact
+            registry_pb2.GetArtifactRequest(id=artifact_id)
+        ).artifact
 
     def _run(self, ctx: JobContext, job: ResolvedTrainJob) -> TrainOutcome:
         cfg = job.spec.config
-        ctx.report(stage="prepare", progress=0.0,
-                   message=f"{job.task} task: {job.split[0]} train rows, "
-                           f"{job.split[1]} held out")
+        ctx.report(
+            stage="prepare",
+            progress=0.0,
+            message=f"{job.task} task: {job.split[0]} train rows, "
+            f"{job.split[1]} held out",
+        )
         out_dir = self._config.staging_dir / f"adapter-{ctx.job.id}"
 
         def on_progress(step: int, total: int, metrics: dict[str, float]) -> None:
-            shown = next((f"{k} {metrics[k]:.4f}" for k in ("loss", "eval_loss", "train_loss")
-                          if k in metrics), "")
-            ctx.report(stage="train", progress=0.95 * step / max(total, 1),
-                       message=f"step {step}/{total} {shown}".rstrip(), metrics=metrics,
-                       step=step, total_steps=total)
+            shown = next(
+                (
+                    f"{k} {metrics[k]:.4f}"
+                    for k in ("loss", "eval_loss", "train_loss")
+                    if k in metrics
+                ),
+                "",
+            )
+            ctx.report(
+                stage="train",
+                progress=0.95 * step / max(total, 1),
+                message=f"step {step}/{total} {shown}".rstrip(),
+                metrics=metrics,
+                step=step,
+                total_steps=total,
+            )
 
         try:
-            outcome = fine_tune(Path(job.base.local_path), job.dataset_file, out_dir, cfg,
-                                device=self._device, on_progress=on_progress,
-                                should_stop=lambda: ctx.cancelled)
+            outcome = fine_tune(
+                Path(job.base.local_path),
+                job.dataset_file,
+                out_dir,
+                cfg,
+                device=self._device,
+                on_progress=on_progress,
+                should_stop=lambda: ctx.cancelled,
+            )
             ctx.check_cancelled()
-            ctx.report(stage="register", progress=0.97, message="registering adapter",
-                       metrics=outcome.metrics)
+            ctx.report(
+                stage="register",
+                progress=0.97,
+                message="registering adapter",
+                metrics=outcome.metrics,
+            )
             environment = environment_facts()
             metadata = {
                 "base_model_id": job.base.id,
@@ -120,17 +157,32 @@ class Trainer:
                 "environment": environment,
                 "train_job_id": ctx.job.id,
             }
-            response = self._registry.RegisterArtifact(registry_pb2.RegisterArtifactRequest(
-                kind=common_pb2.ARTIFACT_KIND_ADAPTER, name=job.spec.adapter_name,
-                source_path=str(out_dir), metadata=struct(metadata),
-                metrics=outcome.metrics, tags=job.spec.tags,
-                parents=[common_pb2.ParentRef(artifact_id=job.base.id, relation="base_model"),
-                         common_pb2.ParentRef(artifact_id=job.dataset.id,
-                                              relation="dataset")]))
+            response = self._registry.RegisterArtifact(
+                registry_pb2.RegisterArtifactRequest(
+                    kind=common_pb2.ARTIFACT_KIND_ADAPTER,
+                    name=job.spec.adapter_name,
+                    source_path=str(out_dir),
+                    metadata=struct(metadata),
+                    metrics=outcome.metrics,
+                    tags=job.spec.tags,
+                    parents=[
+                        common_pb2.ParentRef(
+                            artifact_id=job.base.id, relation="base_model"
+                        ),
+                        common_pb2.ParentRef(
+                            artifact_id=job.dataset.id, relation="dataset"
+                        ),
+                    ],
+                )
+            )
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         adapter = response.artifact
-        ctx.report(stage="done", progress=1.0,
-                   message=f"adapter {adapter.name}:{adapter.version} ({adapter.id})")
-        return TrainOutcome(adapter_id=adapter.id, metrics=outcome.metrics,
-                            environment=environment)
+        ctx.report(
+            stage="done",
+            progress=1.0,
+            message=f"adapter {adapter.name}:{adapter.version} ({adapter.id})",
+        )
+        return TrainOutcome(
+            adapter_id=adapter.id, metrics=outcome.metrics, environment=environment
+        )

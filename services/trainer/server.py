@@ -16,14 +16,22 @@ from services.common.server import RunningServer, create_server
 from services.trainer.jobs import ResolvedTrainJob, Trainer
 from services.trainer.spec import TrainConfig, TrainSpec
 
-_METHODS = {common_pb2.LORA_METHOD_LORA: "lora", common_pb2.LORA_METHOD_RSLORA: "rslora",
-            common_pb2.LORA_METHOD_DORA: "dora"}
-_SCHEDULES = {common_pb2.LR_SCHEDULE_LINEAR: "linear",
-              common_pb2.LR_SCHEDULE_COSINE: "cosine",
-              common_pb2.LR_SCHEDULE_CONSTANT: "constant"}
-_TASKS = {common_pb2.TASK_TYPE_AUTO: "auto", common_pb2.TASK_TYPE_TEXT: "text",
-          common_pb2.TASK_TYPE_INSTRUCTION: "instruction",
-          common_pb2.TASK_TYPE_CHAT: "chat"}
+_METHODS = {
+    common_pb2.LORA_METHOD_LORA: "lora",
+    common_pb2.LORA_METHOD_RSLORA: "rslora",
+    common_pb2.LORA_METHOD_DORA: "dora",
+}
+_SCHEDULES = {
+    common_pb2.LR_SCHEDULE_LINEAR: "linear",
+    common_pb2.LR_SCHEDULE_COSINE: "cosine",
+    common_pb2.LR_SCHEDULE_CONSTANT: "constant",
+}
+_TASKS = {
+    common_pb2.TASK_TYPE_AUTO: "auto",
+    common_pb2.TASK_TYPE_TEXT: "text",
+    common_pb2.TASK_TYPE_INSTRUCTION: "instruction",
+    common_pb2.TASK_TYPE_CHAT: "chat",
+}
 
 
 def config_from_pb(pb: common_pb2.TrainConfig) -> TrainConfig:
@@ -31,33 +39,51 @@ def config_from_pb(pb: common_pb2.TrainConfig) -> TrainConfig:
     d = TrainConfig()
     return TrainConfig(
         method=_METHODS.get(pb.method, d.method if not pb.method else f"#{pb.method}"),
-        rank=pb.rank or d.rank, alpha=pb.alpha,
+        rank=pb.rank or d.rank,
+        alpha=pb.alpha,
         dropout=pb.dropout if pb.HasField("dropout") else d.dropout,
         target_modules=list(pb.target_modules),
         learning_rate=pb.learning_rate or d.learning_rate,
         lr_schedule=_SCHEDULES.get(pb.lr_schedule, d.lr_schedule),
-        warmup_steps=pb.warmup_steps, max_steps=pb.max_steps, epochs=pb.epochs or d.epochs,
+        warmup_steps=pb.warmup_steps,
+        max_steps=pb.max_steps,
+        epochs=pb.epochs or d.epochs,
         batch_size=pb.batch_size or d.batch_size,
         gradient_accumulation_steps=pb.gradient_accumulation_steps
         or d.gradient_accumulation_steps,
         max_seq_length=pb.max_seq_length or d.max_seq_length,
-        seed=pb.seed or d.seed, task_type=_TASKS.get(pb.task_type, d.task_type),
-        eval_fraction=pb.eval_fraction if pb.HasField("eval_fraction") else d.eval_fraction,
-        weight_decay=pb.weight_decay, eval_steps=pb.eval_steps)
+        seed=pb.seed or d.seed,
+        task_type=_TASKS.get(pb.task_type, d.task_type),
+        eval_fraction=pb.eval_fraction
+        if pb.HasField("eval_fraction")
+        else d.eval_fraction,
+        weight_decay=pb.weight_decay,
+        eval_steps=pb.eval_steps,
+    )
 
 
 def config_to_pb(cfg: TrainConfig) -> common_pb2.TrainConfig:
     inverse = lambda table, v: next((k for k, name in table.items() if name == v), 0)  # noqa: E731
     return common_pb2.TrainConfig(
-        method=inverse(_METHODS, cfg.method), rank=cfg.rank, alpha=cfg.alpha,
-        dropout=cfg.dropout, target_modules=cfg.target_modules,
-        learning_rate=cfg.learning_rate, lr_schedule=inverse(_SCHEDULES, cfg.lr_schedule),
-        warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, epochs=cfg.epochs,
+        method=inverse(_METHODS, cfg.method),
+        rank=cfg.rank,
+        alpha=cfg.alpha,
+        dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        learning_rate=cfg.learning_rate,
+        lr_schedule=inverse(_SCHEDULES, cfg.lr_schedule),
+        warmup_steps=cfg.warmup_steps,
+        max_steps=cfg.max_steps,
+        epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_seq_length=cfg.max_seq_length, seed=cfg.seed,
-        task_type=inverse(_TASKS, cfg.task_type), eval_fraction=cfg.eval_fraction,
-        weight_decay=cfg.weight_decay, eval_steps=cfg.eval_steps)
+        max_seq_length=cfg.max_seq_length,
+        seed=cfg.seed,
+        task_type=inverse(_TASKS, cfg.task_type),
+        eval_fraction=cfg.eval_fraction,
+        weight_decay=cfg.weight_decay,
+        eval_steps=cfg.eval_steps,
+    )
 
 
 def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
@@ -66,9 +92,13 @@ def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
     pb = trainer_pb2.TrainJob(
         status=job_status_to_pb(job),
         request=trainer_pb2.StartTrainJobRequest(
-            base_model_id=spec.base_model_id, dataset_id=spec.dataset_id,
-            adapter_name=spec.adapter_name, tags=spec.tags),
-        effective_config=config_to_pb(spec.config))
+            base_model_id=spec.base_model_id,
+            dataset_id=spec.dataset_id,
+            adapter_name=spec.adapter_name,
+            tags=spec.tags,
+        ),
+        effective_config=config_to_pb(spec.config),
+    )
     if job.result is not None:
         pb.result.adapter_id = job.result.adapter_id
         pb.result.metrics.update(job.result.metrics)
@@ -81,28 +111,43 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self._trainer = trainer
 
     def StartTrainJob(self, request, context):
-        spec = TrainSpec(base_model_id=request.base_model_id, dataset_id=request.dataset_id,
-                         adapter_name=request.adapter_name,
-                         config=config_from_pb(request.config), tags=dict(request.tags))
-        return trainer_pb2.StartTrainJobResponse(job=job_to_pb(self._trainer.start(spec)))
+        spec = TrainSpec(
+            base_model_id=request.base_model_id,
+            dataset_id=request.dataset_id,
+            adapter_name=request.adapter_name,
+            config=config_from_pb(request.config),
+            tags=dict(request.tags),
+        )
+        return trainer_pb2.StartTrainJobResponse(
+            job=job_to_pb(self._trainer.start(spec))
+        )
 
     def GetTrainJob(self, request, context):
         return trainer_pb2.GetTrainJobResponse(
-            job=job_to_pb(self._trainer.engine.get(request.job_id)))
+            job=job_to_pb(self._trainer.engine.get(request.job_id))
+        )
 
     def ListTrainJobs(self, request, context):
-        jobs, token = self._trainer.engine.list(job_state_from_pb(request.state),
-                                                request.page_size, request.page_token)
-        return trainer_pb2.ListTrainJobsResponse(jobs=[job_to_pb(j) for j in jobs],
-                                                 next_page_token=token)
+        jobs, token = self._trainer.engine.list(
+            job_state_from_pb(request.state), request.page_size, request.page_token
+        )
+        return trainer_pb2.ListTrainJobsResponse(
+            jobs=[job_to_pb(j) for j in jobs], next_page_token=token
+        )
 
     def CancelTrainJob(self, request, context):
         return trainer_pb2.CancelTrainJobResponse(
-            job=job_to_pb(self._trainer.engine.cancel(request.job_id)))
+            job=job_to_pb(self._trainer.engine.cancel(request.job_id))
+        )
 
     def WatchTrainJob(self, request, context):
-        yield from watch_to_pb(self._trainer.engine, request, context,
-                               trainer_pb2.WatchTrainJobResponse, job_to_pb)
+        yield from watch_to_pb(
+            self._trainer.engine,
+            request,
+            context,
+            trainer_pb2.WatchTrainJobResponse,
+            job_to_pb,
+        )
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
@@ -110,10 +155,13 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     trainer = Trainer(config, registry)
 
     def register(server):
-        trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(trainer), server)
+        trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
+            TrainerServicer(trainer), server
+        )
         return [trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name]
 
     running = create_server("trainer", config, register, port)
-    running.on_stop.extend([lambda: trainer.engine.shutdown(config.grace_period_s),
-                            registry.close])
+    running.on_stop.extend(
+        [lambda: trainer.engine.shutdown(config.grace_period_s), registry.close]
+    )
     return running

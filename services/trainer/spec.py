@@ -48,8 +48,13 @@ class TrainConfig:
         _range("rank", self.rank, 1, 1024)
         _range("alpha", self.alpha, 1e-6, 1e6)
         _range("dropout", self.dropout, 0.0, 0.9)
-        _range("learning_rate", self.learning_rate, 1e-8, 1.0,
-               hint="typical LoRA rates are 1e-5 to 1e-3")
+        _range(
+            "learning_rate",
+            self.learning_rate,
+            1e-8,
+            1.0,
+            hint="typical LoRA rates are 1e-5 to 1e-3",
+        )
         _range("warmup_steps", self.warmup_steps, 0, 10**7)
         _range("max_steps", self.max_steps, 0, 10**7)
         _range("epochs", self.epochs, 1e-3, 1000)
@@ -61,8 +66,10 @@ class TrainConfig:
         _range("eval_steps", self.eval_steps, 0, 10**7)
         for name in self.target_modules:
             if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
-                raise InvalidArgument(f"target_modules entry {name!r} is not a module name",
-                                      field="config.target_modules")
+                raise InvalidArgument(
+                    f"target_modules entry {name!r} is not a module name",
+                    field="config.target_modules",
+                )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,26 +87,35 @@ class TrainSpec:
 
     def check(self) -> None:
         if not self.base_model_id:
-            raise InvalidArgument("base_model_id is required: the registry id of the "
-                                  "base model to adapt", field="base_model_id")
+            raise InvalidArgument(
+                "base_model_id is required: the registry id of the base model to adapt",
+                field="base_model_id",
+            )
         if not self.dataset_id:
-            raise InvalidArgument("dataset_id is required: the registry id of a dataset "
-                                  "version", field="dataset_id")
+            raise InvalidArgument(
+                "dataset_id is required: the registry id of a dataset version",
+                field="dataset_id",
+            )
         if not NAME_RE.match(self.adapter_name or ""):
             raise InvalidArgument(
                 f"adapter_name {self.adapter_name!r} must match {NAME_RE.pattern}",
-                field="adapter_name")
+                field="adapter_name",
+            )
         self.config.check()
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
-        raise InvalidArgument(f"config.{name} {value!r} is not one of {', '.join(valid)}",
-                              field=f"config.{name}")
+        raise InvalidArgument(
+            f"config.{name} {value!r} is not one of {', '.join(valid)}",
+            field=f"config.{name}",
+        )
 
 
 def _range(name: str, value: float, low: float, high: float, hint: str = "") -> None:
     if not low <= value <= high:
         extra = f"; {hint}" if hint else ""
-        raise InvalidArgument(f"config.{name} must be in [{low:g}, {high:g}], got "
-                              f"{value:g}{extra}", field=f"config.{name}")
+        raise InvalidArgument(
+            f"config.{name} must be in [{low:g}, {high:g}], got {value:g}{extra}",
+            field=f"config.{name}",
+        )

@@ -57,8 +57,9 @@ def prepare_data(tokenizer, dataset_file: Path, cfg: TrainConfig) -> PreparedDat
     def features(rows: list[datasets.Row]) -> tuple[list[dict], int]:
         out, dropped = [], 0
         for row in rows:
-            f = datasets.tokenize_for_training(tokenizer, datasets.to_example(row, task),
-                                               cfg.max_seq_length)
+            f = datasets.tokenize_for_training(
+                tokenizer, datasets.to_example(row, task), cfg.max_seq_length
+            )
             if not any(label != -100 for label in f["labels"]):
                 dropped += 1  # truncation removed every answer token
                 continue
@@ -70,13 +71,21 @@ def prepare_data(tokenizer, dataset_file: Path, cfg: TrainConfig) -> PreparedDat
     if not train:
         raise InvalidArgument(
             f"no training example keeps an answer token within max_seq_length="
-            f"{cfg.max_seq_length}; raise max_seq_length or shorten the prompts")
+            f"{cfg.max_seq_length}; raise max_seq_length or shorten the prompts"
+        )
     return PreparedData(task, train, evaluation, dropped_train + dropped_eval)
 
 
-def fine_tune(base_dir: Path, dataset_file: Path, out_dir: Path, cfg: TrainConfig, *,
-              device: str, on_progress: ProgressFn,
-              should_stop: Callable[[], bool]) -> TrainingOutcome:
+def fine_tune(
+    base_dir: Path,
+    dataset_file: Path,
+    out_dir: Path,
+    cfg: TrainConfig,
+    *,
+    device: str,
+    on_progress: ProgressFn,
+    should_stop: Callable[[], bool],
+) -> TrainingOutcome:
     """Trains a LoRA adapter and saves it (safetensors + PEFT config) to `out_dir`."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -93,17 +102,26 @@ def fine_tune(base_dir: Path, dataset_file: Path, out_dir: Path, cfg: TrainConfi
     data = prepare_data(tokenizer, dataset_file, cfg)
     model = load_causal_lm(base_dir, device)
     targets = cfg.target_modules or default_target_modules(model_type_of(base_dir))
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=targets, use_rslora=cfg.method == "rslora",
-                      use_dora=cfg.method == "dora", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        use_rslora=cfg.method == "rslora",
+        use_dora=cfg.method == "dora",
+        task_type="CAUSAL_LM",
+    )
     try:
         model = get_peft_model(model, lora)
     except ValueError as exc:
-        raise InvalidArgument(f"cannot apply LoRA to target_modules {targets}: {exc}",
-                              field="config.target_modules") from exc
+        raise InvalidArgument(
+            f"cannot apply LoRA to target_modules {targets}: {exc}",
+            field="config.target_modules",
+        ) from exc
 
-    steps_per_epoch = math.ceil(len(data.train) / (cfg.batch_size
-                                                   * cfg.gradient_accumulation_steps))
+    steps_per_epoch = math.ceil(
+        len(data.train) / (cfg.batch_size * cfg.gradient_accumulation_steps)
+    )
     total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
     started = time.time()
 
@@ -111,16 +129,20 @@ def fine_tune(base_dir: Path, dataset_file: Path, out_dir: Path, cfg: TrainConfi
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
             elapsed = time.time() - started
-            metrics = {k: float(v) for k, v in logs.items()
-                       if isinstance(v, (int, float)) and k != "epoch"}
+            metrics = {
+                k: float(v)
+                for k, v in logs.items()
+                if isinstance(v, (int, float)) and k != "epoch"
+            }
             metrics["epoch"] = float(state.epoch or 0.0)
             metrics["elapsed_s"] = elapsed
             tokens = float(getattr(state, "num_input_tokens_seen", 0) or 0)
             if tokens:
                 metrics["tokens_per_s"] = tokens / max(elapsed, 1e-9)
             if state.global_step:
-                metrics["eta_s"] = elapsed / state.global_step * (
-                    total_steps - state.global_step)
+                metrics["eta_s"] = (
+                    elapsed / state.global_step * (total_steps - state.global_step)
+                )
             on_progress(state.global_step, total_steps, metrics)
 
         def on_step_end(self, args, state, control, **kw):
@@ -129,23 +151,38 @@ def fine_tune(base_dir: Path, dataset_file: Path, out_dir: Path, cfg: TrainConfi
 
     with tempfile.TemporaryDirectory(prefix="lorafleet-trainer-") as scratch:
         args = TrainingArguments(
-            output_dir=scratch, per_device_train_batch_size=cfg.batch_size,
+            output_dir=scratch,
+            per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_schedule,
-            warmup_steps=cfg.warmup_steps, max_steps=total_steps,
-            weight_decay=cfg.weight_decay, logging_steps=1, save_strategy="no",
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type=cfg.lr_schedule,
+            warmup_steps=cfg.warmup_steps,
+            max_steps=total_steps,
+            weight_decay=cfg.weight_decay,
+            logging_steps=1,
+            save_strategy="no",
             eval_strategy="steps" if cfg.eval_steps and data.eval else "no",
-            eval_steps=cfg.eval_steps or None, report_to="none", seed=cfg.seed,
-            data_seed=cfg.seed, use_cpu=device == "cpu", disable_tqdm=True,
-            remove_unused_columns=False, dataloader_num_workers=0,
-            include_num_input_tokens_seen="non_padding")
+            eval_steps=cfg.eval_steps or None,
+            report_to="none",
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            use_cpu=device == "cpu",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            include_num_input_tokens_seen="non_padding",
+        )
         trainer = Trainer(
-            model=model, args=args, train_dataset=data.train,
+            model=model,
+            args=args,
+            train_dataset=data.train,
             eval_dataset=data.eval or None,
-            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
-                                                 label_pad_token_id=-100),
-            callbacks=[Progress()])
+            data_collator=DataCollatorForSeq2Seq(
+                tokenizer, padding=True, label_pad_token_id=-100
+            ),
+            callbacks=[Progress()],
+        )
         trainer.remove_callback(PrinterCallback)  # progress goes to Watch, not stdout
         output = trainer.train()
         if should_stop():
@@ -165,6 +202,12 @@ def fine_tune(base_dir: Path, dataset_file: Path, out_dir: Path, cfg: TrainConfi
             metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
-    return TrainingOutcome(metrics=metrics, task=data.task, target_modules=targets,
-                           train_rows=len(data.train), eval_rows=len(data.eval),
-                           dropped_rows=data.dropped, total_steps=total_steps)
+    return TrainingOutcome(
+        metrics=metrics,
+        task=data.task,
+        target_modules=targets,
+        train_rows=len(data.train),
+        eval_rows=len(data.eval),
+        dropped_rows=data.dropped,
+        total_steps=total_steps,
+    )

@@ -24,13 +24,20 @@ class ModelScores:
     samples: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def perplexity(model, tokenizer, examples: list[datasets.Example], max_length: int,
-               batch_size: int = 8) -> float:
+def perplexity(
+    model,
+    tokenizer,
+    examples: list[datasets.Example],
+    max_length: int,
+    batch_size: int = 8,
+) -> float:
     """exp(mean NLL) over answer tokens only, as the trainer's loss counts them."""
     import torch
     from transformers import DataCollatorForSeq2Seq
 
-    features = [datasets.tokenize_for_training(tokenizer, ex, max_length) for ex in examples]
+    features = [
+        datasets.tokenize_for_training(tokenizer, ex, max_length) for ex in examples
+    ]
     features = [f for f in features if any(label != -100 for label in f["labels"])]
     if not features:
         return float("nan")
@@ -38,14 +45,18 @@ def perplexity(model, tokenizer, examples: list[datasets.Example], max_length: i
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(features), batch_size):
-        batch = collate(features[start:start + batch_size]).to(device)
+        batch = collate(features[start : start + batch_size]).to(device)
         with torch.inference_mode():
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits.float()
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits.float()
         shift_logits, labels = logits[:, :-1], batch["labels"][:, 1:]
         nll = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)), labels.reshape(-1),
-            ignore_index=-100, reduction="sum")
+            shift_logits.reshape(-1, shift_logits.size(-1)),
+            labels.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
         total_nll += float(nll)
         total_tokens += int((labels != -100).sum())
     return math.exp(total_nll / max(total_tokens, 1))
@@ -55,29 +66,50 @@ def normalise(text: str) -> str:
     return " ".join(text.strip().split())
 
 
-def score_model(model_id: str, model, tokenizer, examples: list[datasets.Example], *,
-                max_new_tokens: int, max_length: int, samples: int = 3) -> ModelScores:
+def score_model(
+    model_id: str,
+    model,
+    tokenizer,
+    examples: list[datasets.Example],
+    *,
+    max_new_tokens: int,
+    max_length: int,
+    samples: int = 3,
+) -> ModelScores:
     """Measures a loaded model; generation failures are reported, not raised."""
     scores = ModelScores(model_id=model_id, loads=True, examples=len(examples))
-    smoke, _ = generate_batch(model, tokenizer,
-                              [datasets.render_prompt(tokenizer, SMOKE_PROMPT)],
-                              max_new_tokens=8)
+    smoke, _ = generate_batch(
+        model,
+        tokenizer,
+        [datasets.render_prompt(tokenizer, SMOKE_PROMPT)],
+        max_new_tokens=8,
+    )
     scores.generates = smoke[0].completion_tokens > 0
     scores.perplexity = perplexity(model, tokenizer, examples, max_length)
     with_refs = [ex for ex in examples if ex.completion is not None]
     if not with_refs:
         return scores
-    prompts = [datasets.render_prompt(tokenizer, datasets.prompt_messages(ex))
-               for ex in with_refs]
-    outputs, seconds = generate_batch(model, tokenizer, prompts,
-                                      max_new_tokens=max_new_tokens)
-    hits = sum(normalise(o.text) == normalise(ex.completion or "")
-               for o, ex in zip(outputs, with_refs))
+    prompts = [
+        datasets.render_prompt(tokenizer, datasets.prompt_messages(ex))
+        for ex in with_refs
+    ]
+    outputs, seconds = generate_batch(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens
+    )
+    hits = sum(
+        normalise(o.text) == normalise(ex.completion or "")
+        for o, ex in zip(outputs, with_refs, strict=True)
+    )
     scores.exact_match = hits / len(with_refs)
     tokens = sum(o.completion_tokens for o in outputs)
     scores.latency_ms_per_token = 1000.0 * seconds / max(tokens, 1)
     scores.latency_ms_per_request = 1000.0 * seconds / len(with_refs)
-    scores.samples = [(ex.messages[-2]["content"] if len(ex.messages) > 1 else "",
-                       o.text, ex.completion or "")
-                      for o, ex in list(zip(outputs, with_refs))[:samples]]
+    scores.samples = [
+        (
+            ex.messages[-2]["content"] if len(ex.messages) > 1 else "",
+            o.text,
+            ex.completion or "",
+        )
+        for o, ex in list(zip(outputs, with_refs, strict=True))[:samples]
+    ]
     return scores

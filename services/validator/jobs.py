@@ -10,8 +10,8 @@ from typing import Any
 
 from lorafleet.v1 import common_pb2, registry_pb2
 from services.common import datasets
-from services.common.datasets import dataset_file_of
 from services.common.config import Config
+from services.common.datasets import dataset_file_of
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobs import Job, JobContext, JobEngine
 from services.common.modeling import (
@@ -24,7 +24,10 @@ from services.common.modeling import (
 from services.validator.evaluation import ModelScores, score_model
 from services.validator.gates import GateResult, Gates, evaluate_gates
 
-MODEL_KINDS = (common_pb2.ARTIFACT_KIND_BASE_MODEL, common_pb2.ARTIFACT_KIND_MERGED_MODEL)
+MODEL_KINDS = (
+    common_pb2.ARTIFACT_KIND_BASE_MODEL,
+    common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+)
 
 
 @dataclass
@@ -71,22 +74,34 @@ class Validator:
         # Turns a finished outcome into a stored report (protobuf lives in server.py).
         self._recorder = recorder
         self._device = resolve_device(config.device)
-        self.engine = JobEngine("validate", self._run, workers=config.job_workers,
-                                queue_size=config.job_queue_size,
-                                history=config.job_history)
+        self.engine = JobEngine(
+            "validate",
+            self._run,
+            workers=config.job_workers,
+            queue_size=config.job_queue_size,
+            history=config.job_history,
+        )
 
     def start(self, spec: ValidationSpec) -> Job:
         if not spec.model_id:
-            raise InvalidArgument("model_id is required: the registry id of the model "
-                                  "to validate", field="model_id")
+            raise InvalidArgument(
+                "model_id is required: the registry id of the model to validate",
+                field="model_id",
+            )
         if not spec.dataset_id:
-            raise InvalidArgument("dataset_id is required: validation scores the "
-                                  "held-out split of a dataset", field="dataset_id")
+            raise InvalidArgument(
+                "dataset_id is required: validation scores the "
+                "held-out split of a dataset",
+                field="dataset_id",
+            )
         if not 1 <= spec.max_examples <= 10000:
-            raise InvalidArgument("max_examples must be in [1, 10000]", field="max_examples")
+            raise InvalidArgument(
+                "max_examples must be in [1, 10000]", field="max_examples"
+            )
         if not 1 <= spec.max_new_tokens <= 4096:
-            raise InvalidArgument("max_new_tokens must be in [1, 4096]",
-                                  field="max_new_tokens")
+            raise InvalidArgument(
+                "max_new_tokens must be in [1, 4096]", field="max_new_tokens"
+            )
         spec.gates.check()
         model = self._model(spec.model_id)
         adapter = None
@@ -95,59 +110,94 @@ class Validator:
             if adapter.kind != common_pb2.ARTIFACT_KIND_ADAPTER:
                 raise FailedPrecondition(f"{spec.adapter_id} is not an adapter")
             check_adapter_base(adapter, model)
-        baseline = self._model(spec.baseline_model_id) if spec.baseline_model_id else None
+        baseline = (
+            self._model(spec.baseline_model_id) if spec.baseline_model_id else None
+        )
         dataset = self._get(spec.dataset_id)
         if dataset.kind != common_pb2.ARTIFACT_KIND_DATASET:
             raise FailedPrecondition(f"{spec.dataset_id} is not a dataset")
         datasets.load_dataset(dataset_file_of(dataset))  # reject malformed data now
-        return self.engine.submit(ResolvedValidation(spec, model, adapter, baseline, dataset))
+        return self.engine.submit(
+            ResolvedValidation(spec, model, adapter, baseline, dataset)
+        )
 
     def _get(self, artifact_id: str) -> Any:
         return self._registry.GetArtifact(
-            registry_pb2.GetArtifactRequest(id=artifact_id)).artifact
+            registry_pb2.GetArtifactRequest(id=artifact_id)
+        ).artifact
 
     def _model(self, artifact_id: str) -> Any:
         artifact = self._get(artifact_id)
         if artifact.kind not in MODEL_KINDS:
             raise FailedPrecondition(
                 f"{artifact_id} is a {common_pb2.ArtifactKind.Name(artifact.kind)}; "
-                "validate a base or merged model (pass adapters as adapter_id)")
+                "validate a base or merged model (pass adapters as adapter_id)"
+            )
         return artifact
 
     def _run(self, ctx: JobContext, job: ResolvedValidation) -> ValidationOutcome:
         spec = job.spec
         task, rows = datasets.load_dataset(dataset_file_of(job.dataset))
         _, held_out = datasets.split_rows(rows, spec.eval_fraction, spec.seed)
-        examples = [datasets.to_example(r, task) for r in held_out[:spec.max_examples]]
+        examples = [datasets.to_example(r, task) for r in held_out[: spec.max_examples]]
         candidate_id = job.adapter.id if job.adapter else job.model.id
-        ctx.report(stage="candidate", progress=0.05,
-                   message=f"scoring {candidate_id} on {len(examples)} held-out examples")
+        ctx.report(
+            stage="candidate",
+            progress=0.05,
+            message=f"scoring {candidate_id} on {len(examples)} held-out examples",
+        )
         candidate = self._score(candidate_id, job.model, job.adapter, examples, spec)
         ctx.check_cancelled()
         baseline = None
         if job.baseline is not None:
-            ctx.report(stage="baseline", progress=0.5,
-                       message=f"scoring baseline {job.baseline.id}",
-                       metrics=_metrics("candidate", candidate))
+            ctx.report(
+                stage="baseline",
+                progress=0.5,
+                message=f"scoring baseline {job.baseline.id}",
+                metrics=_metrics("candidate", candidate),
+            )
             baseline = self._score(job.baseline.id, job.baseline, None, examples, spec)
             ctx.check_cancelled()
         score, metric, gates = evaluate_gates(spec.gates, candidate, baseline)
         passed = all(g.passed for g in gates)
         outcome = ValidationOutcome(
-            report_id="", candidate_id=candidate_id, candidate=candidate,
-            baseline=baseline, score=score, score_metric=metric, passed=passed,
-            gates=gates, create_time=time.time())
-        ctx.report(stage="record", progress=0.95, message="recording report",
-                   metrics={"score": score, **_metrics("candidate", candidate),
-                            **(_metrics("baseline", baseline) if baseline else {})})
+            report_id="",
+            candidate_id=candidate_id,
+            candidate=candidate,
+            baseline=baseline,
+            score=score,
+            score_metric=metric,
+            passed=passed,
+            gates=gates,
+            create_time=time.time(),
+        )
+        ctx.report(
+            stage="record",
+            progress=0.95,
+            message="recording report",
+            metrics={
+                "score": score,
+                **_metrics("candidate", candidate),
+                **(_metrics("baseline", baseline) if baseline else {}),
+            },
+        )
         outcome.report_id = self._recorder(job, outcome)
         failed = [g.message for g in gates if not g.passed]
-        ctx.report(stage="done", progress=1.0,
-                   message="passed all gates" if passed else "failed: " + "; ".join(failed))
+        ctx.report(
+            stage="done",
+            progress=1.0,
+            message="passed all gates" if passed else "failed: " + "; ".join(failed),
+        )
         return outcome
 
-    def _score(self, model_id: str, model_artifact: Any, adapter: Any | None,
-               examples: list[datasets.Example], spec: ValidationSpec) -> ModelScores:
+    def _score(
+        self,
+        model_id: str,
+        model_artifact: Any,
+        adapter: Any | None,
+        examples: list[datasets.Example],
+        spec: ValidationSpec,
+    ) -> ModelScores:
         path = Path(model_artifact.local_path)
         try:
             tokenizer = load_tokenizer(path)
@@ -161,17 +211,28 @@ class Validator:
         except FailedPrecondition:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken model is a failed gate
-            return ModelScores(model_id=model_id, loads=False, samples=[
-                ("", f"load failed: {type(exc).__name__}: {exc}", "")])
+            return ModelScores(
+                model_id=model_id,
+                loads=False,
+                samples=[("", f"load failed: {type(exc).__name__}: {exc}", "")],
+            )
         try:
-            return score_model(model_id, model, tokenizer, examples,
-                               max_new_tokens=spec.max_new_tokens, max_length=2048)
+            return score_model(
+                model_id,
+                model,
+                tokenizer,
+                examples,
+                max_new_tokens=spec.max_new_tokens,
+                max_length=2048,
+            )
         finally:
             del model
             gc.collect()
 
 
 def _metrics(prefix: str, scores: ModelScores) -> dict[str, float]:
-    return {f"{prefix}_perplexity": scores.perplexity,
-            f"{prefix}_exact_match": scores.exact_match,
-            f"{prefix}_ms_per_token": scores.latency_ms_per_token}
+    return {
+        f"{prefix}_perplexity": scores.perplexity,
+        f"{prefix}_exact_match": scores.exact_match,
+        f"{prefix}_ms_per_token": scores.latency_ms_per_token,
+    }

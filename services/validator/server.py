@@ -25,42 +25,71 @@ from services.validator.jobs import (
 
 def gates_from_pb(pb: common_pb2.ValidationGates) -> Gates:
     d = Gates()
-    return Gates(min_score=pb.min_score,
-                 max_perplexity_ratio=pb.max_perplexity_ratio or d.max_perplexity_ratio,
-                 max_latency_ratio=pb.max_latency_ratio or d.max_latency_ratio,
-                 min_score_delta=pb.min_score_delta,
-                 require_no_regression=pb.require_no_regression)
+    return Gates(
+        min_score=pb.min_score,
+        max_perplexity_ratio=pb.max_perplexity_ratio or d.max_perplexity_ratio,
+        max_latency_ratio=pb.max_latency_ratio or d.max_latency_ratio,
+        min_score_delta=pb.min_score_delta,
+        require_no_regression=pb.require_no_regression,
+    )
 
 
 def spec_from_pb(req: validator_pb2.StartValidationJobRequest) -> ValidationSpec:
     d = ValidationSpec(model_id="")
     return ValidationSpec(
-        model_id=req.model_id, adapter_id=req.adapter_id,
-        baseline_model_id=req.baseline_model_id, dataset_id=req.dataset_id,
-        gates=gates_from_pb(req.gates), max_examples=req.max_examples or d.max_examples,
+        model_id=req.model_id,
+        adapter_id=req.adapter_id,
+        baseline_model_id=req.baseline_model_id,
+        dataset_id=req.dataset_id,
+        gates=gates_from_pb(req.gates),
+        max_examples=req.max_examples or d.max_examples,
         max_new_tokens=req.max_new_tokens or d.max_new_tokens,
-        eval_fraction=req.eval_fraction or d.eval_fraction, seed=req.seed or d.seed)
+        eval_fraction=req.eval_fraction or d.eval_fraction,
+        seed=req.seed or d.seed,
+    )
 
 
 def scores_to_pb(s: ModelScores) -> common_pb2.ModelScores:
     return common_pb2.ModelScores(
-        model_id=s.model_id, perplexity=s.perplexity, exact_match=s.exact_match,
+        model_id=s.model_id,
+        perplexity=s.perplexity,
+        exact_match=s.exact_match,
         latency_ms_per_token=s.latency_ms_per_token,
-        latency_ms_per_request=s.latency_ms_per_request, examples=s.examples,
-        loads=s.loads, generates=s.generates,
-        samples=[common_pb2.SampleGeneration(prompt=p, output=o, reference=r)
-                 for p, o, r in s.samples])
+        latency_ms_per_request=s.latency_ms_per_request,
+        examples=s.examples,
+        loads=s.loads,
+        generates=s.generates,
+        samples=[
+            common_pb2.SampleGeneration(prompt=p, output=o, reference=r)
+            for p, o, r in s.samples
+        ],
+    )
 
 
-def report_to_pb(job: ResolvedValidation, o: ValidationOutcome) -> common_pb2.ValidationReport:
+def report_to_pb(
+    job: ResolvedValidation, o: ValidationOutcome
+) -> common_pb2.ValidationReport:
     report = common_pb2.ValidationReport(
-        id=o.report_id, candidate_id=o.candidate_id,
-        baseline_id=job.baseline.id if job.baseline else "", dataset_id=job.dataset.id,
-        candidate=scores_to_pb(o.candidate), score=o.score, score_metric=o.score_metric,
-        passed=o.passed, create_time=timestamp(o.create_time),
-        gates=[common_pb2.GateResult(name=g.name, passed=g.passed, value=g.value,
-                                     threshold=g.threshold, message=g.message)
-               for g in o.gates])
+        id=o.report_id,
+        candidate_id=o.candidate_id,
+        baseline_id=job.baseline.id if job.baseline else "",
+        dataset_id=job.dataset.id,
+        candidate=scores_to_pb(o.candidate),
+        score=o.score,
+        score_metric=o.score_metric,
+        passed=o.passed,
+        create_time=timestamp(o.create_time),
+        gates=[
+            common_pb2.GateResult(
+                name=g.name,
+                passed=g.passed,
+                value=g.value,
+                threshold=g.threshold,
+                message=g.message,
+            )
+            for g in o.gates
+        ],
+    )
     if o.baseline is not None:
         report.baseline.CopyFrom(scores_to_pb(o.baseline))
     return report
@@ -72,10 +101,16 @@ def job_to_pb(job: Job) -> validator_pb2.ValidationJob:
     pb = validator_pb2.ValidationJob(
         status=job_status_to_pb(job),
         request=validator_pb2.StartValidationJobRequest(
-            model_id=s.model_id, adapter_id=s.adapter_id,
-            baseline_model_id=s.baseline_model_id, dataset_id=s.dataset_id,
-            max_examples=s.max_examples, max_new_tokens=s.max_new_tokens,
-            eval_fraction=s.eval_fraction, seed=s.seed))
+            model_id=s.model_id,
+            adapter_id=s.adapter_id,
+            baseline_model_id=s.baseline_model_id,
+            dataset_id=s.dataset_id,
+            max_examples=s.max_examples,
+            max_new_tokens=s.max_new_tokens,
+            eval_fraction=s.eval_fraction,
+            seed=s.seed,
+        ),
+    )
     if job.result is not None:
         pb.report.CopyFrom(report_to_pb(resolved, job.result))
     return pb
@@ -91,39 +126,53 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
 
     def GetValidationJob(self, request, context):
         return validator_pb2.GetValidationJobResponse(
-            job=job_to_pb(self._validator.engine.get(request.job_id)))
+            job=job_to_pb(self._validator.engine.get(request.job_id))
+        )
 
     def ListValidationJobs(self, request, context):
-        jobs, token = self._validator.engine.list(job_state_from_pb(request.state),
-                                                  request.page_size, request.page_token)
+        jobs, token = self._validator.engine.list(
+            job_state_from_pb(request.state), request.page_size, request.page_token
+        )
         return validator_pb2.ListValidationJobsResponse(
-            jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
+            jobs=[job_to_pb(j) for j in jobs], next_page_token=token
+        )
 
     def CancelValidationJob(self, request, context):
         return validator_pb2.CancelValidationJobResponse(
-            job=job_to_pb(self._validator.engine.cancel(request.job_id)))
+            job=job_to_pb(self._validator.engine.cancel(request.job_id))
+        )
 
     def WatchValidationJob(self, request, context):
-        yield from watch_to_pb(self._validator.engine, request, context,
-                               validator_pb2.WatchValidationJobResponse, job_to_pb)
+        yield from watch_to_pb(
+            self._validator.engine,
+            request,
+            context,
+            validator_pb2.WatchValidationJobResponse,
+            job_to_pb,
+        )
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
     registry = ServiceClient("registry", config)
 
     def record(job: ResolvedValidation, outcome: ValidationOutcome) -> str:
-        stored = registry.RecordValidationReport(registry_pb2.RecordValidationReportRequest(
-            report=report_to_pb(job, outcome)))
+        stored = registry.RecordValidationReport(
+            registry_pb2.RecordValidationReportRequest(
+                report=report_to_pb(job, outcome)
+            )
+        )
         return stored.report.id
 
     validator = Validator(config, registry, record)
 
     def register(server):
         validator_pb2_grpc.add_ValidatorServiceServicer_to_server(
-            ValidatorServicer(validator), server)
+            ValidatorServicer(validator), server
+        )
         return [validator_pb2.DESCRIPTOR.services_by_name["ValidatorService"].full_name]
 
     running = create_server("validator", config, register, port)
-    running.on_stop.extend([lambda: validator.engine.shutdown(config.grace_period_s),
-                            registry.close])
+    running.on_stop.extend(
+        [lambda: validator.engine.shutdown(config.grace_period_s), registry.close]
+    )
     return running
