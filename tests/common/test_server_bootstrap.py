@@ -1,0 +1,112 @@
+"""The shared bootstrap: error mapping, rich details, graceful shutdown, health."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from services.common.config import load_config
+from services.common.errors import InvalidArgument
+from services.common.server import create_server
+
+SERVICE = "lorafleet.test.Probe"
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+def _handlers(started: threading.Event):
+    def sleep(request: bytes, context) -> bytes:
+        started.set()
+        time.sleep(float(request.decode()))
+        return b"slept"
+
+    def invalid(request: bytes, context) -> bytes:
+        raise InvalidArgument("rank must be positive", field="config.rank")
+
+    def crash(request: bytes, context) -> bytes:
+        raise ZeroDivisionError("boom")
+
+    def handler(fn):
+        return grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=_identity, response_serializer=_identity
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {"Sleep": handler(sleep), "Invalid": handler(invalid), "Crash": handler(crash)},
+    )
+
+
+@pytest.fixture
+def probe(tmp_path):
+    started = threading.Event()
+    config = load_config(env={}, data_dir=tmp_path, port=0)
+
+    def register(server):
+        server.add_generic_rpc_handlers((_handlers(started),))
+        return [SERVICE]
+
+    running = create_server("probe", config, register, port=0)
+    channel = grpc.insecure_channel(running.address)
+    yield running, channel, started
+    channel.close()
+    running.stop(0)
+
+
+def call(channel, method: str, body: bytes = b"", timeout: float = 10):
+    return channel.unary_unary(
+        f"/{SERVICE}/{method}",
+        request_serializer=_identity,
+        response_deserializer=_identity,
+    )(body, timeout=timeout)
+
+
+def test_domain_errors_map_to_status_with_field_details(probe):
+    _, channel, _ = probe
+    with pytest.raises(grpc.RpcError) as err:
+        call(channel, "Invalid")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "rank must be positive"
+    status = rpc_status.from_call(err.value)
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    assert bad_request.field_violations[0].field == "config.rank"
+
+
+def test_unexpected_errors_are_internal_and_the_server_survives(probe):
+    _, channel, _ = probe
+    with pytest.raises(grpc.RpcError) as err:
+        call(channel, "Crash")
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "ZeroDivisionError: boom" in err.value.details()
+    assert call(channel, "Sleep", b"0") == b"slept"
+
+
+def test_graceful_shutdown_finishes_in_flight_calls(probe):
+    running, channel, started = probe
+    result: dict = {}
+
+    def slow():
+        result["reply"] = call(channel, "Sleep", b"1.0")
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    assert started.wait(5)
+    health = health_pb2_grpc.HealthStub(channel)
+    stopper = threading.Thread(target=running.stop, args=(10.0,))
+    stopper.start()
+    time.sleep(0.2)
+    worker.join(10)
+    stopper.join(10)
+    assert result["reply"] == b"slept"
+    with pytest.raises(grpc.RpcError) as err:
+        health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
