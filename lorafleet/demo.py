@@ -118,7 +118,8 @@ def _workflow(client: Client, config: Config, steps: int) -> int:
     for update in client.watch_workflow(job.status.job_id):
         event, last = update.event, update.job
         if event.stage != last_stage or event.step % 5 == 0 or event.state >= 3:
-            _say(f"  [{time.time() - started:5.0f}s] {event.stage:<9} {event.message}")
+            message = event.message.removeprefix(f"{event.stage}: ")
+            _say(f"  [{time.time() - started:5.0f}s] {event.stage:<9} {message}")
             last_stage = event.stage
     return _summary(client, last)
 

@@ -60,6 +60,9 @@ def _convert_gguf(source: Path, out_dir: Path) -> None:
     # GGUF holds no pickle; transformers de-quantises it to float32 tensors.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from services.common.modeling import quiet_transformers
+
+    quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(
         str(source.parent), gguf_file=source.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from lorafleet.v1 import common_pb2, gateway_pb2, registry_pb2
+from lorafleet.v1 import common_pb2, gateway_pb2, registry_pb2, trainer_pb2
 from tests.conftest import TRAIN, run_workflow
 
 
@@ -155,3 +155,38 @@ def test_rollback_restores_the_previous_version(suite, workflow, base_model):
     with pytest.raises(grpc.RpcError) as err:
         gateway.Rollback(gateway_pb2.RollbackRequest(deployment="no-such"), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_cancelling_a_workflow_cancels_its_training(suite, base_model, dataset_copy):
+    gateway, trainer = suite.stub("gateway"), suite.stub("trainer")
+    long_run = common_pb2.TrainConfig()
+    long_run.CopyFrom(TRAIN)
+    long_run.max_steps = 5000
+    job = gateway.RunWorkflow(
+        gateway_pb2.RunWorkflowRequest(
+            base_model_id=base_model.id, dataset_path=str(dataset_copy),
+            name="orders-cancelled", train_config=long_run,
+        ),
+        timeout=60,
+    ).job
+    events = gateway.WatchWorkflowJob(
+        gateway_pb2.WatchWorkflowJobRequest(job_id=job.status.job_id), timeout=300
+    )
+    for update in events:
+        if update.event.stage == "train" and update.event.step >= 2:
+            gateway.CancelWorkflowJob(
+                gateway_pb2.CancelWorkflowJobRequest(job_id=job.status.job_id),
+                timeout=10,
+            )
+            break
+    final = list(events)[-1].job
+    assert final.status.state == common_pb2.JOB_STATE_CANCELLED
+    train = trainer.GetTrainJob(
+        trainer_pb2.GetTrainJobRequest(job_id=final.train_job_id), timeout=10
+    ).job
+    assert train.status.state == common_pb2.JOB_STATE_CANCELLED
+    assert not train.result.adapter_id
+    adapters = suite.stub("registry").ListArtifacts(
+        registry_pb2.ListArtifactsRequest(name="orders-cancelled-lora"), timeout=10
+    )
+    assert list(adapters.artifacts) == []

@@ -31,8 +31,13 @@ def generate_batch(
     temperature: float = 0.0,
     top_p: float = 1.0,
     batch_size: int = 8,
+    fixed_length: bool = False,
 ) -> tuple[list[Generated], float]:
-    """Generates for each prompt (left-padded batches); returns outputs and seconds."""
+    """Generates for each prompt (left-padded batches); returns outputs and seconds.
+
+    `fixed_length` forces exactly `max_new_tokens` per prompt, so two models can
+    be timed on the same amount of work whatever they would have answered.
+    """
     import torch
 
     device = next(model.parameters()).device
@@ -51,6 +56,7 @@ def generate_batch(
                 out = model.generate(
                     **enc,
                     max_new_tokens=max_new_tokens,
+                    min_new_tokens=max_new_tokens if fixed_length else None,
                     do_sample=temperature > 0,
                     temperature=temperature if temperature > 0 else None,
                     top_p=top_p if temperature > 0 else None,

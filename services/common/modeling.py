@@ -113,7 +113,7 @@ def load_causal_lm(path: Path, device: str = "cpu", dtype: Any = None):
     from transformers import AutoModelForCausalLM
 
     require_safetensors_model(path)
-    _quiet_transformers()
+    quiet_transformers()
     if dtype is None:
         dtype = torch.float32 if device == "cpu" else torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(
@@ -122,7 +122,7 @@ def load_causal_lm(path: Path, device: str = "cpu", dtype: Any = None):
     return model.to(device)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Progress bars belong in Watch streams, not in service logs."""
     from transformers.utils import logging as hf_logging
 

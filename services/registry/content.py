@@ -32,17 +32,28 @@ def inspect_content(kind: ArtifactKind, files: Files) -> dict[str, Any]:
         for required in ("adapter_config.json", "adapter_model.safetensors"):
             _require(present, required, kind)
         cfg = _json_object(present["adapter_config.json"], "adapter_config.json")
-        return _pick(cfg, {"r": "rank", "lora_alpha": "alpha",
-                           "target_modules": "target_modules",
-                           "base_model_name_or_path": "base_model",
-                           "peft_type": "peft_type"})
+        return _pick(
+            cfg,
+            {
+                "r": "rank",
+                "lora_alpha": "alpha",
+                "target_modules": "target_modules",
+                "base_model_name_or_path": "base_model",
+                "peft_type": "peft_type",
+            },
+        )
     _require(present, "config.json", kind)
     if not any(rel.endswith(".safetensors") for rel in present):
         raise InvalidArgument(
             f"a {kind.value} needs weights in *.safetensors files and source_path "
-            f"has none (files: {_sample(present)})", field="source_path")
+            f"has none (files: {_sample(present)})",
+            field="source_path",
+        )
     cfg = _json_object(present["config.json"], "config.json")
-    return _pick(cfg, {"model_type": "architecture", "architectures": "architectures"})
+    facts = _pick(cfg, {"model_type": "model_type", "architectures": "architectures"})
+    if "model_type" in facts:  # the proto's word for it, beside Hugging Face's
+        facts["architecture"] = facts["model_type"]
+    return facts
 
 
 def _dataset(files: Files) -> dict[str, Any]:
@@ -51,7 +62,9 @@ def _dataset(files: Files) -> dict[str, Any]:
         if not rel.endswith(".jsonl"):
             raise InvalidArgument(
                 f"dataset file {rel!r} is not JSONL: a DATASET is one .jsonl file or "
-                "a directory of .jsonl files", field="source_path")
+                "a directory of .jsonl files",
+                field="source_path",
+            )
         with open(real, "rb") as fh:
             rows += sum(1 for line in fh if line.strip())
     return {"rows": rows, "files": len(files)}
@@ -64,30 +77,35 @@ def _refuse_pickles(files: Files) -> None:
                 f"source_path contains {rel!r}, a pickle-format file; pickles run code "
                 "when loaded, so only safetensors weights are accepted: re-save with "
                 "save_pretrained(..., safe_serialization=True) and remove it",
-                field="source_path")
+                field="source_path",
+            )
 
 
 def _require(present: dict[str, Path], name: str, kind: ArtifactKind) -> None:
     if name not in present:
         raise InvalidArgument(
             f"a {kind.value} needs {name} at the top of source_path and it is "
-            f"missing (files: {_sample(present)})", field="source_path")
+            f"missing (files: {_sample(present)})",
+            field="source_path",
+        )
 
 
 def _json_object(path: Path, rel: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument(f"{rel} is not valid JSON: {exc}",
-                              field="source_path") from exc
+        raise InvalidArgument(
+            f"{rel} is not valid JSON: {exc}", field="source_path"
+        ) from exc
     if not isinstance(data, dict):
         raise InvalidArgument(f"{rel} must hold a JSON object", field="source_path")
     return data
 
 
 def _pick(source: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
-    return {dst: source[src] for src, dst in keys.items()
-            if source.get(src) is not None}
+    return {
+        dst: source[src] for src, dst in keys.items() if source.get(src) is not None
+    }
 
 
 def _sample(present: dict[str, Path], limit: int = 8) -> str:

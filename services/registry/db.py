@@ -101,7 +101,8 @@ class ArtifactFileRow(Base):
     __tablename__ = "artifact_files"
 
     artifact_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+        ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
     path: Mapped[str] = mapped_column(String(1024), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
@@ -114,9 +115,11 @@ class LineageEdgeRow(Base):
     __table_args__ = (Index("ix_lineage_edges_child_id", "child_id"),)
 
     parent_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("artifacts.id"), primary_key=True)
+        ID, ForeignKey("artifacts.id"), primary_key=True
+    )
     child_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+        ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
     relation: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
@@ -210,7 +213,7 @@ def normalize_dsn(dsn: str) -> str:
     """Points plain PostgreSQL URLs at psycopg 3 (SQLAlchemy defaults to psycopg2)."""
     for prefix in ("postgresql://", "postgres://"):
         if dsn.startswith(prefix):
-            return "postgresql+psycopg://" + dsn[len(prefix):]
+            return "postgresql+psycopg://" + dsn[len(prefix) :]
     return dsn
 
 
@@ -227,8 +230,9 @@ def make_engine(dsn: str, *, busy_timeout_s: float = 30.0) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={
-        "check_same_thread": False, "timeout": busy_timeout_s})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
@@ -257,8 +261,10 @@ def lock_key(session: Session, scope: str, key: str) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return
     digest = hashlib.sha256(f"{scope}\0{key}".encode()).digest()
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                    {"key": int.from_bytes(digest[:8], "big", signed=True)})
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:key)"),
+        {"key": int.from_bytes(digest[:8], "big", signed=True)},
+    )
 
 
 # PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock.
@@ -284,8 +290,13 @@ class Database:
         self.engine = engine
         self.attempts = attempts
         self._writer = sessionmaker(engine, expire_on_commit=False)
-        self._reader = sessionmaker(engine.execution_options(**{READ_ONLY: True}),
-                                    expire_on_commit=False)
+        options: dict[str, Any] = {READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            # One snapshot per read, so an artifact and its aliases agree.
+            options["isolation_level"] = "REPEATABLE READ"
+        self._reader = sessionmaker(
+            engine.execution_options(**options), expire_on_commit=False
+        )
 
     def read(self, work: Callable[[Session], T]) -> T:
         with self._reader() as session, session.begin():
@@ -300,10 +311,14 @@ class Database:
                 if not _retryable(exc) or attempt == self.attempts:
                     if isinstance(exc, OperationalError) and _retryable(exc):
                         raise Unavailable(
-                            "the registry database stayed busy; retry shortly") from exc
+                            "the registry database stayed busy; retry shortly"
+                        ) from exc
                     raise
-                log.debug("write attempt %d lost a race (%s); retrying", attempt,
-                          type(exc.orig).__name__)
+                log.debug(
+                    "write attempt %d lost a race (%s); retrying",
+                    attempt,
+                    type(exc.orig).__name__,
+                )
                 time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
         raise AssertionError("unreachable")
 

@@ -24,11 +24,16 @@ from services.registry.repository import list_scope, page_query, resolve_ref
 
 def _to_domain(row: DeploymentRow) -> Deployment:
     return Deployment(
-        name=row.name, model_id=row.model_id, adapter_id=row.adapter_id or "",
-        strategy=row.strategy, revision=row.revision,
+        name=row.name,
+        model_id=row.model_id,
+        adapter_id=row.adapter_id or "",
+        strategy=row.strategy,
+        revision=row.revision,
         previous_model_id=row.previous_model_id or "",
-        update_time=as_utc(row.update_time), updated_by=row.updated_by,
-        reason=row.reason)
+        update_time=as_utc(row.update_time),
+        updated_by=row.updated_by,
+        reason=row.reason,
+    )
 
 
 class Deployments:
@@ -37,9 +42,18 @@ class Deployments:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def put(self, *, name: str, model_id: str, adapter_id: str = "", strategy: int,
-            expected_revision: int | None = None, reason: str = "",
-            updated_by: str = "", trace_id: str = "") -> Deployment:
+    def put(
+        self,
+        *,
+        name: str,
+        model_id: str,
+        adapter_id: str = "",
+        strategy: int,
+        expected_revision: int | None = None,
+        reason: str = "",
+        updated_by: str = "",
+        trace_id: str = "",
+    ) -> Deployment:
         """Creates or moves a deployment, bumping its revision by one.
 
         `previous_model_id` changes only when the model does, so it always names
@@ -53,7 +67,9 @@ class Deployments:
                 raise FailedPrecondition(
                     f"model_id {model_id!r} is {model.name}:{model.version}, a "
                     f"{model.kind}; a deployment serves a BASE_MODEL or MERGED_MODEL "
-                    "(put an adapter in adapter_id)", field="model_id")
+                    "(put an adapter in adapter_id)",
+                    field="model_id",
+                )
             adapter = None
             if adapter_id:
                 adapter = resolve_ref(session, adapter_id, field="adapter_id")
@@ -61,15 +77,21 @@ class Deployments:
                     raise FailedPrecondition(
                         f"adapter_id {adapter_id!r} is {adapter.name}:"
                         f"{adapter.version}, a {adapter.kind}, not an ADAPTER",
-                        field="adapter_id")
-            current = session.scalar(select(DeploymentRow).where(
-                DeploymentRow.name == name).with_for_update())
+                        field="adapter_id",
+                    )
+            current = session.scalar(
+                select(DeploymentRow)
+                .where(DeploymentRow.name == name)
+                .with_for_update()
+            )
             revision = current.revision if current else 0
             if expected_revision is not None and expected_revision != revision:
                 state = f"at revision {revision}" if current else "does not exist"
                 raise Aborted(
                     f"deployment {name!r} {state}, not revision {expected_revision} as "
-                    "expected; re-read it and retry", field="expected_revision")
+                    "expected; re-read it and retry",
+                    field="expected_revision",
+                )
             now = utcnow()
             if current is None:
                 current = DeploymentRow(name=name, previous_model_id=None)
@@ -81,13 +103,22 @@ class Deployments:
             current.strategy = strategy
             current.revision = revision + 1
             current.update_time = now
-            current.updated_by = updated_by
+            current.updated_by = updated_by[:256]
             current.reason = reason
-            session.add(DeploymentEventRow(
-                name=name, revision=current.revision, model_id=model.id,
-                adapter_id=current.adapter_id, strategy=strategy,
-                previous_model_id=current.previous_model_id, updated_by=updated_by,
-                reason=reason, time=now, trace_id=trace_id))
+            session.add(
+                DeploymentEventRow(
+                    name=name,
+                    revision=current.revision,
+                    model_id=model.id,
+                    adapter_id=current.adapter_id,
+                    strategy=strategy,
+                    previous_model_id=current.previous_model_id,
+                    updated_by=current.updated_by,
+                    reason=reason,
+                    time=now,
+                    trace_id=trace_id,
+                )
+            )
             session.flush()
             return _to_domain(current)
 
@@ -106,8 +137,13 @@ class Deployments:
         """Ordered by name, so pages stay stable while revisions change."""
 
         def work(session: Session) -> tuple[list[Deployment], str]:
-            rows, nxt = page_query(session, select(DeploymentRow).order_by(
-                DeploymentRow.name), size, token, list_scope("deployments"))
+            rows, nxt = page_query(
+                session,
+                select(DeploymentRow).order_by(DeploymentRow.name),
+                size,
+                token,
+                list_scope("deployments"),
+            )
             return [_to_domain(r) for r in rows], nxt
 
         return self.db.read(work)

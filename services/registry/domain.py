@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from services.registry.store import FileEntry
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+RELATION_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 class ArtifactKind(str, enum.Enum):
@@ -34,7 +36,9 @@ def check_name(name: str, *, field: str = "name", what: str = "name") -> str:
     if not NAME_RE.match(name):
         raise InvalidArgument(
             f"{field} {name!r} is not a valid {what}: use 1-128 letters, digits, "
-            "'.', '_' or '-', starting with a letter or digit", field=field)
+            "'.', '_' or '-', starting with a letter or digit",
+            field=field,
+        )
     return name
 
 
@@ -42,8 +46,31 @@ def check_alias(alias: str) -> str:
     if not ALIAS_RE.match(alias or ""):
         raise InvalidArgument(
             f"alias {alias!r} is not a lower-case identifier: use 1-63 of a-z, 0-9, "
-            "'_' or '-', starting with a letter (e.g. 'production')", field="alias")
+            "'_' or '-', starting with a letter (e.g. 'production')",
+            field="alias",
+        )
     return alias
+
+
+def check_relation(relation: str) -> str:
+    if not RELATION_RE.match(relation):
+        raise InvalidArgument(
+            f"parents[].relation {relation!r} is not a lower-case identifier such as "
+            "'base_model', 'dataset' or 'adapter'",
+            field="parents",
+        )
+    return relation
+
+
+def check_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics are stored as JSON, which has no NaN or infinity."""
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            raise InvalidArgument(
+                f"metrics[{key!r}] is {value}; metrics must be finite numbers",
+                field="metrics",
+            )
+    return {k: float(v) for k, v in metrics.items()}
 
 
 @dataclass

@@ -39,8 +39,9 @@ def kind_from_pb(value: int) -> ArtifactKind | None:
         name = common_pb2.ArtifactKind.Name(value)
         return ArtifactKind(name.removeprefix(KIND_PREFIX))
     except ValueError as exc:
-        raise InvalidArgument(f"kind {value} is not a known ArtifactKind",
-                              field="kind") from exc
+        raise InvalidArgument(
+            f"kind {value} is not a known ArtifactKind", field="kind"
+        ) from exc
 
 
 def kind_to_pb(kind: ArtifactKind) -> int:
@@ -49,22 +50,35 @@ def kind_to_pb(kind: ArtifactKind) -> int:
 
 def artifact_to_pb(a: Artifact) -> common_pb2.Artifact:
     return common_pb2.Artifact(
-        id=a.id, kind=kind_to_pb(a.kind), name=a.name, version=a.version,
-        digest=a.digest, local_path=a.local_path, size_bytes=a.size_bytes,
-        files=[common_pb2.FileEntry(path=f.path, sha256=f.sha256,
-                                    size_bytes=f.size_bytes) for f in a.files],
-        metadata=struct(a.metadata), metrics=a.metrics, tags=a.tags,
-        create_time=timestamp(a.create_time.timestamp()), aliases=a.aliases)
+        id=a.id,
+        kind=kind_to_pb(a.kind),
+        name=a.name,
+        version=a.version,
+        digest=a.digest,
+        local_path=a.local_path,
+        size_bytes=a.size_bytes,
+        files=[
+            common_pb2.FileEntry(path=f.path, sha256=f.sha256, size_bytes=f.size_bytes)
+            for f in a.files
+        ],
+        metadata=struct(a.metadata),
+        metrics=a.metrics,
+        tags=a.tags,
+        create_time=timestamp(a.create_time.timestamp()),
+        aliases=a.aliases,
+    )
 
 
 def edge_to_pb(e: Edge) -> common_pb2.LineageEdge:
-    return common_pb2.LineageEdge(parent_id=e.parent_id, child_id=e.child_id,
-                                  relation=e.relation)
+    return common_pb2.LineageEdge(
+        parent_id=e.parent_id, child_id=e.child_id, relation=e.relation
+    )
 
 
 def report_to_pb(r: ValidationReport) -> common_pb2.ValidationReport:
-    pb = json_format.ParseDict(r.body, common_pb2.ValidationReport(),
-                               ignore_unknown_fields=True)
+    pb = json_format.ParseDict(
+        r.body, common_pb2.ValidationReport(), ignore_unknown_fields=True
+    )
     pb.id, pb.candidate_id = r.id, r.candidate_id
     pb.baseline_id, pb.dataset_id = r.baseline_id, r.dataset_id
     pb.passed, pb.score = r.passed, r.score
@@ -74,10 +88,16 @@ def report_to_pb(r: ValidationReport) -> common_pb2.ValidationReport:
 
 def deployment_to_pb(d: Deployment) -> common_pb2.Deployment:
     return common_pb2.Deployment(
-        name=d.name, model_id=d.model_id, adapter_id=d.adapter_id,
-        strategy=d.strategy, revision=d.revision, previous_model_id=d.previous_model_id,
-        update_time=timestamp(d.update_time.timestamp()), updated_by=d.updated_by,
-        reason=d.reason)
+        name=d.name,
+        model_id=d.model_id,
+        adapter_id=d.adapter_id,
+        strategy=d.strategy,
+        revision=d.revision,
+        previous_model_id=d.previous_model_id,
+        update_time=timestamp(d.update_time.timestamp()),
+        updated_by=d.updated_by,
+        reason=d.reason,
+    )
 
 
 def _actor(context: grpc.ServicerContext) -> str:
@@ -90,21 +110,33 @@ def _actor(context: grpc.ServicerContext) -> str:
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """Stateless; every call opens its own session, so the thread pool is safe."""
 
-    def __init__(self, registry: Registry, reports: ValidationReports,
-                 deployments: Deployments) -> None:
+    def __init__(
+        self, registry: Registry, reports: ValidationReports, deployments: Deployments
+    ) -> None:
         self.registry = registry
         self.reports = reports
         self.deployments = deployments
 
     def RegisterArtifact(self, request, context):
+        try:
+            metadata = from_struct(request.metadata)
+        except (json_format.Error, ValueError) as exc:  # NaN or infinity
+            raise InvalidArgument(
+                f"metadata is not JSON-compatible: {exc}", field="metadata"
+            ) from exc
         reg = self.registry.register_artifact(
-            kind=kind_from_pb(request.kind), name=request.name,
-            source_path=request.source_path, expected_digest=request.expected_digest,
-            metadata=from_struct(request.metadata), metrics=dict(request.metrics),
+            kind=kind_from_pb(request.kind),
+            name=request.name,
+            source_path=request.source_path,
+            expected_digest=request.expected_digest,
+            metadata=metadata,
+            metrics=dict(request.metrics),
             tags=dict(request.tags),
-            parents=[ParentRef(p.artifact_id, p.relation) for p in request.parents])
+            parents=[ParentRef(p.artifact_id, p.relation) for p in request.parents],
+        )
         return registry_pb2.RegisterArtifactResponse(
-            artifact=artifact_to_pb(reg.artifact), existed=reg.existed)
+            artifact=artifact_to_pb(reg.artifact), existed=reg.existed
+        )
 
     def GetArtifact(self, request, context):
         artifact = self.registry.get_artifact(request.id, verify=request.verify)
@@ -112,23 +144,33 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     def ListArtifacts(self, request, context):
         artifacts, nxt = self.registry.list_artifacts(
-            kind=kind_from_pb(request.kind), name=request.name, tags=dict(request.tags),
-            size=request.page_size, token=request.page_token)
+            kind=kind_from_pb(request.kind),
+            name=request.name,
+            tags=dict(request.tags),
+            size=request.page_size,
+            token=request.page_token,
+        )
         return registry_pb2.ListArtifactsResponse(
-            artifacts=[artifact_to_pb(a) for a in artifacts], next_page_token=nxt)
+            artifacts=[artifact_to_pb(a) for a in artifacts], next_page_token=nxt
+        )
 
     def GetLineage(self, request, context):
         lineage = self.registry.get_lineage(request.id)
         return registry_pb2.GetLineageResponse(
             artifacts=[artifact_to_pb(a) for a in lineage.artifacts],
-            edges=[edge_to_pb(e) for e in lineage.edges])
+            edges=[edge_to_pb(e) for e in lineage.edges],
+        )
 
     def RecordValidationReport(self, request, context):
         r = request.report
         report = self.reports.record(
-            candidate_id=r.candidate_id, baseline_id=r.baseline_id,
-            dataset_id=r.dataset_id, passed=r.passed, score=r.score,
-            body=json_format.MessageToDict(r, preserving_proto_field_name=True))
+            candidate_id=r.candidate_id,
+            baseline_id=r.baseline_id,
+            dataset_id=r.dataset_id,
+            passed=r.passed,
+            score=r.score,
+            body=json_format.MessageToDict(r, preserving_proto_field_name=True),
+        )
         return registry_pb2.RecordValidationReportResponse(report=report_to_pb(report))
 
     def GetValidationReport(self, request, context):
@@ -136,48 +178,68 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.GetValidationReportResponse(report=report_to_pb(report))
 
     def ListValidationReports(self, request, context):
-        reports, nxt = self.reports.list(candidate_id=request.candidate_id,
-                                         size=request.page_size,
-                                         token=request.page_token)
+        reports, nxt = self.reports.list(
+            candidate_id=request.candidate_id,
+            size=request.page_size,
+            token=request.page_token,
+        )
         return registry_pb2.ListValidationReportsResponse(
-            reports=[report_to_pb(r) for r in reports], next_page_token=nxt)
+            reports=[report_to_pb(r) for r in reports], next_page_token=nxt
+        )
 
     def SetAlias(self, request, context):
-        expected = (request.expected_artifact_id
-                    if request.HasField("expected_artifact_id") else None)
+        expected = (
+            request.expected_artifact_id
+            if request.HasField("expected_artifact_id")
+            else None
+        )
         move = self.registry.set_alias(
-            request.artifact_id, request.alias, expected_artifact_id=expected,
-            reason=request.reason, trace_id=current_trace_id())
+            request.artifact_id,
+            request.alias,
+            expected_artifact_id=expected,
+            reason=request.reason,
+            trace_id=current_trace_id(),
+        )
         return registry_pb2.SetAliasResponse(
             artifact=artifact_to_pb(move.artifact),
-            previous_artifact_id=move.previous_artifact_id)
+            previous_artifact_id=move.previous_artifact_id,
+        )
 
     def ResolveAlias(self, request, context):
         artifact = self.registry.resolve_alias(request.name, request.alias)
         return registry_pb2.ResolveAliasResponse(artifact=artifact_to_pb(artifact))
 
     def PutDeployment(self, request, context):
-        expected = (request.expected_revision
-                    if request.HasField("expected_revision") else None)
+        expected = (
+            request.expected_revision if request.HasField("expected_revision") else None
+        )
         deployment = self.deployments.put(
-            name=request.name, model_id=request.model_id, adapter_id=request.adapter_id,
+            name=request.name,
+            model_id=request.model_id,
+            adapter_id=request.adapter_id,
             strategy=request.strategy or common_pb2.DEPLOYMENT_STRATEGY_REPLACE,
-            expected_revision=expected, reason=request.reason,
-            updated_by=_actor(context), trace_id=current_trace_id())
+            expected_revision=expected,
+            reason=request.reason,
+            updated_by=_actor(context),
+            trace_id=current_trace_id(),
+        )
         return registry_pb2.PutDeploymentResponse(
-            deployment=deployment_to_pb(deployment))
+            deployment=deployment_to_pb(deployment)
+        )
 
     def GetDeployment(self, request, context):
         deployment = self.deployments.get(request.name)
         return registry_pb2.GetDeploymentResponse(
-            deployment=deployment_to_pb(deployment))
+            deployment=deployment_to_pb(deployment)
+        )
 
     def ListDeployments(self, request, context):
-        deployments, nxt = self.deployments.list(size=request.page_size,
-                                                 token=request.page_token)
+        deployments, nxt = self.deployments.list(
+            size=request.page_size, token=request.page_token
+        )
         return registry_pb2.ListDeploymentsResponse(
-            deployments=[deployment_to_pb(d) for d in deployments],
-            next_page_token=nxt)
+            deployments=[deployment_to_pb(d) for d in deployments], next_page_token=nxt
+        )
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
@@ -188,7 +250,9 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     db = Database(make_engine(dsn))
     servicer = RegistryServicer(
         Registry(db, LocalStore(config.store_dir), config.readable_roots()),
-        ValidationReports(db), Deployments(db))
+        ValidationReports(db),
+        Deployments(db),
+    )
 
     def register(server: grpc.Server) -> list[str]:
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)

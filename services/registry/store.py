@@ -16,6 +16,7 @@ from services.common.errors import Aborted, DataLoss, InvalidArgument
 from services.common.paths import confine, fsync_dir
 
 CHUNK_BYTES = 1 << 20
+MAX_PATH_CHARS = 1024  # artifact_files.path
 DIGEST_PREFIX = "sha256:"
 
 
@@ -82,21 +83,30 @@ def list_source(source: Path, roots: Sequence[Path]) -> list[tuple[str, Path]]:
                 raise InvalidArgument(
                     f"source_path contains a symlinked directory "
                     f"{(base / d).relative_to(source).as_posix()!r}; copy it instead",
-                    field="source_path")
+                    field="source_path",
+                )
         for name in filenames:
             path = base / name
             rel = path.relative_to(source).as_posix()
+            if len(rel) > MAX_PATH_CHARS:
+                raise InvalidArgument(
+                    f"file path {rel[:80]!r}... is longer than "
+                    f"{MAX_PATH_CHARS} characters",
+                    field="source_path",
+                )
             real = path
             if path.is_symlink():
                 real = confine(str(path), roots, field=f"source_path file {rel!r}")
             if not real.is_file():
                 raise InvalidArgument(
                     f"source_path entry {rel!r} is not a regular file",
-                    field="source_path")
+                    field="source_path",
+                )
             pairs.append((rel, real))
     if not pairs:
-        raise InvalidArgument(f"source_path {str(source)!r} holds no files",
-                              field="source_path")
+        raise InvalidArgument(
+            f"source_path {str(source)!r} holds no files", field="source_path"
+        )
     return sorted(pairs)
 
 
@@ -173,8 +183,10 @@ class LocalStore(ArtifactStore):
                 out.flush()
                 os.fsync(out.fileno())
             if h.hexdigest() != entry.sha256:
-                raise Aborted(f"file {entry.path!r} changed while it was being "
-                              "registered; register it again once it is complete")
+                raise Aborted(
+                    f"file {entry.path!r} changed while it was being "
+                    "registered; register it again once it is complete"
+                )
             os.chmod(tmp, 0o444)
             os.replace(tmp, blob)
             fsync_dir(blob.parent)
@@ -211,8 +223,10 @@ class LocalStore(ArtifactStore):
         root = Path(self.location(manifest.digest))
         recomputed = manifest_digest(manifest.files)
         if recomputed != manifest.digest:
-            raise DataLoss(f"recorded manifest hashes to {recomputed}, not the "
-                           f"recorded digest {manifest.digest}")
+            raise DataLoss(
+                f"recorded manifest hashes to {recomputed}, not the "
+                f"recorded digest {manifest.digest}"
+            )
         for entry in manifest.files:
             path = root / entry.path
             if not path.is_file():
@@ -222,7 +236,8 @@ class LocalStore(ArtifactStore):
                 raise DataLoss(
                     f"file {entry.path!r} in {root} is corrupt: expected sha256 "
                     f"{entry.sha256} ({entry.size_bytes} bytes), found sha256 {sha} "
-                    f"({size} bytes)")
+                    f"({size} bytes)"
+                )
 
 
 def _link_or_copy(blob: Path, dest: Path) -> None:

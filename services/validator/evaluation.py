@@ -9,6 +9,10 @@ from services.common import datasets
 from services.common.generation import generate_batch
 
 SMOKE_PROMPT = [{"role": "user", "content": "Say hello."}]
+# Latency is timed on a fixed workload (same prompts, same token count, batch 1)
+# so a model that answers briefly is not penalised for its prefill share.
+LATENCY_PROMPTS = 4
+LATENCY_TOKENS = 16
 
 
 @dataclass
@@ -86,6 +90,22 @@ def score_model(
     )
     scores.generates = smoke[0].completion_tokens > 0
     scores.perplexity = perplexity(model, tokenizer, examples, max_length)
+    timed = [
+        datasets.render_prompt(tokenizer, datasets.prompt_messages(ex))
+        if ex.completion is not None
+        else (ex.text or "")[:200]
+        for ex in examples[:LATENCY_PROMPTS]
+    ] or [datasets.render_prompt(tokenizer, SMOKE_PROMPT)]
+    _, seconds = generate_batch(
+        model,
+        tokenizer,
+        timed,
+        max_new_tokens=LATENCY_TOKENS,
+        batch_size=1,
+        fixed_length=True,
+    )
+    scores.latency_ms_per_token = 1000.0 * seconds / (len(timed) * LATENCY_TOKENS)
+    scores.latency_ms_per_request = 1000.0 * seconds / len(timed)
     with_refs = [ex for ex in examples if ex.completion is not None]
     if not with_refs:
         return scores
@@ -93,7 +113,7 @@ def score_model(
         datasets.render_prompt(tokenizer, datasets.prompt_messages(ex))
         for ex in with_refs
     ]
-    outputs, seconds = generate_batch(
+    outputs, _ = generate_batch(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens
     )
     hits = sum(
@@ -101,9 +121,6 @@ def score_model(
         for o, ex in zip(outputs, with_refs, strict=True)
     )
     scores.exact_match = hits / len(with_refs)
-    tokens = sum(o.completion_tokens for o in outputs)
-    scores.latency_ms_per_token = 1000.0 * seconds / max(tokens, 1)
-    scores.latency_ms_per_request = 1000.0 * seconds / len(with_refs)
     scores.samples = [
         (
             ex.messages[-2]["content"] if len(ex.messages) > 1 else "",

@@ -27,22 +27,33 @@ def test_register_directory_records_every_file_and_digest(register, sources, dig
     src = sources.model()
     meta = struct_pb2.Struct()
     meta.update({"license": "apache-2.0"})
-    resp = register(BASE_MODEL, "smol", src, metadata=meta,
-                    metrics={"params_m": 135.0}, tags={"team": "nlp"})
+    resp = register(
+        BASE_MODEL,
+        "smol",
+        src,
+        metadata=meta,
+        metrics={"params_m": 135.0},
+        tags={"team": "nlp"},
+    )
     a = resp.artifact
     assert not resp.existed
     assert (a.name, a.version, a.kind) == ("smol", 1, BASE_MODEL)
     assert a.digest == digest_of(src)
     assert [f.path for f in a.files] == [
-        "config.json", "model.safetensors", "tokenizer/tokenizer.json"]
+        "config.json",
+        "model.safetensors",
+        "tokenizer/tokenizer.json",
+    ]
     assert a.size_bytes == sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     assert dict(a.metrics) == {"params_m": 135.0} and dict(a.tags) == {"team": "nlp"}
     assert a.metadata["license"] == "apache-2.0"
     assert a.metadata["architecture"] == "llama"  # derived from config.json
+    assert a.metadata["model_type"] == "llama"
     stored = Path(a.local_path)
     assert stored.is_absolute() and stored.name == a.digest.removeprefix("sha256:")
     assert (stored / "tokenizer" / "tokenizer.json").read_bytes() == (
-        src / "tokenizer" / "tokenizer.json").read_bytes()
+        src / "tokenizer" / "tokenizer.json"
+    ).read_bytes()
     mode = (stored / "model.safetensors").stat().st_mode
     assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
 
@@ -52,13 +63,15 @@ def test_register_single_file_dataset(register, sources, digest_of):
     a = register(DATASET, "support-chats", src).artifact
     assert a.digest == digest_of(src)
     assert [(f.path, f.size_bytes) for f in a.files] == [
-        ("train.jsonl", src.stat().st_size)]
+        ("train.jsonl", src.stat().st_size)
+    ]
     assert a.metadata["rows"] == 5
     assert (Path(a.local_path) / "train.jsonl").read_bytes() == src.read_bytes()
 
 
-def test_reregistering_identical_content_returns_the_same_version(register, sources,
-                                                                  stub):
+def test_reregistering_identical_content_returns_the_same_version(
+    register, sources, stub
+):
     src = sources.model()
     first = register(BASE_MODEL, "smol", src)
     again = register(BASE_MODEL, "smol", src)
@@ -96,8 +109,9 @@ def test_expected_digest_mismatch_is_data_loss(register, sources, stub, digest_o
     assert missing.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize("kind,pickle", [(BASE_MODEL, "pytorch_model.bin"),
-                                         (ADAPTER, "optimizer.pt")])
+@pytest.mark.parametrize(
+    "kind,pickle", [(BASE_MODEL, "pytorch_model.bin"), (ADAPTER, "optimizer.pt")]
+)
 def test_pickle_files_are_refused(register, sources, kind, pickle):
     src = sources.model() if kind == BASE_MODEL else sources.adapter()
     (src / pickle).write_bytes(b"\x80\x04pickle")
@@ -106,14 +120,18 @@ def test_pickle_files_are_refused(register, sources, kind, pickle):
     assert pickle in err.details() and "safetensors" in err.details()
 
 
-@pytest.mark.parametrize("kind,remove,named", [
-    (BASE_MODEL, "config.json", "config.json"),
-    (BASE_MODEL, "model.safetensors", "safetensors"),
-    (ADAPTER, "adapter_config.json", "adapter_config.json"),
-    (ADAPTER, "adapter_model.safetensors", "adapter_model.safetensors"),
-])
-def test_kind_content_rules_name_the_missing_file(register, sources, kind, remove,
-                                                  named):
+@pytest.mark.parametrize(
+    "kind,remove,named",
+    [
+        (BASE_MODEL, "config.json", "config.json"),
+        (BASE_MODEL, "model.safetensors", "safetensors"),
+        (ADAPTER, "adapter_config.json", "adapter_config.json"),
+        (ADAPTER, "adapter_model.safetensors", "adapter_model.safetensors"),
+    ],
+)
+def test_kind_content_rules_name_the_missing_file(
+    register, sources, kind, remove, named
+):
     src = sources.model() if kind == BASE_MODEL else sources.adapter()
     (src / remove).unlink()
     err = _rpc_error(register, kind, "incomplete", src)
@@ -130,12 +148,15 @@ def test_dataset_must_be_jsonl(register, data_dir):
     assert "rows.csv" in err.details()
 
 
-@pytest.mark.parametrize("kind,name,path,field", [
-    (common_pb2.ARTIFACT_KIND_UNSPECIFIED, "smol", "model", "kind"),
-    (BASE_MODEL, "", "model", "name"),
-    (BASE_MODEL, "bad name!", "model", "name"),
-    (BASE_MODEL, "smol", "", "source_path"),
-])
+@pytest.mark.parametrize(
+    "kind,name,path,field",
+    [
+        (common_pb2.ARTIFACT_KIND_UNSPECIFIED, "smol", "model", "kind"),
+        (BASE_MODEL, "", "model", "name"),
+        (BASE_MODEL, "bad name!", "model", "name"),
+        (BASE_MODEL, "smol", "", "source_path"),
+    ],
+)
 def test_missing_or_malformed_fields(register, sources, kind, name, path, field):
     src = str(sources.model()) if path else ""
     err = _rpc_error(register, kind, name, src)
@@ -163,14 +184,17 @@ def test_missing_source_is_not_found(register, data_dir):
     assert err.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize("ref,code", [
-    ("0" * 32, grpc.StatusCode.NOT_FOUND),
-    ("smol:9", grpc.StatusCode.NOT_FOUND),
-    ("smol@prod", grpc.StatusCode.NOT_FOUND),
-    ("nobody", grpc.StatusCode.NOT_FOUND),
-    ("smol:latest", grpc.StatusCode.INVALID_ARGUMENT),
-    ("", grpc.StatusCode.INVALID_ARGUMENT),
-])
+@pytest.mark.parametrize(
+    "ref,code",
+    [
+        ("0" * 32, grpc.StatusCode.NOT_FOUND),
+        ("smol:9", grpc.StatusCode.NOT_FOUND),
+        ("smol@prod", grpc.StatusCode.NOT_FOUND),
+        ("nobody", grpc.StatusCode.NOT_FOUND),
+        ("smol:latest", grpc.StatusCode.INVALID_ARGUMENT),
+        ("", grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
 def test_unknown_references(register, sources, stub, ref, code):
     register(BASE_MODEL, "smol", sources.model())
     err = _rpc_error(stub.GetArtifact, registry_pb2.GetArtifactRequest(id=ref))
@@ -181,8 +205,13 @@ def test_unknown_references(register, sources, stub, ref, code):
 
 def test_unknown_parent_is_not_found(register, sources):
     ghost = "f" * 32
-    err = _rpc_error(register, ADAPTER, "lora", sources.adapter(),
-                     parents=[common_pb2.ParentRef(artifact_id=ghost)])
+    err = _rpc_error(
+        register,
+        ADAPTER,
+        "lora",
+        sources.adapter(),
+        parents=[common_pb2.ParentRef(artifact_id=ghost)],
+    )
     assert err.code() == grpc.StatusCode.NOT_FOUND and ghost in err.details()
 
 
@@ -207,8 +236,9 @@ def test_list_filters_and_pages(register, sources, stub):
     ids = []
     token = ""
     while True:
-        page = stub.ListArtifacts(registry_pb2.ListArtifactsRequest(
-            page_size=2, page_token=token))
+        page = stub.ListArtifacts(
+            registry_pb2.ListArtifactsRequest(page_size=2, page_token=token)
+        )
         assert len(page.artifacts) <= 2
         ids += [(a.name, a.version) for a in page.artifacts]
         token = page.next_page_token
@@ -224,8 +254,9 @@ def test_list_filters_and_pages(register, sources, stub):
     assert names(name="smol") == [("smol", 2), ("smol", 1)]
     assert names(tags={"stage": "a"}) == [("smol", 1)]
     assert names(tags={"stage": "zzz"}) == []
-    err = _rpc_error(stub.ListArtifacts,
-                     registry_pb2.ListArtifactsRequest(page_token="garbage!"))
+    err = _rpc_error(
+        stub.ListArtifacts, registry_pb2.ListArtifactsRequest(page_token="garbage!")
+    )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -239,8 +270,9 @@ def test_verify_detects_a_corrupted_blob(register, sources, stub, data_dir):
     blob.chmod(0o644)
     with open(blob, "r+b") as fh:  # in place: the version directory shares the inode
         fh.write(b"B")
-    err = _rpc_error(stub.GetArtifact,
-                     registry_pb2.GetArtifactRequest(id=a.id, verify=True))
+    err = _rpc_error(
+        stub.GetArtifact, registry_pb2.GetArtifactRequest(id=a.id, verify=True)
+    )
     assert err.code() == grpc.StatusCode.DATA_LOSS
     assert "model.safetensors" in err.details() and weights.sha256 in err.details()
     unverified = stub.GetArtifact(registry_pb2.GetArtifactRequest(id=a.id))
@@ -252,3 +284,27 @@ def test_a_name_keeps_one_kind(register, sources):
     err = _rpc_error(register, BASE_MODEL, "thing", sources.model())
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "DATASET" in err.details()
+
+
+def test_non_finite_metrics_and_metadata_are_refused(register, sources):
+    src = sources.model()
+    err = _rpc_error(register, BASE_MODEL, "smol", src, metrics={"loss": float("nan")})
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "loss" in err.details()
+    meta = struct_pb2.Struct()
+    meta.update({"ppl": float("inf")})
+    err = _rpc_error(register, BASE_MODEL, "smol", src, metadata=meta)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "metadata" in err.details()
+
+
+def test_parent_relation_must_be_an_identifier(register, sources):
+    base = register(BASE_MODEL, "base", sources.model()).artifact
+    err = _rpc_error(
+        register,
+        ADAPTER,
+        "lora",
+        sources.adapter(),
+        parents=[common_pb2.ParentRef(artifact_id=base.id, relation="Base Model!")],
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Base Model!" in err.details()

@@ -10,8 +10,16 @@ from sqlalchemy import inspect
 from services.registry.db import Base, make_engine
 from services.registry.migrations import alembic_config, upgrade_database
 
-TABLES = {"artifacts", "artifact_files", "lineage_edges", "aliases", "alias_events",
-          "validation_reports", "deployments", "deployment_events"}
+TABLES = {
+    "artifacts",
+    "artifact_files",
+    "lineage_edges",
+    "aliases",
+    "alias_events",
+    "validation_reports",
+    "deployments",
+    "deployment_events",
+}
 
 
 def _diff(dsn: str) -> list:
@@ -32,8 +40,8 @@ def _tables(dsn: str) -> set[str]:
         engine.dispose()
 
 
-def test_upgrade_head_matches_the_models(config):
-    dsn = config.effective_registry_dsn
+def test_upgrade_head_matches_the_models(empty_dsn):
+    dsn = empty_dsn
     assert _diff(dsn) != []  # an empty database differs: the check can fail
     upgrade_database(dsn)
     assert _diff(dsn) == []
@@ -42,8 +50,8 @@ def test_upgrade_head_matches_the_models(config):
     assert _diff(dsn) == []
 
 
-def test_downgrade_to_base_and_back(config):
-    dsn = config.effective_registry_dsn
+def test_downgrade_to_base_and_back(empty_dsn):
+    dsn = empty_dsn
     upgrade_database(dsn)
     command.downgrade(alembic_config(dsn), "base")
     assert not TABLES & _tables(dsn)

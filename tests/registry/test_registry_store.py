@@ -68,7 +68,8 @@ def test_concurrent_ingests_of_one_version(tree, tmp_path):
         manifests = list(pool.map(lambda _: store.ingest(files), range(8)))
     assert len({m.digest for m in manifests}) == 1
     assert list((tmp_path / "store" / "versions").iterdir()) == [
-        Path(store.location(manifests[0].digest))]
+        Path(store.location(manifests[0].digest))
+    ]
     assert not list((tmp_path / "store" / "tmp").iterdir())  # no leftovers
 
 

@@ -37,14 +37,20 @@ def _run(connection) -> None:
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                               {"key": MIGRATION_LOCK_KEY})
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         context.run_migrations()
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_dsn(), target_metadata=target_metadata, compare_type=True,
-                      literal_binds=True, dialect_opts={"paramstyle": "named"})
+    context.configure(
+        url=_dsn(),
+        target_metadata=target_metadata,
+        compare_type=True,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -22,10 +22,15 @@ NAME = sa.String(length=128)
 TIME = sa.DateTime(timezone=True)
 
 
-def _fk(column: str, table: str,
-        ondelete: str | None = None) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint([column], ["artifacts.id"], ondelete=ondelete,
-                                   name=op.f(f"fk_{table}_{column}_artifacts"))
+def _fk(
+    column: str, table: str, ondelete: str | None = None
+) -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint(
+        [column],
+        ["artifacts.id"],
+        ondelete=ondelete,
+        name=op.f(f"fk_{table}_{column}_artifacts"),
+    )
 
 
 def upgrade() -> None:
@@ -45,8 +50,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", "version", name=op.f("uq_artifacts_name_version")),
     )
     op.create_index("ix_artifacts_create_time", "artifacts", ["create_time"])
-    op.create_index("ix_artifacts_name_digest", "artifacts", ["name", "digest"],
-                    unique=True)
+    op.create_index(
+        "ix_artifacts_name_digest", "artifacts", ["name", "digest"], unique=True
+    )
 
     op.create_table(
         "artifact_files",
@@ -65,8 +71,9 @@ def upgrade() -> None:
         sa.Column("relation", sa.String(length=64), nullable=False),
         _fk("child_id", "lineage_edges", ondelete="CASCADE"),
         _fk("parent_id", "lineage_edges"),
-        sa.PrimaryKeyConstraint("parent_id", "child_id", "relation",
-                                name=op.f("pk_lineage_edges")),
+        sa.PrimaryKeyConstraint(
+            "parent_id", "child_id", "relation", name=op.f("pk_lineage_edges")
+        ),
     )
     op.create_index("ix_lineage_edges_child_id", "lineage_edges", ["child_id"])
 
@@ -112,10 +119,12 @@ def upgrade() -> None:
         _fk("dataset_id", "validation_reports"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_validation_reports")),
     )
-    op.create_index("ix_validation_reports_candidate_id", "validation_reports",
-                    ["candidate_id"])
-    op.create_index("ix_validation_reports_create_time", "validation_reports",
-                    ["create_time"])
+    op.create_index(
+        "ix_validation_reports_candidate_id", "validation_reports", ["candidate_id"]
+    )
+    op.create_index(
+        "ix_validation_reports_create_time", "validation_reports", ["create_time"]
+    )
 
     op.create_table(
         "deployments",
@@ -147,13 +156,21 @@ def upgrade() -> None:
         sa.Column("time", TIME, nullable=False),
         sa.Column("trace_id", sa.String(length=32), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_deployment_events")),
-        sa.UniqueConstraint("name", "revision",
-                            name=op.f("uq_deployment_events_name_revision")),
+        sa.UniqueConstraint(
+            "name", "revision", name=op.f("uq_deployment_events_name_revision")
+        ),
     )
 
 
 def downgrade() -> None:
-    for table in ("deployment_events", "deployments", "validation_reports",
-                  "alias_events", "aliases", "lineage_edges", "artifact_files",
-                  "artifacts"):
+    for table in (
+        "deployment_events",
+        "deployments",
+        "validation_reports",
+        "alias_events",
+        "aliases",
+        "lineage_edges",
+        "artifact_files",
+        "artifacts",
+    ):
         op.drop_table(table)  # dropping a table drops its indexes too
