@@ -92,3 +92,35 @@ def watch_to_pb(
         request.job_id, request.after_sequence, alive=context.is_active
     ):
         yield response_cls(event=event_to_pb(job.id, event), job=job_to_pb(job))
+
+
+class JobRpcs:
+    """The Get/List/Cancel/Watch half of every job service, written once.
+
+    Each job service's servicer keeps its explicitly named RPC methods and
+    delegates to this, passing its own protobuf module and job noun
+    (e.g. ``trainer_pb2`` and ``"TrainJob"``).
+    """
+
+    def __init__(self, engine: JobEngine, pb_module: Any, noun: str, job_to_pb: Any):
+        self._engine = engine
+        self._to_pb = job_to_pb
+        self._get = getattr(pb_module, f"Get{noun}Response")
+        self._list = getattr(pb_module, f"List{noun}sResponse")
+        self._cancel = getattr(pb_module, f"Cancel{noun}Response")
+        self._watch = getattr(pb_module, f"Watch{noun}Response")
+
+    def get(self, request: Any) -> Any:
+        return self._get(job=self._to_pb(self._engine.get(request.job_id)))
+
+    def list(self, request: Any) -> Any:
+        jobs, token = self._engine.list(
+            job_state_from_pb(request.state), request.page_size, request.page_token
+        )
+        return self._list(jobs=[self._to_pb(j) for j in jobs], next_page_token=token)
+
+    def cancel(self, request: Any) -> Any:
+        return self._cancel(job=self._to_pb(self._engine.cancel(request.job_id)))
+
+    def watch(self, request: Any, context: Any) -> Iterator[Any]:
+        return watch_to_pb(self._engine, request, context, self._watch, self._to_pb)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lorafleet.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
-from services.common.convert import job_state_from_pb, job_status_to_pb, watch_to_pb
+from services.common.convert import JobRpcs, job_status_to_pb
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.gateway.routing import Router
@@ -40,6 +40,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, workflows: Workflows, router: Router) -> None:
         self._workflows = workflows
         self._router = router
+        self._jobs = JobRpcs(workflows.engine, gateway_pb2, "WorkflowJob", job_to_pb)
 
     def RunWorkflow(self, request, context):
         return gateway_pb2.RunWorkflowResponse(
@@ -47,31 +48,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     def GetWorkflowJob(self, request, context):
-        return gateway_pb2.GetWorkflowJobResponse(
-            job=job_to_pb(self._workflows.engine.get(request.job_id))
-        )
+        return self._jobs.get(request)
 
     def ListWorkflowJobs(self, request, context):
-        jobs, token = self._workflows.engine.list(
-            job_state_from_pb(request.state), request.page_size, request.page_token
-        )
-        return gateway_pb2.ListWorkflowJobsResponse(
-            jobs=[job_to_pb(j) for j in jobs], next_page_token=token
-        )
+        return self._jobs.list(request)
 
     def CancelWorkflowJob(self, request, context):
-        return gateway_pb2.CancelWorkflowJobResponse(
-            job=job_to_pb(self._workflows.engine.cancel(request.job_id))
-        )
+        return self._jobs.cancel(request)
 
     def WatchWorkflowJob(self, request, context):
-        yield from watch_to_pb(
-            self._workflows.engine,
-            request,
-            context,
-            gateway_pb2.WatchWorkflowJobResponse,
-            job_to_pb,
-        )
+        yield from self._jobs.watch(request, context)
 
     def Deploy(self, request, context):
         deployment = self._router.deploy(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lorafleet.v1 import merger_pb2, merger_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
-from services.common.convert import job_state_from_pb, job_status_to_pb, watch_to_pb
+from services.common.convert import JobRpcs, job_status_to_pb
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.merger.jobs import MergeOutcome, Merger, MergeRequest, ResolvedMerge
@@ -68,37 +68,23 @@ def job_to_pb(job: Job) -> merger_pb2.MergeJob:
 class MergerServicer(merger_pb2_grpc.MergerServiceServicer):
     def __init__(self, merger: Merger) -> None:
         self._merger = merger
+        self._jobs = JobRpcs(merger.engine, merger_pb2, "MergeJob", job_to_pb)
 
     def StartMergeJob(self, request, context):
         job = self._merger.start(request_from_pb(request))
         return merger_pb2.StartMergeJobResponse(job=job_to_pb(job))
 
     def GetMergeJob(self, request, context):
-        return merger_pb2.GetMergeJobResponse(
-            job=job_to_pb(self._merger.engine.get(request.job_id))
-        )
+        return self._jobs.get(request)
 
     def ListMergeJobs(self, request, context):
-        jobs, token = self._merger.engine.list(
-            job_state_from_pb(request.state), request.page_size, request.page_token
-        )
-        return merger_pb2.ListMergeJobsResponse(
-            jobs=[job_to_pb(j) for j in jobs], next_page_token=token
-        )
+        return self._jobs.list(request)
 
     def CancelMergeJob(self, request, context):
-        return merger_pb2.CancelMergeJobResponse(
-            job=job_to_pb(self._merger.engine.cancel(request.job_id))
-        )
+        return self._jobs.cancel(request)
 
     def WatchMergeJob(self, request, context):
-        yield from watch_to_pb(
-            self._merger.engine,
-            request,
-            context,
-            merger_pb2.WatchMergeJobResponse,
-            job_to_pb,
-        )
+        yield from self._jobs.watch(request, context)
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:

@@ -6,10 +6,9 @@ from lorafleet.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import (
-    job_state_from_pb,
+    JobRpcs,
     job_status_to_pb,
     struct,
-    watch_to_pb,
 )
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
@@ -109,6 +108,7 @@ def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self, trainer: Trainer) -> None:
         self._trainer = trainer
+        self._jobs = JobRpcs(trainer.engine, trainer_pb2, "TrainJob", job_to_pb)
 
     def StartTrainJob(self, request, context):
         spec = TrainSpec(
@@ -123,31 +123,16 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         )
 
     def GetTrainJob(self, request, context):
-        return trainer_pb2.GetTrainJobResponse(
-            job=job_to_pb(self._trainer.engine.get(request.job_id))
-        )
+        return self._jobs.get(request)
 
     def ListTrainJobs(self, request, context):
-        jobs, token = self._trainer.engine.list(
-            job_state_from_pb(request.state), request.page_size, request.page_token
-        )
-        return trainer_pb2.ListTrainJobsResponse(
-            jobs=[job_to_pb(j) for j in jobs], next_page_token=token
-        )
+        return self._jobs.list(request)
 
     def CancelTrainJob(self, request, context):
-        return trainer_pb2.CancelTrainJobResponse(
-            job=job_to_pb(self._trainer.engine.cancel(request.job_id))
-        )
+        return self._jobs.cancel(request)
 
     def WatchTrainJob(self, request, context):
-        yield from watch_to_pb(
-            self._trainer.engine,
-            request,
-            context,
-            trainer_pb2.WatchTrainJobResponse,
-            job_to_pb,
-        )
+        yield from self._jobs.watch(request, context)
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:

@@ -6,10 +6,9 @@ from lorafleet.v1 import common_pb2, registry_pb2, validator_pb2, validator_pb2_
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import (
-    job_state_from_pb,
+    JobRpcs,
     job_status_to_pb,
     timestamp,
-    watch_to_pb,
 )
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
@@ -119,37 +118,25 @@ def job_to_pb(job: Job) -> validator_pb2.ValidationJob:
 class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
     def __init__(self, validator: Validator) -> None:
         self._validator = validator
+        self._jobs = JobRpcs(
+            validator.engine, validator_pb2, "ValidationJob", job_to_pb
+        )
 
     def StartValidationJob(self, request, context):
         job = self._validator.start(spec_from_pb(request))
         return validator_pb2.StartValidationJobResponse(job=job_to_pb(job))
 
     def GetValidationJob(self, request, context):
-        return validator_pb2.GetValidationJobResponse(
-            job=job_to_pb(self._validator.engine.get(request.job_id))
-        )
+        return self._jobs.get(request)
 
     def ListValidationJobs(self, request, context):
-        jobs, token = self._validator.engine.list(
-            job_state_from_pb(request.state), request.page_size, request.page_token
-        )
-        return validator_pb2.ListValidationJobsResponse(
-            jobs=[job_to_pb(j) for j in jobs], next_page_token=token
-        )
+        return self._jobs.list(request)
 
     def CancelValidationJob(self, request, context):
-        return validator_pb2.CancelValidationJobResponse(
-            job=job_to_pb(self._validator.engine.cancel(request.job_id))
-        )
+        return self._jobs.cancel(request)
 
     def WatchValidationJob(self, request, context):
-        yield from watch_to_pb(
-            self._validator.engine,
-            request,
-            context,
-            validator_pb2.WatchValidationJobResponse,
-            job_to_pb,
-        )
+        yield from self._jobs.watch(request, context)
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
