@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "demo", help="train, merge, validate, deploy SmolLM2 on a demo task"
     )
-    s.add_argument("--steps", type=int, default=40, help="training steps (default 40)")
+    s.add_argument("--steps", type=int, default=20, help="training steps (default 20)")
     s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
     s.set_defaults(func=cmd_demo)
 

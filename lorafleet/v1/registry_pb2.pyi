@@ -1,4 +1,7 @@
+import datetime
+
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from lorafleet.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -9,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterArtifactRequest(_message.Message):
-    __slots__ = ("kind", "name", "source_path", "expected_digest", "metadata", "metrics", "tags", "parents")
+    __slots__ = ("kind", "name", "source_path", "expected_digest", "metadata", "metrics", "tags", "parents", "files", "version")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +35,8 @@ class RegisterArtifactRequest(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     kind: _common_pb2.ArtifactKind
     name: str
     source_path: str
@@ -40,7 +45,9 @@ class RegisterArtifactRequest(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     tags: _containers.ScalarMap[str, str]
     parents: _containers.RepeatedCompositeFieldContainer[_common_pb2.ParentRef]
-    def __init__(self, kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., name: _Optional[str] = ..., source_path: _Optional[str] = ..., expected_digest: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., parents: _Optional[_Iterable[_Union[_common_pb2.ParentRef, _Mapping]]] = ...) -> None: ...
+    files: _containers.RepeatedCompositeFieldContainer[_common_pb2.FileEntry]
+    version: int
+    def __init__(self, kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., name: _Optional[str] = ..., source_path: _Optional[str] = ..., expected_digest: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., parents: _Optional[_Iterable[_Union[_common_pb2.ParentRef, _Mapping]]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RegisterArtifactResponse(_message.Message):
     __slots__ = ("artifact", "existed")
@@ -65,7 +72,7 @@ class GetArtifactResponse(_message.Message):
     def __init__(self, artifact: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ...) -> None: ...
 
 class ListArtifactsRequest(_message.Message):
-    __slots__ = ("kind", "name", "tags", "page_size", "page_token")
+    __slots__ = ("kind", "name", "tags", "page_size", "page_token", "filter", "order_by")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,12 +85,16 @@ class ListArtifactsRequest(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     kind: _common_pb2.ArtifactKind
     name: str
     tags: _containers.ScalarMap[str, str]
     page_size: int
     page_token: str
-    def __init__(self, kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    filter: str
+    order_by: str
+    def __init__(self, kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
 
 class ListArtifactsResponse(_message.Message):
     __slots__ = ("artifacts", "next_page_token")
@@ -150,16 +161,18 @@ class ListValidationReportsResponse(_message.Message):
     def __init__(self, reports: _Optional[_Iterable[_Union[_common_pb2.ValidationReport, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SetAliasRequest(_message.Message):
-    __slots__ = ("artifact_id", "alias", "expected_artifact_id", "reason")
+    __slots__ = ("artifact_id", "alias", "expected_artifact_id", "reason", "allow_archived")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     alias: str
     expected_artifact_id: str
     reason: str
-    def __init__(self, artifact_id: _Optional[str] = ..., alias: _Optional[str] = ..., expected_artifact_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    allow_archived: bool
+    def __init__(self, artifact_id: _Optional[str] = ..., alias: _Optional[str] = ..., expected_artifact_id: _Optional[str] = ..., reason: _Optional[str] = ..., allow_archived: _Optional[bool] = ...) -> None: ...
 
 class SetAliasResponse(_message.Message):
     __slots__ = ("artifact", "previous_artifact_id")
@@ -232,3 +245,229 @@ class ListDeploymentsResponse(_message.Message):
     deployments: _containers.RepeatedCompositeFieldContainer[_common_pb2.Deployment]
     next_page_token: str
     def __init__(self, deployments: _Optional[_Iterable[_Union[_common_pb2.Deployment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RollbackAliasRequest(_message.Message):
+    __slots__ = ("name", "alias", "to_artifact_id", "expected_artifact_id", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    TO_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    to_artifact_id: str
+    expected_artifact_id: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., to_artifact_id: _Optional[str] = ..., expected_artifact_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RollbackAliasResponse(_message.Message):
+    __slots__ = ("artifact", "previous_artifact_id")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    artifact: _common_pb2.Artifact
+    previous_artifact_id: str
+    def __init__(self, artifact: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ..., previous_artifact_id: _Optional[str] = ...) -> None: ...
+
+class AliasEvent(_message.Message):
+    __slots__ = ("name", "alias", "from_artifact_id", "to_artifact_id", "actor", "reason", "time", "trace_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FROM_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    from_artifact_id: str
+    to_artifact_id: str
+    actor: str
+    reason: str
+    time: _timestamp_pb2.Timestamp
+    trace_id: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., from_artifact_id: _Optional[str] = ..., to_artifact_id: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+
+class ListAliasHistoryRequest(_message.Message):
+    __slots__ = ("name", "alias", "page_size", "page_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAliasHistoryResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AliasEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[AliasEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ArchiveArtifactRequest(_message.Message):
+    __slots__ = ("id", "archived", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    archived: bool
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., archived: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ArchiveArtifactResponse(_message.Message):
+    __slots__ = ("artifact",)
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    artifact: _common_pb2.Artifact
+    def __init__(self, artifact: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ...) -> None: ...
+
+class UploadBlobRequest(_message.Message):
+    __slots__ = ("sha256", "size_bytes", "offset", "data")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    offset: int
+    data: bytes
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadBlobResponse(_message.Message):
+    __slots__ = ("sha256", "size_bytes", "existed")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    existed: bool
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., existed: _Optional[bool] = ...) -> None: ...
+
+class GetUploadStatusRequest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class GetUploadStatusResponse(_message.Message):
+    __slots__ = ("committed_offset", "complete")
+    COMMITTED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    committed_offset: int
+    complete: bool
+    def __init__(self, committed_offset: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
+
+class DownloadBlobRequest(_message.Message):
+    __slots__ = ("sha256", "offset")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    offset: int
+    def __init__(self, sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DownloadBlobResponse(_message.Message):
+    __slots__ = ("offset", "data", "size_bytes")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    size_bytes: int
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class GetModelCardRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetModelCardResponse(_message.Message):
+    __slots__ = ("markdown", "card")
+    MARKDOWN_FIELD_NUMBER: _ClassVar[int]
+    CARD_FIELD_NUMBER: _ClassVar[int]
+    markdown: str
+    card: _struct_pb2.Struct
+    def __init__(self, markdown: _Optional[str] = ..., card: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("id", "principal", "action", "target", "before", "after", "trace_id", "time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    principal: str
+    action: str
+    target: str
+    before: _struct_pb2.Struct
+    after: _struct_pb2.Struct
+    trace_id: str
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., principal: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., before: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., after: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., trace_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("target", "start_time", "end_time", "action", "page_size", "page_token")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    action: str
+    page_size: int
+    page_token: str
+    def __init__(self, target: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ApplyRetentionRequest(_message.Message):
+    __slots__ = ("name", "keep_last", "dry_run")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEEP_LAST_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    keep_last: int
+    dry_run: bool
+    def __init__(self, name: _Optional[str] = ..., keep_last: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ApplyRetentionResponse(_message.Message):
+    __slots__ = ("deleted_artifact_ids", "kept_artifact_ids")
+    DELETED_ARTIFACT_IDS_FIELD_NUMBER: _ClassVar[int]
+    KEPT_ARTIFACT_IDS_FIELD_NUMBER: _ClassVar[int]
+    deleted_artifact_ids: _containers.RepeatedScalarFieldContainer[str]
+    kept_artifact_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_artifact_ids: _Optional[_Iterable[str]] = ..., kept_artifact_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CollectGarbageRequest(_message.Message):
+    __slots__ = ("min_age_seconds", "dry_run")
+    MIN_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    min_age_seconds: int
+    dry_run: bool
+    def __init__(self, min_age_seconds: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class CollectGarbageResponse(_message.Message):
+    __slots__ = ("deleted_blobs", "deleted_bytes", "deleted_version_dirs")
+    DELETED_BLOBS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_VERSION_DIRS_FIELD_NUMBER: _ClassVar[int]
+    deleted_blobs: int
+    deleted_bytes: int
+    deleted_version_dirs: int
+    def __init__(self, deleted_blobs: _Optional[int] = ..., deleted_bytes: _Optional[int] = ..., deleted_version_dirs: _Optional[int] = ...) -> None: ...

@@ -97,6 +97,56 @@ class RegistryServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_registry__pb2.ListDeploymentsRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListDeploymentsResponse.FromString,
                 _registered_method=True)
+        self.RollbackAlias = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/RollbackAlias',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.RollbackAliasRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.RollbackAliasResponse.FromString,
+                _registered_method=True)
+        self.ListAliasHistory = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/ListAliasHistory',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.FromString,
+                _registered_method=True)
+        self.ArchiveArtifact = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/ArchiveArtifact',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.ArchiveArtifactRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.ArchiveArtifactResponse.FromString,
+                _registered_method=True)
+        self.UploadBlob = channel.stream_unary(
+                '/lorafleet.v1.RegistryService/UploadBlob',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.UploadBlobRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.UploadBlobResponse.FromString,
+                _registered_method=True)
+        self.GetUploadStatus = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/GetUploadStatus',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.GetUploadStatusRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.GetUploadStatusResponse.FromString,
+                _registered_method=True)
+        self.DownloadBlob = channel.unary_stream(
+                '/lorafleet.v1.RegistryService/DownloadBlob',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.DownloadBlobRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.DownloadBlobResponse.FromString,
+                _registered_method=True)
+        self.GetModelCard = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/GetModelCard',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.GetModelCardRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.GetModelCardResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/ListAuditEvents',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.ApplyRetention = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/ApplyRetention',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.ApplyRetentionRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.ApplyRetentionResponse.FromString,
+                _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/CollectGarbage',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.CollectGarbageResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -202,6 +252,96 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RollbackAlias(self, request, context):
+        """Moves an alias back to the version it pointed at before its latest move
+        (or to `to_artifact_id`), recording the move in the alias history.
+        Errors: NOT_FOUND if the name has no such alias or no earlier version;
+        ABORTED if `expected_artifact_id` is set and the alias points elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliasHistory(self, request, context):
+        """The moves of one alias, newest first: who, when, why, from and to.
+        Errors: INVALID_ARGUMENT if name, alias or the page token is malformed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveArtifact(self, request, context):
+        """Marks a version archived (or not). Archived versions keep their aliases
+        but cannot receive new ones without SetAliasRequest.allow_archived.
+        Errors: NOT_FOUND if the artifact is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadBlob(self, request_iterator, context):
+        """Uploads one content-addressed blob in chunks. The first message names the
+        blob (sha256, size) and the offset it resumes from (GetUploadStatus);
+        every message may carry data. The blob becomes visible only once all
+        bytes arrived and hash to `sha256`.
+        Errors: INVALID_ARGUMENT if sha256 is not 64 hex characters or sizes do not
+        add up; FAILED_PRECONDITION if `offset` is past the committed offset;
+        ABORTED if another upload of the same blob is in progress; DATA_LOSS if
+        the bytes hash to another digest (both digests in the message).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUploadStatus(self, request, context):
+        """How much of a blob's upload is committed, to resume after a disconnect.
+        Errors: INVALID_ARGUMENT if sha256 is malformed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadBlob(self, request, context):
+        """Streams a stored blob in chunks, verified against its digest first.
+        Errors: NOT_FOUND if no such blob is stored; DATA_LOSS if it is corrupt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelCard(self, request, context):
+        """Renders a model card (Markdown and JSON) from the recorded facts.
+        Errors: NOT_FOUND if the artifact is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """The audit log of mutations, newest first, by target and time range.
+        Errors: INVALID_ARGUMENT if the time range or page token is malformed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyRetention(self, request, context):
+        """Deletes versions of `name` beyond the newest `keep_last`, never one that
+        holds an alias, backs a deployment, or is the parent of another version.
+        Errors: INVALID_ARGUMENT if name is missing or keep_last < 1.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CollectGarbage(self, request, context):
+        """Deletes stored blobs and version directories no version references.
+        Errors: INVALID_ARGUMENT if min_age_seconds is negative.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +404,56 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListDeployments,
                     request_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListDeploymentsRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_registry__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'RollbackAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackAlias,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.RollbackAliasRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.RollbackAliasResponse.SerializeToString,
+            ),
+            'ListAliasHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliasHistory,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.SerializeToString,
+            ),
+            'ArchiveArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveArtifact,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.ArchiveArtifactRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.ArchiveArtifactResponse.SerializeToString,
+            ),
+            'UploadBlob': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadBlob,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.UploadBlobRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.UploadBlobResponse.SerializeToString,
+            ),
+            'GetUploadStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUploadStatus,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.GetUploadStatusRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.GetUploadStatusResponse.SerializeToString,
+            ),
+            'DownloadBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadBlob,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.DownloadBlobRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.DownloadBlobResponse.SerializeToString,
+            ),
+            'GetModelCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelCard,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.GetModelCardRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.GetModelCardResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'ApplyRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyRetention,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.ApplyRetentionRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.ApplyRetentionResponse.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.CollectGarbageRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.CollectGarbageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -593,6 +783,276 @@ class RegistryService:
             '/lorafleet.v1.RegistryService/ListDeployments',
             lorafleet_dot_v1_dot_registry__pb2.ListDeploymentsRequest.SerializeToString,
             lorafleet_dot_v1_dot_registry__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/RollbackAlias',
+            lorafleet_dot_v1_dot_registry__pb2.RollbackAliasRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.RollbackAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliasHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/ListAliasHistory',
+            lorafleet_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/ArchiveArtifact',
+            lorafleet_dot_v1_dot_registry__pb2.ArchiveArtifactRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.ArchiveArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadBlob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/lorafleet.v1.RegistryService/UploadBlob',
+            lorafleet_dot_v1_dot_registry__pb2.UploadBlobRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.UploadBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUploadStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/GetUploadStatus',
+            lorafleet_dot_v1_dot_registry__pb2.GetUploadStatusRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.GetUploadStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/DownloadBlob',
+            lorafleet_dot_v1_dot_registry__pb2.DownloadBlobRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.DownloadBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/GetModelCard',
+            lorafleet_dot_v1_dot_registry__pb2.GetModelCardRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.GetModelCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/ListAuditEvents',
+            lorafleet_dot_v1_dot_registry__pb2.ListAuditEventsRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/ApplyRetention',
+            lorafleet_dot_v1_dot_registry__pb2.ApplyRetentionRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.ApplyRetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/CollectGarbage',
+            lorafleet_dot_v1_dot_registry__pb2.CollectGarbageRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.CollectGarbageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,16 +36,18 @@ class StartTrainJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[TrainJob, _Mapping]] = ...) -> None: ...
 
 class TrainJob(_message.Message):
-    __slots__ = ("status", "request", "effective_config", "result")
+    __slots__ = ("status", "request", "effective_config", "result", "dataset_report")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_CONFIG_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    DATASET_REPORT_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.JobStatus
     request: StartTrainJobRequest
     effective_config: _common_pb2.TrainConfig
     result: TrainResult
-    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[StartTrainJobRequest, _Mapping]] = ..., effective_config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., result: _Optional[_Union[TrainResult, _Mapping]] = ...) -> None: ...
+    dataset_report: DatasetReport
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[StartTrainJobRequest, _Mapping]] = ..., effective_config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., result: _Optional[_Union[TrainResult, _Mapping]] = ..., dataset_report: _Optional[_Union[DatasetReport, _Mapping]] = ...) -> None: ...
 
 class TrainResult(_message.Message):
     __slots__ = ("adapter_id", "metrics", "environment")
@@ -121,3 +123,75 @@ class WatchTrainJobResponse(_message.Message):
     event: _common_pb2.ProgressEvent
     job: TrainJob
     def __init__(self, event: _Optional[_Union[_common_pb2.ProgressEvent, _Mapping]] = ..., job: _Optional[_Union[TrainJob, _Mapping]] = ...) -> None: ...
+
+class ValidateDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id", "base_model_id", "max_seq_length", "eval_fraction", "seed", "task_type")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    base_model_id: str
+    max_seq_length: int
+    eval_fraction: float
+    seed: int
+    task_type: _common_pb2.TaskType
+    def __init__(self, dataset_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., max_seq_length: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ...) -> None: ...
+
+class ValidateDatasetResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: DatasetReport
+    def __init__(self, report: _Optional[_Union[DatasetReport, _Mapping]] = ...) -> None: ...
+
+class DatasetIssue(_message.Message):
+    __slots__ = ("line", "kind", "message", "fatal")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FATAL_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    kind: str
+    message: str
+    fatal: bool
+    def __init__(self, line: _Optional[int] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., fatal: _Optional[bool] = ...) -> None: ...
+
+class DatasetReport(_message.Message):
+    __slots__ = ("passed", "summary", "task_type", "row_count", "empty_rows", "duplicate_rows", "over_length_rows", "truncated_tokens", "no_answer_rows", "total_tokens", "max_row_tokens", "train_rows", "eval_rows", "issues", "max_seq_length", "eval_fraction", "seed")
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    OVER_LENGTH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NO_ANSWER_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_ROWS_FIELD_NUMBER: _ClassVar[int]
+    EVAL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ISSUES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    passed: bool
+    summary: str
+    task_type: _common_pb2.TaskType
+    row_count: int
+    empty_rows: int
+    duplicate_rows: int
+    over_length_rows: int
+    truncated_tokens: int
+    no_answer_rows: int
+    total_tokens: int
+    max_row_tokens: int
+    train_rows: int
+    eval_rows: int
+    issues: _containers.RepeatedCompositeFieldContainer[DatasetIssue]
+    max_seq_length: int
+    eval_fraction: float
+    seed: int
+    def __init__(self, passed: _Optional[bool] = ..., summary: _Optional[str] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., row_count: _Optional[int] = ..., empty_rows: _Optional[int] = ..., duplicate_rows: _Optional[int] = ..., over_length_rows: _Optional[int] = ..., truncated_tokens: _Optional[int] = ..., no_answer_rows: _Optional[int] = ..., total_tokens: _Optional[int] = ..., max_row_tokens: _Optional[int] = ..., train_rows: _Optional[int] = ..., eval_rows: _Optional[int] = ..., issues: _Optional[_Iterable[_Union[DatasetIssue, _Mapping]]] = ..., max_seq_length: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...

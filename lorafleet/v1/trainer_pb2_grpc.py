@@ -62,6 +62,11 @@ class TrainerServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_trainer__pb2.WatchTrainJobRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_trainer__pb2.WatchTrainJobResponse.FromString,
                 _registered_method=True)
+        self.ValidateDataset = channel.unary_unary(
+                '/lorafleet.v1.TrainerService/ValidateDataset',
+                request_serializer=lorafleet_dot_v1_dot_trainer__pb2.ValidateDatasetRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_trainer__pb2.ValidateDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -111,6 +116,18 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateDataset(self, request, context):
+        """Checks a dataset the way StartTrainJob will use it, without training:
+        schema errors by line, empty and duplicate rows, rows over max_seq_length
+        and the seeded train/eval split. A dataset that fails here is refused by
+        StartTrainJob. Errors: INVALID_ARGUMENT if a parameter is out of range;
+        NOT_FOUND if the dataset or base model is unknown; FAILED_PRECONDITION if
+        an id names the wrong kind of artifact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +155,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.WatchTrainJob,
                     request_deserializer=lorafleet_dot_v1_dot_trainer__pb2.WatchTrainJobRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_trainer__pb2.WatchTrainJobResponse.SerializeToString,
+            ),
+            'ValidateDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateDataset,
+                    request_deserializer=lorafleet_dot_v1_dot_trainer__pb2.ValidateDatasetRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_trainer__pb2.ValidateDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -278,6 +300,33 @@ class TrainerService:
             '/lorafleet.v1.TrainerService/WatchTrainJob',
             lorafleet_dot_v1_dot_trainer__pb2.WatchTrainJobRequest.SerializeToString,
             lorafleet_dot_v1_dot_trainer__pb2.WatchTrainJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.TrainerService/ValidateDataset',
+            lorafleet_dot_v1_dot_trainer__pb2.ValidateDatasetRequest.SerializeToString,
+            lorafleet_dot_v1_dot_trainer__pb2.ValidateDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,36 +35,52 @@ class Example:
     text: str | None = None
 
 
-def read_jsonl(path: Path) -> list[Row]:
-    """Parses a JSONL file; malformed lines are reported with their numbers."""
-    rows, errors = [], []
+def scan_jsonl(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[int]]:
+    """Parses without raising: rows, (line, problem) pairs, and blank line numbers.
+
+    The dataset report needs every problem at once; read_jsonl stops at them.
+    """
+    rows: list[Row] = []
+    errors: list[tuple[int, str]] = []
+    blank: list[int] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"dataset {path.name} is not UTF-8 text: {exc}") from exc
     for number, line in enumerate(lines, start=1):
         if not line.strip():
+            blank.append(number)
             continue
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            errors.append(
-                f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
-            )
+            errors.append((number, f"invalid JSON ({exc.msg} at column {exc.colno})"))
             continue
         if not isinstance(data, dict):
             errors.append(
-                f"line {number}: expected a JSON object, got {type(data).__name__}"
+                (number, f"expected a JSON object, got {type(data).__name__}")
             )
             continue
         rows.append(Row(number, data))
+    return rows, errors, blank
+
+
+def empty_dataset_message(path: Path) -> str:
+    return (
+        f"dataset {path.name} is empty: it needs at least 2 JSON rows "
+        'such as {"instruction": ..., "output": ...}'
+    )
+
+
+def read_jsonl(path: Path) -> list[Row]:
+    """Parses a JSONL file; malformed lines are reported with their numbers."""
+    rows, errors, _ = scan_jsonl(path)
     if errors:
-        raise InvalidArgument(_summarise(path, errors))
-    if not rows:
         raise InvalidArgument(
-            f"dataset {path.name} is empty: it needs at least 2 JSON rows "
-            'such as {"instruction": ..., "output": ...}'
+            _summarise(path, [f"line {n}: {msg}" for n, msg in errors])
         )
+    if not rows:
+        raise InvalidArgument(empty_dataset_message(path))
     return rows
 
 
@@ -87,48 +103,51 @@ def _nonempty_str(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+def row_problems(row: Row, task: str) -> list[str]:
+    """Schema problems of one row for `task`, without the line prefix."""
+    d = row.data
+    problems: list[str] = []
+    if task == "text":
+        if not _nonempty_str(d.get("text")):
+            problems.append("'text' must be a non-empty string")
+    elif task == "instruction":
+        if not _nonempty_str(d.get("instruction")):
+            problems.append("'instruction' must be a non-empty string")
+        if not _nonempty_str(d.get("output")):
+            problems.append("'output' must be a non-empty string")
+        if "input" in d and not isinstance(d["input"], str):
+            problems.append("'input' must be a string")
+    elif task == "chat":
+        problems.extend(_chat_problems(row))
+    return problems
+
+
 def validate_rows(rows: list[Row], task: str, path: Path) -> None:
     """Checks every row against the task's schema; raises listing bad rows."""
     errors: list[str] = []
     for row in rows:
-        d = row.data
-        if task == "text":
-            if not _nonempty_str(d.get("text")):
-                errors.append(f"line {row.number}: 'text' must be a non-empty string")
-        elif task == "instruction":
-            if not _nonempty_str(d.get("instruction")):
-                errors.append(
-                    f"line {row.number}: 'instruction' must be a non-empty string"
-                )
-            if not _nonempty_str(d.get("output")):
-                errors.append(f"line {row.number}: 'output' must be a non-empty string")
-            if "input" in d and not isinstance(d["input"], str):
-                errors.append(f"line {row.number}: 'input' must be a string")
-        elif task == "chat":
-            errors.extend(_chat_errors(row))
+        errors.extend(f"line {row.number}: {p}" for p in row_problems(row, task))
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
     if errors:
         raise InvalidArgument(_summarise(path, errors))
 
 
-def _chat_errors(row: Row) -> list[str]:
+def _chat_problems(row: Row) -> list[str]:
     msgs = row.data.get("messages")
     if not isinstance(msgs, list) or not msgs:
-        return [f"line {row.number}: 'messages' must be a non-empty list"]
+        return ["'messages' must be a non-empty list"]
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in (
             "system",
             "user",
             "assistant",
         ):
-            return [
-                f"line {row.number}: messages[{i}] needs role system, user or assistant"
-            ]
+            return [f"messages[{i}] needs role system, user or assistant"]
         if not isinstance(m.get("content"), str):
-            return [f"line {row.number}: messages[{i}].content must be a string"]
+            return [f"messages[{i}].content must be a string"]
     if not any(m["role"] == "assistant" for m in msgs):
-        return [f"line {row.number}: no assistant message to learn from"]
+        return ["no assistant message to learn from"]
     return []
 
 

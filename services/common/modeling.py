@@ -133,6 +133,58 @@ def default_target_modules(model_type: str) -> list[str] | str:
     return TARGET_MODULES.get(model_type, "all-linear")
 
 
+def adaptable_module_names(path: Path) -> list[str]:
+    """Dotted names of the Linear/Conv1D modules LoRA can adapt in a model dir.
+
+    Built on the meta device from config.json, so no weights are read and a
+    Start call can check target_modules in well under a second.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise FailedPrecondition(
+            f"cannot read the model config in {path}: {exc}"
+        ) from exc
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D))
+    ]
+
+
+def leaf_names(module_names: list[str]) -> list[str]:
+    """Distinct last components, in first-seen order: what users type as targets."""
+    return list(dict.fromkeys(name.rsplit(".", 1)[-1] for name in module_names))
+
+
+def unmatched_targets(targets: list[str], module_names: list[str]) -> list[str]:
+    """Targets that match no module the way PEFT matches (exact or dotted suffix)."""
+    return [
+        t
+        for t in targets
+        if not any(n == t or n.endswith("." + t) for n in module_names)
+    ]
+
+
+def check_target_modules(targets: list[str], module_names: list[str]) -> None:
+    """Refuses target_modules entries that would adapt nothing, naming real ones."""
+    missing = unmatched_targets(targets, module_names)
+    if missing:
+        raise InvalidArgument(
+            f"target_modules {missing} match no Linear/Conv1D module of this model; "
+            f"its adaptable modules are {leaf_names(module_names)} "
+            "(leave target_modules empty to choose them by architecture)",
+            field="config.target_modules",
+        )
+
+
 def model_type_of(path: Path) -> str:
     import json
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     text,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -93,12 +94,14 @@ class ArtifactRow(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     tags: Mapped[dict[str, Any]] = mapped_column(JSON)
     create_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+    archived: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class ArtifactFileRow(Base):
     """One file of an artifact version, as recorded at registration."""
 
     __tablename__ = "artifact_files"
+    __table_args__ = (Index("ix_artifact_files_sha256", "sha256"),)
 
     artifact_id: Mapped[str] = mapped_column(
         ID, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
@@ -153,6 +156,49 @@ class AliasEventRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
     trace_id: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(256), server_default="")
+
+
+class AuditEventRow(Base):
+    """Append-only log of every mutation, written in the mutating transaction."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_target_time", "target", "time"),
+        Index("ix_audit_events_time", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    trace_id: Mapped[str] = mapped_column(String(32))
+    time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+
+
+def audit(
+    session: Session,
+    *,
+    principal: str,
+    action: str,
+    target: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    trace_id: str = "",
+) -> None:
+    session.add(
+        AuditEventRow(
+            principal=(principal or "")[:256],
+            action=action,
+            target=target[:256],
+            before=before,
+            after=after,
+            trace_id=trace_id or "",
+            time=utcnow(),
+        )
+    )
 
 
 class ValidationReportRow(Base):

@@ -11,6 +11,7 @@ from services.registry.db import (
     DeploymentEventRow,
     DeploymentRow,
     as_utc,
+    audit,
     utcnow,
 )
 from services.registry.domain import (
@@ -85,6 +86,16 @@ class Deployments:
                 .with_for_update()
             )
             revision = current.revision if current else 0
+            before = (
+                {
+                    "revision": current.revision,
+                    "model_id": current.model_id,
+                    "adapter_id": current.adapter_id or "",
+                    "strategy": current.strategy,
+                }
+                if current
+                else None
+            )
             if expected_revision is not None and expected_revision != revision:
                 state = f"at revision {revision}" if current else "does not exist"
                 raise Aborted(
@@ -118,6 +129,21 @@ class Deployments:
                     time=now,
                     trace_id=trace_id,
                 )
+            )
+            audit(
+                session,
+                principal=updated_by,
+                action="deployment.put",
+                target=name,
+                before=before,
+                after={
+                    "revision": current.revision,
+                    "model_id": model.id,
+                    "adapter_id": current.adapter_id or "",
+                    "strategy": strategy,
+                    "reason": reason,
+                },
+                trace_id=trace_id,
             )
             session.flush()
             return _to_domain(current)

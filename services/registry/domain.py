@@ -88,6 +88,7 @@ class Artifact:
     tags: dict[str, str]
     create_time: dt.datetime
     aliases: list[str] = field(default_factory=list)
+    archived: bool = False
 
     @property
     def ref(self) -> str:
@@ -154,3 +155,33 @@ class Deployment:
     update_time: dt.datetime
     updated_by: str
     reason: str
+
+
+@dataclass
+class AliasEvent:
+    name: str
+    alias: str
+    from_id: str
+    to_id: str
+    actor: str
+    reason: str
+    time: dt.datetime
+    trace_id: str
+
+
+@dataclass
+class AuditEvent:
+    id: int
+    principal: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    trace_id: str
+    time: dt.datetime
+
+
+@dataclass
+class Retention:
+    deleted: list[str]
+    kept: list[str]

@@ -9,7 +9,13 @@ from sqlalchemy.orm import Session
 
 from services.common.convert import json_safe
 from services.common.errors import NotFound
-from services.registry.db import Database, ValidationReportRow, as_utc, utcnow
+from services.registry.db import (
+    Database,
+    ValidationReportRow,
+    as_utc,
+    audit,
+    utcnow,
+)
 from services.registry.domain import ValidationReport
 from services.registry.repository import list_scope, new_id, page_query, resolve_ref
 
@@ -42,6 +48,8 @@ class ValidationReports:
         passed: bool,
         score: float,
         body: dict[str, Any],
+        principal: str = "",
+        trace_id: str = "",
     ) -> ValidationReport:
         """Saves a new report under a fresh id (any id in `body` is ignored).
 
@@ -72,6 +80,14 @@ class ValidationReports:
                 create_time=utcnow(),
             )
             session.add(row)
+            audit(
+                session,
+                principal=principal,
+                action="report.record",
+                target=candidate.id,
+                after={"report_id": row.id, "passed": row.passed, "score": row.score},
+                trace_id=trace_id,
+            )
             session.flush()
             return _to_domain(row)
 

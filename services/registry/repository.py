@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,12 +17,13 @@ from sqlalchemy.orm import Session
 from services.common.convert import json_safe
 from services.common.errors import (
     Aborted,
+    AlreadyExists,
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
-from services.common.paging import decode_token, encode_token, page_size, paginate
+from services.common.paging import decode_token, encode_token, page_size
 from services.common.paths import confine
 from services.registry.content import inspect_content
 from services.registry.db import (
@@ -31,10 +34,12 @@ from services.registry.db import (
     Database,
     LineageEdgeRow,
     as_utc,
+    audit,
     lock_key,
     utcnow,
 )
 from services.registry.domain import (
+    AliasEvent,
     AliasMove,
     Artifact,
     ArtifactKind,
@@ -47,7 +52,15 @@ from services.registry.domain import (
     check_name,
     check_relation,
 )
-from services.registry.store import ArtifactStore, FileEntry, Manifest, list_source
+from services.registry.search import parse_filter, parse_order_by
+from services.registry.store import (
+    MAX_PATH_CHARS,
+    ArtifactStore,
+    FileEntry,
+    Manifest,
+    check_sha256,
+    list_source,
+)
 
 
 def new_id() -> str:
@@ -139,6 +152,7 @@ def load_artifacts(
             tags=dict(r.tags or {}),
             create_time=as_utc(r.create_time),
             aliases=aliases[r.id],
+            archived=bool(r.archived),
         )
         for r in rows
     ]
@@ -148,11 +162,17 @@ class Registry:
     """Records artifact versions whose bytes live in `store`, with their lineage."""
 
     def __init__(
-        self, db: Database, store: ArtifactStore, readable_roots: Iterable[Path]
+        self,
+        db: Database,
+        store: ArtifactStore,
+        readable_roots: Iterable[Path],
+        *,
+        alias_cache_ttl_s: float = 1.0,
     ) -> None:
         self.db = db
         self.store = store
         self.roots = [Path(r) for r in readable_roots]
+        self.aliases = AliasCache(alias_cache_ttl_s)
 
     def _load(self, session: Session, row: ArtifactRow) -> Artifact:
         return load_artifacts(session, [row], self.store)[0]
@@ -164,17 +184,23 @@ class Registry:
         *,
         kind: ArtifactKind | None,
         name: str,
-        source_path: str,
+        source_path: str = "",
         expected_digest: str = "",
         metadata: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
         parents: Sequence[ParentRef] = (),
+        files: Sequence[FileEntry] = (),
+        version: int = 0,
+        principal: str = "",
+        trace_id: str = "",
     ) -> Registration:
         """Stores the files and records them as the next version of `name`.
 
-        Identical content under the same name returns the existing version, so
-        a retried registration (or a CLI run twice) never mints a duplicate.
+        The files come from `source_path` on a shared volume, or from `files`,
+        a manifest of blobs already uploaded to the store. Identical content
+        under the same name returns the existing version, so a retried
+        registration (or a CLI run twice) never mints a duplicate.
         """
         if kind is None:
             raise InvalidArgument("kind is required", field="kind")
@@ -187,25 +213,103 @@ class Registry:
             if p.relation:
                 check_relation(p.relation)
         metrics = check_metrics(dict(metrics or {}))
-        source = confine(source_path, self.roots, field="source_path")
-        files = list_source(source, self.roots)
-        derived = inspect_content(kind, files)
+        if version < 0:
+            raise InvalidArgument(
+                f"version must be positive (or 0 for the next), got {version}",
+                field="version",
+            )
+        if source_path and files:
+            raise InvalidArgument(
+                "give either source_path or files, not both", field="files"
+            )
+        if files:
+            pairs, manifest = self._uploaded(files)
+            where = "the given files"
+        else:
+            if not source_path:
+                raise InvalidArgument(
+                    "source_path (or files) is required", field="source_path"
+                )
+            source = confine(source_path, self.roots, field="source_path")
+            pairs = list_source(source, self.roots)
+            manifest = None
+            where = f"files under {source_path!r}"
+        derived = inspect_content(kind, pairs)
         self.db.read(
             lambda s: [resolve_ref(s, p.artifact_id, field="parents") for p in parents]
         )  # fail before copying bytes
-        manifest = self.store.scan(files)
+        if manifest is None:
+            manifest = self.store.scan(pairs)
         if expected_digest and expected_digest != manifest.digest:
             raise DataLoss(
-                f"files under {source_path!r} hash to {manifest.digest}, "
+                f"{where} hash to {manifest.digest}, "
                 f"not the expected_digest {expected_digest}"
             )
-        self.store.put(files, manifest)
+        self.store.put(pairs, manifest)
         meta = {**derived, **json_safe(dict(metadata or {}))}
-        return self.db.write(
+        reg = self.db.write(
             lambda s: self._record(
-                s, kind, name, manifest, meta, metrics, dict(tags or {}), parents
+                s,
+                kind,
+                name,
+                manifest,
+                meta,
+                metrics,
+                dict(tags or {}),
+                parents,
+                version,
+                principal,
+                trace_id,
             )
         )
+        return reg
+
+    def _uploaded(
+        self, files: Sequence[FileEntry]
+    ) -> tuple[list[tuple[str, Path]], Manifest]:
+        """Checks a client's manifest against the blobs it uploaded."""
+        seen: set[str] = set()
+        missing: list[str] = []
+        pairs: list[tuple[str, Path]] = []
+        for f in files:
+            parts = f.path.split("/")
+            if (
+                not f.path
+                or len(f.path) > MAX_PATH_CHARS
+                or f.path.startswith("/")
+                or any(p in ("", ".", "..") for p in parts)
+                or "\\" in f.path
+            ):
+                raise InvalidArgument(
+                    f"files[].path {f.path[:80]!r} must be a relative '/'-separated "
+                    "path without '.', '..' or empty parts",
+                    field="files",
+                )
+            if f.path in seen:
+                raise InvalidArgument(
+                    f"files[].path {f.path!r} is listed twice", field="files"
+                )
+            seen.add(f.path)
+            check_sha256(f.sha256, field="files[].sha256")
+            stored = self.store.blob_size(f.sha256)
+            if stored is None:
+                missing.append(f"{f.path} ({f.sha256})")
+            elif stored != f.size_bytes:
+                raise InvalidArgument(
+                    f"files[] {f.path!r}: blob {f.sha256} holds {stored} bytes, not "
+                    f"size_bytes {f.size_bytes}",
+                    field="files",
+                )
+            pairs.append((f.path, self.store.blob_file(f.sha256)))
+        if missing:
+            raise FailedPrecondition(
+                "upload these blobs with UploadBlob first: " + ", ".join(missing[:10]),
+                field="files",
+            )
+        manifest = Manifest.of(
+            FileEntry(f.path, f.sha256, f.size_bytes) for f in files
+        )
+        return sorted(pairs), manifest
 
     def _record(
         self,
@@ -217,6 +321,9 @@ class Registry:
         metrics: dict[str, float],
         tags: dict[str, str],
         parents: Sequence[ParentRef],
+        version: int = 0,
+        principal: str = "",
+        trace_id: str = "",
     ) -> Registration:
         lock_key(session, "artifact-name", name)
         same = session.scalar(
@@ -225,6 +332,25 @@ class Registry:
             .order_by(ArtifactRow.version)
             .limit(1)
         )
+        if version:
+            taken = session.scalar(
+                select(ArtifactRow).where(
+                    ArtifactRow.name == name, ArtifactRow.version == version
+                )
+            )
+            if taken is not None and taken.digest != manifest.digest:
+                raise AlreadyExists(
+                    f"{name}:{version} already exists with digest {taken.digest}; "
+                    f"these files have digest {manifest.digest}. Versions are "
+                    "immutable: register them as a new version",
+                    field="version",
+                )
+            if same is not None and same.version != version:
+                raise AlreadyExists(
+                    f"these files (digest {manifest.digest}) are already "
+                    f"registered as {name}:{same.version}, not version {version}",
+                    field="version",
+                )
         if same is not None:
             return Registration(self._load(session, same), existed=True)
         other_kind = session.scalar(
@@ -254,7 +380,7 @@ class Registry:
             id=new_id(),
             kind=kind.value,
             name=name,
-            version=latest + 1,
+            version=version or latest + 1,
             digest=manifest.digest,
             size_bytes=manifest.size_bytes,
             meta=meta,
@@ -277,12 +403,29 @@ class Registry:
             LineageEdgeRow(parent_id=pid, child_id=row.id, relation=rel)
             for pid, rel in edges
         )
+        audit(
+            session,
+            principal=principal,
+            action="artifact.register",
+            target=row.id,
+            after={
+                "name": name,
+                "version": row.version,
+                "kind": kind.value,
+                "digest": manifest.digest,
+                "parents": [{"id": p, "relation": r} for p, r in edges],
+            },
+            trace_id=trace_id,
+        )
         session.flush()
         return Registration(self._load(session, row), existed=False)
 
     # -- lookup -----------------------------------------------------------
 
     def get_artifact(self, ref: str, *, verify: bool = False) -> Artifact:
+        if "@" in ref and not verify:
+            name, alias = ref.split("@", 1)
+            return self._resolve_cached(name, alias, field="id")
         artifact = self.db.read(lambda s: self._load(s, resolve_ref(s, ref)))
         if verify:
             self.store.verify(Manifest(tuple(artifact.files), artifact.digest))
@@ -296,28 +439,26 @@ class Registry:
         tags: Mapping[str, str] | None = None,
         size: int = 0,
         token: str = "",
+        filter: str = "",
+        order_by: str = "",
     ) -> tuple[list[Artifact], str]:
-        """Newest first; tag filters are applied in Python (JSON is not portable)."""
+        """Newest first unless `order_by` says otherwise; see search.py."""
         tags = dict(tags or {})
-        scope = list_scope("artifacts", kind.value if kind else "", name, tags)
-        query = select(ArtifactRow).order_by(
-            ArtifactRow.create_time.desc(), ArtifactRow.name, ArtifactRow.version.desc()
+        conditions = parse_filter(filter)
+        order = parse_order_by(order_by)
+        scope = list_scope(
+            "artifacts", kind.value if kind else "", name, tags, filter, order_by
         )
+        query = select(ArtifactRow).where(*conditions).order_by(*order)
         if kind:
             query = query.where(ArtifactRow.kind == kind.value)
         if name:
             query = query.where(ArtifactRow.name == name)
+        for key, value in tags.items():
+            query = query.where(ArtifactRow.tags[key].as_string() == value)
 
         def work(session: Session) -> tuple[list[Artifact], str]:
-            if tags:
-                rows = [
-                    r
-                    for r in session.scalars(query)
-                    if all((r.tags or {}).get(k) == v for k, v in tags.items())
-                ]
-                page, nxt = paginate(rows, size, token, scope)
-            else:
-                page, nxt = page_query(session, query, size, token, scope)
+            page, nxt = page_query(session, query, size, token, scope)
             return load_artifacts(session, page, self.store), nxt
 
         return self.db.read(work)
@@ -381,61 +522,287 @@ class Registry:
         expected_artifact_id: str | None = None,
         reason: str = "",
         trace_id: str = "",
+        actor: str = "",
+        allow_archived: bool = False,
     ) -> AliasMove:
         """Points `alias` of the artifact's name at it, compare-and-set style."""
         check_alias(alias)
 
         def work(session: Session) -> AliasMove:
             target = resolve_ref(session, ref, field="artifact_id")
-            current = session.scalar(
-                select(AliasRow)
-                .where(AliasRow.name == target.name, AliasRow.alias == alias)
-                .with_for_update()
+            return self._move_alias(
+                session,
+                target,
+                alias,
+                expected_artifact_id=expected_artifact_id,
+                reason=reason,
+                trace_id=trace_id,
+                actor=actor,
+                allow_archived=allow_archived,
+                action="alias.set",
             )
-            previous = current.artifact_id if current else ""
-            if expected_artifact_id is not None and expected_artifact_id != previous:
-                where = f"points at {previous}" if previous else "does not exist"
-                raise Aborted(
-                    f"alias {target.name}@{alias} {where}, not "
-                    f"{expected_artifact_id or 'nothing'} as expected; re-read it "
-                    "and retry",
-                    field="expected_artifact_id",
+
+        try:
+            return self.db.write(work)
+        finally:
+            self.aliases.invalidate()
+
+    def _move_alias(
+        self,
+        session: Session,
+        target: ArtifactRow,
+        alias: str,
+        *,
+        expected_artifact_id: str | None,
+        reason: str,
+        trace_id: str,
+        actor: str,
+        allow_archived: bool,
+        action: str,
+    ) -> AliasMove:
+        current = session.scalar(
+            select(AliasRow)
+            .where(AliasRow.name == target.name, AliasRow.alias == alias)
+            .with_for_update()
+        )
+        previous = current.artifact_id if current else ""
+        if expected_artifact_id is not None and expected_artifact_id != previous:
+            where = f"points at {previous}" if previous else "does not exist"
+            raise Aborted(
+                f"alias {target.name}@{alias} {where}, not "
+                f"{expected_artifact_id or 'nothing'} as expected; re-read it "
+                "and retry",
+                field="expected_artifact_id",
+            )
+        if previous != target.id:
+            if target.archived and not allow_archived:
+                raise FailedPrecondition(
+                    f"{target.name}:{target.version} is archived; set "
+                    "allow_archived to point an alias at it anyway",
+                    field="allow_archived",
                 )
-            if previous != target.id:
-                now = utcnow()
-                if current is None:
-                    session.add(
-                        AliasRow(
-                            name=target.name,
-                            alias=alias,
-                            artifact_id=target.id,
-                            update_time=now,
-                        )
-                    )
-                else:
-                    current.artifact_id, current.update_time = target.id, now
+            now = utcnow()
+            if current is None:
                 session.add(
-                    AliasEventRow(
+                    AliasRow(
                         name=target.name,
                         alias=alias,
-                        from_id=previous or None,
-                        to_id=target.id,
-                        reason=reason,
-                        time=now,
-                        trace_id=trace_id,
+                        artifact_id=target.id,
+                        update_time=now,
                     )
                 )
-                session.flush()
-            return AliasMove(self._load(session, target), previous)
+            else:
+                current.artifact_id, current.update_time = target.id, now
+            session.add(
+                AliasEventRow(
+                    name=target.name,
+                    alias=alias,
+                    from_id=previous or None,
+                    to_id=target.id,
+                    reason=reason,
+                    time=now,
+                    trace_id=trace_id,
+                    actor=actor[:256],
+                )
+            )
+            audit(
+                session,
+                principal=actor,
+                action=action,
+                target=f"{target.name}@{alias}",
+                before={"artifact_id": previous} if previous else None,
+                after={"artifact_id": target.id, "reason": reason},
+                trace_id=trace_id,
+            )
+            session.flush()
+        return AliasMove(self._load(session, target), previous)
 
-        return self.db.write(work)
+    def rollback_alias(
+        self,
+        name: str,
+        alias: str,
+        *,
+        to_artifact_id: str = "",
+        expected_artifact_id: str | None = None,
+        reason: str = "",
+        trace_id: str = "",
+        actor: str = "",
+    ) -> AliasMove:
+        """Moves the alias back to where it pointed before its latest move."""
+        check_name(name)
+        check_alias(alias)
+
+        def work(session: Session) -> AliasMove:
+            if to_artifact_id:
+                target = resolve_ref(session, to_artifact_id, field="to_artifact_id")
+                if target.name != name:
+                    raise InvalidArgument(
+                        f"to_artifact_id {to_artifact_id!r} is a version of "
+                        f"{target.name!r}, not {name!r}",
+                        field="to_artifact_id",
+                    )
+            else:
+                current = session.scalar(
+                    select(AliasRow).where(
+                        AliasRow.name == name, AliasRow.alias == alias
+                    )
+                )
+                if current is None:
+                    raise NotFound(
+                        f"artifact name {name!r} has no alias {alias!r}", field="alias"
+                    )
+                last = session.scalar(
+                    select(AliasEventRow)
+                    .where(
+                        AliasEventRow.name == name,
+                        AliasEventRow.alias == alias,
+                        AliasEventRow.to_id == current.artifact_id,
+                    )
+                    .order_by(AliasEventRow.id.desc())
+                    .limit(1)
+                )
+                if last is None or not last.from_id:
+                    raise NotFound(
+                        f"{name}@{alias} has no earlier version to roll back to",
+                        field="alias",
+                    )
+                target = session.get(ArtifactRow, last.from_id)
+                if target is None:
+                    raise NotFound(
+                        f"{name}@{alias} previously pointed at {last.from_id}, "
+                        "which no longer exists",
+                        field="alias",
+                    )
+            return self._move_alias(
+                session,
+                target,
+                alias,
+                expected_artifact_id=expected_artifact_id,
+                reason=reason,
+                trace_id=trace_id,
+                actor=actor,
+                allow_archived=True,  # going back is always allowed
+                action="alias.rollback",
+            )
+
+        try:
+            return self.db.write(work)
+        finally:
+            self.aliases.invalidate()
+
+    def alias_history(
+        self, name: str, alias: str, *, size: int = 0, token: str = ""
+    ) -> tuple[list[AliasEvent], str]:
+        check_name(name)
+        check_alias(alias)
+
+        def work(session: Session) -> tuple[list[AliasEvent], str]:
+            rows, nxt = page_query(
+                session,
+                select(AliasEventRow)
+                .where(AliasEventRow.name == name, AliasEventRow.alias == alias)
+                .order_by(AliasEventRow.id.desc()),
+                size,
+                token,
+                list_scope("alias-history", name, alias),
+            )
+            return [
+                AliasEvent(
+                    name=r.name,
+                    alias=r.alias,
+                    from_id=r.from_id or "",
+                    to_id=r.to_id,
+                    actor=r.actor,
+                    reason=r.reason,
+                    time=as_utc(r.time),
+                    trace_id=r.trace_id,
+                )
+                for r in rows
+            ], nxt
+
+        return self.db.read(work)
+
+    def archive(
+        self,
+        ref: str,
+        archived: bool = True,
+        *,
+        reason: str = "",
+        principal: str = "",
+        trace_id: str = "",
+    ) -> Artifact:
+        def work(session: Session) -> Artifact:
+            row = resolve_ref(session, ref)
+            if bool(row.archived) != archived:
+                row.archived = archived
+                audit(
+                    session,
+                    principal=principal,
+                    action="artifact.archive" if archived else "artifact.unarchive",
+                    target=row.id,
+                    before={"archived": not archived},
+                    after={"archived": archived, "reason": reason},
+                    trace_id=trace_id,
+                )
+                session.flush()
+            return self._load(session, row)
+
+        try:
+            return self.db.write(work)
+        finally:
+            self.aliases.invalidate()
 
     def resolve_alias(self, name: str, alias: str) -> Artifact:
         check_name(name)
         check_alias(alias)
-        return self.db.read(
-            lambda s: self._load(s, resolve_ref(s, f"{name}@{alias}", field="alias"))
+        return self._resolve_cached(name, alias, field="alias")
+
+    def _resolve_cached(self, name: str, alias: str, *, field: str) -> Artifact:
+        key = (name, alias)
+        hit = self.aliases.get(key)
+        if hit is not None:
+            return hit
+        generation = self.aliases.generation
+        artifact = self.db.read(
+            lambda s: self._load(s, resolve_ref(s, f"{name}@{alias}", field=field))
         )
+        self.aliases.put(key, artifact, generation)
+        return artifact
+
+
+class AliasCache:
+    """Alias resolutions for `ttl_s`, dropped whenever this process moves one.
+
+    Other registry processes sharing the database are seen within `ttl_s`. A
+    read that raced a local move is not cached (generation check), so a move
+    made here is visible here at once. ttl_s <= 0 disables the cache.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.generation = 0
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[float, Artifact]] = {}
+
+    def get(self, key: tuple[str, str]) -> Artifact | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[str, str], artifact: Artifact, generation: int) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if generation == self.generation:
+                if len(self._entries) > 100_000:
+                    self._entries.clear()
+                self._entries[key] = (time.monotonic() + self.ttl_s, artifact)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
 
 
 def list_scope(*parts: Any) -> str:

@@ -3,21 +3,47 @@
 from __future__ import annotations
 
 import abc
+import fcntl
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.errors import Aborted, DataLoss, InvalidArgument
+from services.common.errors import (
+    Aborted,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from services.common.paths import confine, fsync_dir
 
 CHUNK_BYTES = 1 << 20
 MAX_PATH_CHARS = 1024  # artifact_files.path
 DIGEST_PREFIX = "sha256:"
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_sha256(value: str, *, field: str = "sha256") -> str:
+    if not SHA256_RE.match(value or ""):
+        raise InvalidArgument(
+            f"{field} {value!r} is not a lower-case hex sha256 (64 characters)",
+            field=field,
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class GcResult:
+    deleted_blobs: int = 0
+    deleted_bytes: int = 0
+    deleted_version_dirs: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,6 +164,44 @@ class ArtifactStore(abc.ABC):
     def verify(self, manifest: Manifest) -> None:
         """Re-hashes the stored files; raises DataLoss on any mismatch."""
 
+    # -- blobs, for clients without the shared volume ------------------------
+
+    @abc.abstractmethod
+    def blob_size(self, sha256: str) -> int | None:
+        """The size of a stored blob, None when it is not stored."""
+
+    @abc.abstractmethod
+    def blob_file(self, sha256: str) -> Path:
+        """A readable local file with the blob's bytes (content inspection)."""
+
+    @abc.abstractmethod
+    def upload_status(self, sha256: str) -> tuple[int, bool]:
+        """(committed offset, complete) of a blob upload."""
+
+    @abc.abstractmethod
+    def upload(
+        self, sha256: str, size: int, offset: int, chunks: Iterable[bytes]
+    ) -> bool:
+        """Appends `chunks` at `offset`; publishes the blob once it verifies.
+
+        Returns True when the blob already existed and nothing was written.
+        """
+
+    @abc.abstractmethod
+    def read_blob(self, sha256: str, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        """(size, chunks from offset) of a verified blob; DataLoss if corrupt."""
+
+    @abc.abstractmethod
+    def collect_garbage(
+        self,
+        referenced_blobs: set[str],
+        referenced_digests: set[str],
+        *,
+        min_age_s: float,
+        dry_run: bool = False,
+    ) -> GcResult:
+        """Deletes blobs and version directories nothing references."""
+
 
 class LocalStore(ArtifactStore):
     """A store on a local or shared POSIX volume.
@@ -152,7 +216,8 @@ class LocalStore(ArtifactStore):
         self.objects = self.root / "objects" / "sha256"
         self.versions = self.root / "versions"
         self.tmp = self.root / "tmp"
-        for d in (self.objects, self.versions, self.tmp):
+        self.uploads = self.root / "uploads"
+        for d in (self.objects, self.versions, self.tmp, self.uploads):
             d.mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, sha256: str) -> Path:
@@ -171,6 +236,7 @@ class LocalStore(ArtifactStore):
         # Known content (re-registering, shared tokenizer files) costs no write.
         blob = self.blob_path(entry.sha256)
         if blob.exists() and blob.stat().st_size == entry.size_bytes:
+            _touch(blob)  # garbage collection spares recently used blobs
             return
         blob.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="blob.", dir=self.tmp)
@@ -197,6 +263,7 @@ class LocalStore(ArtifactStore):
     def _materialise(self, manifest: Manifest) -> None:
         final = Path(self.location(manifest.digest))
         if final.exists():
+            _touch(final)
             return
         staging = Path(tempfile.mkdtemp(prefix="version.", dir=self.tmp))
         try:
@@ -238,6 +305,202 @@ class LocalStore(ArtifactStore):
                     f"{entry.sha256} ({entry.size_bytes} bytes), found sha256 {sha} "
                     f"({size} bytes)"
                 )
+
+
+    # -- blobs ----------------------------------------------------------------
+
+    def blob_size(self, sha256: str) -> int | None:
+        try:
+            return self.blob_path(check_sha256(sha256)).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def blob_file(self, sha256: str) -> Path:
+        return self.blob_path(check_sha256(sha256))
+
+    def _part(self, sha256: str) -> Path:
+        return self.uploads / f"{sha256}.part"
+
+    def upload_status(self, sha256: str) -> tuple[int, bool]:
+        size = self.blob_size(sha256)
+        if size is not None:
+            return size, True
+        try:
+            return self._part(sha256).stat().st_size, False
+        except FileNotFoundError:
+            return 0, False
+
+    def upload(
+        self, sha256: str, size: int, offset: int, chunks: Iterable[bytes]
+    ) -> bool:
+        """Writes to uploads/<sha>.part under an exclusive lock, then renames.
+
+        Bytes are written unbuffered, so what reached the kernel survives a
+        killed process and is the committed offset; the blob path only ever
+        holds a complete, verified file (atomic rename after the hash check).
+        """
+        check_sha256(sha256)
+        if size < 0 or offset < 0 or offset > size:
+            raise InvalidArgument(
+                f"offset {offset} and size_bytes {size} must satisfy "
+                "0 <= offset <= size_bytes",
+                field="offset",
+            )
+        existing = self.blob_size(sha256)
+        if existing is not None:
+            if existing != size:
+                raise InvalidArgument(
+                    f"blob sha256 {sha256} is stored with {existing} bytes, not "
+                    f"size_bytes {size}",
+                    field="size_bytes",
+                )
+            return True
+        lock_fd = os.open(self.uploads / f"{sha256}.lock", os.O_CREAT | os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise Aborted(
+                    f"another upload of blob {sha256} is in progress; retry "
+                    "after it finishes (GetUploadStatus shows its offset)"
+                ) from exc
+            if self.blob_size(sha256) is not None:  # finished while we waited
+                return True
+            self._receive(sha256, size, offset, chunks)
+            return False
+        finally:
+            os.close(lock_fd)  # releases the flock
+
+    def _receive(
+        self, sha256: str, size: int, offset: int, chunks: Iterable[bytes]
+    ) -> None:
+        part = self._part(sha256)
+        committed = part.stat().st_size if part.exists() else 0
+        if offset > committed:
+            raise FailedPrecondition(
+                f"upload of {sha256} has {committed} bytes committed; resume at "
+                f"offset {committed} or lower, not {offset}",
+                field="offset",
+            )
+        h = hashlib.sha256()
+        with open(part, "a+b", buffering=0) as out:
+            out.truncate(offset)
+            out.seek(0)
+            remaining = offset
+            while remaining:
+                chunk = out.read(min(CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                h.update(chunk)
+                remaining -= len(chunk)
+            position = offset
+            try:
+                for chunk in chunks:
+                    if not chunk:
+                        continue
+                    if position + len(chunk) > size:
+                        raise InvalidArgument(
+                            f"upload of {sha256} sent more than size_bytes {size}",
+                            field="data",
+                        )
+                    out.write(chunk)
+                    h.update(chunk)
+                    position += len(chunk)
+            finally:
+                os.fsync(out.fileno())
+        if position != size:
+            raise FailedPrecondition(
+                f"upload of {sha256} ended at offset {position} of {size}; resume "
+                f"with offset {position}",
+                field="data",
+            )
+        actual = h.hexdigest()
+        if actual != sha256:
+            part.unlink(missing_ok=True)
+            raise DataLoss(
+                f"uploaded bytes hash to sha256 {actual}, not the declared "
+                f"sha256 {sha256}; the upload was discarded"
+            )
+        blob = self.blob_path(sha256)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(part, 0o444)
+        os.replace(part, blob)
+        fsync_dir(blob.parent)
+
+    def read_blob(self, sha256: str, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        size = self.blob_size(sha256)
+        if size is None:
+            raise NotFound(f"no blob with sha256 {sha256} is stored", field="sha256")
+        if offset < 0 or offset > size:
+            raise InvalidArgument(
+                f"offset {offset} is outside the blob's {size} bytes", field="offset"
+            )
+        path = self.blob_path(sha256)
+        actual, _ = hash_file(path)
+        if actual != sha256:
+            raise DataLoss(
+                f"stored blob {sha256} is corrupt: its bytes hash to {actual}; "
+                "it will not be served"
+            )
+
+        def chunks() -> Iterator[bytes]:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK_BYTES):
+                    h.update(chunk)
+                    if fh.tell() > offset:
+                        yield chunk[max(0, offset - (fh.tell() - len(chunk))) :]
+            if h.hexdigest() != sha256:
+                raise DataLoss(
+                    f"stored blob {sha256} changed while it was served: it now "
+                    f"hashes to {h.hexdigest()}; discard what was received"
+                )
+
+        return size, chunks()
+
+    def collect_garbage(
+        self,
+        referenced_blobs: set[str],
+        referenced_digests: set[str],
+        *,
+        min_age_s: float,
+        dry_run: bool = False,
+    ) -> GcResult:
+        cutoff = time.time() - min_age_s
+        blobs = freed = dirs = 0
+        for blob in self.objects.glob("*/*"):
+            try:
+                st = blob.stat()
+            except FileNotFoundError:
+                continue
+            if blob.name in referenced_blobs or st.st_mtime > cutoff:
+                continue
+            blobs, freed = blobs + 1, freed + st.st_size
+            if not dry_run:
+                blob.unlink(missing_ok=True)
+        for version in self.versions.iterdir():
+            if DIGEST_PREFIX + version.name in referenced_digests:
+                continue
+            if version.stat().st_mtime > cutoff:
+                continue
+            dirs += 1
+            if not dry_run:
+                _remove_tree(version)
+        if not dry_run:
+            for stale in self.tmp.iterdir():  # left by killed registrations
+                if stale.stat().st_mtime <= cutoff:
+                    if stale.is_dir():
+                        _remove_tree(stale)
+                    else:
+                        stale.unlink(missing_ok=True)
+        return GcResult(blobs, freed, dirs)
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def _link_or_copy(blob: Path, dest: Path) -> None:

@@ -13,14 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.v1 import common_pb2, registry_pb2
-from services.common import datasets
 from services.common.config import Config
 from services.common.convert import from_struct, struct
 from services.common.datasets import dataset_file_of
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobs import Job, JobContext, JobEngine
-from services.common.modeling import environment_facts, resolve_device
-from services.trainer.spec import TrainSpec
+from services.common.modeling import (
+    adaptable_module_names,
+    check_target_modules,
+    environment_facts,
+    load_tokenizer,
+    resolve_device,
+)
+from services.trainer.dataset_report import DatasetReport, build_report
+from services.trainer.spec import TrainConfig, TrainSpec
 from services.trainer.training import fine_tune
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,7 @@ class ResolvedTrainJob:
     dataset_file: Path
     task: str
     split: tuple[int, int]
+    report: DatasetReport | None = None
 
 
 @dataclass
@@ -57,6 +64,9 @@ class Trainer:
         self._config = config
         self._registry = registry
         self._device = resolve_device(config.device)
+        # Per base digest: tokenizers and module names are reused across Starts.
+        self._tokenizers: dict[str, Any] = {}
+        self._module_names: dict[str, list[str]] = {}
         self.engine = JobEngine(
             "train",
             self._run,
@@ -67,25 +77,76 @@ class Trainer:
 
     def start(self, spec: TrainSpec) -> Job:
         spec.check()
-        base = self._get(spec.base_model_id)
-        if base.kind not in MODEL_KINDS:
-            raise FailedPrecondition(
-                f"{spec.base_model_id} is a {common_pb2.ArtifactKind.Name(base.kind)}, "
-                "not a model; pass a base or merged model id as base_model_id"
-            )
-        dataset = self._get(spec.dataset_id)
-        if dataset.kind != common_pb2.ARTIFACT_KIND_DATASET:
-            raise FailedPrecondition(f"{spec.dataset_id} is not a dataset")
-        path = dataset_file_of(dataset)
-        task, rows = datasets.load_dataset(path, spec.config.task_type)
-        train, held_out = datasets.split_rows(
-            rows, spec.config.eval_fraction, spec.config.seed
-        )
+        base = self._model(spec.base_model_id)
+        if spec.config.target_modules:
+            check_target_modules(spec.config.target_modules, self._modules_of(base))
+        dataset = self._dataset(spec.dataset_id)
+        report = self._report(base, dataset, spec.config)
+        report.require_passed()
         return self.engine.submit(
             ResolvedTrainJob(
-                spec, base, dataset, path, task, (len(train), len(held_out))
+                spec,
+                base,
+                dataset,
+                dataset_file_of(dataset),
+                report.task,
+                (report.train_rows, report.eval_rows),
+                report,
             )
         )
+
+    def validate_dataset(
+        self, dataset_id: str, base_model_id: str, cfg: TrainConfig
+    ) -> DatasetReport:
+        """The report Start would compute, for checking a dataset before training."""
+        cfg.check()
+        for name, value in (
+            ("dataset_id", dataset_id),
+            ("base_model_id", base_model_id),
+        ):
+            if not value:
+                raise InvalidArgument(f"{name} is required", field=name)
+        base = self._model(base_model_id)
+        return self._report(base, self._dataset(dataset_id), cfg)
+
+    def _model(self, artifact_id: str) -> Any:
+        base = self._get(artifact_id)
+        if base.kind not in MODEL_KINDS:
+            raise FailedPrecondition(
+                f"{artifact_id} is a {common_pb2.ArtifactKind.Name(base.kind)}, "
+                "not a model; pass a base or merged model id as base_model_id"
+            )
+        return base
+
+    def _dataset(self, artifact_id: str) -> Any:
+        dataset = self._get(artifact_id)
+        if dataset.kind != common_pb2.ARTIFACT_KIND_DATASET:
+            raise FailedPrecondition(f"{artifact_id} is not a dataset")
+        return dataset
+
+    def _report(self, base: Any, dataset: Any, cfg: TrainConfig) -> DatasetReport:
+        return build_report(
+            dataset_file_of(dataset),
+            self._tokenizer_of(base),
+            task_type=cfg.task_type,
+            max_seq_length=cfg.max_seq_length,
+            eval_fraction=cfg.eval_fraction,
+            seed=cfg.seed,
+        )
+
+    def _tokenizer_of(self, base: Any) -> Any:
+        if base.digest not in self._tokenizers:
+            _bounded(self._tokenizers)
+            self._tokenizers[base.digest] = load_tokenizer(Path(base.local_path))
+        return self._tokenizers[base.digest]
+
+    def _modules_of(self, base: Any) -> list[str]:
+        if base.digest not in self._module_names:
+            _bounded(self._module_names)
+            self._module_names[base.digest] = adaptable_module_names(
+                Path(base.local_path)
+            )
+        return self._module_names[base.digest]
 
     def _get(self, artifact_id: str) -> Any:
         return self._registry.GetArtifact(
@@ -137,7 +198,16 @@ class Trainer:
                 message="registering adapter",
                 metrics=outcome.metrics,
             )
-            environment = environment_facts()
+            split = {
+                "seed": cfg.seed,
+                "eval_fraction": cfg.eval_fraction,
+                "split_train_rows": job.split[0],
+                "split_eval_rows": job.split[1],
+                "train_examples": outcome.train_rows,
+                "eval_examples": outcome.eval_rows,
+                "dropped_rows": outcome.dropped_rows,
+            }
+            environment = {**environment_facts(), "split": split}
             metadata = {
                 "base_model_id": job.base.id,
                 "base_model_digest": job.base.digest,
@@ -151,6 +221,8 @@ class Trainer:
                 "alpha": cfg.alpha,
                 "target_modules": outcome.target_modules,
                 "train_config": cfg.as_dict(),
+                "seed": cfg.seed,
+                "split": split,
                 "train_rows": outcome.train_rows,
                 "eval_rows": outcome.eval_rows,
                 "dropped_rows": outcome.dropped_rows,
@@ -186,3 +258,9 @@ class Trainer:
         return TrainOutcome(
             adapter_id=adapter.id, metrics=outcome.metrics, environment=environment
         )
+
+
+def _bounded(cache: dict, size: int = 4) -> None:
+    """Keeps a per-base cache small: a trainer serves few bases at a time."""
+    if len(cache) >= size:
+        cache.pop(next(iter(cache)))

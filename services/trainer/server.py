@@ -12,6 +12,7 @@ from services.common.convert import (
 )
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
+from services.trainer.dataset_report import DatasetReport
 from services.trainer.jobs import ResolvedTrainJob, Trainer
 from services.trainer.spec import TrainConfig, TrainSpec
 
@@ -85,6 +86,34 @@ def config_to_pb(cfg: TrainConfig) -> common_pb2.TrainConfig:
     )
 
 
+def report_to_pb(report: DatasetReport) -> trainer_pb2.DatasetReport:
+    inverse_task = next((k for k, v in _TASKS.items() if v == report.task), 0)
+    return trainer_pb2.DatasetReport(
+        passed=report.passed,
+        summary=report.summary,
+        task_type=inverse_task,
+        row_count=report.row_count,
+        empty_rows=report.empty_rows,
+        duplicate_rows=report.duplicate_rows,
+        over_length_rows=report.over_length_rows,
+        truncated_tokens=report.truncated_tokens,
+        no_answer_rows=report.no_answer_rows,
+        total_tokens=report.total_tokens,
+        max_row_tokens=report.max_row_tokens,
+        train_rows=report.train_rows,
+        eval_rows=report.eval_rows,
+        issues=[
+            trainer_pb2.DatasetIssue(
+                line=i.line, kind=i.kind, message=i.message, fatal=i.fatal
+            )
+            for i in report.issues
+        ],
+        max_seq_length=report.max_seq_length,
+        eval_fraction=report.eval_fraction,
+        seed=report.seed,
+    )
+
+
 def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
     resolved: ResolvedTrainJob = job.spec
     spec = resolved.spec
@@ -98,6 +127,8 @@ def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
         ),
         effective_config=config_to_pb(spec.config),
     )
+    if resolved.report is not None:
+        pb.dataset_report.CopyFrom(report_to_pb(resolved.report))
     if job.result is not None:
         pb.result.adapter_id = job.result.adapter_id
         pb.result.metrics.update(job.result.metrics)
@@ -133,6 +164,21 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     def WatchTrainJob(self, request, context):
         yield from self._jobs.watch(request, context)
+
+    def ValidateDataset(self, request, context):
+        d = TrainConfig()
+        cfg = TrainConfig(
+            max_seq_length=request.max_seq_length or d.max_seq_length,
+            eval_fraction=request.eval_fraction
+            if request.HasField("eval_fraction")
+            else d.eval_fraction,
+            seed=request.seed or d.seed,
+            task_type=_TASKS.get(request.task_type, d.task_type),
+        )
+        report = self._trainer.validate_dataset(
+            request.dataset_id, request.base_model_id, cfg
+        )
+        return trainer_pb2.ValidateDatasetResponse(report=report_to_pb(report))
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:

@@ -87,7 +87,6 @@ def fine_tune(
     should_stop: Callable[[], bool],
 ) -> TrainingOutcome:
     """Trains a LoRA adapter and saves it (safetensors + PEFT config) to `out_dir`."""
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
         DataCollatorForSeq2Seq,
@@ -95,9 +94,13 @@ def fine_tune(
         Trainer,
         TrainerCallback,
         TrainingArguments,
+        set_seed,
     )
 
-    torch.manual_seed(cfg.seed)
+    # Seeds python, numpy and torch before LoRA init: the same seed, data and
+    # config give a byte-identical adapter on CPU (Trainer reseeds for dropout
+    # and, via data_seed, the dataloader order).
+    set_seed(cfg.seed)
     tokenizer = load_tokenizer(base_dir)
     data = prepare_data(tokenizer, dataset_file, cfg)
     model = load_causal_lm(base_dir, device)

@@ -1,0 +1,202 @@
+"""The ListArtifacts filter and order_by languages, compiled to SQL.
+
+    filter   := clause (AND clause)*
+    clause   := field op value
+    op       := = | != | < | <= | > | >=
+    field    := name | kind | version | create_time | archived | task_type
+              | base_model | tags.<key> | metrics.<key> | metadata.<key>
+              | <metric name>
+    value    := word | "quoted string"
+
+Every filter runs in the database (JSON fields through SQLAlchemy's portable
+JSON accessors), so paging and sorting stay correct on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, or_, select
+
+from services.common.errors import InvalidArgument
+from services.registry.db import ArtifactRow, LineageEdgeRow
+from services.registry.domain import ArtifactKind
+
+_TOKEN = re.compile(
+    r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op><=|>=|!=|=|<|>)|(?P<word>[^\s<>=!"]+))'
+)
+_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_OPS = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+_EQUALITY = ("=", "!=")
+
+
+def _bad(message: str) -> InvalidArgument:
+    return InvalidArgument(message, field="filter")
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise _bad(f"filter: unexpected character {text[pos]!r} at {pos}")
+        pos = m.end()
+        kind = m.lastgroup or "word"
+        value = m.group(kind)
+        if kind == "str":
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        out.append((kind, value))
+    return out
+
+
+def parse_filter(text: str) -> list[ColumnElement[bool]]:
+    """SQL conditions for a filter string; INVALID_ARGUMENT names the bad token."""
+    if not text.strip():
+        return []
+    tokens = _tokens(text)
+    clauses: list[list[tuple[str, str]]] = [[]]
+    for kind, value in tokens:
+        if kind == "word" and value.upper() == "AND":
+            clauses.append([])
+        else:
+            clauses[-1].append((kind, value))
+    conditions = []
+    for clause in clauses:
+        if len(clause) != 3 or clause[0][0] != "word" or clause[1][0] != "op":
+            shown = " ".join(v for _, v in clause) or "(empty)"
+            raise _bad(
+                f"filter clause {shown!r} is not 'field op value' "
+                "(e.g. 'eval_loss < 1.2'); join clauses with AND"
+            )
+        (_, field), (_, op), (_, value) = clause
+        conditions.append(_condition(field, op, value))
+    return conditions
+
+
+def _number(field: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise _bad(f"filter: {field} needs a number, got {value!r}") from None
+
+
+def _equality_only(field: str, op: str) -> None:
+    if op not in _EQUALITY:
+        raise _bad(f"filter: {field} supports only = and !=, not {op!r}")
+
+
+def _condition(field: str, op: str, value: str) -> ColumnElement[bool]:
+    compare = _OPS[op]
+    lower = field.lower()
+    if lower == "name":
+        return compare(ArtifactRow.name, value)
+    if lower == "kind":
+        _equality_only(field, op)
+        raw = value.upper().removeprefix("ARTIFACT_KIND_")
+        try:
+            kind = ArtifactKind(raw)
+        except ValueError:
+            raise _bad(
+                f"filter: kind {value!r} is not one of "
+                + ", ".join(k.value for k in ArtifactKind)
+            ) from None
+        return compare(ArtifactRow.kind, kind.value)
+    if lower == "version":
+        return compare(ArtifactRow.version, int(_number(field, value)))
+    if lower == "create_time":
+        try:
+            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise _bad(
+                f"filter: create_time needs an RFC 3339 time such as "
+                f"2026-01-31T12:00:00Z, got {value!r}"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return compare(ArtifactRow.create_time, when.astimezone(dt.timezone.utc))
+    if lower == "archived":
+        _equality_only(field, op)
+        if value.lower() not in ("true", "false"):
+            raise _bad(f"filter: archived needs true or false, got {value!r}")
+        return compare(ArtifactRow.archived, value.lower() == "true")
+    if lower == "task_type":
+        _equality_only(field, op)
+        task = value.lower().removeprefix("task_type_")
+        return compare(ArtifactRow.meta["task_type"].as_string(), task)
+    if lower == "base_model":
+        _equality_only(field, op)
+        parent = select(ArtifactRow.id).where(_ref_matches(value)).scalar_subquery()
+        edge = exists().where(
+            LineageEdgeRow.child_id == ArtifactRow.id,
+            LineageEdgeRow.relation == "base_model",
+            LineageEdgeRow.parent_id.in_(parent),
+        )
+        return edge if op == "=" else ~edge
+    prefix, _, key = field.partition(".")
+    if prefix in ("tags", "metrics", "metadata") and key:
+        _check_key(field, key)
+        if prefix == "tags":
+            _equality_only(field, op)
+            return compare(ArtifactRow.tags[key].as_string(), value)
+        if prefix == "metrics":
+            return compare(ArtifactRow.metrics[key].as_float(), _number(field, value))
+        try:
+            return compare(ArtifactRow.meta[key].as_float(), float(value))
+        except ValueError:
+            _equality_only(field, op)
+            return compare(ArtifactRow.meta[key].as_string(), value)
+    _check_key(field, field)
+    return compare(ArtifactRow.metrics[field].as_float(), _number(field, value))
+
+
+def _check_key(field: str, key: str) -> None:
+    if not _KEY.match(key):
+        raise _bad(f"filter: field {field!r} is not a known field or metric name")
+
+
+def _ref_matches(ref: str) -> ColumnElement[bool]:
+    if ":" in ref:
+        name, _, version = ref.rpartition(":")
+        if version.isdigit():
+            return and_(ArtifactRow.name == name, ArtifactRow.version == int(version))
+    return or_(ArtifactRow.id == ref, ArtifactRow.name == ref)
+
+
+def parse_order_by(text: str) -> list[Any]:
+    """ORDER BY terms; defaults to newest first, always ending in a unique key."""
+    terms: list[Any] = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        words = part.split()
+        if len(words) > 2 or (
+            len(words) == 2 and words[1].lower() not in ("asc", "desc")
+        ):
+            raise InvalidArgument(
+                f"order_by term {part!r} is not '<field> [asc|desc]'",
+                field="order_by",
+            )
+        field = words[0]
+        desc = len(words) == 2 and words[1].lower() == "desc"
+        if field in ("create_time", "name", "version"):
+            column: Any = getattr(ArtifactRow, field)
+        elif field.startswith("metrics.") and _KEY.match(field[8:]):
+            column = ArtifactRow.metrics[field[8:]].as_float()
+        else:
+            raise InvalidArgument(
+                f"order_by field {field!r} is not create_time, name, version or "
+                "metrics.<key>",
+                field="order_by",
+            )
+        terms.append((column.desc() if desc else column.asc()).nulls_last())
+    if not terms:
+        terms = [ArtifactRow.create_time.desc(), ArtifactRow.name]
+    return [*terms, ArtifactRow.version.desc(), ArtifactRow.id]

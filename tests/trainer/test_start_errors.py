@@ -1,0 +1,109 @@
+"""StartTrainJob refuses bad input over real gRPC with a precise status and no job."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from lorafleet.v1 import common_pb2, trainer_pb2
+from tests.trainer.helpers import chat_row, register_dataset
+
+
+@pytest.fixture(scope="module")
+def chat_data(suite):
+    rows = [chat_row(f"What is {i} + {i}?", str(2 * i)) for i in range(12)]
+    return register_dataset(suite, "start-errors", rows)
+
+
+def _start(suite, base_id: str, dataset_id: str, **config):
+    request = trainer_pb2.StartTrainJobRequest(
+        base_model_id=base_id,
+        dataset_id=dataset_id,
+        adapter_name="start-errors",
+        config=common_pb2.TrainConfig(max_steps=1, max_seq_length=64, **config),
+    )
+    return suite.stub("trainer").StartTrainJob(request, timeout=60)
+
+
+def _job_count(suite) -> int:
+    return len(
+        suite.stub("trainer")
+        .ListTrainJobs(trainer_pb2.ListTrainJobsRequest(page_size=1000), timeout=10)
+        .jobs
+    )
+
+
+def _refused(suite, code, call) -> str:
+    before = _job_count(suite)
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    assert err.value.code() == code, err.value.details()
+    assert _job_count(suite) == before  # no job was created
+    return err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"rank": -1}, ["config.rank", "got -1"]),
+        ({"learning_rate": -0.001}, ["config.learning_rate", "got -0.001"]),
+        ({"learning_rate": 3.0}, ["config.learning_rate", "got 3", "1e-5 to 1e-3"]),
+    ],
+)
+def test_out_of_range_hyperparameters(suite, base_model, chat_data, config, words):
+    message = _refused(
+        suite,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: _start(suite, base_model.id, chat_data.id, **config),
+    )
+    for word in words:
+        assert word in message, message
+
+
+def test_target_modules_that_match_nothing_list_the_real_ones(
+    suite, base_model, chat_data
+):
+    message = _refused(
+        suite,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: _start(
+            suite, base_model.id, chat_data.id, target_modules=["q_proj", "c_attn"]
+        ),
+    )
+    assert "['c_attn']" in message
+    for real in ("q_proj", "v_proj", "down_proj", "lm_head"):
+        assert real in message, message
+
+
+def test_chat_row_without_assistant_names_its_line(suite, base_model):
+    rows = [chat_row("hi", "hello")] * 3 + [
+        {"messages": [{"role": "user", "content": "only a question"}]}
+    ]
+    dataset = register_dataset(suite, "no-assistant", rows)
+    message = _refused(
+        suite,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: _start(suite, base_model.id, dataset.id),
+    )
+    assert "line 4: no assistant message to learn from" in message
+
+
+def test_unknown_base_model_is_not_found(suite, chat_data):
+    message = _refused(
+        suite,
+        grpc.StatusCode.NOT_FOUND,
+        lambda: _start(suite, "no-such-base", chat_data.id),
+    )
+    assert "no-such-base" in message
+
+
+def test_dataset_failing_validation_carries_the_report_summary(suite, base_model):
+    rows = [chat_row("q", "a"), "{not json", {"text": "wrong schema"}]
+    dataset = register_dataset(suite, "bad-report", rows)
+    message = _refused(
+        suite,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: _start(suite, base_model.id, dataset.id),
+    )
+    assert "line 2: invalid JSON" in message
+    assert "line 3: no assistant" in message or "line 3: 'messages'" in message
