@@ -1,0 +1,54 @@
+"""Merge methods as plug-ins: one class per file, listed in METHODS.
+
+Adding a method is one new file with a `MergeMethod` subclass and one line here.
+"""
+
+from __future__ import annotations
+
+from services.common.errors import InvalidArgument
+from services.merger.methods.base import (
+    MergeMethod,
+    MergeParams,
+    TensorContext,
+    parse_params,
+)
+from services.merger.methods.dare import DareLinear, DareTies
+from services.merger.methods.linear import Linear
+from services.merger.methods.magnitude_prune import MagnitudePrune
+from services.merger.methods.slerp import Slerp
+from services.merger.methods.task_arithmetic import TaskArithmetic
+from services.merger.methods.ties import Ties
+
+METHODS: dict[str, type[MergeMethod]] = {
+    cls.name: cls
+    for cls in (
+        Linear,
+        TaskArithmetic,
+        Ties,
+        DareLinear,
+        DareTies,
+        Slerp,
+        MagnitudePrune,
+    )
+}
+
+
+def get(name: str) -> MergeMethod:
+    """The method called `name`; unknown names list the valid ones."""
+    try:
+        return METHODS[name]()
+    except KeyError:
+        valid = ", ".join(f"{n} ({c.summary})" for n, c in sorted(METHODS.items()))
+        raise InvalidArgument(
+            f"unknown merge method {name!r}; valid methods: {valid}", field="method"
+        ) from None
+
+
+__all__ = [
+    "METHODS",
+    "MergeMethod",
+    "MergeParams",
+    "TensorContext",
+    "get",
+    "parse_params",
+]

@@ -1,0 +1,198 @@
+"""The interface every merge method implements, and typed, checked parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from services.common.errors import InvalidArgument
+
+_LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
+
+
+def param(default: Any = dataclasses.MISSING, *, help: str, **kw: Any) -> Any:
+    """A dataclass field that carries help text for error messages and the CLI."""
+    meta = {"help": help}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass(kw_only=True)
+class MergeParams:
+    """Parameters shared by every method; subclasses add their own."""
+
+    weights: list[float] = param(
+        [], help="one weight per input model (default: 1.0 each)"
+    )
+
+    def check(self, n_inputs: int) -> None:
+        if self.weights and len(self.weights) != n_inputs:
+            raise InvalidArgument(
+                f"weights has {len(self.weights)} values but there are {n_inputs} "
+                "input models; give one weight per input or none",
+                field="params.weights",
+            )
+        if any(w != w or abs(w) == float("inf") for w in self.weights):
+            raise InvalidArgument("weights must be finite", field="params.weights")
+
+    def weight_list(self, n_inputs: int) -> list[float]:
+        return list(self.weights) if self.weights else [1.0] * n_inputs
+
+
+@dataclass(frozen=True)
+class TensorContext:
+    """Where in the model a tensor sits, for per-layer parameters and seeding."""
+
+    name: str
+    num_layers: int = 0
+    seed: int = 0
+
+    @property
+    def layer(self) -> int | None:
+        match = _LAYER.search(f".{self.name}")
+        return int(match.group(1)) if match else None
+
+    def generator(self, index: int) -> torch.Generator:
+        """A generator seeded by (seed, tensor name, input index): reproducible."""
+        salt = zlib.crc32(f"{self.name}#{index}".encode())
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + salt) % 2**63)
+
+
+class MergeMethod(ABC):
+    """One way of combining models, tensor by tensor.
+
+    Implementations receive float32 tensors of equal shape and return the merged
+    float32 tensor; the executor handles I/O, dtype and streaming.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Params: ClassVar[type[MergeParams]] = MergeParams
+    needs_base: ClassVar[bool] = True
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int | None] = None
+
+    @abstractmethod
+    def merge(
+        self,
+        base: torch.Tensor | None,
+        inputs: list[torch.Tensor],
+        params: MergeParams,
+        ctx: TensorContext,
+    ) -> torch.Tensor: ...
+
+    def check_inputs(self, n_inputs: int, has_base: bool) -> None:
+        if self.needs_base and not has_base:
+            raise InvalidArgument(
+                f"method {self.name!r} needs a base model (task vectors are "
+                "differences from it); set base_model_id",
+                field="base_model_id",
+            )
+        if n_inputs < self.min_inputs or (
+            self.max_inputs is not None and n_inputs > self.max_inputs
+        ):
+            wanted = (
+                f"exactly {self.min_inputs}"
+                if self.min_inputs == self.max_inputs
+                else f"at least {self.min_inputs}"
+            )
+            raise InvalidArgument(
+                f"method {self.name!r} takes {wanted} input models, got {n_inputs}",
+                field="inputs",
+            )
+
+
+def describe_params(params_type: type[MergeParams]) -> str:
+    """'name (help)' for every parameter, for error messages."""
+    return "; ".join(
+        f"{f.name} ({f.metadata.get('help', '')})"
+        for f in dataclasses.fields(params_type)
+    )
+
+
+def parse_params(
+    method: MergeMethod, raw: dict[str, Any], n_inputs: int
+) -> MergeParams:
+    """Builds the method's typed parameters; unknown or missing ones are refused."""
+    fields = {f.name: f for f in dataclasses.fields(method.Params)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise InvalidArgument(
+            f"method {method.name!r} has no parameter {', '.join(unknown)}; valid "
+            f"parameters: {describe_params(method.Params)}",
+            field="params",
+        )
+    missing = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and name not in raw
+    ]
+    if missing:
+        raise InvalidArgument(
+            f"method {method.name!r} needs parameter {', '.join(missing)}; valid "
+            f"parameters: {describe_params(method.Params)}",
+            field=f"params.{missing[0]}",
+        )
+    try:
+        params = method.Params(**raw)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(
+            f"bad parameters for {method.name!r}: {exc}", field="params"
+        ) from exc
+    params.check(n_inputs)
+    return params
+
+
+def check_density(density: float) -> None:
+    if not 0.0 < density <= 1.0:
+        raise InvalidArgument(
+            f"density must be in (0, 1], got {density}", field="params.density"
+        )
+
+
+def check_unit(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise InvalidArgument(
+            f"{name} must be in [0, 1], got {value}", field=f"params.{name}"
+        )
+
+
+def task_vectors(base: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [x - base for x in inputs]
+
+
+def keep_top_magnitude(tensor: torch.Tensor, density: float) -> torch.Tensor:
+    """Zeroes all but the `density` fraction of entries with the largest |value|."""
+    if density >= 1.0:
+        return tensor.clone()
+    k = max(1, int(round(density * tensor.numel())))
+    flat = tensor.flatten()
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[flat.abs().topk(k, sorted=False).indices] = True
+    return torch.where(keep, flat, torch.zeros_like(flat)).view_as(tensor)
+
+
+def sign_consensus_mean(
+    vectors: list[torch.Tensor], weights: list[float]
+) -> torch.Tensor:
+    """TIES' elect-sign and disjoint mean: average only entries agreeing in sign.
+
+    The elected sign of an entry is the sign of the weighted sum of the inputs;
+    each entry is the weighted mean over the inputs that are non-zero and agree.
+    """
+    stacked = torch.stack([w * v for w, v in zip(weights, vectors, strict=True)])
+    elected = torch.sign(stacked.sum(dim=0))
+    agree = (torch.sign(stacked) == elected) & (stacked != 0)
+    w = torch.tensor(weights, dtype=stacked.dtype).view(-1, *[1] * vectors[0].dim())
+    total = (stacked * agree).sum(dim=0)
+    norm = (w * agree).sum(dim=0)
+    return torch.where(norm != 0, total / torch.where(norm != 0, norm, 1), 0.0)
