@@ -104,7 +104,7 @@ def _merged_tensor(
     return tensor if replaced else None
 
 
-def _copy_side_files(base_dir: Path, out_dir: Path, dtype_name: str) -> None:
+def copy_side_files(base_dir: Path, out_dir: Path, dtype_name: str) -> None:
     """Config, tokenizer, generation config, chat template: all but the weights."""
     for f in sorted(base_dir.iterdir()):
         if (
@@ -198,7 +198,7 @@ def execute_merge(
         index = dict(plan.layout.index)
         index["metadata"] = {**index.get("metadata", {}), "total_size": total_size}
         (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-    _copy_side_files(plan.base_dir, out_dir, output_dtype)
+    copy_side_files(plan.base_dir, out_dir, output_dtype)
     return MergeStats(
         tensors_merged=merged,
         tensors_total=total,
