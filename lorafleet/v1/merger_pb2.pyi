@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from lorafleet.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -22,7 +23,7 @@ OUTPUT_DTYPE_BFLOAT16: OutputDtype
 OUTPUT_DTYPE_FLOAT16: OutputDtype
 
 class StartMergeJobRequest(_message.Message):
-    __slots__ = ("adapter_id", "base_model_id", "output_name", "output_dtype", "tags")
+    __slots__ = ("adapter_id", "base_model_id", "output_name", "output_dtype", "tags", "method", "input_model_ids", "params")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,12 +36,18 @@ class StartMergeJobRequest(_message.Message):
     OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    INPUT_MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     adapter_id: str
     base_model_id: str
     output_name: str
     output_dtype: OutputDtype
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, adapter_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., output_name: _Optional[str] = ..., output_dtype: _Optional[_Union[OutputDtype, str]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    method: str
+    input_model_ids: _containers.RepeatedScalarFieldContainer[str]
+    params: _struct_pb2.Struct
+    def __init__(self, adapter_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., output_name: _Optional[str] = ..., output_dtype: _Optional[_Union[OutputDtype, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., input_model_ids: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class StartMergeJobResponse(_message.Message):
     __slots__ = ("job",)

@@ -70,11 +70,13 @@ class MergerServiceServicer:
 
     def StartMergeJob(self, request, context):
         """Checks compatibility, then queues a merge job.
-        Errors: INVALID_ARGUMENT if the adapter id or output name is missing or
-        the dtype is unknown; NOT_FOUND if the adapter or base is unknown;
-        FAILED_PRECONDITION if the adapter was trained on a different base or a
-        targeted tensor's shape does not match; RESOURCE_EXHAUSTED if the queue
-        is full.
+        Errors: INVALID_ARGUMENT if the adapter id (or, for multi-model methods,
+        the inputs) or output name is missing, the dtype or method is unknown, or a
+        method parameter is missing or out of range (density outside (0, 1], t
+        outside [0, 1], weights not matching the inputs); NOT_FOUND if an adapter,
+        base or input is unknown; FAILED_PRECONDITION if the adapter was trained on
+        a different base or a tensor's shape does not match; RESOURCE_EXHAUSTED if
+        the queue is full.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

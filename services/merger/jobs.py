@@ -26,6 +26,11 @@ from services.merger.lora_merge import (
     execute_merge,
     plan_merge,
 )
+from services.merger.model_jobs import (
+    ResolvedModelMerge,
+    resolve_model_merge,
+    run_model_merge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,24 @@ class MergeRequest:
     base_model_id: str = ""
     output_dtype: str = "same"
     tags: dict[str, str] = field(default_factory=dict)
+    # "lora" merges adapter_id into its base; any other name is a model merge.
+    method: str = "lora"
+    input_model_ids: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def merges_models(self) -> bool:
+        return self.method != "lora"
 
     def check(self) -> None:
-        if not self.adapter_id:
+        if self.merges_models:
+            if self.adapter_id:
+                raise InvalidArgument(
+                    f"method {self.method!r} merges input_model_ids; adapter_id is "
+                    "only for method 'lora'",
+                    field="adapter_id",
+                )
+        elif not self.adapter_id:
             raise InvalidArgument(
                 "adapter_id is required: the registry id of the adapter to merge",
                 field="adapter_id",
@@ -131,6 +151,8 @@ class Merger:
 
     def start(self, request: MergeRequest) -> Job:
         request.check()
+        if request.merges_models:
+            return self.engine.submit(resolve_model_merge(request, self._get))
         adapter = self._get(request.adapter_id)
         if adapter.kind != common_pb2.ARTIFACT_KIND_ADAPTER:
             raise FailedPrecondition(
@@ -162,7 +184,9 @@ class Merger:
             registry_pb2.GetArtifactRequest(id=artifact_id)
         ).artifact
 
-    def _run(self, ctx: JobContext, job: ResolvedMerge) -> MergeOutcome:
+    def _run(self, ctx: JobContext, job: Any) -> MergeOutcome:
+        if isinstance(job, ResolvedModelMerge):
+            return run_model_merge(ctx, job, self._config, self._registry)
         adapter, base, request = job.adapter, job.base, job.request
         ctx.report(
             stage="merge",

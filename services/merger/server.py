@@ -5,7 +5,7 @@ from __future__ import annotations
 from lorafleet.v1 import merger_pb2, merger_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
-from services.common.convert import JobRpcs, job_status_to_pb
+from services.common.convert import JobRpcs, from_struct, job_status_to_pb, struct
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.merger.jobs import MergeOutcome, Merger, MergeRequest, ResolvedMerge
@@ -28,6 +28,9 @@ def request_from_pb(pb: merger_pb2.StartMergeJobRequest) -> MergeRequest:
         base_model_id=pb.base_model_id,
         output_dtype=_DTYPES.get(pb.output_dtype, f"#{pb.output_dtype}"),
         tags=dict(pb.tags),
+        method=pb.method or "lora",
+        input_model_ids=tuple(pb.input_model_ids),
+        params=from_struct(pb.params),
     )
 
 
@@ -41,6 +44,9 @@ def request_to_pb(
         output_name=request.output_name,
         output_dtype=_DTYPE_NUMBERS.get(request.output_dtype, 0),
         tags=request.tags,
+        method=request.method,
+        input_model_ids=request.input_model_ids,
+        params=struct(request.params),
     )
 
 
@@ -58,7 +64,9 @@ def job_to_pb(job: Job) -> merger_pb2.MergeJob:
     resolved: ResolvedMerge = job.spec
     pb = merger_pb2.MergeJob(
         status=job_status_to_pb(job),
-        request=request_to_pb(resolved.request, resolved.base.id),
+        request=request_to_pb(
+            resolved.request, resolved.base.id if resolved.base else ""
+        ),
     )
     if job.result is not None:
         pb.result.CopyFrom(result_to_pb(job.result))

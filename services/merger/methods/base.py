@@ -142,6 +142,7 @@ def parse_params(
             f"parameters: {describe_params(method.Params)}",
             field=f"params.{missing[0]}",
         )
+    raw = {k: _coerce(fields[k], v) for k, v in raw.items()}
     try:
         params = method.Params(**raw)
     except (TypeError, ValueError) as exc:
@@ -150,6 +151,20 @@ def parse_params(
         ) from exc
     params.check(n_inputs)
     return params
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """JSON numbers arrive as floats; an integral float is fine for an int field."""
+    if f.type == "int" and isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidArgument(
+                f"parameter {f.name} must be an integer, got {value}",
+                field=f"params.{f.name}",
+            )
+        return int(value)
+    if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def check_density(density: float) -> None:

@@ -1,0 +1,161 @@
+"""Start-time checks and the worker for whole-model merges (TIES, SLERP, ...)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorafleet.v1 import common_pb2, registry_pb2
+from services.common.config import Config
+from services.common.convert import struct
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.jobs import JobContext
+from services.common.paths import staged_directory
+from services.merger import methods
+from services.merger.model_merge import (
+    ModelMergePlan,
+    execute_model_merge,
+    plan_model_merge,
+)
+
+MODEL_KINDS = (
+    common_pb2.ARTIFACT_KIND_BASE_MODEL,
+    common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+)
+PROGRESS_EVENTS = 20
+
+
+@dataclass(frozen=True)
+class ResolvedModelMerge:
+    request: Any  # MergeRequest
+    base: Any | None  # lorafleet.v1.Artifact
+    inputs: list[Any]
+    plan: ModelMergePlan
+
+
+def _model(get: Callable[[str], Any], artifact_id: str, field: str) -> Any:
+    artifact = get(artifact_id)
+    if artifact.kind not in MODEL_KINDS:
+        kind = common_pb2.ArtifactKind.Name(artifact.kind)
+        raise FailedPrecondition(
+            f"{artifact_id} is a {kind}, not a model; model merges combine base or "
+            "merged models (merge adapters with method 'lora' first)",
+            field=field,
+        )
+    if not artifact.local_path:
+        raise FailedPrecondition(f"artifact {artifact.id} has no local_path")
+    return artifact
+
+
+def resolve_model_merge(request: Any, get: Callable[[str], Any]) -> ResolvedModelMerge:
+    """Checks method, parameters and inputs, and plans the merge, before any work."""
+    method = methods.get(request.method)
+    n = len(request.input_model_ids)
+    method.check_inputs(n, bool(request.base_model_id))
+    params = methods.parse_params(method, dict(request.params), n)
+    if len(set(request.input_model_ids)) != n:
+        raise InvalidArgument(
+            "input_model_ids lists a model twice", field="input_model_ids"
+        )
+    inputs = [_model(get, i, "input_model_ids") for i in request.input_model_ids]
+    base = (
+        _model(get, request.base_model_id, "base_model_id")
+        if request.base_model_id
+        else None
+    )
+    plan = plan_model_merge(
+        method,
+        params,
+        Path(base.local_path) if base else None,
+        [Path(a.local_path) for a in inputs],
+    )
+    return ResolvedModelMerge(request, base, inputs, plan)
+
+
+def run_model_merge(
+    ctx: JobContext, job: ResolvedModelMerge, config: Config, registry: Any
+) -> Any:
+    from services.merger.jobs import MergeOutcome  # jobs imports this module
+
+    request = job.request
+    names = ", ".join(f"{a.name}:{a.version}" for a in job.inputs)
+    ctx.report(stage="merge", progress=0.02, message=f"{request.method} of {names}")
+    final = config.staging_dir / f"merge-{ctx.job.id}"
+
+    def on_tensor(done: int, total: int, name: str) -> None:
+        ctx.check_cancelled()
+        if done % max(1, total // PROGRESS_EVENTS) == 0 or done == total:
+            ctx.report(
+                stage="merge",
+                progress=0.02 + 0.88 * done / total,
+                message=f"{done}/{total} tensors (last {name})",
+                step=done,
+                total_steps=total,
+            )
+
+    provenance = {
+        "params": dict(request.params),
+        "input_digests": [a.digest for a in job.inputs],
+        "base_digest": job.base.digest if job.base else "",
+    }
+    try:
+        with staged_directory(final) as tmp:
+            stats = execute_model_merge(
+                job.plan,
+                tmp,
+                output_dtype=request.output_dtype,
+                on_tensor=on_tensor,
+                provenance=provenance,
+            )
+        ctx.check_cancelled()
+        metrics = {
+            "tensors_merged": float(stats.tensors_merged),
+            "tensors_total": float(stats.tensors_total),
+            "max_abs_delta": stats.max_abs_delta,
+            "merge_seconds": stats.seconds,
+        }
+        parents = [
+            common_pb2.ParentRef(artifact_id=a.id, relation="merge_input")
+            for a in job.inputs
+        ]
+        if job.base is not None:
+            parents.append(
+                common_pb2.ParentRef(artifact_id=job.base.id, relation="base_model")
+            )
+        ctx.report(stage="register", progress=0.92, message="registering merged model")
+        merged = registry.RegisterArtifact(
+            registry_pb2.RegisterArtifactRequest(
+                kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+                name=request.output_name,
+                source_path=str(final.resolve()),
+                metrics=metrics,
+                tags=request.tags,
+                metadata=struct(
+                    {
+                        **stats.provenance,
+                        "input_model_ids": [a.id for a in job.inputs],
+                        "base_model_id": job.base.id if job.base else "",
+                        "output_dtype": request.output_dtype,
+                        "merge_job_id": ctx.job.id,
+                    }
+                ),
+                parents=parents,
+            )
+        ).artifact
+    finally:
+        shutil.rmtree(final, ignore_errors=True)
+    ctx.report(
+        stage="done",
+        progress=1.0,
+        message=f"merged model {merged.name}:{merged.version} ({merged.id})",
+    )
+    return MergeOutcome(
+        merged_model_id=merged.id,
+        tensors_merged=stats.tensors_merged,
+        tensors_total=stats.tensors_total,
+        max_abs_delta=stats.max_abs_delta,
+        seconds=stats.seconds,
+    )
