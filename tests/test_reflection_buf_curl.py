@@ -57,7 +57,8 @@ def test_real_methods_by_reflection(suite, workflow, base_model):
         {"pageSize": 50},
     )
     assert any(
-        j.get("result", {}).get("adapterId") == result.adapter_id for j in train_jobs["jobs"]
+        j.get("result", {}).get("adapterId") == result.adapter_id
+        for j in train_jobs["jobs"]
     )
     merge_jobs = buf_curl(
         suite.address("merger"), "lorafleet.v1.MergerService/ListMergeJobs", {}

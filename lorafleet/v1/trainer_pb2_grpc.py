@@ -77,8 +77,10 @@ class TrainerServiceServicer:
 
     def StartTrainJob(self, request, context):
         """Validates the request and dataset, then queues a training job.
-        Errors: INVALID_ARGUMENT if a hyperparameter is out of range or the
-        dataset is empty or malformed (the message names the row); NOT_FOUND if
+        Errors: INVALID_ARGUMENT if a hyperparameter is out of range, if a
+        target_modules entry matches no Linear/Conv1D module of the base model
+        (the message lists the ones that exist), or the dataset fails
+        ValidateDataset (the message is the report summary naming the lines); NOT_FOUND if
         the base model or dataset is unknown; FAILED_PRECONDITION if the base
         model is not a base model; RESOURCE_EXHAUSTED if the queue is full.
         """

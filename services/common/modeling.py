@@ -150,8 +150,13 @@ def adaptable_module_names(path: Path) -> list[str]:
         raise FailedPrecondition(
             f"cannot read the model config in {path}: {exc}"
         ) from exc
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        # An architecture that cannot be built here is left to PEFT's own check.
+        log.warning("cannot list modules of %s on the meta device: %s", path, exc)
+        return []
     return [
         name
         for name, module in model.named_modules()
@@ -176,7 +181,7 @@ def unmatched_targets(targets: list[str], module_names: list[str]) -> list[str]:
 def check_target_modules(targets: list[str], module_names: list[str]) -> None:
     """Refuses target_modules entries that would adapt nothing, naming real ones."""
     missing = unmatched_targets(targets, module_names)
-    if missing:
+    if module_names and missing:
         raise InvalidArgument(
             f"target_modules {missing} match no Linear/Conv1D module of this model; "
             f"its adaptable modules are {leaf_names(module_names)} "
