@@ -107,6 +107,50 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
+def _registry_stub(args):
+    import grpc
+
+    from lorafleet.v1 import registry_pb2_grpc
+
+    address = args.registry or _config(args).address_of("registry")
+    channel = grpc.insecure_channel(address)
+    return channel, registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+def cmd_registry_gc(args) -> int:
+    from lorafleet.v1 import registry_pb2
+
+    request = registry_pb2.CollectGarbageRequest(dry_run=args.dry_run)
+    if args.min_age_seconds is not None:
+        request.min_age_seconds = args.min_age_seconds
+    channel, stub = _registry_stub(args)
+    with channel:
+        r = stub.CollectGarbage(request)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {r.deleted_blobs} blobs ({r.deleted_bytes} bytes) and "
+        f"{r.deleted_version_dirs} version directories"
+    )
+    return 0
+
+
+def cmd_registry_retain(args) -> int:
+    from lorafleet.v1 import registry_pb2
+
+    channel, stub = _registry_stub(args)
+    with channel:
+        r = stub.ApplyRetention(
+            registry_pb2.ApplyRetentionRequest(
+                name=args.name, keep_last=args.keep_last, dry_run=args.dry_run
+            )
+        )
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb}: {' '.join(r.deleted_artifact_ids) or 'nothing'}")
+    kept = " ".join(r.kept_artifact_ids) or "-"
+    print(f"kept (alias, deployment or lineage): {kept}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lorafleet", description=__doc__)
     p.add_argument("--config", help="YAML config file (else LORAFLEET_CONFIG)")
@@ -146,6 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     s = db.add_parser("upgrade", help="apply Alembic migrations up to head")
     s.add_argument("--dsn", help="SQLAlchemy URL (default: the configured registry)")
     s.set_defaults(func=cmd_db_upgrade)
+
+    reg = sub.add_parser("registry", help="registry maintenance").add_subparsers(
+        dest="registry_command", required=True
+    )
+    s = reg.add_parser("gc", help="delete stored bytes no version references")
+    s.add_argument(
+        "--min-age-seconds",
+        type=int,
+        help="spare blobs touched this recently (default 3600)",
+    )
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--registry", help="registry host:port (default from config)")
+    s.set_defaults(func=cmd_registry_gc)
+    s = reg.add_parser(
+        "retain", help="delete old versions of a name, keeping the newest N"
+    )
+    s.add_argument("name")
+    s.add_argument("--keep-last", type=int, required=True)
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--registry", help="registry host:port (default from config)")
+    s.set_defaults(func=cmd_registry_retain)
     return p
 
 

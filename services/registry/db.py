@@ -273,7 +273,10 @@ def make_engine(dsn: str, *, busy_timeout_s: float = 30.0) -> Engine:
     """
     url = make_url(normalize_dsn(dsn))
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # No pre-ping: it costs a round trip per checkout, which dominated
+        # alias resolution. Database.read/write retry once on a connection
+        # found dead instead (server restart), and pool_recycle bounds age.
+        return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
@@ -345,8 +348,15 @@ class Database:
         )
 
     def read(self, work: Callable[[Session], T]) -> T:
-        with self._reader() as session, session.begin():
-            return work(session)
+        for attempt in (1, 2):
+            try:
+                with self._reader() as session, session.begin():
+                    return work(session)
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+                log.info("registry database connection was lost; reconnecting")
+        raise AssertionError("unreachable")
 
     def write(self, work: Callable[[Session], T]) -> T:
         for attempt in range(1, self.attempts + 1):
@@ -354,6 +364,9 @@ class Database:
                 with self._writer() as session, session.begin():
                     return work(session)
             except (IntegrityError, OperationalError) as exc:
+                if exc.connection_invalidated and attempt == 1:
+                    log.info("registry database connection was lost; reconnecting")
+                    continue  # nothing was committed on a dead connection
                 if not _retryable(exc) or attempt == self.attempts:
                     if isinstance(exc, OperationalError) and _retryable(exc):
                         raise Unavailable(

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from services.common.convert import json_safe
@@ -125,18 +125,32 @@ def load_artifacts(
     files: dict[str, list[FileEntry]] = {i: [] for i in ids}
     aliases: dict[str, list[str]] = {i: [] for i in ids}
     if ids:
-        for f in session.scalars(
-            select(ArtifactFileRow)
-            .where(ArtifactFileRow.artifact_id.in_(ids))
-            .order_by(ArtifactFileRow.path)
+        # Files and aliases in one round trip.
+        files_q = select(
+            literal("f").label("what"),
+            ArtifactFileRow.artifact_id,
+            ArtifactFileRow.path,
+            ArtifactFileRow.sha256,
+            ArtifactFileRow.size_bytes,
+        ).where(ArtifactFileRow.artifact_id.in_(ids))
+        aliases_q = select(
+            literal("a").label("what"),
+            AliasRow.artifact_id,
+            AliasRow.alias,
+            literal(""),
+            literal(0),
+        ).where(AliasRow.artifact_id.in_(ids))
+        for what, aid, text, sha, size in session.execute(
+            union_all(files_q, aliases_q)
         ):
-            files[f.artifact_id].append(FileEntry(f.path, f.sha256, f.size_bytes))
-        for a in session.scalars(
-            select(AliasRow)
-            .where(AliasRow.artifact_id.in_(ids))
-            .order_by(AliasRow.alias)
-        ):
-            aliases[a.artifact_id].append(a.alias)
+            if what == "f":
+                files[aid].append(FileEntry(text, sha, size))
+            else:
+                aliases[aid].append(text)
+        for lst in files.values():
+            lst.sort(key=lambda f: f.path)
+        for names in aliases.values():
+            names.sort()
     return [
         Artifact(
             id=r.id,
@@ -306,9 +320,7 @@ class Registry:
                 "upload these blobs with UploadBlob first: " + ", ".join(missing[:10]),
                 field="files",
             )
-        manifest = Manifest.of(
-            FileEntry(f.path, f.sha256, f.size_bytes) for f in files
-        )
+        manifest = Manifest.of(FileEntry(f.path, f.sha256, f.size_bytes) for f in files)
         return sorted(pairs), manifest
 
     def _record(
@@ -444,20 +456,21 @@ class Registry:
     ) -> tuple[list[Artifact], str]:
         """Newest first unless `order_by` says otherwise; see search.py."""
         tags = dict(tags or {})
-        conditions = parse_filter(filter)
+        parse_filter(filter)  # refuse a malformed filter before any I/O
         order = parse_order_by(order_by)
         scope = list_scope(
             "artifacts", kind.value if kind else "", name, tags, filter, order_by
         )
-        query = select(ArtifactRow).where(*conditions).order_by(*order)
-        if kind:
-            query = query.where(ArtifactRow.kind == kind.value)
-        if name:
-            query = query.where(ArtifactRow.name == name)
-        for key, value in tags.items():
-            query = query.where(ArtifactRow.tags[key].as_string() == value)
 
         def work(session: Session) -> tuple[list[Artifact], str]:
+            conditions = parse_filter(filter, session)
+            query = select(ArtifactRow).where(*conditions).order_by(*order)
+            if kind:
+                query = query.where(ArtifactRow.kind == kind.value)
+            if name:
+                query = query.where(ArtifactRow.name == name)
+            for key, value in tags.items():
+                query = query.where(ArtifactRow.tags[key].as_string() == value)
             page, nxt = page_query(session, query, size, token, scope)
             return load_artifacts(session, page, self.store), nxt
 

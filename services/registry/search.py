@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidArgument
 from services.registry.db import ArtifactRow, LineageEdgeRow
@@ -59,8 +60,15 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse_filter(text: str) -> list[ColumnElement[bool]]:
-    """SQL conditions for a filter string; INVALID_ARGUMENT names the bad token."""
+def parse_filter(
+    text: str, session: Session | None = None
+) -> list[ColumnElement[bool]]:
+    """SQL conditions for a filter string; INVALID_ARGUMENT names the bad token.
+
+    With a session, `base_model` references are resolved to ids up front: the
+    planner then sees literal ids (and their frequency) instead of a subquery
+    it misestimates, which made a filtered search over 100k rows 400x slower.
+    """
     if not text.strip():
         return []
     tokens = _tokens(text)
@@ -72,14 +80,19 @@ def parse_filter(text: str) -> list[ColumnElement[bool]]:
             clauses[-1].append((kind, value))
     conditions = []
     for clause in clauses:
-        if len(clause) != 3 or clause[0][0] != "word" or clause[1][0] != "op":
-            shown = " ".join(v for _, v in clause) or "(empty)"
+        shown = " ".join(v for _, v in clause) or "(empty)"
+        if len(clause) >= 2 and clause[1][0] != "op":
+            raise _bad(
+                f"filter clause {shown!r}: {clause[1][1]!r} is not an operator; "
+                "use one of = != < <= > >="
+            )
+        if len(clause) != 3 or clause[0][0] != "word":
             raise _bad(
                 f"filter clause {shown!r} is not 'field op value' "
                 "(e.g. 'eval_loss < 1.2'); join clauses with AND"
             )
         (_, field), (_, op), (_, value) = clause
-        conditions.append(_condition(field, op, value))
+        conditions.append(_condition(field, op, value, session))
     return conditions
 
 
@@ -95,7 +108,9 @@ def _equality_only(field: str, op: str) -> None:
         raise _bad(f"filter: {field} supports only = and !=, not {op!r}")
 
 
-def _condition(field: str, op: str, value: str) -> ColumnElement[bool]:
+def _condition(
+    field: str, op: str, value: str, session: Session | None
+) -> ColumnElement[bool]:
     compare = _OPS[op]
     lower = field.lower()
     if lower == "name":
@@ -135,7 +150,12 @@ def _condition(field: str, op: str, value: str) -> ColumnElement[bool]:
         return compare(ArtifactRow.meta["task_type"].as_string(), task)
     if lower == "base_model":
         _equality_only(field, op)
-        parent = select(ArtifactRow.id).where(_ref_matches(value)).scalar_subquery()
+        parents = select(ArtifactRow.id).where(_ref_matches(value))
+        parent: Any = (
+            list(session.scalars(parents))
+            if session is not None
+            else parents.scalar_subquery()
+        )
         edge = exists().where(
             LineageEdgeRow.child_id == ArtifactRow.id,
             LineageEdgeRow.relation == "base_model",

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
 from google.protobuf import json_format
 
 from lorafleet.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.common.config import Config
 from services.common.convert import from_struct, struct, timestamp
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, LorafleetError
 from services.common.server import RunningServer, create_server
 from services.common.telemetry import current_trace_id
-from services.registry.db import Database, make_engine
+from services.registry.audit import AuditLog
+from services.registry.cards import build_card, render_markdown
+from services.registry.db import Database, audit, make_engine
 from services.registry.deployments import Deployments
 from services.registry.domain import (
+    AliasEvent,
     Artifact,
     ArtifactKind,
+    AuditEvent,
     Deployment,
     Edge,
     ParentRef,
     ValidationReport,
 )
+from services.registry.maintenance import DEFAULT_GC_MIN_AGE_S, Maintenance
 from services.registry.migrations import upgrade_database
 from services.registry.reports import ValidationReports
 from services.registry.repository import Registry
-from services.registry.store import LocalStore
+from services.registry.store import FileEntry, LocalStore, check_sha256
 
 # Request metadata naming who made a change (CLI user, gateway principal);
 # recorded as Deployment.updated_by, falling back to the caller's address.
@@ -66,6 +73,7 @@ def artifact_to_pb(a: Artifact) -> common_pb2.Artifact:
         tags=a.tags,
         create_time=timestamp(a.create_time.timestamp()),
         aliases=a.aliases,
+        archived=a.archived,
     )
 
 
@@ -100,6 +108,41 @@ def deployment_to_pb(d: Deployment) -> common_pb2.Deployment:
     )
 
 
+def alias_event_to_pb(e: AliasEvent) -> registry_pb2.AliasEvent:
+    return registry_pb2.AliasEvent(
+        name=e.name,
+        alias=e.alias,
+        from_artifact_id=e.from_id,
+        to_artifact_id=e.to_id,
+        actor=e.actor,
+        reason=e.reason,
+        time=timestamp(e.time.timestamp()),
+        trace_id=e.trace_id,
+    )
+
+
+def audit_event_to_pb(e: AuditEvent) -> registry_pb2.AuditEvent:
+    pb = registry_pb2.AuditEvent(
+        id=e.id,
+        principal=e.principal,
+        action=e.action,
+        target=e.target,
+        trace_id=e.trace_id,
+        time=timestamp(e.time.timestamp()),
+    )
+    if e.before is not None:
+        pb.before.CopyFrom(struct(e.before))
+    if e.after is not None:
+        pb.after.CopyFrom(struct(e.after))
+    return pb
+
+
+def _time_or_none(ts) -> dt.datetime | None:
+    if not ts.seconds and not ts.nanos:
+        return None
+    return ts.ToDatetime(tzinfo=dt.timezone.utc)
+
+
 def _actor(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == ACTOR_METADATA_KEY and value:
@@ -111,11 +154,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """Stateless; every call opens its own session, so the thread pool is safe."""
 
     def __init__(
-        self, registry: Registry, reports: ValidationReports, deployments: Deployments
+        self,
+        registry: Registry,
+        reports: ValidationReports,
+        deployments: Deployments,
+        audit_log: AuditLog | None = None,
+        maintenance: Maintenance | None = None,
     ) -> None:
         self.registry = registry
         self.reports = reports
         self.deployments = deployments
+        self.audit_log = audit_log or AuditLog(registry.db)
+        self.maintenance = maintenance or Maintenance(registry.db, registry.store)
 
     def RegisterArtifact(self, request, context):
         try:
@@ -133,6 +183,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             metrics=dict(request.metrics),
             tags=dict(request.tags),
             parents=[ParentRef(p.artifact_id, p.relation) for p in request.parents],
+            files=[FileEntry(f.path, f.sha256, f.size_bytes) for f in request.files],
+            version=request.version,
+            principal=_actor(context),
+            trace_id=current_trace_id(),
         )
         return registry_pb2.RegisterArtifactResponse(
             artifact=artifact_to_pb(reg.artifact), existed=reg.existed
@@ -149,6 +203,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             tags=dict(request.tags),
             size=request.page_size,
             token=request.page_token,
+            filter=request.filter,
+            order_by=request.order_by,
         )
         return registry_pb2.ListArtifactsResponse(
             artifacts=[artifact_to_pb(a) for a in artifacts], next_page_token=nxt
@@ -170,6 +226,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             passed=r.passed,
             score=r.score,
             body=json_format.MessageToDict(r, preserving_proto_field_name=True),
+            principal=_actor(context),
+            trace_id=current_trace_id(),
         )
         return registry_pb2.RecordValidationReportResponse(report=report_to_pb(report))
 
@@ -199,6 +257,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             expected_artifact_id=expected,
             reason=request.reason,
             trace_id=current_trace_id(),
+            actor=_actor(context),
+            allow_archived=request.allow_archived,
         )
         return registry_pb2.SetAliasResponse(
             artifact=artifact_to_pb(move.artifact),
@@ -239,6 +299,155 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return registry_pb2.ListDeploymentsResponse(
             deployments=[deployment_to_pb(d) for d in deployments], next_page_token=nxt
+        )
+
+    def RollbackAlias(self, request, context):
+        expected = (
+            request.expected_artifact_id
+            if request.HasField("expected_artifact_id")
+            else None
+        )
+        move = self.registry.rollback_alias(
+            request.name,
+            request.alias,
+            to_artifact_id=request.to_artifact_id,
+            expected_artifact_id=expected,
+            reason=request.reason,
+            trace_id=current_trace_id(),
+            actor=_actor(context),
+        )
+        return registry_pb2.RollbackAliasResponse(
+            artifact=artifact_to_pb(move.artifact),
+            previous_artifact_id=move.previous_artifact_id,
+        )
+
+    def ListAliasHistory(self, request, context):
+        events, nxt = self.registry.alias_history(
+            request.name,
+            request.alias,
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return registry_pb2.ListAliasHistoryResponse(
+            events=[alias_event_to_pb(e) for e in events], next_page_token=nxt
+        )
+
+    def ArchiveArtifact(self, request, context):
+        artifact = self.registry.archive(
+            request.id,
+            request.archived,
+            reason=request.reason,
+            principal=_actor(context),
+            trace_id=current_trace_id(),
+        )
+        return registry_pb2.ArchiveArtifactResponse(artifact=artifact_to_pb(artifact))
+
+    def UploadBlob(self, request_iterator, context):
+        # The shared interceptor maps errors of unary handlers only.
+        try:
+            first = next(request_iterator, None)
+            if first is None:
+                raise InvalidArgument(
+                    "UploadBlob needs a first message with sha256 and size_bytes",
+                    field="sha256",
+                )
+
+            def chunks():
+                yield first.data
+                for message in request_iterator:
+                    if message.sha256 and message.sha256 != first.sha256:
+                        raise InvalidArgument(
+                            "sha256 may only be set on the first message",
+                            field="sha256",
+                        )
+                    yield message.data
+
+            existed = self.registry.store.upload(
+                first.sha256, first.size_bytes, first.offset, chunks()
+            )
+            if not existed:
+                self.registry.db.write(
+                    lambda s: audit(
+                        s,
+                        principal=_actor(context),
+                        action="blob.upload",
+                        target=f"sha256:{first.sha256}",
+                        after={"size_bytes": first.size_bytes},
+                        trace_id=current_trace_id(),
+                    )
+                )
+        except LorafleetError as exc:
+            context.abort(grpc.StatusCode[exc.code], exc.message)
+        return registry_pb2.UploadBlobResponse(
+            sha256=first.sha256, size_bytes=first.size_bytes, existed=existed
+        )
+
+    def GetUploadStatus(self, request, context):
+        offset, complete = self.registry.store.upload_status(
+            check_sha256(request.sha256)
+        )
+        return registry_pb2.GetUploadStatusResponse(
+            committed_offset=offset, complete=complete
+        )
+
+    def DownloadBlob(self, request, context):
+        size, chunks = self.registry.store.read_blob(
+            check_sha256(request.sha256), request.offset
+        )
+        position = request.offset
+        for chunk in chunks:
+            yield registry_pb2.DownloadBlobResponse(
+                offset=position, data=chunk, size_bytes=size
+            )
+            position += len(chunk)
+
+    def GetModelCard(self, request, context):
+        card = build_card(self.registry, request.id)
+        return registry_pb2.GetModelCardResponse(
+            markdown=render_markdown(card), card=struct(card)
+        )
+
+    def ListAuditEvents(self, request, context):
+        events, nxt = self.audit_log.list(
+            target=request.target,
+            action=request.action,
+            start=_time_or_none(request.start_time),
+            end=_time_or_none(request.end_time),
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return registry_pb2.ListAuditEventsResponse(
+            events=[audit_event_to_pb(e) for e in events], next_page_token=nxt
+        )
+
+    def ApplyRetention(self, request, context):
+        result = self.maintenance.apply_retention(
+            request.name,
+            request.keep_last,
+            dry_run=request.dry_run,
+            principal=_actor(context),
+            trace_id=current_trace_id(),
+        )
+        return registry_pb2.ApplyRetentionResponse(
+            deleted_artifact_ids=result.deleted, kept_artifact_ids=result.kept
+        )
+
+    def CollectGarbage(self, request, context):
+        min_age = (
+            request.min_age_seconds
+            if request.HasField("min_age_seconds")
+            else DEFAULT_GC_MIN_AGE_S
+        )
+        result = self.maintenance.collect_garbage(
+            min_age_s=min_age,
+            dry_run=request.dry_run,
+            principal=_actor(context),
+            trace_id=current_trace_id(),
+        )
+        return registry_pb2.CollectGarbageResponse(
+            deleted_blobs=result.deleted_blobs,
+            deleted_bytes=result.deleted_bytes,
+            deleted_version_dirs=result.deleted_version_dirs,
         )
 
 

@@ -306,7 +306,6 @@ class LocalStore(ArtifactStore):
                     f"({size} bytes)"
                 )
 
-
     # -- blobs ----------------------------------------------------------------
 
     def blob_size(self, sha256: str) -> int | None:

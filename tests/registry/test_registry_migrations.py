@@ -19,6 +19,7 @@ TABLES = {
     "validation_reports",
     "deployments",
     "deployment_events",
+    "audit_events",
 }
 
 
@@ -56,4 +57,40 @@ def test_downgrade_to_base_and_back(empty_dsn):
     command.downgrade(alembic_config(dsn), "base")
     assert not TABLES & _tables(dsn)
     upgrade_database(dsn)
+    assert _diff(dsn) == []
+
+
+def test_upgrade_from_first_revision_keeps_rows(empty_dsn):
+    """Rows written under the initial schema survive the audit/archive migration."""
+    from sqlalchemy import text
+
+    dsn = empty_dsn
+    upgrade_database(dsn, "a7a230583dcb")
+    engine = make_engine(dsn)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO artifacts (id, kind, name, version, digest, "
+                    "size_bytes, metadata, metrics, tags, create_time) VALUES "
+                    "('a1', 'DATASET', 'd', 1, 'sha256:x', 1, '{}', '{}', '{}', "
+                    "'2026-01-01 00:00:00+00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO alias_events (name, alias, from_id, to_id, reason, "
+                    "time, trace_id) VALUES ('d', 'prod', NULL, 'a1', '', "
+                    "'2026-01-01 00:00:00+00:00', '')"
+                )
+            )
+        upgrade_database(dsn)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT archived FROM artifacts")).scalar() in (
+                False,
+                0,
+            )
+            assert conn.execute(text("SELECT actor FROM alias_events")).scalar() == ""
+    finally:
+        engine.dispose()
     assert _diff(dsn) == []

@@ -42,9 +42,7 @@ def upgrade() -> None:
         sa.Column("time", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
     )
-    op.create_index(
-        "ix_audit_events_target_time", "audit_events", ["target", "time"]
-    )
+    op.create_index("ix_audit_events_target_time", "audit_events", ["target", "time"])
     op.create_index("ix_audit_events_time", "audit_events", ["time"])
 
 
