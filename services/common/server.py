@@ -92,6 +92,26 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
                     _abort(context, method, exc)
 
             return handler._replace(unary_stream=unary_stream)
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            def stream_unary(request_iterator, context):
+                try:
+                    return inner_su(request_iterator, context)
+                except Exception as exc:  # noqa: BLE001
+                    _abort(context, method, exc)
+
+            return handler._replace(stream_unary=stream_unary)
+        if handler.stream_stream:
+            inner_ss = handler.stream_stream
+
+            def stream_stream(request_iterator, context):
+                try:
+                    yield from inner_ss(request_iterator, context)
+                except Exception as exc:  # noqa: BLE001
+                    _abort(context, method, exc)
+
+            return handler._replace(stream_stream=stream_stream)
         return handler
 
 

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from lorafleet.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.common.config import Config
 from services.common.convert import from_struct, struct, timestamp
-from services.common.errors import InvalidArgument, LorafleetError
+from services.common.errors import InvalidArgument
 from services.common.server import RunningServer, create_server
 from services.common.telemetry import current_trace_id
 from services.registry.audit import AuditLog
@@ -343,41 +343,37 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.ArchiveArtifactResponse(artifact=artifact_to_pb(artifact))
 
     def UploadBlob(self, request_iterator, context):
-        # The shared interceptor maps errors of unary handlers only.
-        try:
-            first = next(request_iterator, None)
-            if first is None:
-                raise InvalidArgument(
-                    "UploadBlob needs a first message with sha256 and size_bytes",
-                    field="sha256",
-                )
-
-            def chunks():
-                yield first.data
-                for message in request_iterator:
-                    if message.sha256 and message.sha256 != first.sha256:
-                        raise InvalidArgument(
-                            "sha256 may only be set on the first message",
-                            field="sha256",
-                        )
-                    yield message.data
-
-            existed = self.registry.store.upload(
-                first.sha256, first.size_bytes, first.offset, chunks()
+        first = next(request_iterator, None)
+        if first is None:
+            raise InvalidArgument(
+                "UploadBlob needs a first message with sha256 and size_bytes",
+                field="sha256",
             )
-            if not existed:
-                self.registry.db.write(
-                    lambda s: audit(
-                        s,
-                        principal=_actor(context),
-                        action="blob.upload",
-                        target=f"sha256:{first.sha256}",
-                        after={"size_bytes": first.size_bytes},
-                        trace_id=current_trace_id(),
+
+        def chunks():
+            yield first.data
+            for message in request_iterator:
+                if message.sha256 and message.sha256 != first.sha256:
+                    raise InvalidArgument(
+                        "sha256 may only be set on the first message",
+                        field="sha256",
                     )
+                yield message.data
+
+        existed = self.registry.store.upload(
+            first.sha256, first.size_bytes, first.offset, chunks()
+        )
+        if not existed:
+            self.registry.db.write(
+                lambda s: audit(
+                    s,
+                    principal=_actor(context),
+                    action="blob.upload",
+                    target=f"sha256:{first.sha256}",
+                    after={"size_bytes": first.size_bytes},
+                    trace_id=current_trace_id(),
                 )
-        except LorafleetError as exc:
-            context.abort(grpc.StatusCode[exc.code], exc.message)
+            )
         return registry_pb2.UploadBlobResponse(
             sha256=first.sha256, size_bytes=first.size_bytes, existed=existed
         )
