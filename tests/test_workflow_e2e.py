@@ -164,8 +164,10 @@ def test_cancelling_a_workflow_cancels_its_training(suite, base_model, dataset_c
     long_run.max_steps = 5000
     job = gateway.RunWorkflow(
         gateway_pb2.RunWorkflowRequest(
-            base_model_id=base_model.id, dataset_path=str(dataset_copy),
-            name="orders-cancelled", train_config=long_run,
+            base_model_id=base_model.id,
+            dataset_path=str(dataset_copy),
+            name="orders-cancelled",
+            train_config=long_run,
         ),
         timeout=60,
     ).job
@@ -190,3 +192,42 @@ def test_cancelling_a_workflow_cancels_its_training(suite, base_model, dataset_c
         registry_pb2.ListArtifactsRequest(name="orders-cancelled-lora"), timeout=10
     )
     assert list(adapters.artifacts) == []
+
+
+def test_training_runs_are_recorded_and_part_of_the_lineage(
+    suite, workflow, base_model
+):
+    result = workflow[1][-1].job.result
+    registry = suite.stub("registry")
+    run = registry.GetTrainingRun(
+        registry_pb2.GetTrainingRunRequest(id=result.adapter_id), timeout=10
+    ).training_run
+    assert run.adapter_id == result.adapter_id and run.seed == 7
+    assert (
+        run.base_model_id == base_model.id
+        and run.base_model_digest == base_model.digest
+    )
+    assert run.dataset_id == result.dataset_id and run.dataset_digest.startswith(
+        "sha256:"
+    )
+    assert run.config["rank"] == 4 and run.config["learning_rate"] == 5e-3
+    assert run.environment["torch"] and run.metrics["steps"] == 4
+    by_id = registry.GetTrainingRun(
+        registry_pb2.GetTrainingRunRequest(id=run.id), timeout=10
+    ).training_run
+    assert by_id == run
+    lineage = registry.GetLineage(
+        registry_pb2.GetLineageRequest(id=result.merged_model_id), timeout=10
+    )
+    assert run.id in {r.id for r in lineage.training_runs}
+    listed = registry.ListTrainingRuns(
+        registry_pb2.ListTrainingRunsRequest(dataset_id=result.dataset_id), timeout=10
+    ).training_runs
+    assert run.id in {r.id for r in listed}
+    assert all(r.dataset_id == result.dataset_id for r in listed)
+    with pytest.raises(grpc.RpcError) as err:
+        registry.GetTrainingRun(
+            registry_pb2.GetTrainingRunRequest(id=base_model.id), timeout=10
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "has no training run" in err.value.details()

@@ -434,3 +434,40 @@ class GenerationChunk(_message.Message):
     finish_reason: FinishReason
     completion_tokens: int
     def __init__(self, text_delta: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+
+class TrainingRun(_message.Message):
+    __slots__ = ("id", "adapter_id", "base_model_id", "base_model_digest", "dataset_id", "dataset_digest", "config", "seed", "metrics", "environment", "split", "train_job_id", "create_time")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    adapter_id: str
+    base_model_id: str
+    base_model_digest: str
+    dataset_id: str
+    dataset_digest: str
+    config: _struct_pb2.Struct
+    seed: int
+    metrics: _containers.ScalarMap[str, float]
+    environment: _struct_pb2.Struct
+    split: _struct_pb2.Struct
+    train_job_id: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., base_model_digest: _Optional[str] = ..., dataset_id: _Optional[str] = ..., dataset_digest: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., environment: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., split: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., train_job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

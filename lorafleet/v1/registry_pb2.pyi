@@ -111,12 +111,14 @@ class GetLineageRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GetLineageResponse(_message.Message):
-    __slots__ = ("artifacts", "edges")
+    __slots__ = ("artifacts", "edges", "training_runs")
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     EDGES_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_RUNS_FIELD_NUMBER: _ClassVar[int]
     artifacts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Artifact]
     edges: _containers.RepeatedCompositeFieldContainer[_common_pb2.LineageEdge]
-    def __init__(self, artifacts: _Optional[_Iterable[_Union[_common_pb2.Artifact, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[_common_pb2.LineageEdge, _Mapping]]] = ...) -> None: ...
+    training_runs: _containers.RepeatedCompositeFieldContainer[_common_pb2.TrainingRun]
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[_common_pb2.Artifact, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[_common_pb2.LineageEdge, _Mapping]]] = ..., training_runs: _Optional[_Iterable[_Union[_common_pb2.TrainingRun, _Mapping]]] = ...) -> None: ...
 
 class RecordValidationReportRequest(_message.Message):
     __slots__ = ("report",)
@@ -471,3 +473,35 @@ class CollectGarbageResponse(_message.Message):
     deleted_bytes: int
     deleted_version_dirs: int
     def __init__(self, deleted_blobs: _Optional[int] = ..., deleted_bytes: _Optional[int] = ..., deleted_version_dirs: _Optional[int] = ...) -> None: ...
+
+class GetTrainingRunRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetTrainingRunResponse(_message.Message):
+    __slots__ = ("training_run",)
+    TRAINING_RUN_FIELD_NUMBER: _ClassVar[int]
+    training_run: _common_pb2.TrainingRun
+    def __init__(self, training_run: _Optional[_Union[_common_pb2.TrainingRun, _Mapping]] = ...) -> None: ...
+
+class ListTrainingRunsRequest(_message.Message):
+    __slots__ = ("base_model_id", "dataset_id", "page_size", "page_token")
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    base_model_id: str
+    dataset_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTrainingRunsResponse(_message.Message):
+    __slots__ = ("training_runs", "next_page_token")
+    TRAINING_RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    training_runs: _containers.RepeatedCompositeFieldContainer[_common_pb2.TrainingRun]
+    next_page_token: str
+    def __init__(self, training_runs: _Optional[_Iterable[_Union[_common_pb2.TrainingRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -57,6 +57,16 @@ class RegistryServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_registry__pb2.GetLineageRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_registry__pb2.GetLineageResponse.FromString,
                 _registered_method=True)
+        self.GetTrainingRun = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/GetTrainingRun',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.GetTrainingRunRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.GetTrainingRunResponse.FromString,
+                _registered_method=True)
+        self.ListTrainingRuns = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/ListTrainingRuns',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.ListTrainingRunsRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListTrainingRunsResponse.FromString,
+                _registered_method=True)
         self.RecordValidationReport = channel.unary_unary(
                 '/lorafleet.v1.RegistryService/RecordValidationReport',
                 request_serializer=lorafleet_dot_v1_dot_registry__pb2.RecordValidationReportRequest.SerializeToString,
@@ -186,6 +196,25 @@ class RegistryServiceServicer:
     def GetLineage(self, request, context):
         """Returns every ancestor and descendant of an artifact with the edges.
         Errors: NOT_FOUND if no artifact has the id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainingRun(self, request, context):
+        """A training run by its id, or the run that produced an adapter (any
+        artifact reference to the adapter).
+        Errors: NOT_FOUND if there is no such run, or the adapter was not trained
+        by lorafleet's trainer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrainingRuns(self, request, context):
+        """Training runs, newest first, optionally of one base model or dataset.
+        Errors: NOT_FOUND if a filter names an unknown artifact; INVALID_ARGUMENT
+        if the page token is malformed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -364,6 +393,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetLineage,
                     request_deserializer=lorafleet_dot_v1_dot_registry__pb2.GetLineageRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_registry__pb2.GetLineageResponse.SerializeToString,
+            ),
+            'GetTrainingRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingRun,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.GetTrainingRunRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.GetTrainingRunResponse.SerializeToString,
+            ),
+            'ListTrainingRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainingRuns,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListTrainingRunsRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.ListTrainingRunsResponse.SerializeToString,
             ),
             'RecordValidationReport': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordValidationReport,
@@ -567,6 +606,60 @@ class RegistryService:
             '/lorafleet.v1.RegistryService/GetLineage',
             lorafleet_dot_v1_dot_registry__pb2.GetLineageRequest.SerializeToString,
             lorafleet_dot_v1_dot_registry__pb2.GetLineageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/GetTrainingRun',
+            lorafleet_dot_v1_dot_registry__pb2.GetTrainingRunRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.GetTrainingRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainingRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/ListTrainingRuns',
+            lorafleet_dot_v1_dot_registry__pb2.ListTrainingRunsRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.ListTrainingRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -201,6 +201,33 @@ def audit(
     )
 
 
+class TrainingRunRow(Base):
+    """The fine-tuning run that produced an adapter: config, seed, environment."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        Index("ix_training_runs_base_model_id", "base_model_id"),
+        Index("ix_training_runs_dataset_id", "dataset_id"),
+        Index("ix_training_runs_create_time", "create_time"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    adapter_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("artifacts.id", ondelete="CASCADE"), unique=True
+    )
+    base_model_id: Mapped[str | None] = mapped_column(ID, ForeignKey("artifacts.id"))
+    base_model_digest: Mapped[str] = mapped_column(DIGEST)
+    dataset_id: Mapped[str | None] = mapped_column(ID, ForeignKey("artifacts.id"))
+    dataset_digest: Mapped[str] = mapped_column(DIGEST)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    environment: Mapped[dict[str, Any]] = mapped_column(JSON)
+    split: Mapped[dict[str, Any]] = mapped_column(JSON)
+    train_job_id: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+
+
 class ValidationReportRow(Base):
     """A validation report; the full message body lives in `report`."""
 

@@ -122,6 +122,8 @@ class Lineage:
     # The artifact asked about first, then ancestors and descendants.
     artifacts: list[Artifact]
     edges: list[Edge]
+    # TrainingRun records of the adapters among `artifacts`.
+    training_runs: list[Any] = field(default_factory=list)
 
 
 @dataclass

@@ -415,6 +415,11 @@ class Registry:
             LineageEdgeRow(parent_id=pid, child_id=row.id, relation=rel)
             for pid, rel in edges
         )
+        if kind == ArtifactKind.ADAPTER:
+            # training_runs builds on this module's helpers, hence the late import
+            from services.registry.training_runs import record_training_run
+
+            record_training_run(session, row, meta)
         audit(
             session,
             principal=principal,
@@ -519,8 +524,12 @@ class Registry:
                     select(ArtifactRow).where(ArtifactRow.id.in_(order))
                 )
             }
+            from services.registry.training_runs import runs_for_adapters
+
             return Lineage(
-                load_artifacts(session, [rows[i] for i in order], self.store), edges
+                load_artifacts(session, [rows[i] for i in order], self.store),
+                edges,
+                runs_for_adapters(session, order),
             )
 
         return self.db.read(work)

@@ -32,6 +32,7 @@ from services.registry.migrations import upgrade_database
 from services.registry.reports import ValidationReports
 from services.registry.repository import Registry
 from services.registry.store import FileEntry, LocalStore, check_sha256
+from services.registry.training_runs import TrainingRun, TrainingRuns
 
 # Request metadata naming who made a change (CLI user, gateway principal);
 # recorded as Deployment.updated_by, falling back to the caller's address.
@@ -150,6 +151,24 @@ def _actor(context: grpc.ServicerContext) -> str:
     return context.peer() or "unknown"
 
 
+def training_run_to_pb(r: TrainingRun) -> common_pb2.TrainingRun:
+    return common_pb2.TrainingRun(
+        id=r.id,
+        adapter_id=r.adapter_id,
+        base_model_id=r.base_model_id,
+        base_model_digest=r.base_model_digest,
+        dataset_id=r.dataset_id,
+        dataset_digest=r.dataset_digest,
+        config=struct(r.config),
+        seed=r.seed,
+        metrics={k: float(v) for k, v in r.metrics.items()},
+        environment=struct(r.environment),
+        split=struct(r.split),
+        train_job_id=r.train_job_id,
+        create_time=timestamp(r.create_time.timestamp()),
+    )
+
+
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """Stateless; every call opens its own session, so the thread pool is safe."""
 
@@ -166,6 +185,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.deployments = deployments
         self.audit_log = audit_log or AuditLog(registry.db)
         self.maintenance = maintenance or Maintenance(registry.db, registry.store)
+        self.training_runs = TrainingRuns(registry.db)
 
     def RegisterArtifact(self, request, context):
         try:
@@ -215,6 +235,22 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.GetLineageResponse(
             artifacts=[artifact_to_pb(a) for a in lineage.artifacts],
             edges=[edge_to_pb(e) for e in lineage.edges],
+            training_runs=[training_run_to_pb(r) for r in lineage.training_runs],
+        )
+
+    def GetTrainingRun(self, request, context):
+        run = self.training_runs.get(request.id)
+        return registry_pb2.GetTrainingRunResponse(training_run=training_run_to_pb(run))
+
+    def ListTrainingRuns(self, request, context):
+        runs, nxt = self.training_runs.list(
+            base_model_id=request.base_model_id,
+            dataset_id=request.dataset_id,
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return registry_pb2.ListTrainingRunsResponse(
+            training_runs=[training_run_to_pb(r) for r in runs], next_page_token=nxt
         )
 
     def RecordValidationReport(self, request, context):
