@@ -231,3 +231,20 @@ def test_training_runs_are_recorded_and_part_of_the_lineage(
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "has no training run" in err.value.details()
+
+
+def test_dataset_versions_record_rows_schema_and_task(suite, workflow):
+    result = workflow[1][-1].job.result
+    dataset = (
+        suite.stub("registry")
+        .GetArtifact(registry_pb2.GetArtifactRequest(id=result.dataset_id), timeout=10)
+        .artifact
+    )
+    assert dataset.metadata["rows"] == 320 and dataset.metadata["invalid_rows"] == 0
+    assert dict(dataset.metadata["schema"]) == {
+        "input": ["string"],
+        "instruction": ["string"],
+        "output": ["string"],
+    }
+    assert dataset.metadata["task_type"] == "instruction"
+    assert dataset.digest.startswith("sha256:")

@@ -58,6 +58,8 @@ def inspect_content(kind: ArtifactKind, files: Files) -> dict[str, Any]:
 
 def _dataset(files: Files) -> dict[str, Any]:
     rows = 0
+    schema: dict[str, set[str]] = {}
+    counts = {"invalid": 0}
     for rel, real in files:
         if not rel.endswith(".jsonl"):
             raise InvalidArgument(
@@ -66,8 +68,56 @@ def _dataset(files: Files) -> dict[str, Any]:
                 field="source_path",
             )
         with open(real, "rb") as fh:
-            rows += sum(1 for line in fh if line.strip())
-    return {"rows": rows, "files": len(files)}
+            for line in fh:
+                if not line.strip():
+                    continue
+                rows += 1
+                _observe(line, schema, counts)
+    return {
+        "rows": rows,
+        "files": len(files),
+        # key -> JSON types seen; lets a search or a card say what rows hold
+        "schema": {k: sorted(v) for k, v in sorted(schema.items())},
+        "invalid_rows": counts["invalid"],
+        "task_type": _task_of(schema),
+    }
+
+
+_JSON_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    type(None): "null",
+}
+
+
+def _observe(line: bytes, schema: dict[str, set[str]], counts: dict[str, int]) -> None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        counts["invalid"] += 1
+        return
+    if not isinstance(row, dict):
+        counts["invalid"] += 1
+        return
+    for key, value in row.items():
+        schema.setdefault(str(key), set()).add(_JSON_TYPES.get(type(value), "other"))
+
+
+def _task_of(schema: dict[str, set[str]]) -> str:
+    """The same detection the trainer applies, from the keys rows carry."""
+    if "messages" in schema:
+        return "chat"
+    if "instruction" in schema or "output" in schema:
+        return "instruction"
+    if "label" in schema and "text" in schema:
+        return "classification"
+    if "text" in schema:
+        return "text"
+    return "unknown"
 
 
 def _refuse_pickles(files: Files) -> None:
