@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.merger.adapter_files import ADAPTER_WEIGHTS
 from services.merger.merge_plan import MergePlan, plan_merge
-from services.merger.safetensors_io import INDEX_NAME, nbytes, streaming_writer
+from services.merger.safetensors_io import (
+    INDEX_NAME,
+    TensorReader,
+    nbytes,
+    streaming_writer,
+)
 
 __all__ = [
     "OUTPUT_DTYPES",
@@ -154,7 +158,7 @@ def execute_merge(
     total = sum(len(infos) for infos in plan.layout.shards.values())
     done = merged = replaced = total_size = 0
     max_delta = 0.0
-    with safe_open(str(plan.adapter_dir / ADAPTER_WEIGHTS), framework="pt") as adapter:
+    with TensorReader(plan.adapter_dir / ADAPTER_WEIGHTS) as adapter:
         for shard, infos in plan.layout.shards.items():
             specs = [
                 (
@@ -166,7 +170,7 @@ def execute_merge(
             ]
             total_size += sum(nbytes(dtype, shape) for _, dtype, shape in specs)
             with (
-                safe_open(str(plan.base_dir / shard), framework="pt") as base,
+                TensorReader(plan.base_dir / shard) as base,
                 streaming_writer(out_dir / shard, specs, metadata) as writer,
             ):
                 for name, dtype, _ in specs:

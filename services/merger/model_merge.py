@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.merger.lora_merge import (
@@ -28,6 +27,7 @@ from services.merger.methods import MergeMethod, MergeParams, TensorContext
 from services.merger.safetensors_io import (
     INDEX_NAME,
     ModelLayout,
+    TensorReader,
     nbytes,
     read_layout,
     streaming_writer,
@@ -126,7 +126,7 @@ def execute_model_merge(
         def read(layout: ModelLayout, name: str) -> torch.Tensor:
             path = layout.directory / layout.tensors[name].file
             if path not in handles:
-                handles[path] = stack.enter_context(safe_open(str(path), "pt"))
+                handles[path] = stack.enter_context(TensorReader(path))
             return handles[path].get_tensor(name)
 
         for shard, infos in reference.shards.items():

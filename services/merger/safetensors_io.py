@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,3 +189,56 @@ def streaming_writer(
         writer._fh.close()
         raise
     writer.close()
+
+
+class TensorReader:
+    """Reads single tensors from a safetensors file into their own buffers.
+
+    safe_open memory-maps the file, and every page it touches counts in the
+    process's RSS until the map closes (743 MB peak merging SmolLM2-135M); a
+    positioned read per tensor keeps only the tensor in hand resident, so a
+    merge's peak memory stays a few tensors wide whatever the model size.
+    Same interface as safe_open's handle: keys(), get_tensor(name).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        try:
+            (length,) = struct.unpack("<Q", os.pread(self._fd, 8, 0))
+            header = json.loads(os.pread(self._fd, length, 8))
+        except (struct.error, ValueError) as exc:
+            os.close(self._fd)
+            raise FailedPrecondition(f"{path} is not a valid safetensors file") from exc
+        header.pop("__metadata__", None)
+        self._data_start = 8 + length
+        self._entries = header
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        entry = self._entries[name]
+        start, end = entry["data_offsets"]
+        dtype = dtype_of_code(entry["dtype"])
+        shape = tuple(entry["shape"])
+        buffer = bytearray(end - start)
+        view = memoryview(buffer)
+        done = 0
+        while done < len(buffer):
+            n = os.preadv(self._fd, [view[done:]], self._data_start + start + done)
+            if n <= 0:
+                raise FailedPrecondition(f"{self.path} is truncated inside {name}")
+            done += n
+        if not buffer:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> TensorReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
