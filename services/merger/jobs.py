@@ -20,6 +20,7 @@ from services.common.convert import from_struct, struct
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobs import Job, JobContext, JobEngine
 from services.common.paths import staged_directory
+from services.merger.gate import check_merge
 from services.merger.lora_merge import (
     OUTPUT_DTYPES,
     MergePlan,
@@ -218,6 +219,21 @@ class Merger:
                     base_digest=base.digest,
                     on_tensor=on_tensor,
                 )
+                ctx.check_cancelled()
+                ctx.report(
+                    stage="gate",
+                    progress=0.9,
+                    message="checking merged logits against base+adapter",
+                )
+                gate_report = check_merge(
+                    {
+                        "kind": "lora",
+                        "merged": str(tmp),
+                        "base": str(_path(base)),
+                        "adapter": str(_path(adapter)),
+                        "dtype": request.output_dtype,
+                    }
+                )
             ctx.check_cancelled()  # last point before the registry holds a result
             metrics = {
                 "tensors_merged": float(stats.tensors_merged),
@@ -238,7 +254,9 @@ class Merger:
                     source_path=str(final.resolve()),
                     metrics=metrics,
                     tags=request.tags,
-                    metadata=struct(self._metadata(ctx, job, stats)),
+                    metadata=struct(
+                        {**self._metadata(ctx, job, stats), "gate": gate_report.checks}
+                    ),
                     parents=[
                         common_pb2.ParentRef(
                             artifact_id=adapter.id, relation="adapter"

@@ -15,6 +15,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobs import JobContext
 from services.common.paths import staged_directory
 from services.merger import methods
+from services.merger.gate import check_merge
 from services.merger.model_merge import (
     ModelMergePlan,
     execute_model_merge,
@@ -26,6 +27,8 @@ MODEL_KINDS = (
     common_pb2.ARTIFACT_KIND_MERGED_MODEL,
 )
 PROGRESS_EVENTS = 20
+# A merge may not raise probe perplexity above this multiple of its worst input.
+MAX_PERPLEXITY_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,16 @@ def run_model_merge(
                 on_tensor=on_tensor,
                 provenance=provenance,
             )
+            ctx.check_cancelled()
+            ctx.report(stage="gate", progress=0.9, message="checking probe perplexity")
+            gate_report = check_merge(
+                {
+                    "kind": "models",
+                    "merged": str(tmp),
+                    "inputs": [str(Path(a.local_path)) for a in job.inputs],
+                    "factor": MAX_PERPLEXITY_FACTOR,
+                }
+            )
         ctx.check_cancelled()
         metrics = {
             "tensors_merged": float(stats.tensors_merged),
@@ -140,6 +153,7 @@ def run_model_merge(
                         "base_model_id": job.base.id if job.base else "",
                         "output_dtype": request.output_dtype,
                         "merge_job_id": ctx.job.id,
+                        "gate": gate_report.checks,
                     }
                 ),
                 parents=parents,

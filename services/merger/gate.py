@@ -1,0 +1,159 @@
+"""The merge-correctness gate: evidence a merged model is right before it is registered.
+
+Runs in its own process (`python -m services.merger.gate SPEC_JSON`) because it
+needs transformers and peft, which the streaming merge itself never imports.
+Checks: tokenizer fits the embeddings; for a LoRA merge, the merged model's
+logits match base+adapter (unmerged) on a probe batch; for multi-model merges,
+probe perplexity is not worse than the worst input by more than a factor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from services.common.errors import FailedPrecondition
+
+PROBE_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please send 3 blue mugs to Leeds by Friday.",
+    "In 1905 Einstein published four papers that changed physics.",
+    '{"name": "Ada", "qty": 2, "city": "Porto"}',
+]
+# Max |merged - unmerged| logits relative to the largest logit, by output dtype:
+# float32 merges are exact up to summation order; 16-bit outputs round weights.
+LOGIT_TOLERANCE = {"float32": 1e-4, "same": 1e-4, "bfloat16": 5e-2, "float16": 2e-2}
+GATE_TIMEOUT_S = 1800
+
+
+@dataclass
+class GateReport:
+    passed: bool
+    checks: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def _load(path: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, dtype=torch.float32
+    )
+    return model.eval()
+
+
+def _probe(tokenizer):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer(PROBE_TEXTS, return_tensors="pt", padding=True)
+
+
+def _logits(model, batch):
+    import torch
+
+    with torch.inference_mode():
+        return model(**batch).logits.float()
+
+
+def _perplexity(model, batch) -> float:
+    import torch
+
+    logits = _logits(model, batch)[:, :-1]
+    labels = batch["input_ids"][:, 1:].masked_fill(
+        batch["attention_mask"][:, 1:] == 0, -100
+    )
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
+    )
+    return math.exp(float(loss))
+
+
+def run_gate(spec: dict[str, Any]) -> GateReport:
+    """spec: merged, kind ("lora"|"models"), base, adapter, inputs, dtype, factor."""
+    from transformers import AutoTokenizer
+
+    report = GateReport(passed=True)
+    merged_dir = spec["merged"]
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir, local_files_only=True)
+    merged = _load(merged_dir)
+    rows = merged.get_input_embeddings().weight.shape[0]
+    report.checks["tokenizer_size"] = len(tokenizer)
+    report.checks["embedding_rows"] = rows
+    if len(tokenizer) > rows:
+        report.failures.append(
+            f"tokenizer has {len(tokenizer)} tokens but the embedding has {rows} rows"
+        )
+    batch = _probe(tokenizer)
+    if spec["kind"] == "lora":
+        from peft import PeftModel
+
+        unmerged = PeftModel.from_pretrained(_load(spec["base"]), spec["adapter"])
+        expected = _logits(unmerged.eval(), batch)
+        got = _logits(merged, batch)
+        mask = batch["attention_mask"].bool()
+        diff = float((got - expected).abs()[mask].max())
+        scale = float(expected.abs()[mask].max()) or 1.0
+        tolerance = LOGIT_TOLERANCE.get(spec.get("dtype", "same"), 1e-4)
+        report.checks.update(
+            max_abs_logit_diff=diff,
+            relative_logit_diff=diff / scale,
+            tolerance=tolerance,
+        )
+        if diff / scale > tolerance:
+            report.failures.append(
+                f"merged logits differ from base+adapter by {diff:.3g} "
+                f"({diff / scale:.3g} of the largest logit, tolerance {tolerance})"
+            )
+    else:
+        ppl = _perplexity(merged, batch)
+        inputs = [_perplexity(_load(p), batch) for p in spec["inputs"]]
+        worst = max(inputs)
+        factor = float(spec.get("factor") or 1.5)
+        report.checks.update(
+            merged_perplexity=ppl, input_perplexities=inputs, max_factor=factor
+        )
+        if not math.isfinite(ppl) or ppl > worst * factor:
+            report.failures.append(
+                f"probe perplexity {ppl:.3f} exceeds the worst input's {worst:.3f} "
+                f"by more than x{factor}"
+            )
+    report.passed = not report.failures
+    return report
+
+
+def check_merge(spec: dict[str, Any]) -> GateReport:
+    """Runs the gate in a child process; a failing gate is FailedPrecondition."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.merger.gate", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=GATE_TIMEOUT_S,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise FailedPrecondition(
+            "the merge correctness gate could not run: "
+            + (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        )
+    report = GateReport(**json.loads(lines[-1]))
+    if not report.passed:
+        raise FailedPrecondition(
+            "merge correctness gate failed: "
+            + "; ".join(report.failures)
+            + f" (measured: {json.dumps(report.checks)}); nothing was registered"
+        )
+    return report
+
+
+if __name__ == "__main__":
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    print(json.dumps(asdict(run_gate(json.loads(sys.argv[1])))))
