@@ -34,6 +34,7 @@ class LoraMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LORA_METHOD_LORA: _ClassVar[LoraMethod]
     LORA_METHOD_RSLORA: _ClassVar[LoraMethod]
     LORA_METHOD_DORA: _ClassVar[LoraMethod]
+    LORA_METHOD_QLORA: _ClassVar[LoraMethod]
 
 class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +43,24 @@ class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_TYPE_TEXT: _ClassVar[TaskType]
     TASK_TYPE_INSTRUCTION: _ClassVar[TaskType]
     TASK_TYPE_CHAT: _ClassVar[TaskType]
+    TASK_TYPE_CLASSIFICATION: _ClassVar[TaskType]
+    TASK_TYPE_COMPLETION: _ClassVar[TaskType]
+    TASK_TYPE_PREFERENCE: _ClassVar[TaskType]
+
+class MixedPrecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MIXED_PRECISION_UNSPECIFIED: _ClassVar[MixedPrecision]
+    MIXED_PRECISION_AUTO: _ClassVar[MixedPrecision]
+    MIXED_PRECISION_NO: _ClassVar[MixedPrecision]
+    MIXED_PRECISION_BF16: _ClassVar[MixedPrecision]
+    MIXED_PRECISION_FP16: _ClassVar[MixedPrecision]
+
+class DistributedStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISTRIBUTED_STRATEGY_UNSPECIFIED: _ClassVar[DistributedStrategy]
+    DISTRIBUTED_STRATEGY_AUTO: _ClassVar[DistributedStrategy]
+    DISTRIBUTED_STRATEGY_DDP: _ClassVar[DistributedStrategy]
+    DISTRIBUTED_STRATEGY_FSDP: _ClassVar[DistributedStrategy]
 
 class LrSchedule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -79,11 +98,24 @@ LORA_METHOD_UNSPECIFIED: LoraMethod
 LORA_METHOD_LORA: LoraMethod
 LORA_METHOD_RSLORA: LoraMethod
 LORA_METHOD_DORA: LoraMethod
+LORA_METHOD_QLORA: LoraMethod
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_AUTO: TaskType
 TASK_TYPE_TEXT: TaskType
 TASK_TYPE_INSTRUCTION: TaskType
 TASK_TYPE_CHAT: TaskType
+TASK_TYPE_CLASSIFICATION: TaskType
+TASK_TYPE_COMPLETION: TaskType
+TASK_TYPE_PREFERENCE: TaskType
+MIXED_PRECISION_UNSPECIFIED: MixedPrecision
+MIXED_PRECISION_AUTO: MixedPrecision
+MIXED_PRECISION_NO: MixedPrecision
+MIXED_PRECISION_BF16: MixedPrecision
+MIXED_PRECISION_FP16: MixedPrecision
+DISTRIBUTED_STRATEGY_UNSPECIFIED: DistributedStrategy
+DISTRIBUTED_STRATEGY_AUTO: DistributedStrategy
+DISTRIBUTED_STRATEGY_DDP: DistributedStrategy
+DISTRIBUTED_STRATEGY_FSDP: DistributedStrategy
 LR_SCHEDULE_UNSPECIFIED: LrSchedule
 LR_SCHEDULE_LINEAR: LrSchedule
 LR_SCHEDULE_COSINE: LrSchedule
@@ -236,7 +268,7 @@ class ParentRef(_message.Message):
     def __init__(self, artifact_id: _Optional[str] = ..., relation: _Optional[str] = ...) -> None: ...
 
 class TrainConfig(_message.Message):
-    __slots__ = ("method", "rank", "alpha", "dropout", "target_modules", "learning_rate", "lr_schedule", "warmup_steps", "max_steps", "epochs", "batch_size", "gradient_accumulation_steps", "max_seq_length", "seed", "task_type", "eval_fraction", "weight_decay", "eval_steps")
+    __slots__ = ("method", "rank", "alpha", "dropout", "target_modules", "learning_rate", "lr_schedule", "warmup_steps", "max_steps", "epochs", "batch_size", "gradient_accumulation_steps", "max_seq_length", "seed", "task_type", "eval_fraction", "weight_decay", "eval_steps", "modules_to_save", "gradient_checkpointing", "mixed_precision", "packing", "group_by_length", "checkpoint_steps", "early_stopping_patience", "early_stopping_threshold", "num_gpus", "distributed_strategy", "labels", "preference_beta")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +287,18 @@ class TrainConfig(_message.Message):
     EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
     EVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MODULES_TO_SAVE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    MIXED_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    PACKING_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NUM_GPUS_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTED_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_BETA_FIELD_NUMBER: _ClassVar[int]
     method: LoraMethod
     rank: int
     alpha: float
@@ -273,7 +317,19 @@ class TrainConfig(_message.Message):
     eval_fraction: float
     weight_decay: float
     eval_steps: int
-    def __init__(self, method: _Optional[_Union[LoraMethod, str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., learning_rate: _Optional[float] = ..., lr_schedule: _Optional[_Union[LrSchedule, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., eval_fraction: _Optional[float] = ..., weight_decay: _Optional[float] = ..., eval_steps: _Optional[int] = ...) -> None: ...
+    modules_to_save: _containers.RepeatedScalarFieldContainer[str]
+    gradient_checkpointing: bool
+    mixed_precision: MixedPrecision
+    packing: bool
+    group_by_length: bool
+    checkpoint_steps: int
+    early_stopping_patience: int
+    early_stopping_threshold: float
+    num_gpus: int
+    distributed_strategy: DistributedStrategy
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    preference_beta: float
+    def __init__(self, method: _Optional[_Union[LoraMethod, str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., learning_rate: _Optional[float] = ..., lr_schedule: _Optional[_Union[LrSchedule, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., eval_fraction: _Optional[float] = ..., weight_decay: _Optional[float] = ..., eval_steps: _Optional[int] = ..., modules_to_save: _Optional[_Iterable[str]] = ..., gradient_checkpointing: _Optional[bool] = ..., mixed_precision: _Optional[_Union[MixedPrecision, str]] = ..., packing: _Optional[bool] = ..., group_by_length: _Optional[bool] = ..., checkpoint_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., early_stopping_threshold: _Optional[float] = ..., num_gpus: _Optional[int] = ..., distributed_strategy: _Optional[_Union[DistributedStrategy, str]] = ..., labels: _Optional[_Iterable[str]] = ..., preference_beta: _Optional[float] = ...) -> None: ...
 
 class GateResult(_message.Message):
     __slots__ = ("name", "passed", "value", "threshold", "message")

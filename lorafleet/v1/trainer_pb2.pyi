@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartTrainJobRequest(_message.Message):
-    __slots__ = ("base_model_id", "dataset_id", "adapter_name", "config", "tags")
+    __slots__ = ("base_model_id", "dataset_id", "adapter_name", "config", "tags", "priority")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,12 +22,14 @@ class StartTrainJobRequest(_message.Message):
     ADAPTER_NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     base_model_id: str
     dataset_id: str
     adapter_name: str
     config: _common_pb2.TrainConfig
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., adapter_name: _Optional[str] = ..., config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    priority: int
+    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., adapter_name: _Optional[str] = ..., config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class StartTrainJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -36,18 +38,24 @@ class StartTrainJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[TrainJob, _Mapping]] = ...) -> None: ...
 
 class TrainJob(_message.Message):
-    __slots__ = ("status", "request", "effective_config", "result", "dataset_report")
+    __slots__ = ("status", "request", "effective_config", "result", "dataset_report", "attempt", "resumed_from_step", "worker_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_CONFIG_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     DATASET_REPORT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.JobStatus
     request: StartTrainJobRequest
     effective_config: _common_pb2.TrainConfig
     result: TrainResult
     dataset_report: DatasetReport
-    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[StartTrainJobRequest, _Mapping]] = ..., effective_config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., result: _Optional[_Union[TrainResult, _Mapping]] = ..., dataset_report: _Optional[_Union[DatasetReport, _Mapping]] = ...) -> None: ...
+    attempt: int
+    resumed_from_step: int
+    worker_id: str
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[StartTrainJobRequest, _Mapping]] = ..., effective_config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., result: _Optional[_Union[TrainResult, _Mapping]] = ..., dataset_report: _Optional[_Union[DatasetReport, _Mapping]] = ..., attempt: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class TrainResult(_message.Message):
     __slots__ = ("adapter_id", "metrics", "environment")
@@ -125,20 +133,22 @@ class WatchTrainJobResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[_common_pb2.ProgressEvent, _Mapping]] = ..., job: _Optional[_Union[TrainJob, _Mapping]] = ...) -> None: ...
 
 class ValidateDatasetRequest(_message.Message):
-    __slots__ = ("dataset_id", "base_model_id", "max_seq_length", "eval_fraction", "seed", "task_type")
+    __slots__ = ("dataset_id", "base_model_id", "max_seq_length", "eval_fraction", "seed", "task_type", "labels")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
     EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     base_model_id: str
     max_seq_length: int
     eval_fraction: float
     seed: int
     task_type: _common_pb2.TaskType
-    def __init__(self, dataset_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., max_seq_length: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dataset_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., max_seq_length: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ValidateDatasetResponse(_message.Message):
     __slots__ = ("report",)
@@ -159,7 +169,14 @@ class DatasetIssue(_message.Message):
     def __init__(self, line: _Optional[int] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., fatal: _Optional[bool] = ...) -> None: ...
 
 class DatasetReport(_message.Message):
-    __slots__ = ("passed", "summary", "task_type", "row_count", "empty_rows", "duplicate_rows", "over_length_rows", "truncated_tokens", "no_answer_rows", "total_tokens", "max_row_tokens", "train_rows", "eval_rows", "issues", "max_seq_length", "eval_fraction", "seed")
+    __slots__ = ("passed", "summary", "task_type", "row_count", "empty_rows", "duplicate_rows", "over_length_rows", "truncated_tokens", "no_answer_rows", "total_tokens", "max_row_tokens", "train_rows", "eval_rows", "issues", "max_seq_length", "eval_fraction", "seed", "label_counts", "imbalance_ratio")
+    class LabelCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     PASSED_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +194,8 @@ class DatasetReport(_message.Message):
     MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
     EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    IMBALANCE_RATIO_FIELD_NUMBER: _ClassVar[int]
     passed: bool
     summary: str
     task_type: _common_pb2.TaskType
@@ -194,4 +213,6 @@ class DatasetReport(_message.Message):
     max_seq_length: int
     eval_fraction: float
     seed: int
-    def __init__(self, passed: _Optional[bool] = ..., summary: _Optional[str] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., row_count: _Optional[int] = ..., empty_rows: _Optional[int] = ..., duplicate_rows: _Optional[int] = ..., over_length_rows: _Optional[int] = ..., truncated_tokens: _Optional[int] = ..., no_answer_rows: _Optional[int] = ..., total_tokens: _Optional[int] = ..., max_row_tokens: _Optional[int] = ..., train_rows: _Optional[int] = ..., eval_rows: _Optional[int] = ..., issues: _Optional[_Iterable[_Union[DatasetIssue, _Mapping]]] = ..., max_seq_length: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    label_counts: _containers.ScalarMap[str, int]
+    imbalance_ratio: float
+    def __init__(self, passed: _Optional[bool] = ..., summary: _Optional[str] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., row_count: _Optional[int] = ..., empty_rows: _Optional[int] = ..., duplicate_rows: _Optional[int] = ..., over_length_rows: _Optional[int] = ..., truncated_tokens: _Optional[int] = ..., no_answer_rows: _Optional[int] = ..., total_tokens: _Optional[int] = ..., max_row_tokens: _Optional[int] = ..., train_rows: _Optional[int] = ..., eval_rows: _Optional[int] = ..., issues: _Optional[_Iterable[_Union[DatasetIssue, _Mapping]]] = ..., max_seq_length: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., imbalance_ratio: _Optional[float] = ...) -> None: ...

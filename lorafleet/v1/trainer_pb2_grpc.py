@@ -82,7 +82,10 @@ class TrainerServiceServicer:
         (the message lists the ones that exist), or the dataset fails
         ValidateDataset (the message is the report summary naming the lines); NOT_FOUND if
         the base model or dataset is unknown; FAILED_PRECONDITION if the base
-        model is not a base model; RESOURCE_EXHAUSTED if the queue is full.
+        model is not a base model, if the method needs a backend this machine
+        lacks (QLoRA without bitsandbytes, bf16/fp16 without a GPU) or if more
+        GPUs are asked for than the trainer has; RESOURCE_EXHAUSTED if the queue
+        is full.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

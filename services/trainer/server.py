@@ -39,11 +39,13 @@ def config_from_pb(pb: common_pb2.TrainConfig) -> TrainConfig:
     d = TrainConfig()
     return TrainConfig(
         method=_METHODS.get(pb.method, d.method if not pb.method else f"#{pb.method}"),
-        rank=pb.rank or d.rank,
+        rank=pb.rank if pb.HasField("rank") else d.rank,
         alpha=pb.alpha,
         dropout=pb.dropout if pb.HasField("dropout") else d.dropout,
         target_modules=list(pb.target_modules),
-        learning_rate=pb.learning_rate or d.learning_rate,
+        learning_rate=pb.learning_rate
+        if pb.HasField("learning_rate")
+        else d.learning_rate,
         lr_schedule=_SCHEDULES.get(pb.lr_schedule, d.lr_schedule),
         warmup_steps=pb.warmup_steps,
         max_steps=pb.max_steps,
