@@ -1,4 +1,6 @@
-"""The fine-tuning itself: dataset -> tokenised examples -> PEFT LoRA -> adapter files.
+"""The training loop: prepared data + PEFT model -> transformers Trainer -> adapter.
+
+Data preparation lives in `data.py`, model construction in `model_setup.py`.
 
 Uses transformers' Trainer (well-kept, handles schedules, accumulation, mixed
 precision) with a callback that reports progress and honours cancellation.
@@ -14,14 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common import datasets
-from services.common.errors import Cancelled, InvalidArgument
-from services.common.modeling import (
-    default_target_modules,
-    load_causal_lm,
-    load_tokenizer,
-    model_type_of,
-)
+from services.common.errors import Cancelled
+from services.common.modeling import load_tokenizer
+from services.trainer.data import prepare_data
+from services.trainer.model_setup import build_peft_model
 from services.trainer.spec import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -41,41 +39,6 @@ class TrainingOutcome:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass
-class PreparedData:
-    task: str
-    train: list[dict]
-    eval: list[dict]
-    dropped: int
-
-
-def prepare_data(tokenizer, dataset_file: Path, cfg: TrainConfig) -> PreparedData:
-    """Tokenises the seeded train/eval split; rows with no answer left are dropped."""
-    task, rows = datasets.load_dataset(dataset_file, cfg.task_type)
-    train_rows, eval_rows = datasets.split_rows(rows, cfg.eval_fraction, cfg.seed)
-
-    def features(rows: list[datasets.Row]) -> tuple[list[dict], int]:
-        out, dropped = [], 0
-        for row in rows:
-            f = datasets.tokenize_for_training(
-                tokenizer, datasets.to_example(row, task), cfg.max_seq_length
-            )
-            if not any(label != -100 for label in f["labels"]):
-                dropped += 1  # truncation removed every answer token
-                continue
-            out.append(f)
-        return out, dropped
-
-    train, dropped_train = features(train_rows)
-    evaluation, dropped_eval = features(eval_rows)
-    if not train:
-        raise InvalidArgument(
-            f"no training example keeps an answer token within max_seq_length="
-            f"{cfg.max_seq_length}; raise max_seq_length or shorten the prompts"
-        )
-    return PreparedData(task, train, evaluation, dropped_train + dropped_eval)
-
-
 def fine_tune(
     base_dir: Path,
     dataset_file: Path,
@@ -87,7 +50,6 @@ def fine_tune(
     should_stop: Callable[[], bool],
 ) -> TrainingOutcome:
     """Trains a LoRA adapter and saves it (safetensors + PEFT config) to `out_dir`."""
-    from peft import LoraConfig, get_peft_model
     from transformers import (
         DataCollatorForSeq2Seq,
         PrinterCallback,
@@ -103,24 +65,7 @@ def fine_tune(
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(base_dir)
     data = prepare_data(tokenizer, dataset_file, cfg)
-    model = load_causal_lm(base_dir, device)
-    targets = cfg.target_modules or default_target_modules(model_type_of(base_dir))
-    lora = LoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=targets,
-        use_rslora=cfg.method == "rslora",
-        use_dora=cfg.method == "dora",
-        task_type="CAUSAL_LM",
-    )
-    try:
-        model = get_peft_model(model, lora)
-    except ValueError as exc:
-        raise InvalidArgument(
-            f"cannot apply LoRA to target_modules {targets}: {exc}",
-            field="config.target_modules",
-        ) from exc
+    model, targets = build_peft_model(base_dir, cfg, device)
 
     steps_per_epoch = math.ceil(
         len(data.train) / (cfg.batch_size * cfg.gradient_accumulation_steps)
