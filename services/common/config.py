@@ -80,6 +80,20 @@ class Config:
     max_loaded_models: int = 3
     # Inference: upper bound on max_new_tokens of one request.
     max_new_tokens_limit: int = 1024
+    # Trainer: SQLAlchemy URL of the trainer's own job database (its queue,
+    # never the registry's tables); empty = SQLite under data_dir. Replicas
+    # that share one Postgres database share one queue.
+    trainer_dsn: str = ""
+    # Trainer: this replica's name in the queue; empty = hostname-pid.
+    trainer_worker_id: str = ""
+    # Trainer: a running job whose replica has not renewed its lease for this
+    # long is taken over (resumed from its last checkpoint) by another replica.
+    trainer_lease_s: float = 60.0
+    # Trainer: address-space limit of each training child process in MiB
+    # (0 = none); going over it fails the job with an out-of-memory hint.
+    trainer_memory_limit_mb: int = 0
+    # Trainer: GPUs this replica may hand to jobs; -1 = every visible GPU.
+    trainer_gpus: int = -1
 
     def service_port(self, name: str) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[name]
@@ -95,6 +109,17 @@ class Config:
     @property
     def staging_dir(self) -> Path:
         return self.data_dir / "staging"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Trainer checkpoints, one folder per job, kept until the job ends."""
+        return self.data_dir / "checkpoints"
+
+    @property
+    def effective_trainer_dsn(self) -> str:
+        return (
+            self.trainer_dsn or f"sqlite:///{(self.data_dir / 'trainer.db').resolve()}"
+        )
 
     @property
     def effective_registry_dsn(self) -> str:
