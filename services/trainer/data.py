@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.common import datasets
 from services.common.errors import InvalidArgument
@@ -16,6 +18,8 @@ class PreparedData:
     train: list[dict]
     eval: list[dict]
     dropped: int
+    # Turns a list of examples into a batch; chosen per task (and packing).
+    collator: Callable[[list[dict]], dict[str, Any]] | None = None
 
 
 def prepare_data(tokenizer, dataset_file: Path, cfg: TrainConfig) -> PreparedData:
@@ -42,4 +46,17 @@ def prepare_data(tokenizer, dataset_file: Path, cfg: TrainConfig) -> PreparedDat
             f"no training example keeps an answer token within max_seq_length="
             f"{cfg.max_seq_length}; raise max_seq_length or shorten the prompts"
         )
-    return PreparedData(task, train, evaluation, dropped_train + dropped_eval)
+    return PreparedData(
+        task,
+        train,
+        evaluation,
+        dropped_train + dropped_eval,
+        collator=causal_lm_collator(tokenizer),
+    )
+
+
+def causal_lm_collator(tokenizer) -> Callable[[list[dict]], dict[str, Any]]:
+    """Pads each batch to its longest row (not max_length); labels pad to -100."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)

@@ -25,6 +25,7 @@ from services.common.modeling import (
     load_tokenizer,
     resolve_device,
 )
+from services.trainer import capabilities
 from services.trainer.dataset_report import DatasetReport, build_report
 from services.trainer.spec import TrainConfig, TrainSpec
 from services.trainer.training import fine_tune
@@ -64,6 +65,7 @@ class Trainer:
         self._config = config
         self._registry = registry
         self._device = resolve_device(config.device)
+        self.capabilities = capabilities.detect(self._device, config.trainer_gpus)
         # Per base digest: tokenizers and module names are reused across Starts.
         self._tokenizers: dict[str, Any] = {}
         self._module_names: dict[str, list[str]] = {}
@@ -77,6 +79,7 @@ class Trainer:
 
     def start(self, spec: TrainSpec) -> Job:
         spec.check()
+        capabilities.check(spec.config, self.capabilities)
         base = self._model(spec.base_model_id)
         if spec.config.target_modules:
             check_target_modules(spec.config.target_modules, self._modules_of(base))

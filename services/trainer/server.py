@@ -2,118 +2,15 @@
 
 from __future__ import annotations
 
-from lorafleet.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+from lorafleet.v1 import trainer_pb2, trainer_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
-from services.common.convert import (
-    JobRpcs,
-    job_status_to_pb,
-    struct,
-)
+from services.common.convert import JobRpcs, job_status_to_pb, struct
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
-from services.trainer.dataset_report import DatasetReport
+from services.trainer.convert import TASKS, config_from_pb, config_to_pb, report_to_pb
 from services.trainer.jobs import ResolvedTrainJob, Trainer
 from services.trainer.spec import TrainConfig, TrainSpec
-
-_METHODS = {
-    common_pb2.LORA_METHOD_LORA: "lora",
-    common_pb2.LORA_METHOD_RSLORA: "rslora",
-    common_pb2.LORA_METHOD_DORA: "dora",
-}
-_SCHEDULES = {
-    common_pb2.LR_SCHEDULE_LINEAR: "linear",
-    common_pb2.LR_SCHEDULE_COSINE: "cosine",
-    common_pb2.LR_SCHEDULE_CONSTANT: "constant",
-}
-_TASKS = {
-    common_pb2.TASK_TYPE_AUTO: "auto",
-    common_pb2.TASK_TYPE_TEXT: "text",
-    common_pb2.TASK_TYPE_INSTRUCTION: "instruction",
-    common_pb2.TASK_TYPE_CHAT: "chat",
-}
-
-
-def config_from_pb(pb: common_pb2.TrainConfig) -> TrainConfig:
-    """Zero fields take the documented defaults; negative values stay to be refused."""
-    d = TrainConfig()
-    return TrainConfig(
-        method=_METHODS.get(pb.method, d.method if not pb.method else f"#{pb.method}"),
-        rank=pb.rank if pb.HasField("rank") else d.rank,
-        alpha=pb.alpha,
-        dropout=pb.dropout if pb.HasField("dropout") else d.dropout,
-        target_modules=list(pb.target_modules),
-        learning_rate=pb.learning_rate
-        if pb.HasField("learning_rate")
-        else d.learning_rate,
-        lr_schedule=_SCHEDULES.get(pb.lr_schedule, d.lr_schedule),
-        warmup_steps=pb.warmup_steps,
-        max_steps=pb.max_steps,
-        epochs=pb.epochs or d.epochs,
-        batch_size=pb.batch_size or d.batch_size,
-        gradient_accumulation_steps=pb.gradient_accumulation_steps
-        or d.gradient_accumulation_steps,
-        max_seq_length=pb.max_seq_length or d.max_seq_length,
-        seed=pb.seed or d.seed,
-        task_type=_TASKS.get(pb.task_type, d.task_type),
-        eval_fraction=pb.eval_fraction
-        if pb.HasField("eval_fraction")
-        else d.eval_fraction,
-        weight_decay=pb.weight_decay,
-        eval_steps=pb.eval_steps,
-    )
-
-
-def config_to_pb(cfg: TrainConfig) -> common_pb2.TrainConfig:
-    inverse = lambda table, v: next((k for k, name in table.items() if name == v), 0)  # noqa: E731
-    return common_pb2.TrainConfig(
-        method=inverse(_METHODS, cfg.method),
-        rank=cfg.rank,
-        alpha=cfg.alpha,
-        dropout=cfg.dropout,
-        target_modules=cfg.target_modules,
-        learning_rate=cfg.learning_rate,
-        lr_schedule=inverse(_SCHEDULES, cfg.lr_schedule),
-        warmup_steps=cfg.warmup_steps,
-        max_steps=cfg.max_steps,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_seq_length=cfg.max_seq_length,
-        seed=cfg.seed,
-        task_type=inverse(_TASKS, cfg.task_type),
-        eval_fraction=cfg.eval_fraction,
-        weight_decay=cfg.weight_decay,
-        eval_steps=cfg.eval_steps,
-    )
-
-
-def report_to_pb(report: DatasetReport) -> trainer_pb2.DatasetReport:
-    inverse_task = next((k for k, v in _TASKS.items() if v == report.task), 0)
-    return trainer_pb2.DatasetReport(
-        passed=report.passed,
-        summary=report.summary,
-        task_type=inverse_task,
-        row_count=report.row_count,
-        empty_rows=report.empty_rows,
-        duplicate_rows=report.duplicate_rows,
-        over_length_rows=report.over_length_rows,
-        truncated_tokens=report.truncated_tokens,
-        no_answer_rows=report.no_answer_rows,
-        total_tokens=report.total_tokens,
-        max_row_tokens=report.max_row_tokens,
-        train_rows=report.train_rows,
-        eval_rows=report.eval_rows,
-        issues=[
-            trainer_pb2.DatasetIssue(
-                line=i.line, kind=i.kind, message=i.message, fatal=i.fatal
-            )
-            for i in report.issues
-        ],
-        max_seq_length=report.max_seq_length,
-        eval_fraction=report.eval_fraction,
-        seed=report.seed,
-    )
 
 
 def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
@@ -175,7 +72,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             if request.HasField("eval_fraction")
             else d.eval_fraction,
             seed=request.seed or d.seed,
-            task_type=_TASKS.get(request.task_type, d.task_type),
+            task_type=TASKS.get(request.task_type, d.task_type),
         )
         report = self._trainer.validate_dataset(
             request.dataset_id, request.base_model_id, cfg

@@ -7,9 +7,19 @@ from dataclasses import asdict, dataclass, field
 
 from services.common.errors import InvalidArgument
 
-METHODS = ("lora", "rslora", "dora")
+METHODS = ("lora", "rslora", "dora", "qlora")
 SCHEDULES = ("linear", "cosine", "constant")
-TASKS = ("auto", "text", "instruction", "chat")
+TASKS = (
+    "auto",
+    "text",
+    "instruction",
+    "chat",
+    "classification",
+    "completion",
+    "preference",
+)
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+STRATEGIES = ("auto", "ddp", "fsdp")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -35,6 +45,18 @@ class TrainConfig:
     eval_fraction: float = 0.1
     weight_decay: float = 0.0
     eval_steps: int = 0
+    modules_to_save: list[str] = field(default_factory=list)
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"
+    packing: bool = False
+    group_by_length: bool = False
+    checkpoint_steps: int = 50
+    early_stopping_patience: int = 0
+    early_stopping_threshold: float = 0.0
+    num_gpus: int = 0  # 0 -> one GPU when present, else CPU
+    distributed_strategy: str = "auto"
+    labels: list[str] = field(default_factory=list)  # classification label set
+    preference_beta: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.alpha:
@@ -45,6 +67,8 @@ class TrainConfig:
         _choice("method", self.method, METHODS)
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _choice("task_type", self.task_type, TASKS)
+        _choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        _choice("distributed_strategy", self.distributed_strategy, STRATEGIES)
         _range("rank", self.rank, 1, 1024)
         _range("alpha", self.alpha, 1e-6, 1e6)
         _range("dropout", self.dropout, 0.0, 0.9)
@@ -64,12 +88,31 @@ class TrainConfig:
         _range("eval_fraction", self.eval_fraction, 0.0, 0.5)
         _range("weight_decay", self.weight_decay, 0.0, 1.0)
         _range("eval_steps", self.eval_steps, 0, 10**7)
-        for name in self.target_modules:
-            if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
-                raise InvalidArgument(
-                    f"target_modules entry {name!r} is not a module name",
-                    field="config.target_modules",
-                )
+        _range("checkpoint_steps", self.checkpoint_steps, 1, 10**7)
+        _range("early_stopping_patience", self.early_stopping_patience, 0, 10**4)
+        _range("early_stopping_threshold", self.early_stopping_threshold, 0.0, 1e3)
+        _range("num_gpus", self.num_gpus, 0, 1024)
+        _range("preference_beta", self.preference_beta, 1e-4, 100.0)
+        if self.early_stopping_patience and not self.eval_steps:
+            raise InvalidArgument(
+                "config.early_stopping_patience needs config.eval_steps: early "
+                "stopping compares eval loss between evaluations",
+                field="config.early_stopping_patience",
+            )
+        for key in ("target_modules", "modules_to_save"):
+            for name in getattr(self, key):
+                if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+                    raise InvalidArgument(
+                        f"{key} entry {name!r} is not a module name",
+                        field=f"config.{key}",
+                    )
+        if len(set(self.labels)) != len(self.labels) or any(
+            not label for label in self.labels
+        ):
+            raise InvalidArgument(
+                f"config.labels must be distinct non-empty strings, got {self.labels}",
+                field="config.labels",
+            )
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -20,6 +20,7 @@ from services.common.errors import Cancelled
 from services.common.modeling import load_tokenizer
 from services.trainer.data import prepare_data
 from services.trainer.model_setup import build_peft_model
+from services.trainer.objectives import trainer_class_for
 from services.trainer.spec import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,7 @@ def fine_tune(
 ) -> TrainingOutcome:
     """Trains a LoRA adapter and saves it (safetensors + PEFT config) to `out_dir`."""
     from transformers import (
-        DataCollatorForSeq2Seq,
         PrinterCallback,
-        Trainer,
         TrainerCallback,
         TrainingArguments,
         set_seed,
@@ -121,14 +120,12 @@ def fine_tune(
             dataloader_num_workers=0,
             include_num_input_tokens_seen="non_padding",
         )
-        trainer = Trainer(
+        trainer = trainer_class_for(data.task)(
             model=model,
             args=args,
             train_dataset=data.train,
             eval_dataset=data.eval or None,
-            data_collator=DataCollatorForSeq2Seq(
-                tokenizer, padding=True, label_pad_token_id=-100
-            ),
+            data_collator=data.collator,
             callbacks=[Progress()],
         )
         trainer.remove_callback(PrinterCallback)  # progress goes to Watch, not stdout

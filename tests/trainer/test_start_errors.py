@@ -107,3 +107,24 @@ def test_dataset_failing_validation_carries_the_report_summary(suite, base_model
     )
     assert "line 2: invalid JSON" in message
     assert "line 3: no assistant" in message or "line 3: 'messages'" in message
+
+
+def test_backends_this_machine_lacks_are_failed_precondition() -> None:
+    """bf16 / more GPUs than present are refused up front with the fix named."""
+    from services.common.errors import FailedPrecondition
+    from services.trainer import capabilities
+    from services.trainer.spec import TrainConfig
+
+    cpu = capabilities.Capabilities(
+        device="cpu", gpus=0, bf16_gpu=False, bitsandbytes="0.50.2"
+    )
+    with pytest.raises(FailedPrecondition, match="BF16 needs a GPU"):
+        capabilities.check(TrainConfig(mixed_precision="bf16"), cpu)
+    with pytest.raises(FailedPrecondition, match="num_gpus 2 asks for more GPUs"):
+        capabilities.check(TrainConfig(num_gpus=2), cpu)
+    no_bnb = capabilities.Capabilities(
+        device="cpu", gpus=0, bf16_gpu=False, bitsandbytes="", bitsandbytes_error="nope"
+    )
+    with pytest.raises(FailedPrecondition, match="QLORA needs bitsandbytes"):
+        capabilities.check(TrainConfig(method="qlora"), no_bnb)
+    capabilities.check(TrainConfig(method="qlora"), cpu)  # bnb present: allowed
