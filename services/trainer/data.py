@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ class PreparedData:
     dropped: int
     # Turns a list of examples into a batch; chosen per task (and packing).
     collator: Callable[[list[dict]], dict[str, Any]] | None = None
+    # Extra transformers TrainingArguments the data calls for (group_by_length).
+    trainer_args: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_data(tokenizer, dataset_file: Path, cfg: TrainConfig) -> PreparedData:

@@ -11,13 +11,17 @@ from services.common.modeling import (
     load_causal_lm,
     model_type_of,
 )
+from services.trainer.data import PreparedData
 from services.trainer.spec import TrainConfig
 
 
 def build_peft_model(
-    base_dir: Path, cfg: TrainConfig, device: str
+    base_dir: Path, cfg: TrainConfig, device: str, data: PreparedData | None = None
 ) -> tuple[Any, list[str] | str]:
-    """Loads the base and wraps it in a fresh LoRA adapter: (model, targets)."""
+    """Loads the base and wraps it in a fresh LoRA adapter: (model, targets).
+
+    `data` is the prepared dataset, for task-specific heads (e.g. label count).
+    """
     from peft import LoraConfig, get_peft_model
 
     model = load_causal_lm(base_dir, device)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.trainer.spec import TrainConfig
 
-def trainer_class_for(task: str) -> Any:
+
+def trainer_class_for(task: str, cfg: TrainConfig) -> Any:
     """The Trainer subclass whose compute_loss implements the task's objective."""
     from transformers import Trainer
 

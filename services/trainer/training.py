@@ -64,7 +64,7 @@ def fine_tune(
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(base_dir)
     data = prepare_data(tokenizer, dataset_file, cfg)
-    model, targets = build_peft_model(base_dir, cfg, device)
+    model, targets = build_peft_model(base_dir, cfg, device, data)
 
     steps_per_epoch = math.ceil(
         len(data.train) / (cfg.batch_size * cfg.gradient_accumulation_steps)
@@ -119,8 +119,9 @@ def fine_tune(
             remove_unused_columns=False,
             dataloader_num_workers=0,
             include_num_input_tokens_seen="non_padding",
+            **data.trainer_args,
         )
-        trainer = trainer_class_for(data.task)(
+        trainer = trainer_class_for(data.task, cfg)(
             model=model,
             args=args,
             train_dataset=data.train,
