@@ -1,4 +1,4 @@
-"""The `lorafleet` command: serve, up, demo, models import, db upgrade."""
+"""The `lorafleet` command: serve, up, demo, models, datasets, db, registry."""
 
 from __future__ import annotations
 
@@ -96,6 +96,51 @@ def cmd_models_import(args) -> int:
     return 0
 
 
+def cmd_datasets_append(args) -> int:
+    import grpc
+
+    from lorafleet.client import Client
+
+    tags = {}
+    for tag in args.tag or ():
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            print(
+                f"lorafleet datasets append: --tag {tag!r} is not KEY=VALUE",
+                file=sys.stderr,
+            )
+            return 2
+        tags[key] = value
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"lorafleet datasets append: {args.file} is not a file", file=sys.stderr)
+        return 2
+    address = args.registry or _config(args).address_of("registry")
+    with Client(registry=address) as client:
+        try:
+            r = client.append_dataset(
+                args.dataset_id,
+                file=path,
+                deduplicate=args.dedup,
+                version=args.version,
+                tags=tags,
+            )
+        except grpc.RpcError as exc:
+            print(
+                f"lorafleet datasets append: {exc.code().name}: {exc.details()}",
+                file=sys.stderr,
+            )
+            return 1
+    a = r.artifact
+    outcome = "unchanged" if r.existed else "new version"
+    print(f"{a.name}:{a.version} {a.id} {a.digest} ({outcome})")
+    print(
+        f"rows {r.previous_row_count} + {r.appended_rows} appended = {r.row_count}"
+        f" ({r.dropped_duplicates} duplicates dropped)"
+    )
+    return 0
+
+
 def cmd_db_upgrade(args) -> int:
     from services.registry.migrations import upgrade_database
 
@@ -183,6 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", required=True)
     s.add_argument("--registry", help="registry host:port (default from config)")
     s.set_defaults(func=cmd_models_import)
+
+    ds = sub.add_parser("datasets", help="dataset versions").add_subparsers(
+        dest="datasets_command", required=True
+    )
+    s = ds.add_parser(
+        "append", help="append JSONL rows to a dataset, registering a new version"
+    )
+    s.add_argument("dataset_id", help="id, name:version, name@alias or name")
+    s.add_argument("file", help="local JSONL file of rows to append (uploaded)")
+    s.add_argument(
+        "--dedup", action="store_true", help="leave out rows the dataset holds"
+    )
+    s.add_argument("--version", type=int, default=0, help="version to create")
+    s.add_argument("--tag", action="append", help="KEY=VALUE tag (repeatable)")
+    s.add_argument("--registry", help="registry host:port (default from config)")
+    s.set_defaults(func=cmd_datasets_append)
 
     db = sub.add_parser("db", help="registry database").add_subparsers(
         dest="db_command", required=True

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -21,6 +26,7 @@ from lorafleet.v1 import (
 DEFAULT_GATEWAY = "127.0.0.1:50050"
 DEFAULT_REGISTRY = "127.0.0.1:50051"
 _MAX_MESSAGE = 64 * 1024 * 1024
+_CHUNK = 1 << 20
 
 
 class Client:
@@ -117,6 +123,62 @@ class Client:
         return self.registry.GetArtifact(
             registry_pb2.GetArtifactRequest(id=artifact_id), timeout=self.timeout_s
         ).artifact
+
+    def upload_blob(self, path: str | os.PathLike[str]) -> str:
+        """Uploads a local file as a content-addressed blob; returns its sha256.
+
+        A blob the registry already holds is not sent again.
+        """
+        path = Path(path)
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        sha, size = h.hexdigest(), path.stat().st_size
+
+        def messages() -> Iterator[registry_pb2.UploadBlobRequest]:
+            yield registry_pb2.UploadBlobRequest(sha256=sha, size_bytes=size)
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    yield registry_pb2.UploadBlobRequest(data=chunk)
+
+        self.registry.UploadBlob(messages(), timeout=self.timeout_s)
+        return sha
+
+    def append_dataset(
+        self,
+        dataset_id: str,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        rows: Iterable[Mapping[str, Any]] | bytes | None = None,
+        source_path: str = "",
+        deduplicate: bool = False,
+        version: int = 0,
+        tags: Mapping[str, str] | None = None,
+    ) -> registry_pb2.AppendDatasetResponse:
+        """Appends rows to a dataset version, registering the result as a new one.
+
+        Give exactly one of: ``file``, a local JSONL file (uploaded as a blob, so
+        it works against a remote registry); ``rows``, JSON objects or JSONL
+        bytes sent inline; ``source_path``, a JSONL file the registry reads from
+        its shared volume. ``deduplicate`` leaves out rows the dataset holds.
+        """
+        request = registry_pb2.AppendDatasetRequest(
+            dataset_id=dataset_id,
+            source_path=source_path,
+            deduplicate=deduplicate,
+            version=version,
+            tags=dict(tags or {}),
+        )
+        if file is not None:
+            request.blob_sha256 = self.upload_blob(file)
+        if rows is not None:
+            request.rows = (
+                rows
+                if isinstance(rows, bytes)
+                else "".join(json.dumps(dict(r)) + "\n" for r in rows).encode()
+            )
+        return self.registry.AppendDataset(request, timeout=self.timeout_s)
 
     def close(self) -> None:
         for channel in self._channels:

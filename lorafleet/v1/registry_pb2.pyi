@@ -505,3 +505,44 @@ class ListTrainingRunsResponse(_message.Message):
     training_runs: _containers.RepeatedCompositeFieldContainer[_common_pb2.TrainingRun]
     next_page_token: str
     def __init__(self, training_runs: _Optional[_Iterable[_Union[_common_pb2.TrainingRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AppendDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id", "source_path", "blob_sha256", "rows", "version", "tags", "deduplicate")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PATH_FIELD_NUMBER: _ClassVar[int]
+    BLOB_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    source_path: str
+    blob_sha256: str
+    rows: bytes
+    version: int
+    tags: _containers.ScalarMap[str, str]
+    deduplicate: bool
+    def __init__(self, dataset_id: _Optional[str] = ..., source_path: _Optional[str] = ..., blob_sha256: _Optional[str] = ..., rows: _Optional[bytes] = ..., version: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., deduplicate: _Optional[bool] = ...) -> None: ...
+
+class AppendDatasetResponse(_message.Message):
+    __slots__ = ("artifact", "existed", "previous_row_count", "appended_rows", "dropped_duplicates", "row_count")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    APPENDED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    artifact: _common_pb2.Artifact
+    existed: bool
+    previous_row_count: int
+    appended_rows: int
+    dropped_duplicates: int
+    row_count: int
+    def __init__(self, artifact: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ..., existed: _Optional[bool] = ..., previous_row_count: _Optional[int] = ..., appended_rows: _Optional[int] = ..., dropped_duplicates: _Optional[int] = ..., row_count: _Optional[int] = ...) -> None: ...

@@ -157,6 +157,11 @@ class RegistryServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_registry__pb2.CollectGarbageRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_registry__pb2.CollectGarbageResponse.FromString,
                 _registered_method=True)
+        self.AppendDataset = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/AppendDataset',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -371,6 +376,29 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendDataset(self, request, context):
+        """Appends JSONL rows to a dataset version and records the result as a new
+        version of the same name (incremental datasets): the previous file's bytes,
+        plus a newline if its last line lacked one, then the new rows, one per
+        line. It is content-hashed like any registration, so its digest equals
+        that of registering the concatenated file directly; it has a lineage edge
+        "appended_from" to the previous version and the metadata appended_rows,
+        previous_row_count and dropped_duplicates, with schema, rows and
+        task_type recomputed. A failed append records nothing.
+        Errors: NOT_FOUND if dataset_id is unknown or source_path does not exist;
+        INVALID_ARGUMENT if not exactly one of source_path, blob_sha256 and rows
+        is given, the new rows are empty, a line is not a JSON object (the line is
+        named), source_path lies outside the configured roots or version is
+        negative; FAILED_PRECONDITION if dataset_id is not a dataset or holds more
+        than one JSONL file, the blob was not uploaded, or a row does not fit the
+        dataset's schema or task type (the line and the keys expected and found
+        are named); ALREADY_EXISTS if `version` exists with different content;
+        DATA_LOSS if the stored dataset no longer matches its digest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -493,6 +521,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.CollectGarbage,
                     request_deserializer=lorafleet_dot_v1_dot_registry__pb2.CollectGarbageRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_registry__pb2.CollectGarbageResponse.SerializeToString,
+            ),
+            'AppendDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendDataset,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1146,6 +1179,33 @@ class RegistryService:
             '/lorafleet.v1.RegistryService/CollectGarbage',
             lorafleet_dot_v1_dot_registry__pb2.CollectGarbageRequest.SerializeToString,
             lorafleet_dot_v1_dot_registry__pb2.CollectGarbageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/AppendDataset',
+            lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,17 @@ def _observe(line: bytes, schema: dict[str, set[str]], counts: dict[str, int]) -
         counts["invalid"] += 1
         return
     for key, value in row.items():
-        schema.setdefault(str(key), set()).add(_JSON_TYPES.get(type(value), "other"))
+        schema.setdefault(str(key), set()).add(json_type(value))
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name a schema records for a parsed value."""
+    return _JSON_TYPES.get(type(value), "other")
+
+
+def task_of_keys(keys: Iterable[str]) -> str:
+    """The task type rows with these keys are detected as."""
+    return _task_of({k: set() for k in keys})
 
 
 def _task_of(schema: dict[str, set[str]]) -> str:

@@ -278,6 +278,45 @@ class Registry:
         )
         return reg
 
+    def record_version(
+        self,
+        *,
+        kind: ArtifactKind,
+        name: str,
+        manifest: Manifest,
+        metadata: dict[str, Any],
+        tags: Mapping[str, str],
+        parents: Sequence[ParentRef],
+        version: int = 0,
+        principal: str = "",
+        trace_id: str = "",
+        action: str = "artifact.register",
+        audit_extra: Mapping[str, Any] | None = None,
+    ) -> Registration:
+        """Records files already put in the store, in one transaction.
+
+        For callers that assemble content themselves (AppendDataset); the same
+        rules as register_artifact apply: identical content returns the
+        existing version, an explicit version must not hold other content.
+        """
+        return self.db.write(
+            lambda s: self._record(
+                s,
+                kind,
+                name,
+                manifest,
+                json_safe(metadata),
+                {},
+                dict(tags),
+                parents,
+                version,
+                principal,
+                trace_id,
+                action,
+                audit_extra,
+            )
+        )
+
     def _uploaded(
         self, files: Sequence[FileEntry]
     ) -> tuple[list[tuple[str, Path]], Manifest]:
@@ -336,6 +375,8 @@ class Registry:
         version: int = 0,
         principal: str = "",
         trace_id: str = "",
+        action: str = "artifact.register",
+        audit_extra: Mapping[str, Any] | None = None,
     ) -> Registration:
         lock_key(session, "artifact-name", name)
         same = session.scalar(
@@ -423,7 +464,7 @@ class Registry:
         audit(
             session,
             principal=principal,
-            action="artifact.register",
+            action=action,
             target=row.id,
             after={
                 "name": name,
@@ -431,6 +472,7 @@ class Registry:
                 "kind": kind.value,
                 "digest": manifest.digest,
                 "parents": [{"id": p, "relation": r} for p, r in edges],
+                **dict(audit_extra or {}),
             },
             trace_id=trace_id,
         )

@@ -13,6 +13,7 @@ from services.common.convert import from_struct, struct, timestamp
 from services.common.errors import InvalidArgument
 from services.common.server import RunningServer, create_server
 from services.common.telemetry import current_trace_id
+from services.registry.appends import DatasetAppends
 from services.registry.audit import AuditLog
 from services.registry.cards import build_card, render_markdown
 from services.registry.db import Database, audit, make_engine
@@ -186,6 +187,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.audit_log = audit_log or AuditLog(registry.db)
         self.maintenance = maintenance or Maintenance(registry.db, registry.store)
         self.training_runs = TrainingRuns(registry.db)
+        self.appends = DatasetAppends(registry)
 
     def RegisterArtifact(self, request, context):
         try:
@@ -210,6 +212,27 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return registry_pb2.RegisterArtifactResponse(
             artifact=artifact_to_pb(reg.artifact), existed=reg.existed
+        )
+
+    def AppendDataset(self, request, context):
+        result = self.appends.append(
+            request.dataset_id,
+            source_path=request.source_path,
+            blob_sha256=request.blob_sha256,
+            rows=request.rows,
+            version=request.version,
+            tags=dict(request.tags),
+            deduplicate=request.deduplicate,
+            principal=_actor(context),
+            trace_id=current_trace_id(),
+        )
+        return registry_pb2.AppendDatasetResponse(
+            artifact=artifact_to_pb(result.artifact),
+            existed=result.existed,
+            previous_row_count=result.previous_row_count,
+            appended_rows=result.appended_rows,
+            dropped_duplicates=result.dropped_duplicates,
+            row_count=result.row_count,
         )
 
     def GetArtifact(self, request, context):

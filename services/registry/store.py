@@ -156,6 +156,10 @@ class ArtifactStore(abc.ABC):
         self.put(files, manifest)
         return manifest
 
+    def scratch_dir(self) -> Path:
+        """Where files about to be stored are assembled (appended datasets)."""
+        return Path(tempfile.gettempdir())
+
     @abc.abstractmethod
     def location(self, digest: str) -> str:
         """Where readers find the files of the version with this digest."""
@@ -225,6 +229,9 @@ class LocalStore(ArtifactStore):
 
     def location(self, digest: str) -> str:
         return str(self.versions / digest.removeprefix(DIGEST_PREFIX))
+
+    def scratch_dir(self) -> Path:
+        return self.tmp  # same volume, swept by collect_garbage if abandoned
 
     def put(self, files: Sequence[tuple[str, Path]], manifest: Manifest) -> None:
         by_path = {e.path: e for e in manifest.files}
