@@ -210,9 +210,7 @@ def main() -> None:
         result = (child_lorafleet if kind == "lorafleet" else child_peft)(
             base, adapter, out
         )
-        result["peak_rss_mib"] = (
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        )
+        result["peak_rss_mib"] = peak_rss_mib()
         print(json.dumps(result))
         return
 

@@ -7,9 +7,9 @@ transformers or peft, so a merge needs neither a model class nor a GPU.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,17 +19,22 @@ import torch
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.merger.adapter_files import ADAPTER_WEIGHTS
 from services.merger.merge_plan import MergePlan, plan_merge
-from services.merger.safetensors_io import (
-    INDEX_NAME,
-    TensorReader,
-    nbytes,
-    streaming_writer,
+from services.merger.output import (
+    DEFAULT_MAX_SHARD_SIZE,
+    WrittenFiles,
+    all_finite,
+    copy_side_files,
+    max_abs_change,
+    model_writer,
 )
+from services.merger.safetensors_io import ModelLayout, TensorReader
 
 __all__ = [
+    "DEFAULT_MAX_SHARD_SIZE",
     "OUTPUT_DTYPES",
     "MergePlan",
     "MergeStats",
+    "copy_side_files",
     "execute_merge",
     "merge_adapter",
     "merged_weight",
@@ -42,7 +47,6 @@ OUTPUT_DTYPES: dict[str, torch.dtype | None] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-_SKIPPED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 TensorCallback = Callable[[int, int, str], None]
 
@@ -55,6 +59,7 @@ class MergeStats:
     max_abs_delta: float
     seconds: float
     provenance: dict[str, Any]
+    written: WrittenFiles | None = None
 
 
 def merged_weight(
@@ -69,18 +74,20 @@ def merged_weight(
 
     DoRA's norm is taken per output feature of W + scale*BA in the (out, in)
     orientation, then m/norm multiplies each output feature - the same for
-    nn.Linear, gpt2's Conv1D (stored (in, out)) and embeddings.
+    nn.Linear, gpt2's Conv1D (stored (in, out)) and embeddings. The same
+    operations as PEFT's merge in the same order (so float32 results match it
+    bit for bit), done in place so a merge holds about two copies of W.
     """
-    w = weight.to(torch.float32)
-    delta = (b.to(torch.float32) @ a.to(torch.float32)) * scale  # (out, in)
+    delta = b.to(torch.float32) @ a.to(torch.float32)  # (out, in)
+    delta.mul_(scale)
     if transposed:
-        delta = delta.T
+        delta = delta.T.contiguous()
+    combined = delta.add_(weight.to(torch.float32))  # W + delta, exactly
     if magnitude is None:
-        return w + delta
-    combined = w + delta
+        return combined
     norm = torch.linalg.norm(combined.T if transposed else combined, dim=1)
     factor = (magnitude.to(torch.float32) / norm).view(-1, 1)
-    return (factor.T if transposed else factor) * combined
+    return combined.mul_(factor.T if transposed else factor)
 
 
 def _merged_tensor(
@@ -108,21 +115,50 @@ def _merged_tensor(
     return tensor if replaced else None
 
 
-def copy_side_files(base_dir: Path, out_dir: Path, dtype_name: str) -> None:
-    """Config, tokenizer, generation config, chat template: all but the weights."""
-    for f in sorted(base_dir.iterdir()):
-        if (
-            f.is_file()
-            and not f.name.startswith(".")
-            and f.name != INDEX_NAME
-            and not f.name.endswith(_SKIPPED_SUFFIXES)
-        ):
-            shutil.copyfile(f, out_dir / f.name)  # store files are read-only
-    if dtype_name != "same":
-        config = json.loads((out_dir / "config.json").read_text())
-        keys = [k for k in ("dtype", "torch_dtype") if k in config] or ["dtype"]
-        config.update({k: dtype_name for k in keys})
-        (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+def output_specs(
+    layout: ModelLayout, output_dtype: str
+) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """(name, dtype, shape) of every output tensor, in the base's file order."""
+    if output_dtype not in OUTPUT_DTYPES:
+        raise InvalidArgument(
+            f"output dtype {output_dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}",
+            field="output_dtype",
+        )
+    target = OUTPUT_DTYPES[output_dtype]
+    return [
+        (t.name, target if target and t.dtype.is_floating_point else t.dtype, t.shape)
+        for infos in layout.shards.values()
+        for t in infos
+    ]
+
+
+def header_metadata(provenance: dict[str, Any]) -> dict[str, str]:
+    """Provenance as safetensors header metadata (string values only)."""
+    return {
+        "format": "pt",
+        **{
+            f"merge_{k}": v if isinstance(v, str) else json.dumps(v)
+            for k, v in provenance.items()
+        },
+    }
+
+
+class LayoutReader:
+    """Reads tensors of a ModelLayout by name, one open file per shard."""
+
+    def __init__(self, layout: ModelLayout, stack: ExitStack) -> None:
+        self._layout = layout
+        self._tensors = layout.tensors
+        self._stack = stack
+        self._handles: dict[str, TensorReader] = {}
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        file = self._tensors[name].file
+        if file not in self._handles:
+            self._handles[file] = self._stack.enter_context(
+                TensorReader(self._layout.directory / file)
+            )
+        return self._handles[file].get_tensor(name)
 
 
 def execute_merge(
@@ -133,76 +169,54 @@ def execute_merge(
     adapter_digest: str = "",
     base_digest: str = "",
     on_tensor: TensorCallback | None = None,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
 ) -> MergeStats:
     """Writes the merged model into `out_dir`, one tensor in memory at a time.
 
     `on_tensor(done, total, name)` runs after each tensor; raising from it (e.g.
-    on cancellation) stops the merge.
+    on cancellation) stops the merge. Every file is fsynced and hashed as it is
+    written (`MergeStats.written`).
     """
-    if output_dtype not in OUTPUT_DTYPES:
-        raise InvalidArgument(
-            f"output dtype {output_dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}",
-            field="output_dtype",
-        )
     started = time.monotonic()
-    target = OUTPUT_DTYPES[output_dtype]
+    specs = output_specs(plan.layout, output_dtype)
+    dtypes = {name: dtype for name, dtype, _ in specs}
     provenance = plan.provenance(adapter_digest, base_digest)
-    metadata = {
-        "format": "pt",
-        **{
-            f"merge_{k}": v if isinstance(v, str) else json.dumps(v)
-            for k, v in provenance.items()
-        },
-    }
     out_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(len(infos) for infos in plan.layout.shards.values())
-    done = merged = replaced = total_size = 0
+    total = len(specs)
+    done = merged = replaced = 0
     max_delta = 0.0
-    with TensorReader(plan.adapter_dir / ADAPTER_WEIGHTS) as adapter:
-        for shard, infos in plan.layout.shards.items():
-            specs = [
-                (
-                    t.name,
-                    target if target and t.dtype.is_floating_point else t.dtype,
-                    t.shape,
+    with (
+        ExitStack() as stack,
+        model_writer(
+            out_dir, specs, header_metadata(provenance), max_shard_size
+        ) as writer,
+    ):
+        adapter = stack.enter_context(TensorReader(plan.adapter_dir / ADAPTER_WEIGHTS))
+        base = LayoutReader(plan.layout, stack)
+        for name in writer.order:
+            tensor = base.get_tensor(name)
+            new = _merged_tensor(plan, name, tensor, adapter)
+            if new is not None:
+                if new.numel():
+                    max_delta = max(max_delta, max_abs_change(new, tensor))
+                adapted = name in plan.merges or name in plan.bias_merges
+                merged += adapted
+                replaced += not adapted
+                tensor = new
+            tensor = tensor.to(dtypes[name])
+            if not all_finite(tensor):
+                raise FailedPrecondition(
+                    f"merged tensor {name} contains NaN or Inf values as "
+                    f"{output_dtype}; the adapter is broken or the weights "
+                    "overflow the output dtype"
                 )
-                for t in infos
-            ]
-            total_size += sum(nbytes(dtype, shape) for _, dtype, shape in specs)
-            with (
-                TensorReader(plan.base_dir / shard) as base,
-                streaming_writer(out_dir / shard, specs, metadata) as writer,
-            ):
-                for name, dtype, _ in specs:
-                    tensor = base.get_tensor(name)
-                    new = _merged_tensor(plan, name, tensor, adapter)
-                    if new is not None:
-                        change = (
-                            new.to(torch.float32) - tensor.to(torch.float32)
-                        ).abs()
-                        max_delta = max(
-                            max_delta, float(change.max()) if change.numel() else 0
-                        )
-                        adapted = name in plan.merges or name in plan.bias_merges
-                        merged += adapted
-                        replaced += not adapted
-                        tensor = new
-                    tensor = tensor.to(dtype)
-                    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                        raise FailedPrecondition(
-                            f"merged tensor {name} contains NaN or Inf values as "
-                            f"{output_dtype}; the adapter is broken or the weights "
-                            "overflow the output dtype"
-                        )
-                    writer.write(name, tensor)
-                    done += 1
-                    if on_tensor is not None:
-                        on_tensor(done, total, name)
-    if plan.layout.index is not None:
-        index = dict(plan.layout.index)
-        index["metadata"] = {**index.get("metadata", {}), "total_size": total_size}
-        (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-    copy_side_files(plan.base_dir, out_dir, output_dtype)
+            writer.write(name, tensor)
+            del tensor, new
+            done += 1
+            if on_tensor is not None:
+                on_tensor(done, total, name)
+        written = writer.close()
+    files = {**written.files, **copy_side_files(plan.base_dir, out_dir, output_dtype)}
     return MergeStats(
         tensors_merged=merged,
         tensors_total=total,
@@ -210,6 +224,7 @@ def execute_merge(
         max_abs_delta=max_delta,
         seconds=time.monotonic() - started,
         provenance=provenance,
+        written=WrittenFiles(files, written.shards, written.total_size),
     )
 
 
@@ -222,6 +237,7 @@ def merge_adapter(
     on_tensor: TensorCallback | None = None,
     adapter_digest: str = "",
     base_digest: str = "",
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
 ) -> MergeStats:
     """plan_merge + execute_merge: checks everything first, then writes."""
     plan = plan_merge(adapter_dir, base_dir)
@@ -232,4 +248,5 @@ def merge_adapter(
         on_tensor=on_tensor,
         adapter_digest=adapter_digest,
         base_digest=base_digest,
+        max_shard_size=max_shard_size,
     )

@@ -16,22 +16,24 @@ from typing import Any
 
 import torch
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition
 from services.merger.lora_merge import (
-    OUTPUT_DTYPES,
+    LayoutReader,
     MergeStats,
     TensorCallback,
-    copy_side_files,
+    header_metadata,
+    output_specs,
 )
 from services.merger.methods import MergeMethod, MergeParams, TensorContext
-from services.merger.safetensors_io import (
-    INDEX_NAME,
-    ModelLayout,
-    TensorReader,
-    nbytes,
-    read_layout,
-    streaming_writer,
+from services.merger.output import (
+    DEFAULT_MAX_SHARD_SIZE,
+    WrittenFiles,
+    all_finite,
+    copy_side_files,
+    max_abs_change,
+    model_writer,
 )
+from services.merger.safetensors_io import ModelLayout, read_layout
 
 
 @dataclass(frozen=True)
@@ -98,79 +100,56 @@ def execute_model_merge(
     output_dtype: str = "same",
     on_tensor: TensorCallback | None = None,
     provenance: dict[str, Any] | None = None,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
 ) -> MergeStats:
     """Writes the merged model to `out_dir`; NaN/Inf in any output is refused."""
-    if output_dtype not in OUTPUT_DTYPES:
-        raise InvalidArgument(
-            f"output dtype {output_dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}",
-            field="output_dtype",
-        )
     started = time.monotonic()
-    target = OUTPUT_DTYPES[output_dtype]
-    provenance = {"method": plan.method.name, **(provenance or {})}
-    metadata = {
-        "format": "pt",
-        **{
-            f"merge_{k}": v if isinstance(v, str) else json.dumps(v)
-            for k, v in provenance.items()
-        },
-    }
     reference = plan.reference
-    total = len(reference.tensors)
-    done = merged_count = total_size = 0
+    specs = output_specs(reference, output_dtype)
+    dtypes = {name: dtype for name, dtype, _ in specs}
+    provenance = {"method": plan.method.name, **(provenance or {})}
+    total = len(specs)
+    done = merged_count = 0
     max_delta = 0.0
     out_dir.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        handles: dict[Path, Any] = {}
-
-        def read(layout: ModelLayout, name: str) -> torch.Tensor:
-            path = layout.directory / layout.tensors[name].file
-            if path not in handles:
-                handles[path] = stack.enter_context(TensorReader(path))
-            return handles[path].get_tensor(name)
-
-        for shard, infos in reference.shards.items():
-            specs = [
-                (
-                    t.name,
-                    target if target and t.dtype.is_floating_point else t.dtype,
-                    t.shape,
+    with (
+        ExitStack() as stack,
+        model_writer(
+            out_dir, specs, header_metadata(provenance), max_shard_size
+        ) as writer,
+    ):
+        ref = LayoutReader(reference, stack)
+        base = LayoutReader(plan.base, stack) if plan.base is not None else None
+        inputs = [LayoutReader(m, stack) for m in plan.inputs]
+        for name in writer.order:
+            original = ref.get_tensor(name)
+            tensor = original
+            if original.is_floating_point():
+                tensor = plan.method.merge(
+                    base.get_tensor(name).to(torch.float32) if base else None,
+                    [m.get_tensor(name).to(torch.float32) for m in inputs],
+                    plan.params,
+                    TensorContext(name, plan.num_layers),
                 )
-                for t in infos
-            ]
-            total_size += sum(nbytes(d, s) for _, d, s in specs)
-            with streaming_writer(out_dir / shard, specs, metadata) as writer:
-                for name, dtype, _ in specs:
-                    original = read(reference, name)
-                    tensor = original
-                    if original.is_floating_point():
-                        base = (
-                            read(plan.base, name).to(torch.float32)
-                            if plan.base is not None
-                            else None
-                        )
-                        inputs = [read(m, name).to(torch.float32) for m in plan.inputs]
-                        ctx = TensorContext(name, plan.num_layers)
-                        tensor = plan.method.merge(base, inputs, plan.params, ctx)
-                        change = (tensor - original.to(torch.float32)).abs()
-                        if change.numel():
-                            max_delta = max(max_delta, float(change.max()))
-                        merged_count += 1
-                        if not torch.isfinite(tensor.to(dtype)).all():
-                            raise FailedPrecondition(
-                                f"merged tensor {name} contains NaN or Inf values as "
-                                f"{output_dtype}; check the inputs and the "
-                                "method's parameters"
-                            )
-                    writer.write(name, tensor.to(dtype))
-                    done += 1
-                    if on_tensor is not None:
-                        on_tensor(done, total, name)
-    if reference.index is not None:
-        index = dict(reference.index)
-        index["metadata"] = {**index.get("metadata", {}), "total_size": total_size}
-        (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-    copy_side_files(reference.directory, out_dir, output_dtype)
+                if tensor.numel():
+                    max_delta = max(max_delta, max_abs_change(tensor, original))
+                merged_count += 1
+            tensor = tensor.to(dtypes[name])
+            if not all_finite(tensor):
+                raise FailedPrecondition(
+                    f"merged tensor {name} contains NaN or Inf values as "
+                    f"{output_dtype}; check the inputs and the method's parameters"
+                )
+            writer.write(name, tensor)
+            del tensor, original
+            done += 1
+            if on_tensor is not None:
+                on_tensor(done, total, name)
+        written = writer.close()
+    files = {
+        **written.files,
+        **copy_side_files(reference.directory, out_dir, output_dtype),
+    }
     return MergeStats(
         tensors_merged=merged_count,
         tensors_total=total,
@@ -178,4 +157,5 @@ def execute_model_merge(
         max_abs_delta=max_delta,
         seconds=time.monotonic() - started,
         provenance=provenance,
+        written=WrittenFiles(files, written.shards, written.total_size),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -122,11 +123,13 @@ def nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
 
 
 class StreamingWriter:
-    """Writes a safetensors file one tensor at a time.
+    """Writes a safetensors file one tensor at a time, hashing what it writes.
 
     The header is computed up front from the declared dtypes and shapes, so
     only the tensor being written is ever held in memory (safetensors'
-    save_file needs the whole shard at once).
+    save_file needs the whole shard at once). Tensor bytes go to the file
+    straight from the tensor's buffer, without a copy; `close()` fsyncs the
+    file and returns the sha256 of every byte written.
     """
 
     def __init__(
@@ -149,9 +152,16 @@ class StreamingWriter:
             self._expected.append((name, dtype, tuple(shape)))
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
-        self._fh = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._fh.write(struct.pack("<Q", len(raw)) + raw)
+        self.path = path
+        self.size = 8 + len(raw) + offset
+        self._sha = hashlib.sha256()
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._put(struct.pack("<Q", len(raw)) + raw)
         self._next = 0
+
+    def _put(self, data: bytes | memoryview) -> None:
+        self._sha.update(data)
+        self._fh.write(data)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         want_name, want_dtype, want_shape = self._expected[self._next]
@@ -165,15 +175,24 @@ class StreamingWriter:
                 f"got {name} {tensor.dtype} {tuple(tensor.shape)}"
             )
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        self._fh.write(flat.view(torch.uint8).numpy().tobytes())
+        if flat.numel():
+            self._put(memoryview(flat.view(torch.uint8).numpy()))
         self._next += 1
 
-    def close(self) -> None:
-        self._fh.close()
+    def close(self) -> str:
+        """Flushes and fsyncs the file; returns its sha256 (hex)."""
         if self._next != len(self._expected):
+            self.abort()
             raise RuntimeError(
                 f"writer closed after {self._next} of {len(self._expected)} tensors"
             )
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        return self._sha.hexdigest()
+
+    def abort(self) -> None:
+        self._fh.close()
 
 
 @contextmanager
@@ -186,7 +205,7 @@ def streaming_writer(
     try:
         yield writer
     except BaseException:
-        writer._fh.close()
+        writer.abort()
         raise
     writer.close()
 

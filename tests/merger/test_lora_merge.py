@@ -121,7 +121,7 @@ def test_lora_bias_is_merged(tmp_path, tiny_model_factory):
     assert stats.tensors_merged == 4  # c_attn weight and bias in both layers
 
 
-def test_sharded_base_keeps_layout(tmp_path, tiny_model_dir):
+def test_sharded_base_gives_one_file_when_it_fits(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     sharded = tmp_path / "sharded"
@@ -134,13 +134,10 @@ def test_sharded_base_keeps_layout(tmp_path, tiny_model_dir):
     index = json.loads((sharded / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
     reference = make_adapter(sharded, tmp_path / "adapter", seed=5)
-    merge_adapter(tmp_path / "adapter", sharded, tmp_path / "out")
-    out_index = json.loads(
-        (tmp_path / "out" / "model.safetensors.index.json").read_text()
-    )
-    assert out_index["weight_map"] == index["weight_map"]
-    for shard in set(index["weight_map"].values()):
-        assert _keys_of(tmp_path / "out" / shard) == _keys_of(sharded / shard)
+    stats = merge_adapter(tmp_path / "adapter", sharded, tmp_path / "out")
+    assert stats.written.shards == 1
+    assert not (tmp_path / "out" / "model.safetensors.index.json").exists()
+    assert _keys_of(tmp_path / "out" / "model.safetensors") == set(index["weight_map"])
     assert max(max_difference(tmp_path / "out", reference).values()) <= TOLERANCE
 
 

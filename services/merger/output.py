@@ -1,0 +1,240 @@
+"""A merged model's output: sharded safetensors, an index, side files, digests.
+
+Tensors are written one at a time into shards of at most `max_shard_size`
+bytes, named as transformers' save_pretrained names them
+(`model.safetensors`, or `model-00001-of-0000N.safetensors` plus
+`model.safetensors.index.json`); the split itself is huggingface_hub's, so a
+loader that reads save_pretrained's output reads ours. Every file is hashed
+while it is written and fsynced, so the caller can hand the registry the
+manifest digest to verify (`expected_digest`) without reading anything twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import split_state_dict_into_shards_factory
+
+from services.common.errors import InvalidArgument
+from services.merger.safetensors_io import INDEX_NAME, StreamingWriter, nbytes
+
+# Big enough that a 1B model in bf16 is one file, small enough that a copy or
+# an upload of one shard is quick to retry; override per request.
+DEFAULT_MAX_SHARD_SIZE = 2 * 2**30
+FILENAME_PATTERN = "model{suffix}.safetensors"
+# Weights and pickles are never copied from the base; the merge writes its own.
+_SKIPPED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt")
+_CHUNK = 1 << 20
+# Elements per slice when scanning a tensor, so checks allocate little.
+_SCAN = 1 << 22
+
+Spec = tuple[str, torch.dtype, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class WrittenFiles:
+    """What was written: relative path -> (sha256 hex, size in bytes)."""
+
+    files: dict[str, tuple[str, int]]
+    shards: int
+    total_size: int
+
+    def manifest_digest(self) -> str:
+        """The registry's artifact digest of exactly these files.
+
+        Same formula as the registry's manifest (sha256 over the sorted
+        "<path>\\t<sha256>\\t<size>\\n" lines); passed as `expected_digest`, it
+        makes the registry refuse a copy that differs from what was written.
+        """
+        lines = sorted(
+            f"{path}\t{sha}\t{size}\n" for path, (sha, size) in self.files.items()
+        )
+        return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def check_max_shard_size(max_shard_size: int) -> None:
+    if max_shard_size <= 0:
+        raise InvalidArgument(
+            f"max_shard_size must be a positive number of bytes, got "
+            f"{max_shard_size}; leave it 0 in a request for the default "
+            f"({DEFAULT_MAX_SHARD_SIZE} bytes)",
+            field="max_shard_size",
+        )
+
+
+class ModelWriter:
+    """Streams a model's tensors into save_pretrained-style shards.
+
+    Tensors must be written in `order` (shard by shard); only one shard file
+    is open at a time and only the tensor being written is in memory.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        specs: list[Spec],
+        metadata: dict[str, str],
+        max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    ) -> None:
+        check_max_shard_size(max_shard_size)
+        by_name = {name: (name, dtype, shape) for name, dtype, shape in specs}
+        split = split_state_dict_into_shards_factory(
+            by_name,
+            get_storage_size=lambda spec: nbytes(spec[1], spec[2]),
+            filename_pattern=FILENAME_PATTERN,
+            max_shard_size=max_shard_size,
+        )
+        self._dir = out_dir
+        self._metadata = metadata
+        self._shards = [
+            (file, [by_name[n] for n in names])
+            for file, names in split.filename_to_tensors.items()
+        ]
+        self._split = split
+        self.order = [spec[0] for _, specs_ in self._shards for spec in specs_]
+        self._files: dict[str, tuple[str, int]] = {}
+        self._shard = -1
+        self._left = 0
+        self._writer: StreamingWriter | None = None
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        if self._writer is None:
+            self._shard += 1
+            file, specs = self._shards[self._shard]
+            self._writer = StreamingWriter(self._dir / file, specs, self._metadata)
+            self._left = len(specs)
+        self._writer.write(name, tensor)
+        self._left -= 1
+        if self._left == 0:
+            self._finish_shard()
+
+    def _finish_shard(self) -> None:
+        assert self._writer is not None
+        writer, self._writer = self._writer, None
+        self._files[writer.path.name] = (writer.close(), writer.size)
+
+    def close(self) -> WrittenFiles:
+        if self._writer is not None or self._shard != len(self._shards) - 1:
+            self.abort()
+            raise RuntimeError(
+                f"model writer closed after {len(self._files)} of "
+                f"{len(self._shards)} shards"
+            )
+        if self._split.is_sharded:
+            index = {
+                "metadata": {"total_size": self._split.metadata["total_size"]},
+                "weight_map": dict(sorted(self._split.tensor_to_filename.items())),
+            }
+            data = (json.dumps(index, indent=2) + "\n").encode()
+            self._files[INDEX_NAME] = write_synced(self._dir / INDEX_NAME, data)
+        return WrittenFiles(
+            dict(self._files), len(self._shards), self._split.metadata["total_size"]
+        )
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+
+@contextmanager
+def model_writer(
+    out_dir: Path,
+    specs: list[Spec],
+    metadata: dict[str, str],
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+) -> Iterator[ModelWriter]:
+    """A ModelWriter that leaves no open file behind if the merge fails."""
+    writer = ModelWriter(out_dir, specs, metadata, max_shard_size)
+    try:
+        yield writer
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def write_synced(path: Path, data: bytes) -> tuple[str, int]:
+    """Writes and fsyncs `data`; returns (sha256 hex, size)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
+def copy_synced(src: Path, dst: Path) -> tuple[str, int]:
+    """Copies a file in chunks, hashing and fsyncing; returns (sha256 hex, size)."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while chunk := fin.read(_CHUNK):
+            sha.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return sha.hexdigest(), size
+
+
+def copy_side_files(
+    base_dir: Path, out_dir: Path, dtype_name: str
+) -> dict[str, tuple[str, int]]:
+    """Config, tokenizer, generation config, chat template: all but the weights.
+
+    Returns their digests; config.json records the output dtype when it changed.
+    """
+    files: dict[str, tuple[str, int]] = {}
+    for f in sorted(base_dir.iterdir()):
+        if (
+            f.is_file()
+            and not f.name.startswith(".")
+            and f.name != INDEX_NAME
+            and not f.name.endswith(_SKIPPED_SUFFIXES)
+        ):
+            if f.name == "config.json" and dtype_name != "same":
+                config = json.loads(f.read_text())
+                keys = [k for k in ("dtype", "torch_dtype") if k in config] or ["dtype"]
+                config.update({k: dtype_name for k in keys})
+                data = (json.dumps(config, indent=2) + "\n").encode()
+                files[f.name] = write_synced(out_dir / f.name, data)
+            else:
+                files[f.name] = copy_synced(f, out_dir / f.name)
+    return files
+
+
+def fsync_tree(directory: Path) -> None:
+    """fsyncs a directory and every directory under it (their entries)."""
+    for d in [directory, *(p for p in directory.rglob("*") if p.is_dir())]:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when no entry is NaN or Inf, scanning in slices (no full-size mask)."""
+    if not tensor.is_floating_point():
+        return True
+    flat = tensor.reshape(-1)
+    return all(
+        bool(torch.isfinite(flat[i : i + _SCAN]).all())
+        for i in range(0, flat.numel(), _SCAN)
+    )
+
+
+def max_abs_change(new: torch.Tensor, old: torch.Tensor) -> float:
+    """max |new - old| in float32, computed slice by slice."""
+    a, b = new.reshape(-1), old.reshape(-1)
+    worst = 0.0
+    for i in range(0, a.numel(), _SCAN):
+        diff = a[i : i + _SCAN].to(torch.float32) - b[i : i + _SCAN].to(torch.float32)
+        worst = max(worst, float(diff.abs().max()))
+    return worst
