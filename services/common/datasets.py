@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 
-TASKS = ("text", "instruction", "chat")
+TASKS = ("text", "instruction", "chat", "completion", "classification", "preference")
+# Tasks whose rows become one token sequence with a causal-LM loss (packable).
+CAUSAL_TASKS = ("text", "instruction", "chat", "completion")
 MAX_REPORTED_ERRORS = 10
 FALLBACK_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 
@@ -28,11 +32,19 @@ class Row:
 
 @dataclass(frozen=True)
 class Example:
-    """One row as chat turns; `completion` is the last assistant answer, if any."""
+    """One row as chat turns; `completion` is the last assistant answer, if any.
+
+    `prompt` is a raw prompt (completion task: no chat template), `label` a
+    classification label, `rejected` the dispreferred answer of a preference
+    row (whose `completion` is the chosen one).
+    """
 
     messages: list[dict[str, str]]
     completion: str | None
     text: str | None = None
+    prompt: str | None = None
+    label: str | None = None
+    rejected: str | None = None
 
 
 def scan_jsonl(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[int]]:
@@ -85,17 +97,24 @@ def read_jsonl(path: Path) -> list[Row]:
 
 
 def detect_task(rows: list[Row]) -> str:
+    """The task of a dataset, from the keys of its first row."""
     first = rows[0].data
     if "messages" in first:
         return "chat"
+    if {"chosen", "rejected"} & first.keys():
+        return "preference"
+    if "completion" in first:
+        return "completion"
+    if "label" in first:
+        return "classification"
     if "instruction" in first or "output" in first:
         return "instruction"
     if "text" in first:
         return "text"
     raise InvalidArgument(
         f"line {rows[0].number}: cannot tell the task from keys {sorted(first)}; "
-        "rows need "
-        "'text', or 'instruction'/'input'/'output', or 'messages'"
+        "rows need 'text', 'instruction'/'input'/'output', 'messages', "
+        "'prompt'/'completion', 'text'/'label' or 'prompt'/'chosen'/'rejected'"
     )
 
 
@@ -103,8 +122,23 @@ def _nonempty_str(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def row_problems(row: Row, task: str) -> list[str]:
-    """Schema problems of one row for `task`, without the line prefix."""
+def label_of(value: Any) -> str | None:
+    """A classification label as text: strings and integers; None if unusable."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def row_issues(
+    row: Row, task: str, labels: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """(kind, problem) pairs of one row for `task`, without the line prefix.
+
+    kind is "schema", "no_assistant" (chat) or "label" (classification label
+    outside the declared `labels`); every one makes the dataset unusable.
+    """
     d = row.data
     problems: list[str] = []
     if task == "text":
@@ -118,36 +152,109 @@ def row_problems(row: Row, task: str) -> list[str]:
         if "input" in d and not isinstance(d["input"], str):
             problems.append("'input' must be a string")
     elif task == "chat":
-        problems.extend(_chat_problems(row))
-    return problems
+        return _chat_problems(row)
+    elif task == "completion":
+        if not isinstance(d.get("prompt"), str):
+            problems.append("'prompt' must be a string")
+        if not _nonempty_str(d.get("completion")):
+            problems.append("'completion' must be a non-empty string")
+    elif task == "classification":
+        return _classification_problems(row, labels)
+    elif task == "preference":
+        for key in ("prompt", "chosen", "rejected"):
+            if not _nonempty_str(d.get(key)):
+                problems.append(f"'{key}' must be a non-empty string")
+        if not problems and d["chosen"].strip() == d["rejected"].strip():
+            problems.append(
+                "'chosen' and 'rejected' are the same answer, so there is "
+                "nothing to prefer"
+            )
+    return [("schema", p) for p in problems]
 
 
-def validate_rows(rows: list[Row], task: str, path: Path) -> None:
+def row_problems(row: Row, task: str, labels: list[str] | None = None) -> list[str]:
+    """Problems of one row for `task`, without the line prefix."""
+    return [message for _, message in row_issues(row, task, labels)]
+
+
+def _classification_problems(
+    row: Row, labels: list[str] | None
+) -> list[tuple[str, str]]:
+    d = row.data
+    out: list[tuple[str, str]] = []
+    if not _nonempty_str(d.get("text")):
+        out.append(("schema", "'text' must be a non-empty string"))
+    label = label_of(d.get("label"))
+    if label is None:
+        out.append(
+            (
+                "schema",
+                f"'label' must be a non-empty string or an integer, "
+                f"got {json.dumps(d.get('label'))}",
+            )
+        )
+    elif labels and label not in labels:
+        out.append(
+            (
+                "label",
+                f"label {label!r} is not in the declared labels "
+                f"{labels}; fix the row or add it to config.labels",
+            )
+        )
+    return out
+
+
+def validate_rows(
+    rows: list[Row], task: str, path: Path, labels: list[str] | None = None
+) -> None:
     """Checks every row against the task's schema; raises listing bad rows."""
     errors: list[str] = []
     for row in rows:
-        errors.extend(f"line {row.number}: {p}" for p in row_problems(row, task))
+        errors.extend(
+            f"line {row.number}: {p}" for p in row_problems(row, task, labels)
+        )
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
     if errors:
         raise InvalidArgument(_summarise(path, errors))
 
 
-def _chat_problems(row: Row) -> list[str]:
+def label_set(rows: list[Row], declared: list[str] | None = None) -> list[str]:
+    """Class names in class-id order: the declared ones, else those in the rows.
+
+    Found labels are sorted, numerically when they are all integers (so "10"
+    comes after "9").
+    """
+    if declared:
+        return list(declared)
+    found = {label_of(r.data.get("label")) for r in rows} - {None}
+    if found and all(re.fullmatch(r"-?\d+", x) for x in found):
+        return sorted(found, key=int)
+    return sorted(found)
+
+
+def _chat_problems(row: Row) -> list[tuple[str, str]]:
     msgs = row.data.get("messages")
     if not isinstance(msgs, list) or not msgs:
-        return ["'messages' must be a non-empty list"]
+        return [("schema", "'messages' must be a non-empty list")]
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in (
             "system",
             "user",
             "assistant",
         ):
-            return [f"messages[{i}] needs role system, user or assistant"]
+            return [("schema", f"messages[{i}] needs role system, user or assistant")]
         if not isinstance(m.get("content"), str):
-            return [f"messages[{i}].content must be a string"]
+            return [("schema", f"messages[{i}].content must be a string")]
     if not any(m["role"] == "assistant" for m in msgs):
-        return ["no assistant message to learn from"]
+        roles = ", ".join(m["role"] for m in msgs)
+        return [
+            (
+                "no_assistant",
+                f"no assistant message to learn from (turns: {roles}); add a "
+                '{"role": "assistant", "content": ...} turn with the answer',
+            )
+        ]
     return []
 
 
@@ -157,27 +264,41 @@ def _summarise(path: Path, errors: list[str]) -> str:
     return f"dataset {path.name} is malformed: {shown}{more}"
 
 
-def load_dataset(path: Path, task: str = "auto") -> tuple[str, list[Row]]:
-    """Reads, detects the task (unless given) and validates a dataset file."""
+def load_dataset(
+    path: Path, task: str = "auto", labels: list[str] | None = None
+) -> tuple[str, list[Row]]:
+    """Reads, detects the task (unless given) and validates a dataset file.
+
+    `labels` is the declared classification label set (empty: any label).
+    """
     rows = read_jsonl(path)
     task = detect_task(rows) if task in ("", "auto") else task
     if task not in TASKS:
         raise InvalidArgument(f"unknown task type {task!r}; valid: {', '.join(TASKS)}")
-    validate_rows(rows, task, path)
+    validate_rows(rows, task, path, labels)
     return task, rows
 
 
 def split_rows(
-    rows: list[Row], eval_fraction: float, seed: int
+    rows: list[Row],
+    eval_fraction: float,
+    seed: int,
+    stratify: Callable[[Row], str] | None = None,
 ) -> tuple[list[Row], list[Row]]:
-    """Seeded shuffle, then the first `eval_fraction` become the held-out split."""
+    """Seeded shuffle, then the first `eval_fraction` become the held-out split.
+
+    With `stratify` (a row's class), each class is split on its own so the
+    held-out rows keep the class proportions and no class loses all its
+    training rows to evaluation.
+    """
     if not 0.0 <= eval_fraction <= 0.5:
         raise InvalidArgument(
             f"eval_fraction must be in [0, 0.5], got {eval_fraction}",
             field="eval_fraction",
         )
     order = list(rows)
-    random.Random(seed).shuffle(order)
+    rng = random.Random(seed)
+    rng.shuffle(order)
     n_eval = round(len(order) * eval_fraction)
     if eval_fraction > 0 and len(order) >= 2:
         n_eval = max(1, n_eval)
@@ -186,13 +307,75 @@ def split_rows(
             f"dataset has {len(rows)} rows: too few to hold out "
             f"{eval_fraction:.0%} for evaluation and still train"
         )
-    return order[n_eval:], order[:n_eval]
+    if stratify is None:
+        return order[n_eval:], order[:n_eval]
+    return _stratified(order, n_eval, stratify, rng)
+
+
+def _stratified(
+    order: list[Row], n_eval: int, stratify: Callable[[Row], str], rng
+) -> tuple[list[Row], list[Row]]:
+    """Largest-remainder share of `n_eval` per class; one row per class trains."""
+    groups: dict[str, list[Row]] = {}
+    for row in order:
+        groups.setdefault(stratify(row), []).append(row)
+    total = len(order)
+    exact = {k: len(g) * n_eval / total for k, g in groups.items()}
+    share = {k: min(int(v), len(groups[k]) - 1) for k, v in exact.items()}
+    by_remainder = sorted(groups, key=lambda k: (share[k] - exact[k], k))
+    while sum(share.values()) < n_eval:
+        grown = False
+        for k in by_remainder:
+            if sum(share.values()) < n_eval and share[k] < len(groups[k]) - 1:
+                share[k] += 1
+                grown = True
+        if not grown:
+            break
+    train = [r for k, g in groups.items() for r in g[share[k] :]]
+    held_out = [r for k, g in groups.items() for r in g[: share[k]]]
+    rng.shuffle(train)
+    rng.shuffle(held_out)
+    return train, held_out
+
+
+def split_for_task(
+    rows: list[Row], task: str, eval_fraction: float, seed: int
+) -> tuple[list[Row], list[Row]]:
+    """The split the trainer uses: stratified by label for classification."""
+    stratify = (
+        (lambda r: label_of(r.data.get("label")) or "")
+        if task == "classification"
+        else None
+    )
+    return split_rows(rows, eval_fraction, seed, stratify)
 
 
 def to_example(row: Row, task: str) -> Example:
     d = row.data
     if task == "text":
         return Example(messages=[], completion=None, text=d["text"])
+    if task == "classification":
+        return Example(
+            messages=[], completion=None, text=d["text"], label=label_of(d["label"])
+        )
+    if task == "completion":
+        return Example(
+            messages=[
+                {"role": "user", "content": d["prompt"]},
+                {"role": "assistant", "content": d["completion"]},
+            ],
+            completion=d["completion"],
+            prompt=d["prompt"],
+        )
+    if task == "preference":
+        return Example(
+            messages=[
+                {"role": "user", "content": d["prompt"].strip()},
+                {"role": "assistant", "content": d["chosen"].strip()},
+            ],
+            completion=d["chosen"].strip(),
+            rejected=d["rejected"].strip(),
+        )
     if task == "instruction":
         user = d["instruction"].strip()
         if d.get("input", "").strip():
@@ -230,6 +413,24 @@ def prompt_messages(example: Example) -> list[dict[str, str]]:
     return example.messages[:-1] if example.completion is not None else example.messages
 
 
+def prompt_text(tokenizer, example: Example) -> str:
+    """What the model is given before its answer: raw for completion rows."""
+    if example.prompt is not None:
+        return example.prompt
+    return render_prompt(tokenizer, prompt_messages(example))
+
+
+def rejected_example(example: Example) -> Example:
+    """A preference row's dispreferred answer as an example of its own."""
+    return Example(
+        messages=[
+            *example.messages[:-1],
+            {"role": "assistant", "content": example.rejected or ""},
+        ],
+        completion=example.rejected,
+    )
+
+
 def tokenize_for_training(
     tokenizer, example: Example, max_length: int
 ) -> dict[str, list[int]]:
@@ -242,7 +443,10 @@ def tokenize_for_training(
         return {"input_ids": ids, "labels": list(ids)}
     ids: list[int] = []
     labels: list[int] = []
-    if has_chat_template(tokenizer):
+    if example.prompt is not None:  # completion task: the prompt as written
+        _append(tokenizer, ids, labels, example.prompt, learn=False)
+        _append(tokenizer, ids, labels, (example.completion or "") + eos, learn=True)
+    elif has_chat_template(tokenizer):
         # Render turn by turn so each assistant answer (and its end marker) is
         # learned while user/system turns and template scaffolding are masked.
         rendered = ""

@@ -107,19 +107,84 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
-def load_causal_lm(path: Path, device: str = "cpu", dtype: Any = None):
-    """Loads a causal LM from safetensors; `dtype` None keeps float32 on CPU."""
-    import torch
+def load_causal_lm(
+    path: Path, device: str = "cpu", dtype: Any = None, quantization: Any = None
+):
+    """Loads a causal LM from safetensors; `dtype` None keeps float32 on CPU.
+
+    `quantization` is a transformers quantization config (e.g. `nf4_config()`):
+    the weights are quantised while loading, straight onto `device`.
+    """
     from transformers import AutoModelForCausalLM
+
+    return _from_pretrained(AutoModelForCausalLM, path, device, dtype, quantization)
+
+
+def load_sequence_classifier(
+    path: Path,
+    labels: list[str],
+    pad_token_id: int | None,
+    device: str = "cpu",
+    dtype: Any = None,
+    quantization: Any = None,
+):
+    """A base model with a fresh classification head over `labels` (id order).
+
+    The head needs a padding id to find each row's last real token; the
+    tokenizer's is used when the base config has none.
+    """
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    extra: dict[str, Any] = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if config.get("pad_token_id") is None and pad_token_id is not None:
+        extra["pad_token_id"] = pad_token_id
+    return _from_pretrained(
+        AutoModelForSequenceClassification, path, device, dtype, quantization, **extra
+    )
+
+
+def _from_pretrained(
+    auto_class: Any, path: Path, device: str, dtype: Any, quantization: Any, **extra
+):
+    import torch
 
     require_safetensors_model(path)
     quiet_transformers()
     if dtype is None:
         dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), local_files_only=True, use_safetensors=True, dtype=dtype
+    kwargs: dict[str, Any] = {
+        "local_files_only": True,
+        "use_safetensors": True,
+        "dtype": dtype,
+        **extra,
+    }
+    if quantization is not None:
+        # Quantised weights cannot be moved after loading: place them now.
+        kwargs.update(quantization_config=quantization, device_map={"": device})
+        return auto_class.from_pretrained(str(path), **kwargs)
+    return auto_class.from_pretrained(str(path), **kwargs).to(device)
+
+
+def nf4_config(compute_dtype: Any):
+    """QLoRA's base quantisation: 4-bit NF4 with double quantisation."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
     )
-    return model.to(device)
 
 
 def quiet_transformers() -> None:

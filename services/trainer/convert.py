@@ -146,4 +146,6 @@ def report_to_pb(report: DatasetReport) -> trainer_pb2.DatasetReport:
         max_seq_length=report.max_seq_length,
         eval_fraction=report.eval_fraction,
         seed=report.seed,
+        label_counts=report.label_counts,
+        imbalance_ratio=report.imbalance_ratio,
     )

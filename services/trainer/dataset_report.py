@@ -1,4 +1,7 @@
-"""What training would see of a dataset: schema, duplicates, truncation, split."""
+"""What training would see of a dataset: schema, duplicates, truncation, split.
+
+Classification adds the label distribution; preference rows count both answers.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,19 @@ from pathlib import Path
 
 from services.common import datasets
 from services.common.errors import InvalidArgument
+from services.trainer.data import keeps_answer, sequences
+from services.trainer.spec import TrainConfig
 
 MAX_ISSUES = 50
 MAX_SUMMARY_ISSUES = 5
-UNTRUNCATED = 10**9
+# Above this largest/smallest class ratio the report warns (not fatal).
+IMBALANCE_WARNING = 10.0
 
 
 @dataclass(frozen=True)
 class Issue:
     line: int  # 1-based; 0 for the whole file
-    kind: str  # schema, empty, duplicate, too_long, no_answer
+    kind: str  # schema, empty, duplicate, too_long, no_answer, label, no_assistant
     message: str
     fatal: bool = False
 
@@ -44,6 +50,10 @@ class DatasetReport:
     max_row_tokens: int = 0
     train_rows: int = 0
     eval_rows: int = 0
+    # Classification: the label set in class-id order and rows per label.
+    labels: list[str] = field(default_factory=list)
+    label_counts: dict[str, int] = field(default_factory=dict)
+    imbalance_ratio: float = 0.0
     issues: list[Issue] = field(default_factory=list)
     fatal: list[Issue] = field(default_factory=list)
 
@@ -61,6 +71,10 @@ class DatasetReport:
                 else ""
             )
             return f"dataset {self.name} is malformed: {shown}{more}"
+        labels = ""
+        if self.label_counts:
+            counts = ", ".join(f"{k} {v}" for k, v in self.label_counts.items())
+            labels = f"; labels {counts} (imbalance {self.imbalance_ratio:.1f})"
         return (
             f"dataset {self.name}: {self.row_count} {self.task} rows, split "
             f"{self.train_rows} train / {self.eval_rows} eval (seed {self.seed}); "
@@ -68,6 +82,7 @@ class DatasetReport:
             f"{self.over_length_rows} over max_seq_length={self.max_seq_length} "
             f"({self.truncated_tokens} tokens truncated), "
             f"{self.no_answer_rows} without an answer token after truncation"
+            f"{labels}"
         )
 
     def add(self, issue: Issue) -> None:
@@ -82,6 +97,19 @@ class DatasetReport:
             raise InvalidArgument(self.summary, field="dataset_id")
 
 
+def report_for(path: Path, tokenizer, cfg: TrainConfig) -> DatasetReport:
+    """The report for a training config (what Start checks)."""
+    return build_report(
+        path,
+        tokenizer,
+        task_type=cfg.task_type,
+        max_seq_length=cfg.max_seq_length,
+        eval_fraction=cfg.eval_fraction,
+        seed=cfg.seed,
+        labels=cfg.labels,
+    )
+
+
 def build_report(
     path: Path,
     tokenizer,
@@ -90,8 +118,12 @@ def build_report(
     max_seq_length: int = 512,
     eval_fraction: float = 0.1,
     seed: int = 42,
+    labels: list[str] | None = None,
 ) -> DatasetReport:
-    """Checks everything Start can know about a dataset before any training step."""
+    """Checks everything Start can know about a dataset before any training step.
+
+    `labels` is the declared classification label set (empty: found in data).
+    """
     report = DatasetReport(path.name, max_seq_length, eval_fraction, seed)
     rows, errors, blank = datasets.scan_jsonl(path)
     report.row_count = len(rows)
@@ -110,14 +142,24 @@ def build_report(
         report.add(Issue(0, "schema", exc.message, fatal=True))
         return _sorted(report)
     report.task = task
+    if labels and task != "classification":
+        report.add(
+            Issue(
+                0,
+                "label",
+                f"labels {list(labels)} are declared but this is a {task} dataset; "
+                "labels apply to classification rows {'text', 'label'}",
+                fatal=True,
+            )
+        )
     seen: dict[str, int] = {}
     valid: list[datasets.Row] = []
     for row in rows:
         if not any(v not in ("", None, [], {}) for v in row.data.values()):
             report.empty_rows += 1
-        problems = datasets.row_problems(row, task)
-        for problem in problems:
-            report.add(Issue(row.number, "schema", problem, fatal=True))
+        problems = datasets.row_issues(row, task, labels)
+        for kind, problem in problems:
+            report.add(Issue(row.number, kind, problem, fatal=True))
         key = json.dumps(row.data, sort_keys=True, ensure_ascii=False)
         if key in seen:
             report.duplicate_rows += 1
@@ -128,9 +170,13 @@ def build_report(
             valid.append(row)
     if report.fatal:
         return _sorted(report)
+    if task == "classification":
+        _label_distribution(report, valid, labels or [])
+        if report.fatal:
+            return _sorted(report)
     no_answer = _count_tokens(report, tokenizer, valid, task)
     try:
-        train, held_out = datasets.split_rows(valid, eval_fraction, seed)
+        train, held_out = datasets.split_for_task(valid, task, eval_fraction, seed)
     except InvalidArgument as exc:
         report.add(Issue(0, "schema", exc.message, fatal=True))
         return _sorted(report)
@@ -148,28 +194,78 @@ def build_report(
     return _sorted(report)
 
 
+def _label_distribution(
+    report: DatasetReport, rows: list[datasets.Row], declared: list[str]
+) -> None:
+    """Rows per label, the imbalance ratio, and labels no row teaches."""
+    report.labels = datasets.label_set(rows, declared)
+    counts = {name: 0 for name in report.labels}
+    for row in rows:
+        counts[datasets.label_of(row.data["label"])] += 1
+    report.label_counts = counts
+    present = {k: v for k, v in counts.items() if v}
+    if len(present) < 2:
+        only = ", ".join(repr(k) for k in present) or "none"
+        report.add(
+            Issue(
+                0,
+                "label",
+                f"classification needs rows of at least 2 labels; found only {only}",
+                fatal=True,
+            )
+        )
+        return
+    for name in report.labels:
+        if not counts[name]:
+            report.add(
+                Issue(
+                    0,
+                    "label",
+                    f"declared label {name!r} has no rows; the classifier will "
+                    "never learn to predict it",
+                )
+            )
+    most = max(present, key=lambda k: present[k])
+    least = min(present, key=lambda k: present[k])
+    report.imbalance_ratio = present[most] / present[least]
+    if report.imbalance_ratio > IMBALANCE_WARNING:
+        report.add(
+            Issue(
+                0,
+                "label",
+                f"labels are imbalanced: {most!r} has {present[most]} rows, "
+                f"{least!r} only {present[least]} (ratio "
+                f"{report.imbalance_ratio:.1f}); add rows of the rare labels or "
+                "expect the classifier to favour the common ones",
+            )
+        )
+
+
 def _count_tokens(report: DatasetReport, tokenizer, rows, task: str) -> set[int]:
-    """Adds token counts to the report; returns lines that keep no answer token."""
+    """Adds token counts to the report; returns lines that keep no answer token.
+
+    A preference row counts both answers (prompt + chosen, prompt + rejected).
+    """
     limit = report.max_seq_length
     no_answer: set[int] = set()
     for row in rows:
-        features = datasets.tokenize_for_training(
-            tokenizer, datasets.to_example(row, task), UNTRUNCATED
-        )
-        n = len(features["input_ids"])
-        report.total_tokens += n
-        report.max_row_tokens = max(report.max_row_tokens, n)
-        if n > limit:
+        seqs = sequences(tokenizer, datasets.to_example(row, task), task)
+        lengths = [len(s["input_ids"]) for s in seqs]
+        report.total_tokens += sum(lengths)
+        report.max_row_tokens = max(report.max_row_tokens, *lengths)
+        dropped = sum(max(0, n - limit) for n in lengths)
+        if dropped:
             report.over_length_rows += 1
-            report.truncated_tokens += n - limit
+            report.truncated_tokens += dropped
+            shown = " and ".join(str(n) for n in lengths)
             report.add(
                 Issue(
                     row.number,
                     "too_long",
-                    f"{n} tokens; truncation to {limit} drops {n - limit}",
+                    f"{shown} tokens; truncation to {limit} drops {dropped}",
                 )
             )
-        if not any(label != -100 for label in features["labels"][:limit]):
+        if not all(keeps_answer(s, limit) for s in seqs):
             report.no_answer_rows += 1
             no_answer.add(row.number)
             report.add(

@@ -113,6 +113,29 @@ class TrainConfig:
                 f"config.labels must be distinct non-empty strings, got {self.labels}",
                 field="config.labels",
             )
+        if len(self.labels) == 1:
+            raise InvalidArgument(
+                f"config.labels declares only {self.labels}: a classifier needs "
+                "at least 2 labels (or leave labels empty to take them from the data)",
+                field="config.labels",
+            )
+        if self.labels and self.task_type not in ("auto", "classification"):
+            raise InvalidArgument(
+                f"config.labels applies to classification, not task_type "
+                f"{self.task_type}; leave labels empty",
+                field="config.labels",
+            )
+        if self.packing and self.task_type in ("classification", "preference"):
+            raise InvalidArgument(
+                f"config.packing applies to causal-LM tasks (text, instruction, "
+                f"chat, completion), not {self.task_type}; turn packing off",
+                field="config.packing",
+            )
+        if self.group_by_length and self.task_type == "preference":
+            raise InvalidArgument(
+                "config.group_by_length does not apply to preference data; turn it off",
+                field="config.group_by_length",
+            )
 
     def as_dict(self) -> dict:
         return asdict(self)

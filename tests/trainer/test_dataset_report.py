@@ -140,3 +140,104 @@ def test_validate_dataset_rpc(suite, base_model):
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "eval_fraction" in err.value.details()
+
+
+def _cls(i: int, label) -> dict:
+    return {"text": f"row {i} about {label}", "label": label}
+
+
+def test_classification_label_distribution_and_stratified_split(tmp_path, tokenizer):
+    lines = [_cls(i, "spam") for i in range(24)] + [_cls(i, "ham") for i in range(6)]
+    report = build_report(_write(tmp_path, lines), tokenizer, eval_fraction=0.2)
+    assert report.passed and report.task == "classification"
+    assert report.labels == ["ham", "spam"]
+    assert report.label_counts == {"ham": 6, "spam": 24}
+    assert report.imbalance_ratio == 4.0
+    assert (report.train_rows, report.eval_rows) == (24, 6)
+    rows = datasets.load_dataset(_write(tmp_path, lines))[1]
+    train, held_out = datasets.split_for_task(rows, "classification", 0.2, 42)
+    # 6 held out in proportion: 4.8 spam and 1.2 ham, largest remainder to spam
+    assert sorted(r.data["label"] for r in held_out) == ["ham"] + ["spam"] * 5
+    assert not {r.number for r in train} & {r.number for r in held_out}
+    again = datasets.split_for_task(rows, "classification", 0.2, 42)[1]
+    assert [r.number for r in again] == [r.number for r in held_out]  # seeded
+    assert "labels ham 6, spam 24 (imbalance 4.0)" in report.summary
+    assert not [i for i in report.issues if i.kind == "label"]
+
+
+def test_very_imbalanced_or_unused_labels_warn(tmp_path, tokenizer):
+    lines = [_cls(i, "spam") for i in range(22)] + [_cls(i, "ham") for i in range(2)]
+    path = _write(tmp_path, lines)
+    report = build_report(path, tokenizer, labels=["spam", "ham", "eggs"])
+    assert report.passed, report.summary
+    assert report.label_counts == {"spam": 22, "ham": 2, "eggs": 0}
+    assert report.imbalance_ratio == 11.0
+    warnings = [i.message for i in report.issues if i.kind == "label"]
+    assert any("declared label 'eggs' has no rows" in w for w in warnings)
+    assert any("'spam' has 22 rows, 'ham' only 2 (ratio 11.0)" in w for w in warnings)
+
+
+def test_label_errors_are_fatal_and_name_the_line(tmp_path, tokenizer):
+    lines = [_cls(0, "spam"), _cls(1, "ham"), _cls(2, "eggs"), {"text": "no label"}]
+    lines.append({"text": "float label", "label": 1.5})
+    report = build_report(_write(tmp_path, lines), tokenizer, labels=["spam", "ham"])
+    assert not report.passed
+    assert [(i.line, i.kind) for i in report.fatal] == [
+        (3, "label"),
+        (4, "schema"),
+        (5, "schema"),
+    ]
+    assert (
+        "line 3: label 'eggs' is not in the declared labels ['spam', 'ham']"
+        in report.summary
+    )
+    assert "line 4: 'label' must be a non-empty string or an integer, got null" in (
+        report.summary
+    )
+    one = build_report(_write(tmp_path, [_cls(i, "spam") for i in range(4)]), tokenizer)
+    assert not one.passed and "at least 2 labels; found only 'spam'" in one.summary
+    chat = build_report(
+        _write(tmp_path, [chat_row("q", "a")] * 2), tokenizer, labels=["a", "b"]
+    )
+    assert not chat.passed and "this is a chat dataset" in chat.summary
+
+
+def test_chat_row_without_assistant_is_a_fatal_no_assistant_issue(tmp_path, tokenizer):
+    lines = [chat_row("q", "a"), {"messages": [{"role": "user", "content": "hi"}]}]
+    report = build_report(_write(tmp_path, lines), tokenizer)
+    assert [(i.line, i.kind) for i in report.fatal] == [(2, "no_assistant")]
+    assert "line 2: no assistant message to learn from (turns: user)" in (
+        report.summary
+    )
+
+
+def test_preference_rows_count_both_answers(tmp_path, tokenizer):
+    pair = {"prompt": "Order socks", "chosen": "2 x socks", "rejected": "lamps " * 40}
+    same = {"prompt": "Order socks", "chosen": "socks", "rejected": " socks "}
+    path = _write(tmp_path, [pair, {**pair, "prompt": "Order lamps"}])
+    report = build_report(path, tokenizer, max_seq_length=24, eval_fraction=0.0)
+    assert report.passed and report.task == "preference"
+    long = [i for i in report.issues if i.kind == "too_long"]
+    assert [i.line for i in long] == [1, 2] and " and " in long[0].message
+    assert report.max_row_tokens > 40 and report.over_length_rows == 2
+    bad = build_report(_write(tmp_path, [pair, same]), tokenizer)
+    assert "line 2: 'chosen' and 'rejected' are the same answer" in bad.summary
+
+
+def test_validate_dataset_rpc_reports_label_counts(suite, base_model):
+    rows = [_cls(i, "spam") for i in range(9)] + [_cls(i, "ham") for i in range(3)]
+    dataset = register_dataset(suite, "report-labels", rows)
+    report = (
+        suite.stub("trainer")
+        .ValidateDataset(
+            trainer_pb2.ValidateDatasetRequest(
+                dataset_id=dataset.id, base_model_id=base_model.id, eval_fraction=0.25
+            ),
+            timeout=30,
+        )
+        .report
+    )
+    assert report.passed and report.task_type == common_pb2.TASK_TYPE_CLASSIFICATION
+    assert dict(report.label_counts) == {"ham": 3, "spam": 9}
+    assert report.imbalance_ratio == 3.0
+    assert (report.train_rows, report.eval_rows) == (9, 3)

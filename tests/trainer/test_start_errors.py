@@ -85,7 +85,62 @@ def test_chat_row_without_assistant_names_its_line(suite, base_model):
         grpc.StatusCode.INVALID_ARGUMENT,
         lambda: _start(suite, base_model.id, dataset.id),
     )
-    assert "line 4: no assistant message to learn from" in message
+    assert "line 4: no assistant message to learn from (turns: user)" in message
+    assert '{"role": "assistant", "content": ...}' in message
+
+
+def test_classification_row_without_label_names_its_line(suite, base_model):
+    rows = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(4)]
+    rows.insert(2, {"text": "forgot the label", "label": ""})
+    dataset = register_dataset(suite, "no-label", rows)
+    message = _refused(
+        suite,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: _start(suite, base_model.id, dataset.id),
+    )
+    assert "line 3: 'label' must be a non-empty string or an integer" in message
+
+
+def test_preference_pair_with_identical_answers_names_its_line(suite, base_model):
+    rows = [{"prompt": f"p{i}", "chosen": "yes", "rejected": "no"} for i in range(3)]
+    rows.append({"prompt": "p", "chosen": "same", "rejected": "same"})
+    dataset = register_dataset(suite, "same-pair", rows)
+    message = _refused(
+        suite,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: _start(suite, base_model.id, dataset.id),
+    )
+    assert "line 4: 'chosen' and 'rejected' are the same answer" in message
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        (
+            {"task_type": common_pb2.TASK_TYPE_CLASSIFICATION, "packing": True},
+            ["config.packing", "not classification"],
+        ),
+        (
+            {"task_type": common_pb2.TASK_TYPE_PREFERENCE, "packing": True},
+            ["config.packing", "not preference"],
+        ),
+        (
+            {"task_type": common_pb2.TASK_TYPE_CHAT, "labels": ["a", "b"]},
+            ["config.labels", "not task_type chat"],
+        ),
+        ({"labels": ["only"]}, ["config.labels", "at least 2 labels"]),
+    ],
+)
+def test_task_options_that_do_not_apply_are_refused(
+    suite, base_model, chat_data, config, words
+):
+    message = _refused(
+        suite,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: _start(suite, base_model.id, chat_data.id, **config),
+    )
+    for word in words:
+        assert word in message, message
 
 
 def test_unknown_base_model_is_not_found(suite, chat_data):
