@@ -1,5 +1,5 @@
-"""JSONL datasets: parsing with row numbers, task detection, seeded splits and
-rendering rows into prompt/completion text with the tokenizer's chat template.
+"""JSONL datasets: parsing with row numbers, task detection, schema checks per
+task, seeded (stratified) splits and rows as examples; `prompts` renders them.
 
 Shared by the trainer (which learns the completions) and the validator (which
 scores them on the same held-out split), so both see identical examples.
@@ -16,35 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.prompts import (  # noqa: F401  (re-exported for callers)
+    FALLBACK_PROMPT,
+    Example,
+    has_chat_template,
+    prompt_messages,
+    prompt_text,
+    rejected_example,
+    render_prompt,
+    tokenize_for_training,
+)
 
 TASKS = ("text", "instruction", "chat", "completion", "classification", "preference")
 # Tasks whose rows become one token sequence with a causal-LM loss (packable).
 CAUSAL_TASKS = ("text", "instruction", "chat", "completion")
 MAX_REPORTED_ERRORS = 10
-FALLBACK_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
 @dataclass(frozen=True)
 class Row:
     number: int  # 1-based line number in the file, for error messages
     data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Example:
-    """One row as chat turns; `completion` is the last assistant answer, if any.
-
-    `prompt` is a raw prompt (completion task: no chat template), `label` a
-    classification label, `rejected` the dispreferred answer of a preference
-    row (whose `completion` is the chosen one).
-    """
-
-    messages: list[dict[str, str]]
-    completion: str | None
-    text: str | None = None
-    prompt: str | None = None
-    label: str | None = None
-    rejected: str | None = None
 
 
 def scan_jsonl(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[int]]:
@@ -97,7 +89,10 @@ def read_jsonl(path: Path) -> list[Row]:
 
 
 def detect_task(rows: list[Row]) -> str:
-    """The task of a dataset, from the keys of its first row."""
+    """The task of a dataset, from the keys of its first row.
+
+    The registry's `content.task_of_keys` records the same for dataset versions.
+    """
     first = rows[0].data
     if "messages" in first:
         return "chat"
@@ -105,10 +100,10 @@ def detect_task(rows: list[Row]) -> str:
         return "preference"
     if "completion" in first:
         return "completion"
-    if "label" in first:
-        return "classification"
     if "instruction" in first or "output" in first:
         return "instruction"
+    if "label" in first and "text" in first:
+        return "classification"
     if "text" in first:
         return "text"
     raise InvalidArgument(
@@ -391,97 +386,6 @@ def to_example(row: Row, task: str) -> Example:
     msgs = [{"role": m["role"], "content": m["content"]} for m in d["messages"]]
     last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
     return Example(messages=msgs[: last + 1], completion=msgs[last]["content"])
-
-
-# --- rendering -----------------------------------------------------------------
-def has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The text a model sees before it answers the last user turn."""
-    if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-    joined = "\n\n".join(m["content"] for m in messages)
-    return FALLBACK_PROMPT.format(instruction=joined)
-
-
-def prompt_messages(example: Example) -> list[dict[str, str]]:
-    """The turns before the final assistant answer."""
-    return example.messages[:-1] if example.completion is not None else example.messages
-
-
-def prompt_text(tokenizer, example: Example) -> str:
-    """What the model is given before its answer: raw for completion rows."""
-    if example.prompt is not None:
-        return example.prompt
-    return render_prompt(tokenizer, prompt_messages(example))
-
-
-def rejected_example(example: Example) -> Example:
-    """A preference row's dispreferred answer as an example of its own."""
-    return Example(
-        messages=[
-            *example.messages[:-1],
-            {"role": "assistant", "content": example.rejected or ""},
-        ],
-        completion=example.rejected,
-    )
-
-
-def tokenize_for_training(
-    tokenizer, example: Example, max_length: int
-) -> dict[str, list[int]]:
-    """input_ids and labels; prompt tokens are masked (-100) so loss is on answers."""
-    eos = tokenizer.eos_token or ""
-    if example.text is not None:
-        ids = tokenizer(example.text + eos, add_special_tokens=False)["input_ids"][
-            :max_length
-        ]
-        return {"input_ids": ids, "labels": list(ids)}
-    ids: list[int] = []
-    labels: list[int] = []
-    if example.prompt is not None:  # completion task: the prompt as written
-        _append(tokenizer, ids, labels, example.prompt, learn=False)
-        _append(tokenizer, ids, labels, (example.completion or "") + eos, learn=True)
-    elif has_chat_template(tokenizer):
-        # Render turn by turn so each assistant answer (and its end marker) is
-        # learned while user/system turns and template scaffolding are masked.
-        rendered = ""
-        for i, msg in enumerate(example.messages):
-            if msg["role"] == "assistant":
-                prefix = tokenizer.apply_chat_template(
-                    example.messages[:i], tokenize=False, add_generation_prompt=True
-                )
-                full = tokenizer.apply_chat_template(
-                    example.messages[: i + 1], tokenize=False
-                )
-                if not (full.startswith(prefix) and prefix.startswith(rendered)):
-                    raise InvalidArgument(
-                        "the tokenizer's chat template does not render turns "
-                        "incrementally, so answer tokens cannot be isolated; use a "
-                        "template whose prefixes are stable"
-                    )
-                _append(tokenizer, ids, labels, prefix[len(rendered) :], learn=False)
-                _append(tokenizer, ids, labels, full[len(prefix) :], learn=True)
-                rendered = full
-    else:
-        prompt = render_prompt(tokenizer, prompt_messages(example))
-        _append(tokenizer, ids, labels, prompt, learn=False)
-        _append(tokenizer, ids, labels, (example.completion or "") + eos, learn=True)
-    return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
-
-
-def _append(
-    tokenizer, ids: list[int], labels: list[int], text: str, learn: bool
-) -> None:
-    if not text:
-        return
-    piece = tokenizer(text, add_special_tokens=False)["input_ids"]
-    ids.extend(piece)
-    labels.extend(piece if learn else [-100] * len(piece))
 
 
 def dataset_file_of(artifact: Any) -> Path:

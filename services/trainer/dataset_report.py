@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.common import datasets
 from services.common.errors import InvalidArgument
-from services.trainer.data import keeps_answer, sequences
+from services.trainer.data import check_task_options, keeps_answer, sequences
 from services.trainer.spec import TrainConfig
 
 MAX_ISSUES = 50
@@ -98,8 +98,12 @@ class DatasetReport:
 
 
 def report_for(path: Path, tokenizer, cfg: TrainConfig) -> DatasetReport:
-    """The report for a training config (what Start checks)."""
-    return build_report(
+    """The report for a training config (what Start checks).
+
+    Raises InvalidArgument when a config option does not fit the detected task
+    (packing a classification dataset, ...): a config error, not a data issue.
+    """
+    report = build_report(
         path,
         tokenizer,
         task_type=cfg.task_type,
@@ -108,6 +112,9 @@ def report_for(path: Path, tokenizer, cfg: TrainConfig) -> DatasetReport:
         seed=cfg.seed,
         labels=cfg.labels,
     )
+    if report.passed:
+        check_task_options(report.task, cfg)
+    return report
 
 
 def build_report(

@@ -241,3 +241,17 @@ def test_validate_dataset_rpc_reports_label_counts(suite, base_model):
     assert dict(report.label_counts) == {"ham": 3, "spam": 9}
     assert report.imbalance_ratio == 3.0
     assert (report.train_rows, report.eval_rows) == (9, 3)
+
+
+def test_report_for_a_train_config_checks_labels_and_options(tmp_path, tokenizer):
+    from services.common.errors import InvalidArgument
+    from services.trainer.dataset_report import report_for
+    from services.trainer.spec import TrainConfig
+
+    path = _write(tmp_path, [_cls(0, "spam"), _cls(1, "ham"), _cls(2, "eggs")])
+    report = report_for(path, tokenizer, TrainConfig(labels=["spam", "ham"]))
+    assert not report.passed
+    assert "line 3: label 'eggs' is not in the declared labels" in report.summary
+    with pytest.raises(InvalidArgument, match="config.packing applies to causal-LM"):
+        report_for(path, tokenizer, TrainConfig(packing=True))
+    assert report_for(path, tokenizer, TrainConfig(group_by_length=True)).passed
