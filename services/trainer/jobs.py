@@ -2,13 +2,14 @@
 
 Everything a Start can reject (bad config, unknown ids, malformed dataset) is
 checked synchronously so the caller gets the error instead of a failed job.
+Accepted jobs go to the trainer's persisted queue (`services.trainer.queue`),
+so a restart loses none and replicas sharing the database share the work.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from services.common.config import Config
 from services.common.convert import from_struct, struct
 from services.common.datasets import dataset_file_of
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.jobs import Job, JobContext, JobEngine
 from services.common.modeling import (
     adaptable_module_names,
     check_target_modules,
@@ -27,8 +27,17 @@ from services.common.modeling import (
 )
 from services.trainer import capabilities
 from services.trainer.dataset_report import DatasetReport, build_report
+from services.trainer.queue.engine import PersistedJobEngine, QueuedJob, QueueJobContext
+from services.trainer.queue.records import (
+    TRAIN_JOB_CODEC,
+    ResolvedTrainJob,
+    TrainOutcome,
+)
+from services.trainer.queue.store import JobStore
 from services.trainer.spec import TrainConfig, TrainSpec
 from services.trainer.training import fine_tune
+
+__all__ = ["ResolvedTrainJob", "TrainOutcome", "Trainer"]
 
 log = logging.getLogger(__name__)
 
@@ -38,30 +47,12 @@ MODEL_KINDS = (
 )
 
 
-@dataclass
-class ResolvedTrainJob:
-    """A checked request with its registry artifacts resolved."""
-
-    spec: TrainSpec
-    base: Any  # lorafleet.v1.Artifact
-    dataset: Any  # lorafleet.v1.Artifact
-    dataset_file: Path
-    task: str
-    split: tuple[int, int]
-    report: DatasetReport | None = None
-
-
-@dataclass
-class TrainOutcome:
-    adapter_id: str
-    metrics: dict[str, float]
-    environment: dict[str, Any] = field(default_factory=dict)
-
-
 class Trainer:
     """The trainer's domain: turns TrainSpecs into registered adapters."""
 
-    def __init__(self, config: Config, registry: Any) -> None:
+    def __init__(
+        self, config: Config, registry: Any, store: JobStore, *, start: bool = True
+    ) -> None:
         self._config = config
         self._registry = registry
         self._device = resolve_device(config.device)
@@ -69,15 +60,21 @@ class Trainer:
         # Per base digest: tokenizers and module names are reused across Starts.
         self._tokenizers: dict[str, Any] = {}
         self._module_names: dict[str, list[str]] = {}
-        self.engine = JobEngine(
+        self.engine = PersistedJobEngine(
             "train",
             self._run,
+            store,
+            worker_id=config.trainer_worker_id,
             workers=config.job_workers,
             queue_size=config.job_queue_size,
             history=config.job_history,
+            lease_s=config.trainer_lease_s,
+            codec=TRAIN_JOB_CODEC,
+            on_end=self._job_ended,
+            start=start,
         )
 
-    def start(self, spec: TrainSpec) -> Job:
+    def start(self, spec: TrainSpec, priority: int = 0) -> QueuedJob:
         spec.check()
         capabilities.check(spec.config, self.capabilities)
         base = self._model(spec.base_model_id)
@@ -95,7 +92,8 @@ class Trainer:
                 report.task,
                 (report.train_rows, report.eval_rows),
                 report,
-            )
+            ),
+            priority=priority,
         )
 
     def validate_dataset(
@@ -156,8 +154,23 @@ class Trainer:
             registry_pb2.GetArtifactRequest(id=artifact_id)
         ).artifact
 
-    def _run(self, ctx: JobContext, job: ResolvedTrainJob) -> TrainOutcome:
-        cfg = job.spec.config
+    # --- the job, run by a queue worker --------------------------------------------
+    def _run(self, ctx: QueueJobContext, job: ResolvedTrainJob) -> TrainOutcome:
+        done = self._registered_adapter(ctx.job.id)
+        if done is not None:
+            # An earlier attempt registered the adapter, then its trainer died
+            # before marking the job done: finish with that adapter.
+            ctx.report(
+                stage="done",
+                progress=1.0,
+                message=f"adapter {done.name}:{done.version} ({done.id}) was "
+                "registered by an earlier attempt",
+            )
+            return TrainOutcome(
+                adapter_id=done.id,
+                metrics=dict(done.metrics),
+                environment=from_struct(done.metadata).get("environment", {}),
+            )
         ctx.report(
             stage="prepare",
             progress=0.0,
@@ -165,7 +178,29 @@ class Trainer:
             f"{job.split[1]} held out",
         )
         out_dir = self._config.staging_dir / f"adapter-{ctx.job.id}"
+        shutil.rmtree(out_dir, ignore_errors=True)  # a killed attempt's leftovers
+        try:
+            outcome = self._train(ctx, job, out_dir)
+            ctx.check_cancelled()
+            ctx.report(
+                stage="register",
+                progress=0.97,
+                message="registering adapter",
+                metrics=outcome.metrics,
+            )
+            adapter, environment = self._register(ctx.job.id, job, outcome, out_dir)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        ctx.report(
+            stage="done",
+            progress=1.0,
+            message=f"adapter {adapter.name}:{adapter.version} ({adapter.id})",
+        )
+        return TrainOutcome(
+            adapter_id=adapter.id, metrics=outcome.metrics, environment=environment
+        )
 
+    def _train(self, ctx: QueueJobContext, job: ResolvedTrainJob, out_dir: Path):
         def on_progress(step: int, total: int, metrics: dict[str, float]) -> None:
             shown = next(
                 (
@@ -184,83 +219,90 @@ class Trainer:
                 total_steps=total,
             )
 
-        try:
-            outcome = fine_tune(
-                Path(job.base.local_path),
-                job.dataset_file,
-                out_dir,
-                cfg,
-                device=self._device,
-                on_progress=on_progress,
-                should_stop=lambda: ctx.cancelled,
-            )
-            ctx.check_cancelled()
-            ctx.report(
-                stage="register",
-                progress=0.97,
-                message="registering adapter",
+        outcome = fine_tune(
+            Path(job.base.local_path),
+            job.dataset_file,
+            out_dir,
+            job.spec.config,
+            device=self._device,
+            on_progress=on_progress,
+            should_stop=lambda: ctx.cancelled,
+        )
+        resumed = int(outcome.extra.get("resumed_from_step", 0) or 0)
+        if resumed:
+            ctx.set_resumed_from_step(resumed)
+        return outcome
+
+    def _register(
+        self, job_id: str, job: ResolvedTrainJob, outcome: Any, out_dir: Path
+    ) -> tuple[Any, dict[str, Any]]:
+        cfg = job.spec.config
+        split = {
+            "seed": cfg.seed,
+            "eval_fraction": cfg.eval_fraction,
+            "split_train_rows": job.split[0],
+            "split_eval_rows": job.split[1],
+            "train_examples": outcome.train_rows,
+            "eval_examples": outcome.eval_rows,
+            "dropped_rows": outcome.dropped_rows,
+        }
+        environment = {**environment_facts(), "split": split}
+        metadata = {
+            "base_model_id": job.base.id,
+            "base_model_digest": job.base.digest,
+            "base_model_name": job.base.name,
+            "base_model_type": from_struct(job.base.metadata).get("model_type", ""),
+            "dataset_id": job.dataset.id,
+            "dataset_digest": job.dataset.digest,
+            "task_type": outcome.task,
+            "method": cfg.method,
+            "rank": cfg.rank,
+            "alpha": cfg.alpha,
+            "target_modules": outcome.target_modules,
+            "train_config": cfg.as_dict(),
+            "seed": cfg.seed,
+            "split": split,
+            "train_rows": outcome.train_rows,
+            "eval_rows": outcome.eval_rows,
+            "dropped_rows": outcome.dropped_rows,
+            "environment": environment,
+            # A retried job finds its adapter by this instead of registering twice.
+            "train_job_id": job_id,
+        }
+        response = self._registry.RegisterArtifact(
+            registry_pb2.RegisterArtifactRequest(
+                kind=common_pb2.ARTIFACT_KIND_ADAPTER,
+                name=job.spec.adapter_name,
+                source_path=str(out_dir),
+                metadata=struct(metadata),
                 metrics=outcome.metrics,
+                tags=job.spec.tags,
+                parents=[
+                    common_pb2.ParentRef(
+                        artifact_id=job.base.id, relation="base_model"
+                    ),
+                    common_pb2.ParentRef(
+                        artifact_id=job.dataset.id, relation="dataset"
+                    ),
+                ],
             )
-            split = {
-                "seed": cfg.seed,
-                "eval_fraction": cfg.eval_fraction,
-                "split_train_rows": job.split[0],
-                "split_eval_rows": job.split[1],
-                "train_examples": outcome.train_rows,
-                "eval_examples": outcome.eval_rows,
-                "dropped_rows": outcome.dropped_rows,
-            }
-            environment = {**environment_facts(), "split": split}
-            metadata = {
-                "base_model_id": job.base.id,
-                "base_model_digest": job.base.digest,
-                "base_model_name": job.base.name,
-                "base_model_type": from_struct(job.base.metadata).get("model_type", ""),
-                "dataset_id": job.dataset.id,
-                "dataset_digest": job.dataset.digest,
-                "task_type": outcome.task,
-                "method": cfg.method,
-                "rank": cfg.rank,
-                "alpha": cfg.alpha,
-                "target_modules": outcome.target_modules,
-                "train_config": cfg.as_dict(),
-                "seed": cfg.seed,
-                "split": split,
-                "train_rows": outcome.train_rows,
-                "eval_rows": outcome.eval_rows,
-                "dropped_rows": outcome.dropped_rows,
-                "environment": environment,
-                "train_job_id": ctx.job.id,
-            }
-            response = self._registry.RegisterArtifact(
-                registry_pb2.RegisterArtifactRequest(
-                    kind=common_pb2.ARTIFACT_KIND_ADAPTER,
-                    name=job.spec.adapter_name,
-                    source_path=str(out_dir),
-                    metadata=struct(metadata),
-                    metrics=outcome.metrics,
-                    tags=job.spec.tags,
-                    parents=[
-                        common_pb2.ParentRef(
-                            artifact_id=job.base.id, relation="base_model"
-                        ),
-                        common_pb2.ParentRef(
-                            artifact_id=job.dataset.id, relation="dataset"
-                        ),
-                    ],
-                )
+        )
+        return response.artifact, environment
+
+    def _registered_adapter(self, job_id: str) -> Any | None:
+        """The adapter a previous attempt of `job_id` registered, if any."""
+        found = self._registry.ListArtifacts(
+            registry_pb2.ListArtifactsRequest(
+                kind=common_pb2.ARTIFACT_KIND_ADAPTER,
+                filter=f'metadata.train_job_id = "{job_id}"',
+                page_size=1,
             )
-        finally:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        adapter = response.artifact
-        ctx.report(
-            stage="done",
-            progress=1.0,
-            message=f"adapter {adapter.name}:{adapter.version} ({adapter.id})",
-        )
-        return TrainOutcome(
-            adapter_id=adapter.id, metrics=outcome.metrics, environment=environment
-        )
+        ).artifacts
+        return found[0] if found else None
+
+    def _job_ended(self, job_id: str) -> None:
+        """A finished job's checkpoints are no longer needed."""
+        shutil.rmtree(self._config.checkpoint_dir / job_id, ignore_errors=True)
 
 
 def _bounded(cache: dict, size: int = 4) -> None:

@@ -6,14 +6,17 @@ from lorafleet.v1 import trainer_pb2, trainer_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import JobRpcs, job_status_to_pb, struct
-from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.trainer.convert import TASKS, config_from_pb, config_to_pb, report_to_pb
 from services.trainer.jobs import ResolvedTrainJob, Trainer
+from services.trainer.queue.engine import QueuedJob
+from services.trainer.queue.migrations import upgrade_database
+from services.trainer.queue.models import make_engine
+from services.trainer.queue.store import JobStore
 from services.trainer.spec import TrainConfig, TrainSpec
 
 
-def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
+def job_to_pb(job: QueuedJob) -> trainer_pb2.TrainJob:
     resolved: ResolvedTrainJob = job.spec
     spec = resolved.spec
     pb = trainer_pb2.TrainJob(
@@ -23,8 +26,12 @@ def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
             dataset_id=spec.dataset_id,
             adapter_name=spec.adapter_name,
             tags=spec.tags,
+            priority=job.priority,
         ),
         effective_config=config_to_pb(spec.config),
+        attempt=job.attempt,
+        resumed_from_step=job.resumed_from_step,
+        worker_id=job.worker_id,
     )
     if resolved.report is not None:
         pb.dataset_report.CopyFrom(report_to_pb(resolved.report))
@@ -48,9 +55,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             config=config_from_pb(request.config),
             tags=dict(request.tags),
         )
-        return trainer_pb2.StartTrainJobResponse(
-            job=job_to_pb(self._trainer.start(spec))
-        )
+        job = self._trainer.start(spec, priority=request.priority)
+        return trainer_pb2.StartTrainJobResponse(job=job_to_pb(job))
 
     def GetTrainJob(self, request, context):
         return self._jobs.get(request)
@@ -81,8 +87,12 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
+    """Migrates the trainer's job database, then serves (resuming its jobs)."""
+    dsn = config.effective_trainer_dsn
+    upgrade_database(dsn)
+    db = make_engine(dsn)
     registry = ServiceClient("registry", config)
-    trainer = Trainer(config, registry)
+    trainer = Trainer(config, registry, JobStore(db))
 
     def register(server):
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
@@ -92,6 +102,10 @@ def create(config: Config, port: int | None = None) -> RunningServer:
 
     running = create_server("trainer", config, register, port)
     running.on_stop.extend(
-        [lambda: trainer.engine.shutdown(config.grace_period_s), registry.close]
+        [
+            lambda: trainer.engine.shutdown(config.grace_period_s),
+            registry.close,
+            db.dispose,
+        ]
     )
     return running

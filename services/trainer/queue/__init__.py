@@ -1,0 +1,1 @@
+"""The trainer's persisted job queue: its own database, claims, leases, events."""
