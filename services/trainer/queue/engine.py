@@ -490,7 +490,7 @@ def _event(row: TrainJobEventRow) -> JobEvent:
         stage=row.stage,
         progress=row.progress,
         message=row.message,
-        metrics=dict(row.metrics or {}),
+        metrics={k: float(v) for k, v in (row.metrics or {}).items()},
         time=_seconds(row.time) or 0.0,
         step=row.step,
         total_steps=row.total_steps,

@@ -8,6 +8,7 @@ services without touching (or being touched by) anyone else's tables.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,20 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def json_numbers(value: Any) -> Any:
+    """`value` with NaN and infinities as strings: PostgreSQL's JSON refuses them.
+
+    A diverged run logs loss NaN; `float()` reads the strings back.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, dict):
+        return {k: json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_numbers(v) for v in value]
+    return value
 
 
 class Base(DeclarativeBase):

@@ -107,7 +107,9 @@ def encode_outcome(outcome: TrainOutcome) -> dict[str, Any]:
 
 
 def decode_outcome(data: dict[str, Any]) -> TrainOutcome:
-    return TrainOutcome(**_known(TrainOutcome, data))
+    outcome = TrainOutcome(**_known(TrainOutcome, data))
+    outcome.metrics = {k: float(v) for k, v in outcome.metrics.items()}
+    return outcome
 
 
 TRAIN_JOB_CODEC = Codec(

@@ -26,6 +26,7 @@ from services.trainer.queue.models import (
     READ_ONLY,
     TrainJobEventRow,
     TrainJobRow,
+    json_numbers,
     utcnow,
 )
 
@@ -95,11 +96,9 @@ class JobStore:
                     or sqlstate in _RETRY_SQLSTATES
                     or "database is locked" in str(exc.orig)
                 )
-                if not retry:
-                    raise
-                if attempt == self._attempts:
+                if not retry or attempt == self._attempts:
                     raise Unavailable(
-                        "the trainer job database stayed busy or unreachable "
+                        "the trainer job database is busy or unreachable "
                         f"({exc.orig}); retry shortly"
                     ) from exc
                 time.sleep(min(1.0, 0.05 * 2**attempt))
@@ -368,7 +367,7 @@ class JobStore:
                 row = _fenced(session, job_id, fence)
                 if row is None:
                     return False
-            row.result = result
+            row.result = json_numbers(result) if result is not None else None
             row.error_code, row.error_message = error
             _finish(session, row, state, message, utcnow())
             return True
@@ -505,7 +504,9 @@ def _event(
             stage=row.stage,
             progress=row.progress,
             message=row.message,
-            metrics={k: float(v) for k, v in (update.metrics or {}).items()},
+            metrics=json_numbers(
+                {k: float(v) for k, v in (update.metrics or {}).items()}
+            ),
             time=now,
             step=update.step,
             total_steps=update.total_steps,

@@ -6,6 +6,7 @@ trainer processes would be; runners stand in for training.
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
@@ -401,3 +402,19 @@ def test_concurrent_claims_take_each_job_once(replicas):
     every = [job_id for claims in taken for job_id in claims]
     assert errors == []  # no claim collided with another (no retry, no conflict)
     assert sorted(every) == sorted(ids)  # each job exactly once
+
+
+def test_a_diverged_run_with_nan_loss_is_recorded(replicas):
+    """PostgreSQL's JSON refuses NaN; the queue still records and streams it."""
+
+    def runner(ctx, spec):
+        ctx.report(stage="train", metrics={"loss": math.nan, "grad_norm": math.inf})
+        return {"metrics": {"final_loss": math.nan}}
+
+    engine = replicas.engine(runner)
+    job = engine.submit({})
+    events = [e for e, _ in engine.watch(job.id)]
+    assert events[-1].state == JobState.SUCCEEDED
+    (train,) = [e for e in events if e.stage == "train"]
+    assert math.isnan(train.metrics["loss"]) and train.metrics["grad_norm"] == math.inf
+    assert engine.get(job.id).result == {"metrics": {"final_loss": "NaN"}}
