@@ -69,14 +69,20 @@ class MergerServiceServicer:
     """
 
     def StartMergeJob(self, request, context):
-        """Checks compatibility, then queues a merge job.
+        """Checks compatibility, then queues a merge job. The job writes the merged
+        model (and any quantized exports) to a temporary directory, runs the
+        correctness gate, and only then registers it; a failing gate or export
+        check fails the job with FAILED_PRECONDITION and the measured numbers.
         Errors: INVALID_ARGUMENT if the adapter id (or, for multi-model methods,
-        the inputs) or output name is missing, the dtype or method is unknown, or a
+        the inputs) or output name is missing, the dtype or method is unknown, a
         method parameter is missing or out of range (density outside (0, 1], t
-        outside [0, 1], weights not matching the inputs); NOT_FOUND if an adapter,
-        base or input is unknown; FAILED_PRECONDITION if the adapter was trained on
-        a different base or a tensor's shape does not match; RESOURCE_EXHAUSTED if
-        the queue is full.
+        outside [0, 1], weights not matching the inputs), max_shard_size is
+        negative, a gate setting is out of range, or an export format is unknown
+        or repeated; NOT_FOUND if an adapter, base or input is unknown;
+        FAILED_PRECONDITION if the adapter was trained on a different base, a
+        tensor's shape does not match, or a GGUF export is asked of an
+        architecture or tokenizer GGUF cannot hold; RESOURCE_EXHAUSTED if the
+        queue is full.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

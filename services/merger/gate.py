@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
 
 PROBE_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -27,7 +27,44 @@ PROBE_TEXTS = [
 # Max |merged - unmerged| logits relative to the largest logit, by output dtype:
 # float32 merges are exact up to summation order; 16-bit outputs round weights.
 LOGIT_TOLERANCE = {"float32": 1e-4, "same": 1e-4, "bfloat16": 5e-2, "float16": 2e-2}
+# A multi-model merge may not raise probe perplexity above this multiple of its
+# worst input's.
+MAX_PERPLEXITY_FACTOR = 1.5
 GATE_TIMEOUT_S = 1800
+# What an adapter's `base_quantization` metadata may say (QLoRA's base).
+BASE_QUANTIZATIONS = ("nf4", "fp4", "int8")
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """A request's gate settings; zeros take the defaults."""
+
+    max_perplexity_factor: float = 0.0
+    logit_tolerance: float = 0.0
+    skip: bool = False
+
+    def check(self) -> None:
+        factor, tolerance = self.max_perplexity_factor, self.logit_tolerance
+        if factor and not (math.isfinite(factor) and factor >= 1.0):
+            raise InvalidArgument(
+                f"gate.max_perplexity_factor must be >= 1 (merged perplexity may "
+                f"be at most this multiple of the worst input's), got {factor}; 0 "
+                f"takes {MAX_PERPLEXITY_FACTOR}",
+                field="gate.max_perplexity_factor",
+            )
+        if tolerance and not (math.isfinite(tolerance) and 0.0 < tolerance <= 1.0):
+            raise InvalidArgument(
+                f"gate.logit_tolerance must be in (0, 1] (relative to the largest "
+                f"logit), got {tolerance}; 0 takes the output dtype's default "
+                f"({', '.join(f'{k} {v}' for k, v in LOGIT_TOLERANCE.items())})",
+                field="gate.logit_tolerance",
+            )
+
+    def factor(self) -> float:
+        return self.max_perplexity_factor or MAX_PERPLEXITY_FACTOR
+
+    def tolerance(self, output_dtype: str) -> float:
+        return self.logit_tolerance or LOGIT_TOLERANCE.get(output_dtype, 1e-4)
 
 
 @dataclass
@@ -73,8 +110,36 @@ def _perplexity(model, batch) -> float:
     return math.exp(float(loss))
 
 
+def _quantized_base_logits(spec: dict[str, Any], batch):
+    """Logits of the adapter on the quantised base it was trained on (QLoRA)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kind = spec["base_quantization"]
+    if kind == "int8":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=kind,
+            bnb_4bit_use_double_quant=True,  # as the trainer's QLoRA loads it
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+    base = AutoModelForCausalLM.from_pretrained(
+        spec["base"],
+        local_files_only=True,
+        use_safetensors=True,
+        quantization_config=config,
+        device_map="cpu",
+        dtype=torch.float32,
+    )
+    return _logits(PeftModel.from_pretrained(base, spec["adapter"]).eval(), batch)
+
+
 def run_gate(spec: dict[str, Any]) -> GateReport:
-    """spec: merged, kind ("lora"|"models"), base, adapter, inputs, dtype, factor."""
+    """spec: merged, kind ("lora"|"models"), base, adapter, inputs, dtype, factor,
+    tolerance, base_quantization (QLoRA adapters: "nf4", "fp4" or "int8")."""
     from transformers import AutoTokenizer
 
     report = GateReport(passed=True)
@@ -98,7 +163,11 @@ def run_gate(spec: dict[str, Any]) -> GateReport:
         mask = batch["attention_mask"].bool()
         diff = float((got - expected).abs()[mask].max())
         scale = float(expected.abs()[mask].max()) or 1.0
-        tolerance = LOGIT_TOLERANCE.get(spec.get("dtype", "same"), 1e-4)
+        tolerance = float(
+            spec.get("tolerance")
+            or LOGIT_TOLERANCE.get(spec.get("dtype", "same"))
+            or 1e-4
+        )
         report.checks.update(
             max_abs_logit_diff=diff,
             relative_logit_diff=diff / scale,
@@ -109,11 +178,21 @@ def run_gate(spec: dict[str, Any]) -> GateReport:
                 f"merged logits differ from base+adapter by {diff:.3g} "
                 f"({diff / scale:.3g} of the largest logit, tolerance {tolerance})"
             )
+        if spec.get("base_quantization"):
+            # The adapter learnt against a quantised base; the merge uses the
+            # full-precision one. How far apart are the two, on the same batch?
+            trained = _quantized_base_logits(spec, batch)
+            qdiff = float((trained - expected).abs()[mask].max())
+            report.checks.update(
+                base_quantization=spec["base_quantization"],
+                quantized_base_max_abs_logit_diff=qdiff,
+                quantized_base_relative_logit_diff=qdiff / scale,
+            )
     else:
         ppl = _perplexity(merged, batch)
         inputs = [_perplexity(_load(p), batch) for p in spec["inputs"]]
         worst = max(inputs)
-        factor = float(spec.get("factor") or 1.5)
+        factor = float(spec.get("factor") or MAX_PERPLEXITY_FACTOR)
         report.checks.update(
             merged_perplexity=ppl, input_perplexities=inputs, max_factor=factor
         )

@@ -20,8 +20,10 @@ from services.common.convert import from_struct, struct
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobs import Job, JobContext, JobEngine
 from services.common.paths import staged_directory
-from services.merger.gate import check_merge
+from services.merger.finish import Checked, check_and_export
+from services.merger.gate import BASE_QUANTIZATIONS, GateSettings
 from services.merger.lora_merge import (
+    DEFAULT_MAX_SHARD_SIZE,
     OUTPUT_DTYPES,
     MergePlan,
     execute_merge,
@@ -32,6 +34,7 @@ from services.merger.model_jobs import (
     resolve_model_merge,
     run_model_merge,
 )
+from services.merger.quantized import QuantizedExport, check_exports
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,18 @@ class MergeRequest:
     method: str = "lora"
     input_model_ids: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    # Bytes per output safetensors file; 0 takes DEFAULT_MAX_SHARD_SIZE.
+    max_shard_size: int = 0
+    gate: GateSettings = field(default_factory=GateSettings)
+    exports: tuple[QuantizedExport, ...] = ()
 
     @property
     def merges_models(self) -> bool:
         return self.method != "lora"
+
+    @property
+    def shard_size(self) -> int:
+        return self.max_shard_size or DEFAULT_MAX_SHARD_SIZE
 
     def check(self) -> None:
         if self.merges_models:
@@ -92,6 +103,14 @@ class MergeRequest:
                 f"{', '.join(OUTPUT_DTYPES)}",
                 field="output_dtype",
             )
+        if self.max_shard_size < 0:
+            raise InvalidArgument(
+                f"max_shard_size must be a positive number of bytes, got "
+                f"{self.max_shard_size}; 0 takes {DEFAULT_MAX_SHARD_SIZE} (2 GiB)",
+                field="max_shard_size",
+            )
+        self.gate.check()
+        check_exports(list(self.exports))
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,8 @@ class ResolvedMerge:
     adapter: Any  # lorafleet.v1.Artifact
     base: Any  # lorafleet.v1.Artifact
     plan: MergePlan
+    # QLoRA: the quantisation of the base the adapter was trained on ("nf4").
+    base_quantization: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +132,37 @@ class MergeOutcome:
     tensors_total: int
     max_abs_delta: float
     seconds: float
+    notes: list[str] = field(default_factory=list)
+    exports: list[Any] = field(default_factory=list)  # quantized.ExportResult
+    gate: dict[str, Any] = field(default_factory=dict)
+    shards: int = 0
+
+    @classmethod
+    def of(cls, merged_id: str, stats: Any, checked: Checked) -> MergeOutcome:
+        return cls(
+            merged_model_id=merged_id,
+            tensors_merged=stats.tensors_merged,
+            tensors_total=stats.tensors_total,
+            max_abs_delta=stats.max_abs_delta,
+            seconds=stats.seconds,
+            notes=checked.notes,
+            exports=checked.exports,
+            gate=checked.gate,
+            shards=stats.written.shards,
+        )
+
+
+def base_quantization(adapter: Any) -> str:
+    """The adapter's recorded QLoRA base quantisation ("" for a plain LoRA)."""
+    value = str(from_struct(adapter.metadata).get("base_quantization") or "")
+    value = "" if value.lower() in ("", "none") else value.lower()
+    if value and value not in BASE_QUANTIZATIONS:
+        raise FailedPrecondition(
+            f"adapter {adapter.id} records base_quantization={value!r}; the merger "
+            f"knows {', '.join(BASE_QUANTIZATIONS)} (or none)",
+            field="adapter_id",
+        )
+    return value
 
 
 def check_lineage(adapter: Any, base: Any) -> None:
@@ -177,8 +229,12 @@ class Merger:
                 field="base_model_id",
             )
         check_lineage(adapter, base)
+        quantization = base_quantization(adapter)
         plan = plan_merge(_path(adapter), _path(base))
-        return self.engine.submit(ResolvedMerge(request, adapter, base, plan))
+        check_exports(list(request.exports), _path(base))
+        return self.engine.submit(
+            ResolvedMerge(request, adapter, base, plan, quantization)
+        )
 
     def _get(self, artifact_id: str) -> Any:
         return self._registry.GetArtifact(
@@ -218,21 +274,23 @@ class Merger:
                     adapter_digest=adapter.digest,
                     base_digest=base.digest,
                     on_tensor=on_tensor,
+                    max_shard_size=request.shard_size,
                 )
-                ctx.check_cancelled()
-                ctx.report(
-                    stage="gate",
-                    progress=0.9,
-                    message="checking merged logits against base+adapter",
-                )
-                gate_report = check_merge(
+                checked = check_and_export(
+                    ctx,
+                    tmp,
+                    stats,
                     {
                         "kind": "lora",
                         "merged": str(tmp),
                         "base": str(_path(base)),
                         "adapter": str(_path(adapter)),
                         "dtype": request.output_dtype,
-                    }
+                        "tolerance": request.gate.tolerance(request.output_dtype),
+                        "base_quantization": job.base_quantization,
+                    },
+                    request.gate,
+                    list(request.exports),
                 )
             ctx.check_cancelled()  # last point before the registry holds a result
             metrics = {
@@ -243,7 +301,7 @@ class Merger:
             }
             ctx.report(
                 stage="register",
-                progress=0.92,
+                progress=0.95,
                 message="registering merged model",
                 metrics=metrics,
             )
@@ -252,10 +310,14 @@ class Merger:
                     kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
                     name=request.output_name,
                     source_path=str(final.resolve()),
+                    expected_digest=checked.digest,
                     metrics=metrics,
                     tags=request.tags,
                     metadata=struct(
-                        {**self._metadata(ctx, job, stats), "gate": gate_report.checks}
+                        {
+                            **self._metadata(ctx, job, stats),
+                            **evidence(checked),
+                        }
                     ),
                     parents=[
                         common_pb2.ParentRef(
@@ -275,13 +337,7 @@ class Merger:
             progress=1.0,
             message=f"merged model {merged.name}:{merged.version} ({merged.id})",
         )
-        return MergeOutcome(
-            merged_model_id=merged.id,
-            tensors_merged=stats.tensors_merged,
-            tensors_total=stats.tensors_total,
-            max_abs_delta=stats.max_abs_delta,
-            seconds=stats.seconds,
-        )
+        return MergeOutcome.of(merged.id, stats, checked)
 
     @staticmethod
     def _metadata(ctx: JobContext, job: ResolvedMerge, stats: Any) -> dict[str, Any]:
@@ -297,8 +353,20 @@ class Merger:
             "tensors_merged": stats.tensors_merged,
             "tensors_total": stats.tensors_total,
             "tensors_replaced": stats.tensors_replaced,
+            "base_quantization": job.base_quantization,
+            "shards": stats.written.shards,
             "merge_job_id": ctx.job.id,
         }
+
+
+def evidence(checked: Checked) -> dict[str, Any]:
+    """The gate's numbers, notes and exports, as registered metadata."""
+    facts: dict[str, Any] = {"gate": checked.gate}
+    if checked.notes:
+        facts["notes"] = checked.notes
+    if checked.exports:
+        facts["quantized_exports"] = [r.summary() for r in checked.exports]
+    return facts
 
 
 def _kind(artifact: Any) -> str:

@@ -15,20 +15,19 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobs import JobContext
 from services.common.paths import staged_directory
 from services.merger import methods
-from services.merger.gate import check_merge
+from services.merger.finish import check_and_export
 from services.merger.model_merge import (
     ModelMergePlan,
     execute_model_merge,
     plan_model_merge,
 )
+from services.merger.quantized import check_exports
 
 MODEL_KINDS = (
     common_pb2.ARTIFACT_KIND_BASE_MODEL,
     common_pb2.ARTIFACT_KIND_MERGED_MODEL,
 )
 PROGRESS_EVENTS = 20
-# A merge may not raise probe perplexity above this multiple of its worst input.
-MAX_PERPLEXITY_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,14 @@ def resolve_model_merge(request: Any, get: Callable[[str], Any]) -> ResolvedMode
         Path(base.local_path) if base else None,
         [Path(a.local_path) for a in inputs],
     )
+    check_exports(list(request.exports), plan.reference.directory)
     return ResolvedModelMerge(request, base, inputs, plan)
 
 
 def run_model_merge(
     ctx: JobContext, job: ResolvedModelMerge, config: Config, registry: Any
 ) -> Any:
-    from services.merger.jobs import MergeOutcome  # jobs imports this module
+    from services.merger.jobs import MergeOutcome, evidence  # jobs imports us
 
     request = job.request
     names = ", ".join(f"{a.name}:{a.version}" for a in job.inputs)
@@ -112,16 +112,20 @@ def run_model_merge(
                 output_dtype=request.output_dtype,
                 on_tensor=on_tensor,
                 provenance=provenance,
+                max_shard_size=request.shard_size,
             )
-            ctx.check_cancelled()
-            ctx.report(stage="gate", progress=0.9, message="checking probe perplexity")
-            gate_report = check_merge(
+            checked = check_and_export(
+                ctx,
+                tmp,
+                stats,
                 {
                     "kind": "models",
                     "merged": str(tmp),
                     "inputs": [str(Path(a.local_path)) for a in job.inputs],
-                    "factor": MAX_PERPLEXITY_FACTOR,
-                }
+                    "factor": request.gate.factor(),
+                },
+                request.gate,
+                list(request.exports),
             )
         ctx.check_cancelled()
         metrics = {
@@ -138,12 +142,13 @@ def run_model_merge(
             parents.append(
                 common_pb2.ParentRef(artifact_id=job.base.id, relation="base_model")
             )
-        ctx.report(stage="register", progress=0.92, message="registering merged model")
+        ctx.report(stage="register", progress=0.95, message="registering merged model")
         merged = registry.RegisterArtifact(
             registry_pb2.RegisterArtifactRequest(
                 kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
                 name=request.output_name,
                 source_path=str(final.resolve()),
+                expected_digest=checked.digest,
                 metrics=metrics,
                 tags=request.tags,
                 metadata=struct(
@@ -152,8 +157,9 @@ def run_model_merge(
                         "input_model_ids": [a.id for a in job.inputs],
                         "base_model_id": job.base.id if job.base else "",
                         "output_dtype": request.output_dtype,
+                        "shards": stats.written.shards,
                         "merge_job_id": ctx.job.id,
-                        "gate": gate_report.checks,
+                        **evidence(checked),
                     }
                 ),
                 parents=parents,
@@ -166,10 +172,4 @@ def run_model_merge(
         progress=1.0,
         message=f"merged model {merged.name}:{merged.version} ({merged.id})",
     )
-    return MergeOutcome(
-        merged_model_id=merged.id,
-        tensors_merged=stats.tensors_merged,
-        tensors_total=stats.tensors_total,
-        max_abs_delta=stats.max_abs_delta,
-        seconds=stats.seconds,
-    )
+    return MergeOutcome.of(merged.id, stats, checked)

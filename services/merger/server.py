@@ -8,7 +8,13 @@ from services.common.config import Config
 from services.common.convert import JobRpcs, from_struct, job_status_to_pb, struct
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
+from services.merger.gate import GateSettings
 from services.merger.jobs import MergeOutcome, Merger, MergeRequest, ResolvedMerge
+from services.merger.quantized import (
+    DEFAULT_MAX_PERPLEXITY_RATIO,
+    ExportResult,
+    QuantizedExport,
+)
 
 _DTYPES = {
     merger_pb2.OUTPUT_DTYPE_UNSPECIFIED: "same",
@@ -18,6 +24,46 @@ _DTYPES = {
     merger_pb2.OUTPUT_DTYPE_FLOAT16: "float16",
 }
 _DTYPE_NUMBERS = {name: number for number, name in _DTYPES.items() if number}
+_PREFIX = "QUANTIZED_FORMAT_"
+
+
+def _format_name(number: int) -> str:
+    """QUANTIZED_FORMAT_GGUF_Q8_0 -> "gguf_q8_0"; unknown numbers stay visible."""
+    if number == merger_pb2.QUANTIZED_FORMAT_UNSPECIFIED:
+        return ""
+    try:
+        return merger_pb2.QuantizedFormat.Name(number)[len(_PREFIX) :].lower()
+    except ValueError:
+        return f"#{number}"
+
+
+def _format_number(name: str) -> int:
+    return merger_pb2.QuantizedFormat.Value(_PREFIX + name.upper())
+
+
+def exports_from_pb(pbs) -> tuple[QuantizedExport, ...]:
+    return tuple(
+        QuantizedExport(
+            format=_format_name(pb.format),
+            max_perplexity_ratio=pb.max_perplexity_ratio
+            or DEFAULT_MAX_PERPLEXITY_RATIO,
+        )
+        for pb in pbs
+    )
+
+
+def export_result_to_pb(result: ExportResult) -> merger_pb2.QuantizedExportResult:
+    return merger_pb2.QuantizedExportResult(
+        format=_format_number(result.format),
+        path=result.path,
+        size_bytes=result.size_bytes,
+        unquantized_size_bytes=result.unquantized_size_bytes,
+        size_reduction=result.size_reduction,
+        perplexity=result.perplexity,
+        unquantized_perplexity=result.unquantized_perplexity,
+        perplexity_change=result.perplexity_change,
+        notes=result.notes,
+    )
 
 
 def request_from_pb(pb: merger_pb2.StartMergeJobRequest) -> MergeRequest:
@@ -31,6 +77,13 @@ def request_from_pb(pb: merger_pb2.StartMergeJobRequest) -> MergeRequest:
         method=pb.method or "lora",
         input_model_ids=tuple(pb.input_model_ids),
         params=from_struct(pb.params),
+        max_shard_size=pb.max_shard_size,
+        gate=GateSettings(
+            max_perplexity_factor=pb.gate.max_perplexity_factor,
+            logit_tolerance=pb.gate.logit_tolerance,
+            skip=pb.gate.skip,
+        ),
+        exports=exports_from_pb(pb.exports),
     )
 
 
@@ -47,6 +100,19 @@ def request_to_pb(
         method=request.method,
         input_model_ids=request.input_model_ids,
         params=struct(request.params),
+        max_shard_size=request.max_shard_size,
+        gate=merger_pb2.MergeGateConfig(
+            max_perplexity_factor=request.gate.max_perplexity_factor,
+            logit_tolerance=request.gate.logit_tolerance,
+            skip=request.gate.skip,
+        ),
+        exports=[
+            merger_pb2.QuantizedExport(
+                format=_format_number(e.format),
+                max_perplexity_ratio=e.max_perplexity_ratio,
+            )
+            for e in request.exports
+        ],
     )
 
 
@@ -57,6 +123,10 @@ def result_to_pb(outcome: MergeOutcome) -> merger_pb2.MergeResult:
         tensors_total=outcome.tensors_total,
         max_abs_delta=outcome.max_abs_delta,
         seconds=outcome.seconds,
+        notes=outcome.notes,
+        exports=[export_result_to_pb(r) for r in outcome.exports],
+        gate=struct(outcome.gate),
+        shards=outcome.shards,
     )
 
 
