@@ -25,7 +25,7 @@ from tests.trainer.runs import (
     wait_until,
 )
 
-CFG = dict(max_steps=16, checkpoint_steps=4)
+CFG = dict(max_steps=32, checkpoint_steps=4)
 
 # A trainer process: runs one task through the runner, as the job queue does.
 TRAINER = """
@@ -88,8 +88,8 @@ def test_stopped_run_resumes_to_the_same_adapter(
     assert adapter_sha(tmp_path / "adapter") == digest
     assert resumed.metrics["train_loss"] == outcome.metrics["train_loss"]
     assert resumed.metrics["train_tokens"] == outcome.metrics["train_tokens"]
-    assert resumed.metrics["steps"] == 16
-    assert checkpoints.latest_complete(ckpt).name == "checkpoint-16"
+    assert resumed.metrics["steps"] == 32
+    assert checkpoints.latest_complete(ckpt).name == "checkpoint-32"
 
     # Another config in the same folder never resumes these checkpoints.
     other = train_in_process(
@@ -134,7 +134,7 @@ def test_killed_trainer_resumes_from_its_last_checkpoint(
     # The orphaned child notices and stops writing checkpoints.
     assert wait_until(lambda: not alive(children[0]), timeout=30)
     latest = checkpoints.latest_complete(ckpt)
-    assert latest is not None and checkpoints.step_of(latest) < 16
+    assert latest is not None and checkpoints.step_of(latest) < 32
 
     # A new trainer picks the job up again.
     outcome = run_training(task, lambda *e: None, lambda: False)
