@@ -48,9 +48,8 @@ def check_task_options(task: str, cfg: TrainConfig) -> None:
     if cfg.packing and task not in PACKABLE:
         raise InvalidArgument(
             f"config.packing applies to causal-LM tasks ({', '.join(PACKABLE)}); "
-            f"a {task} dataset trains on whole rows, so turn packing off "
-            "(group_by_length also cuts padding"
-            + (")" if task == "classification" else " for classification)"),
+            f"a {task} dataset trains on whole rows, so turn packing off"
+            + (" (group_by_length cuts padding)" if task == "classification" else ""),
             field="config.packing",
         )
     if cfg.group_by_length and task == "preference":
