@@ -121,6 +121,10 @@ def _task_of(schema: dict[str, set[str]]) -> str:
     """The same detection the trainer applies, from the keys rows carry."""
     if "messages" in schema:
         return "chat"
+    if {"chosen", "rejected"} & schema.keys():
+        return "preference"
+    if "completion" in schema:
+        return "completion"
     if "instruction" in schema or "output" in schema:
         return "instruction"
     if "label" in schema and "text" in schema:

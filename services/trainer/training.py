@@ -251,7 +251,17 @@ def fine_tune(
         if losses:
             metrics["final_loss"] = float(losses[-1])
         if evaluating and state.best_metric is not None:
-            # The best checkpoint is loaded back (load_best_model_at_end).
+            # The best checkpoint is loaded back (load_best_model_at_end); its
+            # other eval metrics (accuracy, reward accuracy) come from its log.
+            best_log = next(
+                (
+                    h
+                    for h in reversed(state.log_history)
+                    if h.get("step") == state.best_global_step and "eval_loss" in h
+                ),
+                {},
+            )
+            metrics.update(_eval_metrics(best_log))
             metrics["eval_loss"] = float(state.best_metric)
             metrics["best_eval_loss"] = float(state.best_metric)
             metrics["best_step"] = float(state.best_global_step or 0)
@@ -261,7 +271,7 @@ def fine_tune(
                 >= cfg.early_stopping_patience
             )
         elif data.eval:
-            metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
+            metrics.update(_eval_metrics(trainer.evaluate()))
         _save_adapter(trainer, model, out_dir)
     return TrainingOutcome(
         metrics=metrics,
@@ -272,6 +282,9 @@ def fine_tune(
         dropped_rows=data.dropped,
         total_steps=total_steps,
         extra={
+            # Task facts from data prep and model setup: class_labels,
+            # packing, base_quantization ("nf4" for QLoRA), base_compute_dtype.
+            **data.extra,
             "resumed_from_step": resumed_from,
             "mixed_precision": "bf16"
             if precision["bf16"]
@@ -285,6 +298,21 @@ def fine_tune(
             ),
         },
     )
+
+
+_EVAL_TIMING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+def _eval_metrics(logs: dict) -> dict[str, float]:
+    """Every numeric eval_* value (loss, accuracy, rewards), without timings."""
+    return {
+        k: float(v)
+        for k, v in logs.items()
+        if k.startswith("eval_")
+        and k not in _EVAL_TIMING
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+    }
 
 
 def _resume_point(trainer, run_dir, base_dir, dataset_file, cfg) -> Path | None:

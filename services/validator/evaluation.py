@@ -91,7 +91,7 @@ def score_model(
     scores.generates = smoke[0].completion_tokens > 0
     scores.perplexity = perplexity(model, tokenizer, examples, max_length)
     timed = [
-        datasets.render_prompt(tokenizer, datasets.prompt_messages(ex))
+        datasets.prompt_text(tokenizer, ex)
         if ex.completion is not None
         else (ex.text or "")[:200]
         for ex in examples[:LATENCY_PROMPTS]
@@ -109,10 +109,7 @@ def score_model(
     with_refs = [ex for ex in examples if ex.completion is not None]
     if not with_refs:
         return scores
-    prompts = [
-        datasets.render_prompt(tokenizer, datasets.prompt_messages(ex))
-        for ex in with_refs
-    ]
+    prompts = [datasets.prompt_text(tokenizer, ex) for ex in with_refs]
     outputs, _ = generate_batch(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens
     )

@@ -138,7 +138,9 @@ class Validator:
     def _run(self, ctx: JobContext, job: ResolvedValidation) -> ValidationOutcome:
         spec = job.spec
         task, rows = datasets.load_dataset(dataset_file_of(job.dataset))
-        _, held_out = datasets.split_rows(rows, spec.eval_fraction, spec.seed)
+        # The trainer's own split (stratified for classification), so the
+        # held-out rows were never trained on.
+        _, held_out = datasets.split_for_task(rows, task, spec.eval_fraction, spec.seed)
         examples = [datasets.to_example(r, task) for r in held_out[: spec.max_examples]]
         candidate_id = job.adapter.id if job.adapter else job.model.id
         ctx.report(

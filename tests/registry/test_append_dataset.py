@@ -398,3 +398,21 @@ def test_trainer_sees_the_appended_rows(suite, base_model):
     assert report.passed and report.row_count == 10
     assert report.task_type == common_pb2.TASK_TYPE_CHAT
     assert (report.train_rows, report.eval_rows) == (8, 2)
+
+
+@pytest.mark.parametrize(
+    ("row", "task"),
+    [
+        ({"prompt": "2+2=", "completion": "4"}, "completion"),
+        ({"prompt": "Say hi", "chosen": "Hi!", "rejected": "Go away."}, "preference"),
+        ({"instruction": "Add", "input": "2 2", "output": "4"}, "instruction"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "chat"),
+    ],
+)
+def test_dataset_versions_record_the_trainer_task_type(
+    stub, register, incoming, row, task
+):
+    """The registry's detection names the same task the trainer will train."""
+    path = _write(incoming / f"{task}.jsonl", _jsonl([row]))
+    artifact = register(DATASET, f"ds-{task}", path).artifact
+    assert artifact.metadata["task_type"] == task

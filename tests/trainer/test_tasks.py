@@ -138,6 +138,9 @@ def test_classification_trains_a_head_and_reports_accuracy(
     assert evals and 0.0 <= evals[-1]["eval_accuracy"] <= 1.0
     assert evals[-1]["eval_accuracy"] == 1.0  # the two classes share no words
     assert math.isfinite(outcome.metrics["eval_loss"])
+    # The final metrics (what gets registered) carry the accuracy too.
+    assert outcome.metrics["eval_accuracy"] == 1.0
+    assert outcome.extra["class_labels"] == ["lamps", "socks"]
     with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert any(k.endswith("score.weight") for k in keys), keys  # head is saved
