@@ -108,18 +108,30 @@ def run_child(kind: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _tensor_files(model: Path) -> dict[str, Path]:
+    """Tensor name -> file, for single-file and sharded (indexed) outputs."""
+    index = model / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {name: model / file for name, file in weight_map.items()}
+    from safetensors import safe_open
+
+    with safe_open(str(model / "model.safetensors"), "pt") as f:
+        return {name: model / "model.safetensors" for name in f.keys()}
+
+
 def max_abs_diff(a: Path, b: Path) -> float:
     from safetensors import safe_open
 
     worst = 0.0
-    with (
-        safe_open(str(a / "model.safetensors"), "pt") as fa,
-        safe_open(str(b / "model.safetensors"), "pt") as fb,
-    ):
-        common = set(fa.keys()) & set(fb.keys())
-        for key in sorted(common):
+    files_a, files_b = _tensor_files(a), _tensor_files(b)
+    for key in sorted(set(files_a) & set(files_b)):
+        with (
+            safe_open(str(files_a[key]), "pt") as fa,
+            safe_open(str(files_b[key]), "pt") as fb,
+        ):
             diff = (fa.get_tensor(key).float() - fb.get_tensor(key).float()).abs()
-            worst = max(worst, float(diff.max()) if diff.numel() else 0.0)
+        worst = max(worst, float(diff.max()) if diff.numel() else 0.0)
     return worst
 
 

@@ -91,10 +91,12 @@ def qlora_note(gate: dict[str, Any]) -> str:
         f"adapter was trained on a {gate['base_quantization'].upper()}-quantized "
         "base and is merged into the full-precision base: on the probe batch, "
         "logits of the quantized base + adapter differ from the full-precision "
-        f"base + adapter by up to {gate['quantized_base_max_abs_logit_diff']:.3g} "
-        f"({gate['quantized_base_relative_logit_diff']:.2%} of the largest "
-        "logit); expect the merged model to differ from the model as trained by "
-        "about that much"
+        f"base + adapter by {gate['quantized_base_mean_abs_logit_diff']:.3g} on "
+        f"average and {gate['quantized_base_max_abs_logit_diff']:.3g} at most "
+        f"({gate['quantized_base_relative_logit_diff']:.2%} of the largest logit), "
+        f"and pick the same next token at "
+        f"{gate['quantized_base_top1_agreement']:.1%} of positions; expect the "
+        "merged model to differ from the model as trained by about that much"
     )
 
 

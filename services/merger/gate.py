@@ -182,11 +182,14 @@ def run_gate(spec: dict[str, Any]) -> GateReport:
             # The adapter learnt against a quantised base; the merge uses the
             # full-precision one. How far apart are the two, on the same batch?
             trained = _quantized_base_logits(spec, batch)
-            qdiff = float((trained - expected).abs()[mask].max())
+            gap = (trained - expected).abs()[mask]
+            agree = trained.argmax(-1)[mask] == expected.argmax(-1)[mask]
             report.checks.update(
                 base_quantization=spec["base_quantization"],
-                quantized_base_max_abs_logit_diff=qdiff,
-                quantized_base_relative_logit_diff=qdiff / scale,
+                quantized_base_max_abs_logit_diff=float(gap.max()),
+                quantized_base_mean_abs_logit_diff=float(gap.mean()),
+                quantized_base_relative_logit_diff=float(gap.max()) / scale,
+                quantized_base_top1_agreement=float(agree.float().mean()),
             )
     else:
         ppl = _perplexity(merged, batch)

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ class ExportResult:
     perplexity_change: float
     max_perplexity_ratio: float
     passed: bool
+    seconds: float = 0.0  # writing the export and loading it back
     notes: list[str] = field(default_factory=list)
     files: dict[str, list[Any]] = field(default_factory=dict)  # rel -> [sha, size]
 
@@ -276,12 +278,14 @@ def _main(spec: dict[str, Any]) -> list[dict[str, Any]]:
         out = model_dir / rel
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
+        started = time.monotonic()
         if export.format.startswith("gguf_"):
             model, notes = _export_gguf(model_dir, out, export.format)
             size = (out / GGUF_FILE).stat().st_size
         else:
             model, notes = _export_bnb(model_dir, out, export.format)
             size = weights_size(out)
+        seconds = time.monotonic() - started
         ppl = _perplexity(model, ids)
         del model
         ratio = ppl / base_ppl
@@ -297,6 +301,7 @@ def _main(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 perplexity_change=ratio - 1,
                 max_perplexity_ratio=export.max_perplexity_ratio,
                 passed=math.isfinite(ppl) and ratio <= export.max_perplexity_ratio,
+                seconds=seconds,
                 notes=notes,
                 files=_digest_tree(out, model_dir),
             )

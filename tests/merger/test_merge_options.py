@@ -250,7 +250,9 @@ def test_qlora_adapter_is_merged_with_its_measured_rounding_error(suite, adapter
     gate = final.result.gate
     assert gate["base_quantization"] == "nf4"
     assert 0 < gate["quantized_base_relative_logit_diff"] < 1
-    assert f"{gate['quantized_base_max_abs_logit_diff']:.3g}" in note
+    assert f"{gate['quantized_base_max_abs_logit_diff']:.3g} at most" in note
+    assert 0 < gate["quantized_base_top1_agreement"] <= 1
+    assert f"{gate['quantized_base_top1_agreement']:.1%} of positions" in note
     assert note in [u.event.message for u in updates]
     merged = _artifact(suite, final.result.merged_model_id)
     assert list(merged.metadata["notes"]) == [note]
