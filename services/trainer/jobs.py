@@ -34,8 +34,8 @@ from services.trainer.queue.records import (
     TrainOutcome,
 )
 from services.trainer.queue.store import JobStore
+from services.trainer.runner import TrainingTask, run_training
 from services.trainer.spec import TrainConfig, TrainSpec
-from services.trainer.training import fine_tune
 
 __all__ = ["ResolvedTrainJob", "TrainOutcome", "Trainer"]
 
@@ -219,15 +219,20 @@ class Trainer:
                 total_steps=total,
             )
 
-        outcome = fine_tune(
-            Path(job.base.local_path),
-            job.dataset_file,
-            out_dir,
-            job.spec.config,
+        # A child process per training: an OOM or crash fails the job, not the
+        # trainer. It resumes from the newest checkpoint in the job's folder,
+        # which is how a job taken over after a trainer died picks up again.
+        task = TrainingTask(
+            job_id=ctx.job.id,
+            base_dir=str(job.base.local_path),
+            dataset_file=str(job.dataset_file),
+            out_dir=str(out_dir),
+            checkpoint_dir=str(self._config.checkpoint_dir / ctx.job.id),
+            config=job.spec.config.as_dict(),
             device=self._device,
-            on_progress=on_progress,
-            should_stop=lambda: ctx.cancelled,
+            memory_limit_mb=self._config.trainer_memory_limit_mb,
         )
+        outcome = run_training(task, on_progress, lambda: ctx.cancelled)
         resumed = int(outcome.extra.get("resumed_from_step", 0) or 0)
         if resumed:
             ctx.set_resumed_from_step(resumed)

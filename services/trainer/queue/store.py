@@ -225,6 +225,9 @@ class JobStore:
         jobs; SQLite's BEGIN IMMEDIATE makes the claim the only writer.
         """
 
+        if not self.read(_claimable):
+            return None  # idle replicas poll without taking the write lock
+
         def work(session: Session) -> TrainJobRow | None:
             now = utcnow()
             while True:
@@ -427,6 +430,13 @@ class JobStore:
             return len(old)
 
         return self.write(work)
+
+
+def _claimable(session: Session) -> bool:
+    waiting = (TrainJobRow.state == QUEUED) | (
+        (TrainJobRow.state == RUNNING) & (TrainJobRow.lease_expires < utcnow())
+    )
+    return session.scalar(select(TrainJobRow.id).where(waiting).limit(1)) is not None
 
 
 def _first(session: Session, *where: Any) -> TrainJobRow | None:

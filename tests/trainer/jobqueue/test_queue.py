@@ -344,11 +344,10 @@ def test_failures_keep_their_code_and_message(replicas):
 def test_finished_jobs_beyond_the_history_are_pruned(replicas):
     engine = replicas.engine(Recorder(), history=2)
     ids = [engine.submit({}).id for _ in range(4)]
-    store = replicas.store
+    # One read: two jobs left, both done, happens only once all four ended.
     wait_for(
         lambda: (
-            (store.count("SUCCEEDED"), store.count("QUEUED"), store.count("RUNNING"))
-            == (2, 0, 0)
+            [j.state for j in engine.list(None, 10, "")[0]] == [JobState.SUCCEEDED] * 2
         )
     )
     listed = [j.id for j in engine.list(None, 10, "")[0]]
