@@ -77,6 +77,7 @@ class _Active:
 
     fence: Fence
     stop: threading.Event = field(default_factory=threading.Event)
+    since: float = field(default_factory=time.monotonic)  # when it was claimed
     cancelled: bool = False  # a user asked
     shutdown: bool = False  # this replica is stopping: requeue
     lost: bool = False  # another replica took the job over: write nothing
@@ -431,7 +432,7 @@ class PersistedJobEngine:
         active.halt("lost")
 
     def _heartbeat(self) -> None:
-        renewed = time.monotonic()
+        renewed = time.monotonic()  # the last successful renewal
         while not self._halted.wait(self._tick):
             with self._lock:
                 active = dict(self._active)
@@ -449,6 +450,16 @@ class PersistedJobEngine:
                     renewed = time.monotonic()
             except Exception:  # noqa: BLE001 - keep beating through DB hiccups
                 log.exception("%s: heartbeat failed; retrying", self.kind)
+                self._fence_off(active, renewed)
+
+    def _fence_off(self, active: dict[str, _Active], renewed: float) -> None:
+        """Stops jobs whose lease may have expired while the database was
+        unreachable: another replica may be resuming them from the same
+        checkpoints, and two trainings must never write them at once."""
+        now = time.monotonic()
+        for job_id, job in active.items():
+            if now - max(renewed, job.since) > 0.8 * self._lease_s:
+                self._lost(job_id, job)
 
     def _snapshot(self, row: TrainJobRow) -> QueuedJob:
         state = JobState[row.state]

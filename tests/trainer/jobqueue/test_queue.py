@@ -18,8 +18,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, update
 from sqlalchemy.engine import make_url
 
-from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.common.errors import (
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.common.jobs import JobState
+from services.trainer.queue.engine import PersistedJobEngine
 from services.trainer.queue.migrations import upgrade_database
 from services.trainer.queue.models import (
     VERSION_TABLE,
@@ -417,3 +423,38 @@ def test_a_diverged_run_with_nan_loss_is_recorded(replicas):
     (train,) = [e for e in events if e.stage == "train"]
     assert math.isnan(train.metrics["loss"]) and train.metrics["grad_norm"] == math.inf
     assert engine.get(job.id).result == {"metrics": {"final_loss": "NaN"}}
+
+
+class UnreachableStore(JobStore):
+    """A store whose heartbeat queries fail once `down` is set."""
+
+    down = False
+
+    def cancel_flags(self, job_ids):
+        if self.down:
+            raise Unavailable("the trainer job database is unreachable")
+        return super().cancel_flags(job_ids)
+
+    def renew(self, fences, lease_s):
+        if self.down:
+            raise Unavailable("the trainer job database is unreachable")
+        return super().renew(fences, lease_s)
+
+
+def test_a_replica_cut_off_from_the_database_stops_its_jobs(replicas):
+    """Once its lease may have lapsed, another replica may be resuming the job:
+    the cut-off replica stops training rather than write the same checkpoints."""
+    store = UnreachableStore(replicas.db)
+    recorder = Recorder(block=True)
+    engine = PersistedJobEngine(
+        "train", recorder, store, worker_id="cut-off", lease_s=1.0, poll_s=0.05
+    )
+    replicas.engines.append(engine)
+    job = engine.submit({})
+    recorder.started.wait(5)
+    store.down = True
+    cut = time.monotonic()
+    wait_for(lambda: recorder.running == 0, timeout_s=5)
+    assert time.monotonic() - cut < 2.0
+    row = replicas.store.get(job.id)
+    assert (row.state, row.worker_id) == ("RUNNING", "cut-off")  # left to its lease
