@@ -26,6 +26,7 @@ from services.merger.output import (
     copy_side_files,
     max_abs_change,
     model_writer,
+    torch_threads,
 )
 from services.merger.safetensors_io import ModelLayout, TensorReader
 
@@ -186,6 +187,7 @@ def execute_merge(
     done = merged = replaced = 0
     max_delta = 0.0
     with (
+        torch_threads(1),
         ExitStack() as stack,
         model_writer(
             out_dir, specs, header_metadata(provenance), max_shard_size

@@ -32,6 +32,7 @@ from services.merger.output import (
     copy_side_files,
     max_abs_change,
     model_writer,
+    torch_threads,
 )
 from services.merger.safetensors_io import ModelLayout, read_layout
 
@@ -113,6 +114,7 @@ def execute_model_merge(
     max_delta = 0.0
     out_dir.mkdir(parents=True, exist_ok=True)
     with (
+        torch_threads(1),
         ExitStack() as stack,
         model_writer(
             out_dir, specs, header_metadata(provenance), max_shard_size

@@ -241,17 +241,19 @@ class TensorReader:
         start, end = entry["data_offsets"]
         dtype = dtype_of_code(entry["dtype"])
         shape = tuple(entry["shape"])
-        buffer = bytearray(end - start)
-        view = memoryview(buffer)
+        size = end - start
+        if size == 0:
+            return torch.empty(shape, dtype=dtype)
+        # torch.empty, not bytearray: no zero-filling of bytes about to be read
+        buffer = torch.empty(size, dtype=torch.uint8)
+        view = memoryview(buffer.numpy())
         done = 0
-        while done < len(buffer):
+        while done < size:
             n = os.preadv(self._fd, [view[done:]], self._data_start + start + done)
             if n <= 0:
                 raise FailedPrecondition(f"{self.path} is truncated inside {name}")
             done += n
-        if not buffer:
-            return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
+        return buffer.view(dtype).reshape(shape)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -16,8 +16,9 @@ import torch
 from safetensors import safe_open
 
 from services.common.errors import InvalidArgument
+from services.merger import output
 from services.merger.lora_merge import merge_adapter
-from services.merger.output import ModelWriter
+from services.merger.output import ModelWriter, all_finite
 from tests.merger.helpers import make_adapter, max_difference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +73,20 @@ def test_small_max_shard_size_writes_an_index_transformers_loads(
     assert set(many.written.files) == {p.name for p in (tmp_path / "many").iterdir()}
     assert max(max_difference(tmp_path / "many", reference).values()) <= 1e-6
     assert torch.equal(_logits(tmp_path / "many"), _logits(tmp_path / "one"))
+
+
+def test_all_finite_is_exact_even_when_a_sum_overflows(monkeypatch):
+    monkeypatch.setattr(output, "_SCAN", 4)  # several slices of a small tensor
+    assert all_finite(torch.ones(10)) and all_finite(torch.arange(10))
+    assert all_finite(torch.full((10,), 3e38))  # sums to inf; entries are finite
+    assert all_finite(torch.full((10,), 6e4, dtype=torch.float16))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        t = torch.ones(10, dtype=torch.bfloat16)
+        t[9] = bad
+        assert not all_finite(t), bad
+    t = torch.ones(10)
+    t[1], t[2] = float("inf"), float("-inf")
+    assert not all_finite(t)
 
 
 def test_bad_shard_size_is_refused(tmp_path):
