@@ -175,10 +175,12 @@ def build_report(
             seen[key] = row.number
         if not problems:
             valid.append(row)
+    if task == "classification" and valid:
+        # Shown even when some rows are fatal: the distribution of the rest
+        # helps decide how to fix the data.
+        _label_distribution(report, valid, labels or [])
     if report.fatal:
         return _sorted(report)
-    if task == "classification":
-        _label_distribution(report, valid, labels or [])
         if report.fatal:
             return _sorted(report)
     no_answer = _count_tokens(report, tokenizer, valid, task)

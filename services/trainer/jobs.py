@@ -26,7 +26,7 @@ from services.common.modeling import (
     resolve_device,
 )
 from services.trainer import capabilities
-from services.trainer.dataset_report import DatasetReport, build_report
+from services.trainer.dataset_report import DatasetReport, report_for
 from services.trainer.queue.engine import PersistedJobEngine, QueuedJob, QueueJobContext
 from services.trainer.queue.records import (
     TRAIN_JOB_CODEC,
@@ -44,6 +44,18 @@ log = logging.getLogger(__name__)
 MODEL_KINDS = (
     common_pb2.ARTIFACT_KIND_BASE_MODEL,
     common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+)
+
+
+# outcome.extra keys recorded in the adapter's registry metadata.
+TRAINING_FACTS = (
+    "base_quantization",
+    "base_compute_dtype",
+    "class_labels",
+    "packing",
+    "mixed_precision",
+    "gradient_checkpointing",
+    "resumed_from_step",
 )
 
 
@@ -126,14 +138,8 @@ class Trainer:
         return dataset
 
     def _report(self, base: Any, dataset: Any, cfg: TrainConfig) -> DatasetReport:
-        return build_report(
-            dataset_file_of(dataset),
-            self._tokenizer_of(base),
-            task_type=cfg.task_type,
-            max_seq_length=cfg.max_seq_length,
-            eval_fraction=cfg.eval_fraction,
-            seed=cfg.seed,
-        )
+        # The config-aware report: declared labels, packing/task fit.
+        return report_for(dataset_file_of(dataset), self._tokenizer_of(base), cfg)
 
     def _tokenizer_of(self, base: Any) -> Any:
         if base.digest not in self._tokenizers:
@@ -273,6 +279,9 @@ class Trainer:
             "environment": environment,
             # A retried job finds its adapter by this instead of registering twice.
             "train_job_id": job_id,
+            # Facts of how it trained: class_labels, packing, base_quantization
+            # ("nf4" for QLoRA, read by the merger), mixed precision, ...
+            **{k: v for k, v in outcome.extra.items() if k in TRAINING_FACTS},
         }
         response = self._registry.RegisterArtifact(
             registry_pb2.RegisterArtifactRequest(

@@ -79,6 +79,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             else d.eval_fraction,
             seed=request.seed or d.seed,
             task_type=TASKS.get(request.task_type, d.task_type),
+            labels=list(request.labels),
         )
         report = self._trainer.validate_dataset(
             request.dataset_id, request.base_model_id, cfg

@@ -46,6 +46,8 @@ def _refused(suite, code, call) -> str:
     ("config", "words"),
     [
         ({"rank": -1}, ["config.rank", "got -1"]),
+        ({"rank": 0}, ["config.rank", "got 0"]),  # explicit 0 is not "unset"
+        ({"learning_rate": 0.0}, ["config.learning_rate", "got 0"]),
         ({"learning_rate": -0.001}, ["config.learning_rate", "got -0.001"]),
         ({"learning_rate": 3.0}, ["config.learning_rate", "got 3", "1e-5 to 1e-3"]),
     ],
@@ -183,3 +185,40 @@ def test_backends_this_machine_lacks_are_failed_precondition() -> None:
     with pytest.raises(FailedPrecondition, match="QLORA needs bitsandbytes"):
         capabilities.check(TrainConfig(method="qlora"), no_bnb)
     capabilities.check(TrainConfig(method="qlora"), cpu)  # bnb present: allowed
+
+
+def test_label_outside_the_declared_set_is_refused_at_start(suite, base_model):
+    """A classification row whose label is not declared: INVALID_ARGUMENT, no job."""
+    rows = [
+        {"text": f"review {i}", "label": "pos" if i % 2 else "neg"} for i in range(10)
+    ]
+    rows[6] = {"text": "review 6", "label": "meh"}
+    dataset = register_dataset(suite, "labels-declared", rows)
+    message = _refused(
+        suite,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: _start(
+            suite,
+            base_model.id,
+            dataset.id,
+            task_type=common_pb2.TASK_TYPE_CLASSIFICATION,
+            labels=["neg", "pos"],
+        ),
+    )
+    assert "line 7" in message and "'meh'" in message, message
+    report = (
+        suite.stub("trainer")
+        .ValidateDataset(
+            trainer_pb2.ValidateDatasetRequest(
+                dataset_id=dataset.id,
+                base_model_id=base_model.id,
+                labels=["neg", "pos"],
+            ),
+            timeout=60,
+        )
+        .report
+    )
+    assert not report.passed
+    assert any(i.kind == "label" and i.line == 7 and i.fatal for i in report.issues)
+    # The distribution of the valid rows is still reported.
+    assert dict(report.label_counts) == {"neg": 4, "pos": 5}
