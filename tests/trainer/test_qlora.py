@@ -113,3 +113,5 @@ def test_start_train_job_with_qlora_runs_here(suite, base_model) -> None:
         .artifact
     )
     assert from_struct(adapter.metadata)["method"] == "qlora"
+    # The merger reads this to merge into the de-quantised base.
+    assert from_struct(adapter.metadata)["base_quantization"] == "nf4"
