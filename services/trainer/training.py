@@ -357,7 +357,24 @@ def _save_adapter(trainer, model, out_dir: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
         kwargs = {"state_dict": state_dict} if state_dict is not None else {}
         model.save_pretrained(str(partial), safe_serialization=True, **kwargs)
+        _canonical_adapter_config(partial / "adapter_config.json")
         shutil.rmtree(out_dir, ignore_errors=True)
         partial.rename(out_dir)
     if trainer.args.world_size > 1:
         trainer.accelerator.wait_for_everyone()
+
+
+def _canonical_adapter_config(path: Path) -> None:
+    """Sorts the set-valued lists PEFT writes in hash order.
+
+    PEFT keeps target_modules (and friends) as a set, so their order in
+    adapter_config.json changes with each process's hash seed; sorting makes
+    the same training give the same bytes, hence the same registry digest.
+    """
+    import json
+
+    config = json.loads(path.read_text())
+    for key in ("target_modules", "modules_to_save", "exclude_modules"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -79,3 +79,27 @@ def test_adapter_metadata_records_seed_and_split(suite, base_model, demo_dataset
     assert env["split"] == split and env["torch"] and env["peft"]
     assert meta["dataset_digest"] == dataset.digest
     assert meta["base_model_digest"] == base_model.digest
+
+
+def test_adapter_config_lists_are_written_in_sorted_order(tmp_path) -> None:
+    """PEFT writes target_modules in set (hash-seed) order; we write them sorted,
+    so the same training in another process has the same registry digest."""
+    import json
+
+    from services.trainer.training import _canonical_adapter_config
+
+    path = tmp_path / "adapter_config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "target_modules": ["v_proj", "q_proj", "k_proj"],
+                "r": 8,
+                "modules_to_save": ["score", "lm_head"],
+            }
+        )
+    )
+    _canonical_adapter_config(path)
+    config = json.loads(path.read_text())
+    assert config["target_modules"] == ["k_proj", "q_proj", "v_proj"]
+    assert config["modules_to_save"] == ["lm_head", "score"]
+    assert config["r"] == 8
