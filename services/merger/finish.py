@@ -17,7 +17,7 @@ from services.common.errors import Internal
 from services.common.jobs import JobContext
 from services.merger.gate import GateSettings, check_merge
 from services.merger.lora_merge import MergeStats
-from services.merger.output import WrittenFiles
+from services.merger.output import WrittenFiles, fsync_tree
 from services.merger.quantized import ExportResult, QuantizedExport, run_exports
 
 
@@ -82,6 +82,7 @@ def check_and_export(
             f"{sorted(on_disk ^ set(files))[:5]}"
         )
     checked.digest = WrittenFiles(files, stats.written.shards, 0).manifest_digest()
+    fsync_tree(staged)  # the files' names, before the rename publishes them
     return checked
 
 

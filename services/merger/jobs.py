@@ -34,6 +34,7 @@ from services.merger.model_jobs import (
     resolve_model_merge,
     run_model_merge,
 )
+from services.merger.output import sweep_stale_staging
 from services.merger.quantized import QuantizedExport, check_exports
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ MODEL_KINDS = (
 )
 # Progress events while merging: about this many, however many tensors.
 PROGRESS_EVENTS = 20
+# A merge's temp directory untouched this long belongs to a merge that died.
+STALE_STAGING_S = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ class Merger:
     def __init__(self, config: Config, registry: Any) -> None:
         self._config = config
         self._registry = registry
+        for stale in sweep_stale_staging(config.staging_dir, STALE_STAGING_S):
+            log.warning("removed %s, left behind by a merge that died", stale)
         self.engine = JobEngine(
             "merge",
             self._run,

@@ -16,7 +16,9 @@ import json
 import math
 import os
 import queue
+import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -255,6 +257,26 @@ def fsync_tree(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def sweep_stale_staging(staging_dir: Path, older_than_s: float) -> list[Path]:
+    """Removes temp directories of merges that died (killed, crashed machine).
+
+    A killed merge leaves its hidden `.merge-*.tmp` directory behind (never a
+    visible one). One in which no file changed for `older_than_s` is no longer
+    being written by anyone and is removed; returns what was removed.
+    """
+    removed = []
+    now = time.time()
+    for tmp in staging_dir.glob(".merge-*.tmp") if staging_dir.is_dir() else []:
+        try:
+            newest = max(p.stat().st_mtime for p in [tmp, *tmp.rglob("*")])
+        except OSError:
+            continue  # vanished meanwhile: its merge finished or cleaned up
+        if now - newest > older_than_s:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

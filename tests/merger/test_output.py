@@ -18,7 +18,7 @@ from safetensors import safe_open
 from services.common.errors import InvalidArgument
 from services.merger import output
 from services.merger.lora_merge import merge_adapter
-from services.merger.output import ModelWriter, all_finite
+from services.merger.output import ModelWriter, all_finite, sweep_stale_staging
 from tests.merger.helpers import make_adapter, max_difference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +149,11 @@ def test_a_merge_killed_midway_leaves_no_visible_output(
     assert not final.exists()
     # only the hidden temp directory remains; nothing a reader would pick up
     assert [p.name for p in staging.iterdir() if not p.name.startswith(".")] == []
+    # a merger starting later removes it once nothing in it changed for a while
+    (left,) = staging.iterdir()
+    assert sweep_stale_staging(staging, older_than_s=3600) == []
+    old = time.time() - 7200
+    for path in [left, *left.rglob("*")]:
+        os.utime(path, (old, old))
+    assert sweep_stale_staging(staging, older_than_s=3600) == [left]
+    assert list(staging.iterdir()) == []
