@@ -8,7 +8,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -24,15 +23,20 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
     false,
     text,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from services.common.database import (  # noqa: F401 (re-exported)
+    READ_ONLY,
+    as_utc,
+    make_engine,
+    normalize_dsn,
+    utcnow,
+)
 from services.common.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -49,21 +53,11 @@ NAMING_CONVENTION = {
 }
 
 # Execution option asking for a read-only (deferred) SQLite transaction.
-READ_ONLY = "lorafleet_read_only"
 
 ID = String(32)  # uuid4 hex
 NAME = String(128)
 DIGEST = String(80)  # "sha256:" + 64 hex
 UTC_TIME = DateTime(timezone=True)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -280,52 +274,6 @@ class DeploymentEventRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
     trace_id: Mapped[str] = mapped_column(String(32))
-
-
-def normalize_dsn(dsn: str) -> str:
-    """Points plain PostgreSQL URLs at psycopg 3 (SQLAlchemy defaults to psycopg2)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+psycopg://" + dsn[len(prefix) :]
-    return dsn
-
-
-def make_engine(dsn: str, *, busy_timeout_s: float = 30.0) -> Engine:
-    """One Engine per process; sessions are per call, so it is shared by threads.
-
-    SQLite gets WAL (readers never block the writer), a busy timeout, foreign
-    keys, and BEGIN IMMEDIATE for writing transactions: a deferred transaction
-    that later upgrades to a write lock fails with "database is locked" at once
-    instead of waiting, which would surface as spurious errors under load.
-    """
-    url = make_url(normalize_dsn(dsn))
-    if url.get_backend_name() != "sqlite":
-        # No pre-ping: it costs a round trip per checkout, which dominated
-        # alias resolution. Database.read/write retry once on a connection
-        # found dead instead (server restart), and pool_recycle bounds age.
-        return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}
-    )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
-        # Take transaction control away from the driver; "begin" below issues it.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:
-        read_only = conn.get_execution_options().get(READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine
 
 
 def lock_key(session: Session, scope: str, key: str) -> None:

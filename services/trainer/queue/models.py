@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -24,12 +23,18 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    create_engine,
-    event,
     false,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common import database
+from services.common.database import (  # noqa: F401 (re-exported)
+    READ_ONLY,
+    as_utc,
+    normalize_dsn,
+    utcnow,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -39,21 +44,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 VERSION_TABLE = "trainer_alembic_version"
-# Execution option asking for a read-only (deferred) SQLite transaction.
-READ_ONLY = "trainer_queue_read_only"
 UTC_TIME = DateTime(timezone=True)
 JOB_ID = String(64)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def json_numbers(value: Any) -> Any:
@@ -136,45 +128,16 @@ class TrainJobEventRow(Base):
     total_steps: Mapped[int] = mapped_column(BigInteger)
 
 
-def normalize_dsn(dsn: str) -> str:
-    """Points plain PostgreSQL URLs at psycopg 3 (SQLAlchemy defaults to psycopg2)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+psycopg://" + dsn[len(prefix) :]
-    return dsn
-
-
 def make_engine(dsn: str, *, busy_timeout_s: float = 30.0) -> Engine:
     """An Engine shared by the queue's threads; sessions are per unit of work.
 
-    SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE for every transaction:
-    with a single writer at a time, a claim (read the best queued job, mark it
-    running) cannot interleave with another replica's claim, which is what
-    ``SELECT ... FOR UPDATE SKIP LOCKED`` gives on PostgreSQL.
+    On SQLite every writing transaction is BEGIN IMMEDIATE (see
+    services.common.database): with a single writer at a time, a claim (read
+    the best queued job, mark it running) cannot interleave with another
+    replica's claim, which is what ``FOR UPDATE SKIP LOCKED`` gives on
+    PostgreSQL. Pre-ping: replicas sit idle between polls, and a dead pooled
+    connection must not fail a lease renewal.
     """
-    url = make_url(normalize_dsn(dsn))
-    if url.get_backend_name() != "sqlite":
-        return create_engine(
-            url, pool_size=5, max_overflow=10, pool_recycle=1800, pool_pre_ping=True
-        )
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}
+    return database.make_engine(
+        dsn, busy_timeout_s=busy_timeout_s, pool_size=5, max_overflow=10, pre_ping=True
     )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
-        dbapi_connection.isolation_level = None  # "begin" below issues BEGIN
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:
-        read_only = conn.get_execution_options().get(READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine
