@@ -85,6 +85,20 @@ def config_from_pb(pb: common_pb2.TrainConfig) -> TrainConfig:
     )
 
 
+def dataset_check_config_from_pb(pb: trainer_pb2.ValidateDatasetRequest) -> TrainConfig:
+    """The TrainConfig a ValidateDataset request describes; unset takes defaults."""
+    d = TrainConfig()
+    return TrainConfig(
+        max_seq_length=pb.max_seq_length or d.max_seq_length,
+        eval_fraction=pb.eval_fraction
+        if pb.HasField("eval_fraction")
+        else d.eval_fraction,
+        seed=pb.seed or d.seed,
+        task_type=TASKS.get(pb.task_type, d.task_type),
+        labels=list(pb.labels),
+    )
+
+
 def config_to_pb(cfg: TrainConfig) -> common_pb2.TrainConfig:
     inverse = lambda table, v: next((k for k, name in table.items() if name == v), 0)  # noqa: E731
     return common_pb2.TrainConfig(

@@ -7,13 +7,18 @@ from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import JobRpcs, job_status_to_pb, struct
 from services.common.server import RunningServer, create_server
-from services.trainer.convert import TASKS, config_from_pb, config_to_pb, report_to_pb
+from services.trainer.convert import (
+    config_from_pb,
+    config_to_pb,
+    dataset_check_config_from_pb,
+    report_to_pb,
+)
 from services.trainer.jobs import ResolvedTrainJob, Trainer
 from services.trainer.queue.engine import QueuedJob
 from services.trainer.queue.migrations import upgrade_database
 from services.trainer.queue.models import make_engine
 from services.trainer.queue.store import JobStore
-from services.trainer.spec import TrainConfig, TrainSpec
+from services.trainer.spec import TrainSpec
 
 
 def job_to_pb(job: QueuedJob) -> trainer_pb2.TrainJob:
@@ -71,16 +76,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         yield from self._jobs.watch(request, context)
 
     def ValidateDataset(self, request, context):
-        d = TrainConfig()
-        cfg = TrainConfig(
-            max_seq_length=request.max_seq_length or d.max_seq_length,
-            eval_fraction=request.eval_fraction
-            if request.HasField("eval_fraction")
-            else d.eval_fraction,
-            seed=request.seed or d.seed,
-            task_type=TASKS.get(request.task_type, d.task_type),
-            labels=list(request.labels),
-        )
+        cfg = dataset_check_config_from_pb(request)
         report = self._trainer.validate_dataset(
             request.dataset_id, request.base_model_id, cfg
         )
