@@ -455,6 +455,9 @@ def test_a_replica_cut_off_from_the_database_stops_its_jobs(replicas):
     store.down = True
     cut = time.monotonic()
     wait_for(lambda: recorder.running == 0, timeout_s=5)
-    assert time.monotonic() - cut < 2.0
+    # The fence fires 0.8 lease after the last renewal (at most lease/3 before
+    # the cut) plus one heartbeat tick: ~1.1 s. The rest is slack for a loaded
+    # 2-core CI machine (a run there measured 2.003 s against a 2.0 s bound).
+    assert time.monotonic() - cut < 3.0
     row = replicas.store.get(job.id)
     assert (row.state, row.worker_id) == ("RUNNING", "cut-off")  # left to its lease
