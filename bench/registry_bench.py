@@ -22,6 +22,7 @@ import json
 import random
 import secrets
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -44,14 +45,29 @@ from services.registry.db import (  # noqa: E402
     normalize_dsn,
 )
 from services.registry.domain import ArtifactKind, ParentRef  # noqa: E402
+from services.registry.manifests import FileEntry, manifest_digest  # noqa: E402
 from services.registry.migrations import upgrade_database  # noqa: E402
 from services.registry.repository import Registry  # noqa: E402
-from services.registry.store import FileEntry, LocalStore, manifest_digest  # noqa: E402
+from services.registry.store import LocalStore  # noqa: E402
 
 TEAMS = ["cx", "ml", "search", "ads"]
 ADAPTER_CONFIG = json.dumps(
     {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}
 ).encode()
+
+
+def _safetensors(payload: bytes) -> bytes:
+    """`payload` as a one-tensor safetensors file (registration checks headers)."""
+    header = json.dumps(
+        {
+            "w": {
+                "dtype": "U8",
+                "shape": [len(payload)],
+                "data_offsets": [0, len(payload)],
+            }
+        }
+    ).encode()
+    return struct.pack("<Q", len(header)) + header + payload
 
 
 @contextmanager
@@ -226,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             store.upload(cfg_sha, len(ADAPTER_CONFIG), 0, [ADAPTER_CONFIG])
             manifests = []
             for i in range(measured):
-                weights = f"new-weights-{i}".encode()
+                weights = _safetensors(f"new-weights-{i}".encode())
                 sha = hashlib.sha256(weights).hexdigest()
                 store.upload(sha, len(weights), 0, [weights])
                 manifests.append(
@@ -275,12 +291,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
             def alias(reg: Registry) -> callable:
-                return lambda i: reg.resolve_alias(
+                return lambda i: reg.aliases.resolve(
                     f"adapter-{rng.randrange(names):05d}", "production"
                 )
 
             for i in range(names):  # warm the cache for every name
-                registry.resolve_alias(f"adapter-{i:05d}", "production")
+                registry.aliases.resolve(f"adapter-{i:05d}", "production")
             n = args.samples
             search_ms = timed(search_name, n)
             search_global_ms = timed(search_global, max(20, n // 5))

@@ -30,8 +30,21 @@ def cmd_serve(args) -> int:
 
 
 def cmd_up(args) -> int:
+    """Runs the suite under a supervisor until Ctrl-C/SIGTERM or a crash loop."""
     from lorafleet.launcher import LocalSuite, plan_ports
+    from lorafleet.restart_policy import RestartPolicy
+    from lorafleet.supervisor import Supervisor
 
+    try:
+        policy = RestartPolicy(
+            max_restarts=args.max_restarts,
+            initial_backoff_s=args.restart_backoff,
+            max_backoff_s=args.restart_backoff_max,
+            stable_after_s=args.stable_after,
+        )
+    except ValueError as exc:
+        print(f"lorafleet up: {exc}", file=sys.stderr)
+        return 2
     config = _config(args)
     suite = LocalSuite(
         config=config,
@@ -41,33 +54,7 @@ def cmd_up(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        suite.start()
-    except RuntimeError as exc:
-        print(f"lorafleet up: {exc}", file=sys.stderr)
-        suite.stop(5)
-        return 1
-    for name in suite.processes:
-        print(f"{name:<10} {suite.address(name)}", flush=True)
-    print(
-        f"all services SERVING; state in {config.data_dir.resolve()}, logs in "
-        f"{suite.log_dir.resolve()}; Ctrl-C stops them",
-        flush=True,
-    )
-    code = 0
-    while not stop.wait(1.0):
-        dead = suite.dead()
-        if dead:
-            print(
-                f"lorafleet up: {', '.join(dead)} exited; stopping the suite",
-                file=sys.stderr,
-            )
-            code = 1
-            break
-    print("stopping ...", flush=True)
-    codes = suite.stop()
-    print("stopped: " + ", ".join(f"{n}={c}" for n, c in codes.items()), flush=True)
-    return code
+    return Supervisor(suite, policy, wait=stop.wait).run()
 
 
 def cmd_demo(args) -> int:
@@ -207,8 +194,52 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("rest", nargs=argparse.REMAINDER, help="e.g. --port 0")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("up", help="run the whole suite as local processes")
+    s = sub.add_parser(
+        "up",
+        help="run the whole suite as local processes, restarting any that exit",
+        description=(
+            "Starts the six services, waits until all are SERVING and keeps them "
+            "running: a service that exits is restarted while the others keep "
+            "running, after 1s, 2s, 4s ... (--restart-backoff, doubling up to "
+            "--restart-backoff-max). "
+            "A restart fails when the service exits again before it has been "
+            "SERVING for --stable-after seconds; after --max-restarts failed "
+            "restarts in a row lorafleet up gives up, stops the whole suite and "
+            "exits 1. Ctrl-C or SIGTERM stops everything, gateway first, registry "
+            "last. Logs: <data-dir>/logs/<service>.log."
+        ),
+    )
     s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
+    s.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="failed restarts in a row before giving up on a service and stopping "
+        "the suite (default 5; 0 = stop the suite when any service exits)",
+    )
+    s.add_argument(
+        "--restart-backoff",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="wait before the first restart; doubles with each failed one (default 1)",
+    )
+    s.add_argument(
+        "--restart-backoff-max",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest wait between restarts (default 30)",
+    )
+    s.add_argument(
+        "--stable-after",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a restarted service SERVING this long counts as recovered: its "
+        "restart count and backoff start again (default 60)",
+    )
     s.set_defaults(func=cmd_up)
 
     s = sub.add_parser(

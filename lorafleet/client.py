@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ class Client:
     ``gateway`` and ``registry`` are the two entry points users need; the other
     services are reachable through ``Client.stub(name, address)`` for operators.
     Unary calls default to a ``timeout_s`` deadline; watches to ``watch_timeout_s``.
+    Workflow calls ride out a gateway restart: they are retried (RunWorkflow
+    with a request id, so a retry never starts a second workflow) and watches
+    resume after the last event seen, for up to ``reconnect_s``.
     """
 
     def __init__(
@@ -43,10 +48,12 @@ class Client:
         registry: str = DEFAULT_REGISTRY,
         timeout_s: float = 60.0,
         watch_timeout_s: float = 6 * 3600.0,
+        reconnect_s: float = 600.0,
     ) -> None:
         self._channels: list[grpc.Channel] = []
         self.timeout_s = timeout_s
         self.watch_timeout_s = watch_timeout_s
+        self.reconnect_s = reconnect_s
         self.gateway = gateway_pb2_grpc.GatewayServiceStub(self._channel(gateway))
         self.registry = registry_pb2_grpc.RegistryServiceStub(self._channel(registry))
 
@@ -76,27 +83,78 @@ class Client:
     def run_workflow(
         self, request: gateway_pb2.RunWorkflowRequest
     ) -> gateway_pb2.WorkflowJob:
-        return self.gateway.RunWorkflow(request, timeout=self.timeout_s).job
+        """Starts a workflow; without a request_id one is chosen, so that the
+        retries after a dropped connection return the same workflow."""
+        if not request.request_id:
+            copy = gateway_pb2.RunWorkflowRequest()
+            copy.CopyFrom(request)
+            copy.request_id = uuid.uuid4().hex
+            request = copy
+        return self._retrying(
+            lambda: self.gateway.RunWorkflow(request, timeout=self.timeout_s)
+        ).job
 
     def watch_workflow(
-        self, job_id: str
+        self, job_id: str, after_sequence: int = 0
     ) -> Iterator[gateway_pb2.WatchWorkflowJobResponse]:
-        yield from self.gateway.WatchWorkflowJob(
-            gateway_pb2.WatchWorkflowJobRequest(job_id=job_id),
-            timeout=self.watch_timeout_s,
-        )
+        """Every event after `after_sequence` until the workflow ends, across
+        gateway restarts (it re-attaches after the last event it yielded)."""
+        after = after_sequence
+        reconnect = _Reconnect(self.reconnect_s)
+        while True:
+            try:
+                for update in self.gateway.WatchWorkflowJob(
+                    gateway_pb2.WatchWorkflowJobRequest(
+                        job_id=job_id, after_sequence=after
+                    ),
+                    timeout=self.watch_timeout_s,
+                ):
+                    reconnect.reset()
+                    after = update.event.sequence
+                    yield update
+                return
+            except grpc.RpcError as exc:
+                reconnect.wait_or_raise(exc)
 
     def wait_workflow(self, job_id: str) -> gateway_pb2.WorkflowJob:
         last = None
         for update in self.watch_workflow(job_id):
             last = update.job
-        return (
-            last
-            if last is not None
-            else self.gateway.GetWorkflowJob(
+        return last if last is not None else self.get_workflow(job_id)
+
+    def get_workflow(self, job_id: str) -> gateway_pb2.WorkflowJob:
+        return self._retrying(
+            lambda: self.gateway.GetWorkflowJob(
                 gateway_pb2.GetWorkflowJobRequest(job_id=job_id), timeout=self.timeout_s
-            ).job
-        )
+            )
+        ).job
+
+    def cancel_workflow(self, job_id: str) -> gateway_pb2.WorkflowJob:
+        """Cancels the workflow and the sub-job it is running."""
+        return self._retrying(
+            lambda: self.gateway.CancelWorkflowJob(
+                gateway_pb2.CancelWorkflowJobRequest(job_id=job_id),
+                timeout=self.timeout_s,
+            )
+        ).job
+
+    def resume_workflow(self, job_id: str) -> gateway_pb2.WorkflowJob:
+        """Runs a failed or cancelled workflow again from the step that did not
+        finish."""
+        return self._retrying(
+            lambda: self.gateway.ResumeWorkflow(
+                gateway_pb2.ResumeWorkflowRequest(job_id=job_id),
+                timeout=self.timeout_s,
+            )
+        ).job
+
+    def _retrying(self, call):
+        reconnect = _Reconnect(self.reconnect_s)
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                reconnect.wait_or_raise(exc)
 
     # --- serving ------------------------------------------------------------------
     def generate(
@@ -189,3 +247,25 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Reconnect:
+    """Backoff while the gateway is unreachable (restarting), within a limit."""
+
+    def __init__(self, limit_s: float) -> None:
+        self._limit_s = limit_s
+        self.reset()
+
+    def reset(self) -> None:
+        self._since: float | None = None
+        self._delay = 0.5
+
+    def wait_or_raise(self, exc: grpc.RpcError) -> None:
+        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+            raise exc
+        now = time.monotonic()
+        self._since = self._since if self._since is not None else now
+        if now - self._since >= self._limit_s:
+            raise exc
+        time.sleep(self._delay)
+        self._delay = min(self._delay * 2, 10.0)

@@ -4,108 +4,194 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import DEFAULT_PORTS, SERVICE_NAMES, Config
+from services.common.config import DEFAULT_PORTS, Config
 
 # Registry first (everyone resolves artifacts through it), gateway last.
 START_ORDER = ("registry", "trainer", "merger", "validator", "inference", "gateway")
 
 
+def service_command(name: str, port: int) -> list[str]:
+    """How a service is started: ``python -m services.<name> --port <port>``."""
+    return [sys.executable, "-m", f"services.{name}", "--port", str(port)]
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
 @dataclass
 class LocalSuite:
+    """The services as child processes: start, restart one, stop all in order.
+
+    ``names`` (start order) and ``command`` exist so tests can run stand-in
+    processes; everything else uses the defaults.
+    """
+
     config: Config
     ports: dict[str, int]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     log_dir: Path = Path(".")
+    names: Sequence[str] = START_ORDER
+    command: Callable[[str, int], list[str]] = service_command
+    hostname: str = field(default_factory=socket.gethostname)
+    # Where each service's current run starts in its (appended) log file.
+    log_offsets: dict[str, int] = field(default_factory=dict)
 
     def address(self, name: str) -> str:
         return f"{self.config.host}:{self.ports[name]}"
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def worker_id(self, name: str) -> str:
+        """``<hostname>-<service>-<gateway port>``: the same across restarts.
+
+        Durable job queues key running jobs by worker id, so a restarted
+        service takes its jobs back at once instead of waiting for their
+        leases to expire; the gateway port tells suites on one host apart.
+        """
+        return f"{self.hostname}-{name}-{self.ports.get('gateway', self.ports[name])}"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.config.as_env())
         env.pop("LORAFLEET_PORT", None)
-        for name in SERVICE_NAMES:
+        for name in self.ports:
             env[f"LORAFLEET_{name.upper()}_ADDRESS"] = self.address(name)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def start(self, timeout_s: float = 180.0) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+    def service_env(self, name: str) -> dict[str, str]:
+        """The shared env plus this service's stable ``LORAFLEET_WORKER_ID``."""
         env = self.env()
-        for name in START_ORDER:
-            log = open(self.log_dir / f"{name}.log", "ab")
+        env["LORAFLEET_WORKER_ID"] = self.worker_id(name)
+        if name == "trainer" and not getattr(self.config, "trainer_worker_id", ""):
+            # Until the trainer reads `worker_id`, its own setting does the same.
+            env["LORAFLEET_TRAINER_WORKER_ID"] = self.worker_id(name)
+        return env
+
+    def spawn(self, name: str) -> subprocess.Popen:
+        """Starts (or restarts) one service, appending to its log file."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(name), "ab") as log:
+            self.log_offsets[name] = log.seek(0, os.SEEK_END)
             self.processes[name] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    f"services.{name}",
-                    "--port",
-                    str(self.ports[name]),
-                ],
-                env=env,
+                self.command(name, self.ports[name]),
+                env=self.service_env(name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # Ctrl-C reaches us, we stop them in order
-            log.close()
+            )  # Ctrl-C reaches us only; we stop them in order
+        return self.processes[name]
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        for name in self.names:
+            self.spawn(name)
         self.wait_healthy(timeout_s)
 
-    def wait_healthy(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+    def wait_healthy(
+        self,
+        timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], bool] = _sleep,
+    ) -> bool:
+        """Waits until every service is SERVING; False if ``wait`` said stop.
+
+        A service that exits during start-up raises at once with its log tail:
+        the first start failing is a configuration problem, not bad luck.
+        """
+        deadline = clock() + timeout_s
         pending = set(self.processes)
         while pending:
             for name in sorted(pending):
                 proc = self.processes[name]
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"{name} exited with code {proc.returncode} during "
-                        f"start-up; see {self.log_dir / (name + '.log')}:\n"
-                        + self.tail(name)
+                        f"{name} exited ({describe_exit(proc.returncode)}) during "
+                        f"start-up; see {self.log_path(name)}:\n" + self.tail(name)
                     )
                 if check_health(self.address(name)) == "SERVING":
                     pending.discard(name)
-            if pending and time.monotonic() > deadline:
+            if pending and clock() > deadline:
                 raise RuntimeError(
                     f"not SERVING after {timeout_s:.0f}s: {', '.join(sorted(pending))}"
                 )
-            if pending:
-                time.sleep(0.25)
+            if pending and wait(0.25):
+                return False
+        return True
 
     def tail(self, name: str, lines: int = 20) -> str:
-        path = self.log_dir / f"{name}.log"
+        """The last ``lines`` lines the service's current run wrote to its log.
+
+        Earlier runs' lines are left out: after a crash they would only blur
+        which run said what. Reads at most the last 64 KiB.
+        """
         try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            with open(self.log_path(name), "rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                f.seek(max(self.log_offsets.get(name, 0), end - 64 * 1024))
+                text = f.read().decode(errors="replace")
         except OSError:
             return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, grace_s: float | None = None) -> dict[str, int | None]:
-        """SIGTERM in reverse order (gateway first), SIGKILL after the grace period."""
+        """Stops in reverse start order; SIGKILL whatever outlives the grace period.
+
+        The gateway goes first (no new work comes in), then the workers
+        together, then the registry, so draining workers can still record
+        their results. Returns exit codes in stop order.
+        """
         grace = self.config.grace_period_s + 5 if grace_s is None else grace_s
-        for name in reversed(START_ORDER):
-            proc = self.processes.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
         codes: dict[str, int | None] = {}
-        for name, proc in self.processes.items():
-            try:
-                codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait()
+        for stage in stop_stages(self.names):
+            procs = {n: self.processes[n] for n in stage if n in self.processes}
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for name, proc in procs.items():
+                try:
+                    codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    codes[name] = proc.wait()
         return codes
 
     def dead(self) -> list[str]:
         return [n for n, p in self.processes.items() if p.poll() is not None]
+
+
+def stop_stages(start_order: Sequence[str]) -> list[list[str]]:
+    """Last started alone, then the middle ones together, then the first alone."""
+    order = list(start_order)
+    if len(order) <= 2:
+        return [[n] for n in reversed(order)]
+    return [[order[-1]], list(reversed(order[1:-1])), [order[0]]]
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``exit code 3`` or ``killed by SIGKILL`` (Popen reports signals as -N)."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
 
 
 def check_health(address: str, timeout_s: float = 1.0) -> str:

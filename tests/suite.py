@@ -52,6 +52,19 @@ class Suite:
             if name in self.servers:
                 self.servers[name].stop(1.0)
 
+    def start_service(self, name: str, **overrides) -> RunningServer:
+        """Starts `name` again on its old port (after `stop_service` or `kill`),
+        as a restarted process would be: same address, same data."""
+        config = dataclasses.replace(self.config, **overrides)
+        port = self.servers[name].port
+        module = importlib.import_module(f"services.{name}.server")
+        self.servers[name] = module.create(config, port=port)
+        return self.servers[name]
+
+    def stop_service(self, name: str, grace_s: float = 0.5) -> None:
+        """A graceful stop (SIGTERM): running jobs go back to their queue."""
+        self.servers[name].stop(grace_s)
+
 
 def start_suite(data_dir: Path, **overrides) -> Suite:
     """Starts every service on port 0; each learns the others' real addresses."""

@@ -1,4 +1,4 @@
-"""`lorafleet up` runs six real processes and stops them cleanly; compose is valid."""
+"""`lorafleet up` runs, restarts and stops six real processes; compose is valid."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import yaml
@@ -37,7 +37,48 @@ def free_port_block(size: int = 6) -> int:
     raise RuntimeError("no free port block")
 
 
-def test_up_serves_every_service_and_stops_on_sigterm(tmp_path):
+class Output:
+    """A process's output read on a thread, so every wait has a timeout."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self.done = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self.done = True
+            self._changed.notify_all()
+
+    def wait_for(self, fragment: str, timeout_s: float, after: int = 0) -> str:
+        """The first line from index ``after`` on that contains ``fragment``."""
+
+        def found():
+            return next((ln for ln in self.lines[after:] if fragment in ln), None)
+
+        with self._changed:
+            self._changed.wait_for(lambda: found() or self.done, timeout_s)
+            line = found()
+        assert line, f"no {fragment!r} in the output:\n" + "\n".join(self.lines)
+        return line
+
+
+def worker_id_of(pid: int) -> str:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(
+        v.split(b"=", 1)[1].decode()
+        for v in environ
+        if v.startswith(b"LORAFLEET_WORKER_ID=")
+    )
+
+
+def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(tmp_path):
+    """One start of the real suite: serve, survive a SIGKILL, stop in order."""
     base = free_port_block()
     proc = subprocess.Popen(
         [
@@ -56,34 +97,57 @@ def test_up_serves_every_service_and_stops_on_sigterm(tmp_path):
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    lines: list[str] = []
+    out = Output(proc.stdout)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            assert line, "lorafleet up exited early:\n" + "".join(lines)
-            lines.append(line)
-            if line.startswith("all services SERVING"):
-                break
+        out.wait_for("all services SERVING", timeout_s=400)
         listed = {
-            ln.split()[0]: ln.split()[1]
-            for ln in lines
+            ln.split()[0]: (ln.split()[1], int(ln.split()[3]))
+            for ln in out.lines
             if ln.split() and ln.split()[0] in SERVICES
         }
-        assert set(listed) == set(SERVICES), lines
-        assert listed["gateway"] == f"127.0.0.1:{base}"
-        for name, address in listed.items():
+        assert set(listed) == set(SERVICES), out.lines
+        assert listed["gateway"][0] == f"127.0.0.1:{base}"
+        for name, (address, _) in listed.items():
             assert check_health(address) == "SERVING", name
         assert (tmp_path / "registry.db").exists()
+
+        # SIGKILL the trainer: it comes back under the same worker id, alone.
+        address, old_pid = listed["trainer"]
+        worker_id = f"{socket.gethostname()}-trainer-{base}"
+        assert worker_id_of(old_pid) == worker_id
+        mark = len(out.lines)
+        os.kill(old_pid, signal.SIGKILL)
+        out.wait_for(
+            f"trainer (pid {old_pid}) exited: killed by SIGKILL", 120, after=mark
+        )
+        out.wait_for("restarting trainer in 1s (restart 1 of 5)", 120, after=mark)
+        restarted = out.wait_for("trainer restarted (pid ", 120, after=mark)
+        new_pid = int(restarted.split("(pid ")[1].split(",")[0])
+        assert new_pid != old_pid
+        out.wait_for(
+            f"trainer SERVING again at {address} (pid {new_pid})", 400, after=mark
+        )
+        assert check_health(address) == "SERVING"
+        assert worker_id_of(new_pid) == worker_id
+        for name, (other_address, pid) in listed.items():
+            if name != "trainer":
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert f"services.{name}".encode() in cmdline, name  # same pid
+                assert check_health(other_address) == "SERVING", name
+                assert not any(f"{name} restarted" in ln for ln in out.lines)
+
         proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=120)
+        out.wait_for("stopped:", 30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, rest
-    assert "stopped:" in rest and "=0" in rest
-    assert all(f"{n}=0" in rest for n in SERVICES), rest
-    for address in listed.values():
+    assert proc.returncode == 0, "\n".join(out.lines)
+    stopped = next(ln for ln in out.lines if ln.startswith("stopped:"))
+    assert stopped == (
+        "stopped: gateway=0, inference=0, validator=0, merger=0, trainer=0, registry=0"
+    )
+    for address, _ in listed.values():
         assert check_health(address, timeout_s=0.5) == "UNREACHABLE"
 
 

@@ -100,6 +100,25 @@ def test_one_workflow_is_one_trace_across_services(workflow):
         "lorafleet.v1.RegistryService",
         "lorafleet.v1.InferenceService",
     } <= services
+    # The jobs' own spans, the training's above all, belong to the same trace.
+    final = workflow[1][-1].job
+    job_spans = {
+        s.attributes.get("lorafleet.job_id"): s
+        for s in spans
+        if s.name.endswith(".job") and s.attributes.get("lorafleet.job_id")
+    }
+    for job_id in (
+        job.status.job_id,
+        final.train_job_id,
+        final.merge_job_id,
+        final.validation_job_id,
+    ):
+        assert job_spans[job_id].context.trace_id == trace_id, job_id
+    train_span = job_spans[final.train_job_id]
+    span_ids = {s.context.span_id: s for s in spans}
+    # Its parent chain leads to the RunWorkflow call's span.
+    parent = span_ids.get(train_span.parent.span_id)
+    assert parent is not None and parent.context.trace_id == trace_id
 
 
 def test_failed_gate_blocks_deployment(suite, workflow, base_model, dataset_copy):

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunWorkflowRequest(_message.Message):
-    __slots__ = ("base_model_id", "dataset_id", "dataset_path", "name", "train_config", "gates", "deployment", "skip_deploy", "strategy", "validation_examples", "validation_max_new_tokens")
+    __slots__ = ("base_model_id", "dataset_id", "dataset_path", "name", "train_config", "gates", "deployment", "skip_deploy", "strategy", "validation_examples", "validation_max_new_tokens", "request_id")
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_PATH_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class RunWorkflowRequest(_message.Message):
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     base_model_id: str
     dataset_id: str
     dataset_path: str
@@ -31,7 +32,8 @@ class RunWorkflowRequest(_message.Message):
     strategy: _common_pb2.DeploymentStrategy
     validation_examples: int
     validation_max_new_tokens: int
-    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., dataset_path: _Optional[str] = ..., name: _Optional[str] = ..., train_config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., gates: _Optional[_Union[_common_pb2.ValidationGates, _Mapping]] = ..., deployment: _Optional[str] = ..., skip_deploy: _Optional[bool] = ..., strategy: _Optional[_Union[_common_pb2.DeploymentStrategy, str]] = ..., validation_examples: _Optional[int] = ..., validation_max_new_tokens: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., dataset_path: _Optional[str] = ..., name: _Optional[str] = ..., train_config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., gates: _Optional[_Union[_common_pb2.ValidationGates, _Mapping]] = ..., deployment: _Optional[str] = ..., skip_deploy: _Optional[bool] = ..., strategy: _Optional[_Union[_common_pb2.DeploymentStrategy, str]] = ..., validation_examples: _Optional[int] = ..., validation_max_new_tokens: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RunWorkflowResponse(_message.Message):
     __slots__ = ("job",)
@@ -40,20 +42,40 @@ class RunWorkflowResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[WorkflowJob, _Mapping]] = ...) -> None: ...
 
 class WorkflowJob(_message.Message):
-    __slots__ = ("status", "request", "result", "train_job_id", "merge_job_id", "validation_job_id")
+    __slots__ = ("status", "request", "result", "train_job_id", "merge_job_id", "validation_job_id", "steps", "attempt", "worker_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     TRAIN_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     MERGE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.JobStatus
     request: RunWorkflowRequest
     result: WorkflowResult
     train_job_id: str
     merge_job_id: str
     validation_job_id: str
-    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[RunWorkflowRequest, _Mapping]] = ..., result: _Optional[_Union[WorkflowResult, _Mapping]] = ..., train_job_id: _Optional[str] = ..., merge_job_id: _Optional[str] = ..., validation_job_id: _Optional[str] = ...) -> None: ...
+    steps: _containers.RepeatedCompositeFieldContainer[WorkflowStep]
+    attempt: int
+    worker_id: str
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[RunWorkflowRequest, _Mapping]] = ..., result: _Optional[_Union[WorkflowResult, _Mapping]] = ..., train_job_id: _Optional[str] = ..., merge_job_id: _Optional[str] = ..., validation_job_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[WorkflowStep, _Mapping]]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class WorkflowStep(_message.Message):
+    __slots__ = ("name", "state", "job_id", "output", "message")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: _common_pb2.JobState
+    job_id: str
+    output: str
+    message: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., job_id: _Optional[str] = ..., output: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WorkflowResult(_message.Message):
     __slots__ = ("dataset_id", "adapter_id", "merged_model_id", "report", "deployment", "train_metrics")
@@ -187,6 +209,18 @@ class CancelWorkflowJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class CancelWorkflowJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: WorkflowJob
+    def __init__(self, job: _Optional[_Union[WorkflowJob, _Mapping]] = ...) -> None: ...
+
+class ResumeWorkflowRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ResumeWorkflowResponse(_message.Message):
     __slots__ = ("job",)
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: WorkflowJob

@@ -77,6 +77,11 @@ class GatewayServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_gateway__pb2.CancelWorkflowJobRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.CancelWorkflowJobResponse.FromString,
                 _registered_method=True)
+        self.ResumeWorkflow = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/ResumeWorkflow',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.ResumeWorkflowRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.ResumeWorkflowResponse.FromString,
+                _registered_method=True)
         self.WatchWorkflowJob = channel.unary_stream(
                 '/lorafleet.v1.GatewayService/WatchWorkflowJob',
                 request_serializer=lorafleet_dot_v1_dot_gateway__pb2.WatchWorkflowJobRequest.SerializeToString,
@@ -91,10 +96,19 @@ class GatewayServiceServicer:
     """
 
     def RunWorkflow(self, request, context):
-        """Starts the whole adapter lifecycle as one job.
-        Errors: INVALID_ARGUMENT if a required field is missing or a config value
-        is out of range; NOT_FOUND if the base model or dataset is unknown;
-        RESOURCE_EXHAUSTED if the queue is full.
+        """Starts the whole adapter lifecycle as one durable job: its steps
+        (register dataset, train, merge, validate, gate, alias, deploy) are
+        recorded as they complete, so a restarted gateway, or another replica,
+        continues it where it was, re-attaching to the running sub-job. Every
+        check is made before anything is registered or started: a refused
+        request leaves nothing behind. The response carries the train job id.
+        Errors: INVALID_ARGUMENT if a required field is missing, a name is not an
+        identifier, the dataset fails its checks, or a train config or gate value
+        is out of range (field paths name this request's fields, e.g.
+        "train_config.rank"); NOT_FOUND if the base model or dataset is unknown;
+        FAILED_PRECONDITION if the trainer cannot run the config here;
+        RESOURCE_EXHAUSTED if a queue is full; ALREADY_EXISTS if request_id was
+        used for a different request; UNAVAILABLE if a service it needs is down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,8 +163,20 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelWorkflowJob(self, request, context):
-        """Cancels a queued or running job; a finished job is left as it is.
+        """Cancels a queued or running job and its running sub-job (train, merge
+        or validation); a finished job is left as it is.
         Errors: NOT_FOUND if no job has the id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeWorkflow(self, request, context):
+        """Runs a FAILED or CANCELLED workflow again from the step that did not
+        finish: completed steps keep their outcomes; a sub-job that is still
+        running or succeeded is re-attached, a failed one is started anew.
+        Errors: NOT_FOUND if no job has the id; FAILED_PRECONDITION if the
+        workflow is queued, running or succeeded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,6 +232,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CancelWorkflowJob,
                     request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.CancelWorkflowJobRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_gateway__pb2.CancelWorkflowJobResponse.SerializeToString,
+            ),
+            'ResumeWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeWorkflow,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.ResumeWorkflowRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.ResumeWorkflowResponse.SerializeToString,
             ),
             'WatchWorkflowJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchWorkflowJob,
@@ -432,6 +463,33 @@ class GatewayService:
             '/lorafleet.v1.GatewayService/CancelWorkflowJob',
             lorafleet_dot_v1_dot_gateway__pb2.CancelWorkflowJobRequest.SerializeToString,
             lorafleet_dot_v1_dot_gateway__pb2.CancelWorkflowJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/ResumeWorkflow',
+            lorafleet_dot_v1_dot_gateway__pb2.ResumeWorkflowRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.ResumeWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

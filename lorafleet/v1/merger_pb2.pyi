@@ -36,7 +36,7 @@ QUANTIZED_FORMAT_BNB_INT8: QuantizedFormat
 QUANTIZED_FORMAT_BNB_NF4: QuantizedFormat
 
 class StartMergeJobRequest(_message.Message):
-    __slots__ = ("adapter_id", "base_model_id", "output_name", "output_dtype", "tags", "method", "input_model_ids", "params", "max_shard_size", "gate", "exports")
+    __slots__ = ("adapter_id", "base_model_id", "output_name", "output_dtype", "tags", "method", "input_model_ids", "params", "max_shard_size", "gate", "exports", "request_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class StartMergeJobRequest(_message.Message):
     MAX_SHARD_SIZE_FIELD_NUMBER: _ClassVar[int]
     GATE_FIELD_NUMBER: _ClassVar[int]
     EXPORTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     adapter_id: str
     base_model_id: str
     output_name: str
@@ -66,7 +67,8 @@ class StartMergeJobRequest(_message.Message):
     max_shard_size: int
     gate: MergeGateConfig
     exports: _containers.RepeatedCompositeFieldContainer[QuantizedExport]
-    def __init__(self, adapter_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., output_name: _Optional[str] = ..., output_dtype: _Optional[_Union[OutputDtype, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., input_model_ids: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_shard_size: _Optional[int] = ..., gate: _Optional[_Union[MergeGateConfig, _Mapping]] = ..., exports: _Optional[_Iterable[_Union[QuantizedExport, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, adapter_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., output_name: _Optional[str] = ..., output_dtype: _Optional[_Union[OutputDtype, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., input_model_ids: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_shard_size: _Optional[int] = ..., gate: _Optional[_Union[MergeGateConfig, _Mapping]] = ..., exports: _Optional[_Iterable[_Union[QuantizedExport, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class MergeGateConfig(_message.Message):
     __slots__ = ("max_perplexity_factor", "logit_tolerance", "skip")
@@ -115,14 +117,18 @@ class StartMergeJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[MergeJob, _Mapping]] = ...) -> None: ...
 
 class MergeJob(_message.Message):
-    __slots__ = ("status", "request", "result")
+    __slots__ = ("status", "request", "result", "attempt", "worker_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.JobStatus
     request: StartMergeJobRequest
     result: MergeResult
-    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[StartMergeJobRequest, _Mapping]] = ..., result: _Optional[_Union[MergeResult, _Mapping]] = ...) -> None: ...
+    attempt: int
+    worker_id: str
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[StartMergeJobRequest, _Mapping]] = ..., result: _Optional[_Union[MergeResult, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class MergeResult(_message.Message):
     __slots__ = ("merged_model_id", "tensors_merged", "tensors_total", "max_abs_delta", "seconds", "notes", "exports", "gate", "shards")

@@ -82,7 +82,8 @@ class MergerServiceServicer:
         FAILED_PRECONDITION if the adapter was trained on a different base, a
         tensor's shape does not match, or a GGUF export is asked of an
         architecture or tokenizer GGUF cannot hold; RESOURCE_EXHAUSTED if the
-        queue is full.
+        queue is full; ALREADY_EXISTS if request_id was used for a different
+        request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from lorafleet.v1 import common_pb2 as lorafleet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alorafleet/v1/trainer.proto\x12\x0clorafleet.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19lorafleet/v1/common.proto\"\xfd\x01\n\x14StartTrainJobRequest\x12\x15\n\rbase_model_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x64\x61pter_name\x18\x03 \x01(\t\x12)\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x19.lorafleet.v1.TrainConfig\x12:\n\x04tags\x18\x05 \x03(\x0b\x32,.lorafleet.v1.StartTrainJobRequest.TagsEntry\x12\x10\n\x08priority\x18\x06 \x01(\x05\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x15StartTrainJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.TrainJob\"\xbc\x02\n\x08TrainJob\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.lorafleet.v1.JobStatus\x12\x33\n\x07request\x18\x02 \x01(\x0b\x32\".lorafleet.v1.StartTrainJobRequest\x12\x33\n\x10\x65\x66\x66\x65\x63tive_config\x18\x03 \x01(\x0b\x32\x19.lorafleet.v1.TrainConfig\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.lorafleet.v1.TrainResult\x12\x33\n\x0e\x64\x61taset_report\x18\x05 \x01(\x0b\x32\x1b.lorafleet.v1.DatasetReport\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x19\n\x11resumed_from_step\x18\x07 \x01(\x03\x12\x11\n\tworker_id\x18\x08 \x01(\t\"\xb8\x01\n\x0bTrainResult\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x37\n\x07metrics\x18\x02 \x03(\x0b\x32&.lorafleet.v1.TrainResult.MetricsEntry\x12,\n\x0b\x65nvironment\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"$\n\x12GetTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\":\n\x13GetTrainJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.TrainJob\"d\n\x14ListTrainJobsRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.lorafleet.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x15ListTrainJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.lorafleet.v1.TrainJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x15\x43\x61ncelTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x16\x43\x61ncelTrainJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.TrainJob\">\n\x14WatchTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"h\n\x15WatchTrainJobResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ProgressEvent\x12#\n\x03job\x18\x02 \x01(\x0b\x32\x16.lorafleet.v1.TrainJob\"\xd2\x01\n\x16ValidateDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12\x16\n\x0emax_seq_length\x18\x03 \x01(\x05\x12\x1a\n\reval_fraction\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12)\n\ttask_type\x18\x06 \x01(\x0e\x32\x16.lorafleet.v1.TaskType\x12\x0e\n\x06labels\x18\x07 \x03(\tB\x10\n\x0e_eval_fraction\"F\n\x17ValidateDatasetResponse\x12+\n\x06report\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.DatasetReport\"J\n\x0c\x44\x61tasetIssue\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66\x61tal\x18\x04 \x01(\x08\"\xb5\x04\n\rDatasetReport\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12)\n\ttask_type\x18\x03 \x01(\x0e\x32\x16.lorafleet.v1.TaskType\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x12\n\nempty_rows\x18\x05 \x01(\x03\x12\x16\n\x0e\x64uplicate_rows\x18\x06 \x01(\x03\x12\x18\n\x10over_length_rows\x18\x07 \x01(\x03\x12\x18\n\x10truncated_tokens\x18\x08 \x01(\x03\x12\x16\n\x0eno_answer_rows\x18\t \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\n \x01(\x03\x12\x16\n\x0emax_row_tokens\x18\x0b \x01(\x03\x12\x12\n\ntrain_rows\x18\x0c \x01(\x03\x12\x11\n\teval_rows\x18\r \x01(\x03\x12*\n\x06issues\x18\x0e \x03(\x0b\x32\x1a.lorafleet.v1.DatasetIssue\x12\x16\n\x0emax_seq_length\x18\x0f \x01(\x05\x12\x15\n\reval_fraction\x18\x10 \x01(\x01\x12\x0c\n\x04seed\x18\x11 \x01(\x03\x12\x42\n\x0clabel_counts\x18\x12 \x03(\x0b\x32,.lorafleet.v1.DatasetReport.LabelCountsEntry\x12\x17\n\x0fimbalance_ratio\x18\x13 \x01(\x01\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xb1\x04\n\x0eTrainerService\x12X\n\rStartTrainJob\x12\".lorafleet.v1.StartTrainJobRequest\x1a#.lorafleet.v1.StartTrainJobResponse\x12R\n\x0bGetTrainJob\x12 .lorafleet.v1.GetTrainJobRequest\x1a!.lorafleet.v1.GetTrainJobResponse\x12X\n\rListTrainJobs\x12\".lorafleet.v1.ListTrainJobsRequest\x1a#.lorafleet.v1.ListTrainJobsResponse\x12[\n\x0e\x43\x61ncelTrainJob\x12#.lorafleet.v1.CancelTrainJobRequest\x1a$.lorafleet.v1.CancelTrainJobResponse\x12Z\n\rWatchTrainJob\x12\".lorafleet.v1.WatchTrainJobRequest\x1a#.lorafleet.v1.WatchTrainJobResponse0\x01\x12^\n\x0fValidateDataset\x12$.lorafleet.v1.ValidateDatasetRequest\x1a%.lorafleet.v1.ValidateDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alorafleet/v1/trainer.proto\x12\x0clorafleet.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19lorafleet/v1/common.proto\"\xbe\x02\n\x14StartTrainJobRequest\x12\x15\n\rbase_model_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x64\x61pter_name\x18\x03 \x01(\t\x12)\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x19.lorafleet.v1.TrainConfig\x12:\n\x04tags\x18\x05 \x03(\x0b\x32,.lorafleet.v1.StartTrainJobRequest.TagsEntry\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x15\n\rvalidate_only\x18\x08 \x01(\x08\x12\x14\n\x0c\x64\x61taset_path\x18\t \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x15StartTrainJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.TrainJob\"\xbc\x02\n\x08TrainJob\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.lorafleet.v1.JobStatus\x12\x33\n\x07request\x18\x02 \x01(\x0b\x32\".lorafleet.v1.StartTrainJobRequest\x12\x33\n\x10\x65\x66\x66\x65\x63tive_config\x18\x03 \x01(\x0b\x32\x19.lorafleet.v1.TrainConfig\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.lorafleet.v1.TrainResult\x12\x33\n\x0e\x64\x61taset_report\x18\x05 \x01(\x0b\x32\x1b.lorafleet.v1.DatasetReport\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x19\n\x11resumed_from_step\x18\x07 \x01(\x03\x12\x11\n\tworker_id\x18\x08 \x01(\t\"\xb8\x01\n\x0bTrainResult\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x37\n\x07metrics\x18\x02 \x03(\x0b\x32&.lorafleet.v1.TrainResult.MetricsEntry\x12,\n\x0b\x65nvironment\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"$\n\x12GetTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\":\n\x13GetTrainJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.TrainJob\"d\n\x14ListTrainJobsRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.lorafleet.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x15ListTrainJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.lorafleet.v1.TrainJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x15\x43\x61ncelTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x16\x43\x61ncelTrainJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.TrainJob\">\n\x14WatchTrainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"h\n\x15WatchTrainJobResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ProgressEvent\x12#\n\x03job\x18\x02 \x01(\x0b\x32\x16.lorafleet.v1.TrainJob\"\xd2\x01\n\x16ValidateDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12\x16\n\x0emax_seq_length\x18\x03 \x01(\x05\x12\x1a\n\reval_fraction\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12)\n\ttask_type\x18\x06 \x01(\x0e\x32\x16.lorafleet.v1.TaskType\x12\x0e\n\x06labels\x18\x07 \x03(\tB\x10\n\x0e_eval_fraction\"F\n\x17ValidateDatasetResponse\x12+\n\x06report\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.DatasetReport\"J\n\x0c\x44\x61tasetIssue\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66\x61tal\x18\x04 \x01(\x08\"\xb5\x04\n\rDatasetReport\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12)\n\ttask_type\x18\x03 \x01(\x0e\x32\x16.lorafleet.v1.TaskType\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x12\n\nempty_rows\x18\x05 \x01(\x03\x12\x16\n\x0e\x64uplicate_rows\x18\x06 \x01(\x03\x12\x18\n\x10over_length_rows\x18\x07 \x01(\x03\x12\x18\n\x10truncated_tokens\x18\x08 \x01(\x03\x12\x16\n\x0eno_answer_rows\x18\t \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\n \x01(\x03\x12\x16\n\x0emax_row_tokens\x18\x0b \x01(\x03\x12\x12\n\ntrain_rows\x18\x0c \x01(\x03\x12\x11\n\teval_rows\x18\r \x01(\x03\x12*\n\x06issues\x18\x0e \x03(\x0b\x32\x1a.lorafleet.v1.DatasetIssue\x12\x16\n\x0emax_seq_length\x18\x0f \x01(\x05\x12\x15\n\reval_fraction\x18\x10 \x01(\x01\x12\x0c\n\x04seed\x18\x11 \x01(\x03\x12\x42\n\x0clabel_counts\x18\x12 \x03(\x0b\x32,.lorafleet.v1.DatasetReport.LabelCountsEntry\x12\x17\n\x0fimbalance_ratio\x18\x13 \x01(\x01\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xb1\x04\n\x0eTrainerService\x12X\n\rStartTrainJob\x12\".lorafleet.v1.StartTrainJobRequest\x1a#.lorafleet.v1.StartTrainJobResponse\x12R\n\x0bGetTrainJob\x12 .lorafleet.v1.GetTrainJobRequest\x1a!.lorafleet.v1.GetTrainJobResponse\x12X\n\rListTrainJobs\x12\".lorafleet.v1.ListTrainJobsRequest\x1a#.lorafleet.v1.ListTrainJobsResponse\x12[\n\x0e\x43\x61ncelTrainJob\x12#.lorafleet.v1.CancelTrainJobRequest\x1a$.lorafleet.v1.CancelTrainJobResponse\x12Z\n\rWatchTrainJob\x12\".lorafleet.v1.WatchTrainJobRequest\x1a#.lorafleet.v1.WatchTrainJobResponse0\x01\x12^\n\x0fValidateDataset\x12$.lorafleet.v1.ValidateDatasetRequest\x1a%.lorafleet.v1.ValidateDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,43 +40,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATASETREPORT_LABELCOUNTSENTRY']._loaded_options = None
   _globals['_DATASETREPORT_LABELCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_STARTTRAINJOBREQUEST']._serialized_start=102
-  _globals['_STARTTRAINJOBREQUEST']._serialized_end=355
-  _globals['_STARTTRAINJOBREQUEST_TAGSENTRY']._serialized_start=312
-  _globals['_STARTTRAINJOBREQUEST_TAGSENTRY']._serialized_end=355
-  _globals['_STARTTRAINJOBRESPONSE']._serialized_start=357
-  _globals['_STARTTRAINJOBRESPONSE']._serialized_end=417
-  _globals['_TRAINJOB']._serialized_start=420
-  _globals['_TRAINJOB']._serialized_end=736
-  _globals['_TRAINRESULT']._serialized_start=739
-  _globals['_TRAINRESULT']._serialized_end=923
-  _globals['_TRAINRESULT_METRICSENTRY']._serialized_start=877
-  _globals['_TRAINRESULT_METRICSENTRY']._serialized_end=923
-  _globals['_GETTRAINJOBREQUEST']._serialized_start=925
-  _globals['_GETTRAINJOBREQUEST']._serialized_end=961
-  _globals['_GETTRAINJOBRESPONSE']._serialized_start=963
-  _globals['_GETTRAINJOBRESPONSE']._serialized_end=1021
-  _globals['_LISTTRAINJOBSREQUEST']._serialized_start=1023
-  _globals['_LISTTRAINJOBSREQUEST']._serialized_end=1123
-  _globals['_LISTTRAINJOBSRESPONSE']._serialized_start=1125
-  _globals['_LISTTRAINJOBSRESPONSE']._serialized_end=1211
-  _globals['_CANCELTRAINJOBREQUEST']._serialized_start=1213
-  _globals['_CANCELTRAINJOBREQUEST']._serialized_end=1252
-  _globals['_CANCELTRAINJOBRESPONSE']._serialized_start=1254
-  _globals['_CANCELTRAINJOBRESPONSE']._serialized_end=1315
-  _globals['_WATCHTRAINJOBREQUEST']._serialized_start=1317
-  _globals['_WATCHTRAINJOBREQUEST']._serialized_end=1379
-  _globals['_WATCHTRAINJOBRESPONSE']._serialized_start=1381
-  _globals['_WATCHTRAINJOBRESPONSE']._serialized_end=1485
-  _globals['_VALIDATEDATASETREQUEST']._serialized_start=1488
-  _globals['_VALIDATEDATASETREQUEST']._serialized_end=1698
-  _globals['_VALIDATEDATASETRESPONSE']._serialized_start=1700
-  _globals['_VALIDATEDATASETRESPONSE']._serialized_end=1770
-  _globals['_DATASETISSUE']._serialized_start=1772
-  _globals['_DATASETISSUE']._serialized_end=1846
-  _globals['_DATASETREPORT']._serialized_start=1849
-  _globals['_DATASETREPORT']._serialized_end=2414
-  _globals['_DATASETREPORT_LABELCOUNTSENTRY']._serialized_start=2364
-  _globals['_DATASETREPORT_LABELCOUNTSENTRY']._serialized_end=2414
-  _globals['_TRAINERSERVICE']._serialized_start=2417
-  _globals['_TRAINERSERVICE']._serialized_end=2978
+  _globals['_STARTTRAINJOBREQUEST']._serialized_end=420
+  _globals['_STARTTRAINJOBREQUEST_TAGSENTRY']._serialized_start=377
+  _globals['_STARTTRAINJOBREQUEST_TAGSENTRY']._serialized_end=420
+  _globals['_STARTTRAINJOBRESPONSE']._serialized_start=422
+  _globals['_STARTTRAINJOBRESPONSE']._serialized_end=482
+  _globals['_TRAINJOB']._serialized_start=485
+  _globals['_TRAINJOB']._serialized_end=801
+  _globals['_TRAINRESULT']._serialized_start=804
+  _globals['_TRAINRESULT']._serialized_end=988
+  _globals['_TRAINRESULT_METRICSENTRY']._serialized_start=942
+  _globals['_TRAINRESULT_METRICSENTRY']._serialized_end=988
+  _globals['_GETTRAINJOBREQUEST']._serialized_start=990
+  _globals['_GETTRAINJOBREQUEST']._serialized_end=1026
+  _globals['_GETTRAINJOBRESPONSE']._serialized_start=1028
+  _globals['_GETTRAINJOBRESPONSE']._serialized_end=1086
+  _globals['_LISTTRAINJOBSREQUEST']._serialized_start=1088
+  _globals['_LISTTRAINJOBSREQUEST']._serialized_end=1188
+  _globals['_LISTTRAINJOBSRESPONSE']._serialized_start=1190
+  _globals['_LISTTRAINJOBSRESPONSE']._serialized_end=1276
+  _globals['_CANCELTRAINJOBREQUEST']._serialized_start=1278
+  _globals['_CANCELTRAINJOBREQUEST']._serialized_end=1317
+  _globals['_CANCELTRAINJOBRESPONSE']._serialized_start=1319
+  _globals['_CANCELTRAINJOBRESPONSE']._serialized_end=1380
+  _globals['_WATCHTRAINJOBREQUEST']._serialized_start=1382
+  _globals['_WATCHTRAINJOBREQUEST']._serialized_end=1444
+  _globals['_WATCHTRAINJOBRESPONSE']._serialized_start=1446
+  _globals['_WATCHTRAINJOBRESPONSE']._serialized_end=1550
+  _globals['_VALIDATEDATASETREQUEST']._serialized_start=1553
+  _globals['_VALIDATEDATASETREQUEST']._serialized_end=1763
+  _globals['_VALIDATEDATASETRESPONSE']._serialized_start=1765
+  _globals['_VALIDATEDATASETRESPONSE']._serialized_end=1835
+  _globals['_DATASETISSUE']._serialized_start=1837
+  _globals['_DATASETISSUE']._serialized_end=1911
+  _globals['_DATASETREPORT']._serialized_start=1914
+  _globals['_DATASETREPORT']._serialized_end=2479
+  _globals['_DATASETREPORT_LABELCOUNTSENTRY']._serialized_start=2429
+  _globals['_DATASETREPORT_LABELCOUNTSENTRY']._serialized_end=2479
+  _globals['_TRAINERSERVICE']._serialized_start=2482
+  _globals['_TRAINERSERVICE']._serialized_end=3043
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartTrainJobRequest(_message.Message):
-    __slots__ = ("base_model_id", "dataset_id", "adapter_name", "config", "tags", "priority")
+    __slots__ = ("base_model_id", "dataset_id", "adapter_name", "config", "tags", "priority", "request_id", "validate_only", "dataset_path")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,13 +23,19 @@ class StartTrainJobRequest(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    DATASET_PATH_FIELD_NUMBER: _ClassVar[int]
     base_model_id: str
     dataset_id: str
     adapter_name: str
     config: _common_pb2.TrainConfig
     tags: _containers.ScalarMap[str, str]
     priority: int
-    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., adapter_name: _Optional[str] = ..., config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ...) -> None: ...
+    request_id: str
+    validate_only: bool
+    dataset_path: str
+    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., adapter_name: _Optional[str] = ..., config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., validate_only: _Optional[bool] = ..., dataset_path: _Optional[str] = ...) -> None: ...
 
 class StartTrainJobResponse(_message.Message):
     __slots__ = ("job",)

@@ -80,12 +80,13 @@ class TrainerServiceServicer:
         Errors: INVALID_ARGUMENT if a hyperparameter is out of range, if a
         target_modules entry matches no Linear/Conv1D module of the base model
         (the message lists the ones that exist), or the dataset fails
-        ValidateDataset (the message is the report summary naming the lines); NOT_FOUND if
+        ValidateDataset (the message is the report summary naming the lines), or
+        dataset_path is given without validate_only; NOT_FOUND if
         the base model or dataset is unknown; FAILED_PRECONDITION if the base
         model is not a base model, if the method needs a backend this machine
         lacks (QLoRA without bitsandbytes, bf16/fp16 without a GPU) or if more
         GPUs are asked for than the trainer has; RESOURCE_EXHAUSTED if the queue
-        is full.
+        is full; ALREADY_EXISTS if request_id was used for a different request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

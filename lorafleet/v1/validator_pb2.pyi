@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartValidationJobRequest(_message.Message):
-    __slots__ = ("model_id", "adapter_id", "baseline_model_id", "dataset_id", "gates", "max_examples", "max_new_tokens", "eval_fraction", "seed")
+    __slots__ = ("model_id", "adapter_id", "baseline_model_id", "dataset_id", "gates", "max_examples", "max_new_tokens", "eval_fraction", "seed", "request_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class StartValidationJobRequest(_message.Message):
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     adapter_id: str
     baseline_model_id: str
@@ -27,7 +28,8 @@ class StartValidationJobRequest(_message.Message):
     max_new_tokens: int
     eval_fraction: float
     seed: int
-    def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., baseline_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., gates: _Optional[_Union[_common_pb2.ValidationGates, _Mapping]] = ..., max_examples: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., baseline_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., gates: _Optional[_Union[_common_pb2.ValidationGates, _Mapping]] = ..., max_examples: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StartValidationJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -36,14 +38,18 @@ class StartValidationJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[ValidationJob, _Mapping]] = ...) -> None: ...
 
 class ValidationJob(_message.Message):
-    __slots__ = ("status", "request", "report")
+    __slots__ = ("status", "request", "report", "attempt", "worker_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.JobStatus
     request: StartValidationJobRequest
     report: _common_pb2.ValidationReport
-    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[StartValidationJobRequest, _Mapping]] = ..., report: _Optional[_Union[_common_pb2.ValidationReport, _Mapping]] = ...) -> None: ...
+    attempt: int
+    worker_id: str
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., request: _Optional[_Union[StartValidationJobRequest, _Mapping]] = ..., report: _Optional[_Union[_common_pb2.ValidationReport, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class GetValidationJobRequest(_message.Message):
     __slots__ = ("job_id",)

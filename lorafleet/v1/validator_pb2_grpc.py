@@ -75,7 +75,8 @@ class ValidatorServiceServicer:
         Errors: INVALID_ARGUMENT if the candidate or dataset is missing or a gate
         is out of range; NOT_FOUND if an id is unknown; FAILED_PRECONDITION if an
         adapter's base model differs from the candidate model; RESOURCE_EXHAUSTED
-        if the queue is full.
+        if the queue is full; ALREADY_EXISTS if request_id was used for a
+        different request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from grpc_status import rpc_status
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
 from lorafleet.v1 import (
@@ -22,6 +23,7 @@ from lorafleet.v1 import (
     validator_pb2_grpc,
 )
 from services.common.config import Config
+from services.common.error_details import bad_request_field
 from services.common.errors import from_code
 from services.common.telemetry import tracing_client_interceptor
 
@@ -48,12 +50,27 @@ def open_channel(address: str, config: Config) -> grpc.Channel:
 
 
 def _translate(exc: grpc.RpcError, service: str, method: str) -> Exception:
+    """The domain error for a failed call, keeping its google.rpc details.
+
+    The message stays the remote service's own (it names what is wrong and how
+    to fix it); BadRequest and other details travel on, so the caller's
+    caller can still act on them.
+    """
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
+    message = exc.details() if hasattr(exc, "details") else str(exc)
     if code == grpc.StatusCode.UNAVAILABLE:
-        details = f"{service} is unavailable ({details}); is it running?"
-    err = from_code(code.name, details)
-    err.remote = f"{service}.{method}"  # type: ignore[attr-defined]
+        message = f"{service} is unavailable ({message}); is it running?"
+    err = from_code(code.name, message or f"{service}.{method} failed ({code.name})")
+    status = None
+    if hasattr(exc, "trailing_metadata"):
+        try:
+            status = rpc_status.from_call(exc)
+        except ValueError:  # details that contradict the code/message: ignore
+            status = None
+    if status is not None:
+        err.details = list(status.details)
+        err.field = bad_request_field(err.details)
+    err.remote = f"{service}.{method}"
     return err
 
 

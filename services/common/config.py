@@ -72,8 +72,26 @@ class Config:
     job_queue_size: int = 16
     # Jobs each service runs at once.
     job_workers: int = 1
-    # Finished jobs kept in memory for Get/List/Watch.
-    job_history: int = 256
+    # Finished jobs stay queryable (Get/List/Watch) this long ...
+    job_retention_s: float = 14 * 86400.0
+    # ... and at most this many of them per service (0 = no count bound).
+    job_history: int = 10000
+    # A running job whose replica has not renewed its lease for this long is
+    # taken over by another replica (resumed where it was).
+    job_lease_s: float = 60.0
+    # This replica's name in the job queues; empty = <hostname>-<pid>. A
+    # replica restarting under the same name takes its running jobs back at
+    # once instead of waiting for their leases to lapse (`lorafleet up` and
+    # containers keep it stable).
+    worker_id: str = ""
+    # SQLAlchemy URLs of each service's own job database; empty = SQLite
+    # <data_dir>/<service>.db. Replicas that share one database share a queue.
+    merger_dsn: str = ""
+    validator_dsn: str = ""
+    gateway_dsn: str = ""
+    # Gateway: how long a workflow keeps reconnecting to a service that went
+    # away (a restart) before it fails with UNAVAILABLE naming the service.
+    dependency_patience_s: float = 600.0
     # Torch device for model work: "auto" picks cuda when present, else cpu.
     device: str = "auto"
     # Inference: most models held in memory at once (least recently used leave).
@@ -84,11 +102,10 @@ class Config:
     # never the registry's tables); empty = SQLite under data_dir. Replicas
     # that share one Postgres database share one queue.
     trainer_dsn: str = ""
-    # Trainer: this replica's name in the queue; empty = hostname-pid.
+    # Trainer: its worker id and lease, when they should differ from
+    # worker_id and job_lease_s (empty/unset takes those).
     trainer_worker_id: str = ""
-    # Trainer: a running job whose replica has not renewed its lease for this
-    # long is taken over (resumed from its last checkpoint) by another replica.
-    trainer_lease_s: float = 60.0
+    trainer_lease_s: float | None = None
     # Trainer: address-space limit of each training child process in MiB
     # (0 = none); going over it fails the job with an out-of-memory hint.
     trainer_memory_limit_mb: int = 0
@@ -117,9 +134,23 @@ class Config:
 
     @property
     def effective_trainer_dsn(self) -> str:
-        return (
-            self.trainer_dsn or f"sqlite:///{(self.data_dir / 'trainer.db').resolve()}"
-        )
+        return self.job_dsn("trainer")
+
+    def job_dsn(self, service: str) -> str:
+        """The job database of `service`: its `<service>_dsn`, else SQLite."""
+        explicit = getattr(self, f"{service}_dsn", "")
+        return explicit or f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    def worker_id_of(self, service: str) -> str:
+        """This replica's worker id in `service`'s job queue."""
+        if service == "trainer" and self.trainer_worker_id:
+            return self.trainer_worker_id
+        return self.worker_id
+
+    def lease_of(self, service: str) -> float:
+        if service == "trainer" and self.trainer_lease_s:
+            return self.trainer_lease_s
+        return self.job_lease_s
 
     @property
     def effective_registry_dsn(self) -> str:
@@ -161,6 +192,8 @@ def _coerce(name: str, raw: Any, annotation: str) -> Any:
         if "int" in annotation:
             return None if raw in (None, "") else int(raw)
         if "float" in annotation:
+            if raw in (None, "") and "None" in annotation:
+                return None
             return float(raw)
         return str(raw)
     except (TypeError, ValueError) as exc:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from lorafleet.v1 import common_pb2
 from services.common.jobs import Job, JobEngine, JobEvent, JobState
+
+# Fields that do not change what a Start request asks for.
+_NOT_DIGESTED = ("request_id", "validate_only")
 
 
 def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
@@ -27,7 +32,36 @@ def struct(data: Mapping[str, Any] | None) -> struct_pb2.Struct:
 
 
 def from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(s)
+    """A Struct as plain Python; NaN and infinities come through as floats
+    (json_format refuses them) so the checks downstream can name them."""
+    return {key: _from_value(value) for key, value in s.fields.items()}
+
+
+def non_finite(value: Any, path: str = "") -> str:
+    """The path of the first NaN or infinity in a JSON-like value ("" if none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(value)"
+    items: Any = ()
+    if isinstance(value, Mapping):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    for sub_path, sub in items:
+        found = non_finite(sub, sub_path)
+        if found:
+            return found
+    return ""
+
+
+def _from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return from_struct(value.struct_value)
+    if kind == "list_value":
+        return [_from_value(v) for v in value.list_value.values]
+    if kind in (None, "null_value"):
+        return None
+    return getattr(value, kind)
 
 
 def json_safe(value: Any) -> Any:
@@ -41,6 +75,17 @@ def json_safe(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
+
+
+def request_digest(request: Any) -> str:
+    """A digest of what a Start request asks for (its request_id left out), so
+    a retry reusing the id for a different request can be told apart."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    for name in _NOT_DIGESTED:
+        if name in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField(name)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
 def job_state_to_pb(state: JobState) -> int:

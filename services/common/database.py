@@ -8,15 +8,41 @@ tuned for several writer threads, UTC timestamps, and the programmatic upgrade.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Execution option asking for a read-only (deferred) SQLite transaction.
 READ_ONLY = "lorafleet_read_only"
+
+# Deterministic constraint names, so migrations can drop and alter them by name
+# on every backend (SQLite batch mode needs them). Every service's schema uses it.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock.
+RETRY_SQLSTATES = {"40001", "40P01"}
 
 
 def utcnow() -> dt.datetime:
@@ -99,7 +125,12 @@ def alembic_config(script_location: Path, dsn: str = "") -> AlembicConfig:
     return cfg
 
 
-def upgrade_schema(script_location: Path, dsn: str, revision: str = "head") -> None:
+def upgrade_schema(
+    script_location: Path,
+    dsn: str,
+    revision: str = "head",
+    attributes: dict[str, Any] | None = None,
+) -> None:
     """Brings the schema of one service's migrations at `dsn` up to `revision`.
 
     Runs in one transaction (PostgreSQL DDL is transactional) under the
@@ -110,6 +141,7 @@ def upgrade_schema(script_location: Path, dsn: str, revision: str = "head") -> N
     try:
         with engine.begin() as connection:
             cfg = alembic_config(script_location, dsn)
+            cfg.attributes.update(attributes or {})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, revision)
     finally:
@@ -146,3 +178,102 @@ def ensure_database(dsn: str) -> None:
             )
         except psycopg.errors.DuplicateDatabase:
             pass  # another replica created it first
+
+
+def lock_key(session: Session, scope: str, key: str = "") -> None:
+    """Serialises transactions touching one (scope, key) until commit.
+
+    PostgreSQL only (a transaction-scoped advisory lock); SQLite needs nothing,
+    BEGIN IMMEDIATE already serialises its writers. Unique constraints stay the
+    real guarantee where there are any; the lock spares the retries.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"{scope}\0{key}".encode()).digest()
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:key)"),
+        {"key": int.from_bytes(digest[:8], "big", signed=True)},
+    )
+
+
+def _lost_race(exc: DBAPIError, integrity: bool) -> bool:
+    """A conflict that re-running the unit of work from scratch resolves."""
+    if isinstance(exc, IntegrityError):
+        return integrity  # lost an insert race; the retry re-reads and decides
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate in RETRY_SQLSTATES or "database is locked" in str(exc.orig)
+
+
+class Transactions:
+    """Runs units of work, each in its own session and transaction, with retries.
+
+    The one retry policy of every service database (registry, job queues):
+    a unit of work that loses a race (deadlock, serialization failure, SQLite
+    busy and, with `retry_integrity`, a unique-key conflict) is re-run from
+    scratch, so it must decide from what it reads inside the transaction; a
+    connection found dead is re-opened once (nothing was committed on it). A
+    database that stays busy or unreachable is UNAVAILABLE naming `what`.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        what: str,
+        attempts: int = 12,
+        retry_integrity: bool = False,
+        snapshot_reads: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.what = what
+        self.attempts = attempts
+        self._integrity = retry_integrity
+        self._writer = sessionmaker(engine, expire_on_commit=False)
+        options: dict[str, Any] = {READ_ONLY: True}
+        if snapshot_reads and engine.dialect.name == "postgresql":
+            # One snapshot per read, so related rows read in one unit agree.
+            options["isolation_level"] = "REPEATABLE READ"
+        self._reader = sessionmaker(
+            engine.execution_options(**options), expire_on_commit=False
+        )
+
+    @property
+    def postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        return self._run(self._reader, work)
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        return self._run(self._writer, work)
+
+    def _run(self, factory: sessionmaker, work: Callable[[Session], T]) -> T:
+        reconnected = False
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with factory() as session, session.begin():
+                    return work(session)
+            except DBAPIError as exc:
+                if exc.connection_invalidated and not reconnected:
+                    reconnected = True
+                    log.info("%s: connection was lost; reconnecting", self.what)
+                    continue  # nothing was committed on a dead connection
+                if _lost_race(exc, self._integrity) and attempt < self.attempts:
+                    log.debug(
+                        "%s: attempt %d lost a race (%s); retrying",
+                        self.what,
+                        attempt,
+                        type(exc.orig).__name__,
+                    )
+                    time.sleep(random.uniform(0, min(1.0, 0.005 * 2**attempt)))
+                    continue
+                if isinstance(exc, OperationalError):
+                    raise Unavailable(
+                        f"{self.what} is busy or unreachable "
+                        f"({type(exc.orig).__name__}); retry shortly"
+                    ) from exc
+                raise
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.chat_rows import chat_issues
+from services.common.errors import FailedPrecondition, InvalidArgument, shorten
 from services.common.prompts import (  # noqa: F401  (re-exported for callers)
     FALLBACK_PROMPT,
     Example,
@@ -71,8 +72,8 @@ def scan_jsonl(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[int]]
 
 def empty_dataset_message(path: Path) -> str:
     return (
-        f"dataset {path.name} is empty: it needs at least 2 JSON rows "
-        'such as {"instruction": ..., "output": ...}'
+        f"dataset {path.name} is empty: it needs at least 2 JSON rows (1 when "
+        'eval_fraction is 0) such as {"instruction": ..., "output": ...}'
     )
 
 
@@ -147,7 +148,7 @@ def row_issues(
         if "input" in d and not isinstance(d["input"], str):
             problems.append("'input' must be a string")
     elif task == "chat":
-        return _chat_problems(row)
+        return chat_issues(d.get("messages"))
     elif task == "completion":
         if not isinstance(d.get("prompt"), str):
             problems.append("'prompt' must be a string")
@@ -228,31 +229,6 @@ def label_set(rows: list[Row], declared: list[str] | None = None) -> list[str]:
     return sorted(found)
 
 
-def _chat_problems(row: Row) -> list[tuple[str, str]]:
-    msgs = row.data.get("messages")
-    if not isinstance(msgs, list) or not msgs:
-        return [("schema", "'messages' must be a non-empty list")]
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in (
-            "system",
-            "user",
-            "assistant",
-        ):
-            return [("schema", f"messages[{i}] needs role system, user or assistant")]
-        if not isinstance(m.get("content"), str):
-            return [("schema", f"messages[{i}].content must be a string")]
-    if not any(m["role"] == "assistant" for m in msgs):
-        roles = ", ".join(m["role"] for m in msgs)
-        return [
-            (
-                "no_assistant",
-                f"no assistant message to learn from (turns: {roles}); add a "
-                '{"role": "assistant", "content": ...} turn with the answer',
-            )
-        ]
-    return []
-
-
 def _summarise(path: Path, errors: list[str]) -> str:
     shown = "; ".join(errors[:MAX_REPORTED_ERRORS])
     more = " (and more)" if len(errors) > MAX_REPORTED_ERRORS else ""
@@ -269,7 +245,9 @@ def load_dataset(
     rows = read_jsonl(path)
     task = detect_task(rows) if task in ("", "auto") else task
     if task not in TASKS:
-        raise InvalidArgument(f"unknown task type {task!r}; valid: {', '.join(TASKS)}")
+        raise InvalidArgument(
+            f"unknown task type {shorten(task)!r}; valid: {', '.join(TASKS)}"
+        )
     validate_rows(rows, task, path, labels)
     return task, rows
 

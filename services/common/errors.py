@@ -18,6 +18,26 @@ class LorafleetError(Exception):
         self.message = message
         # The request field at fault, sent as a google.rpc.BadRequest detail.
         self.field = field
+        # google.rpc details (packed google.protobuf.Any) of an error relayed
+        # from another service: sent on unchanged (after `rename_fields`).
+        self.details: list = []
+        # "service.Method" when the error came from another service.
+        self.remote = ""
+
+    def rename_fields(self, renames: dict[str, str]) -> LorafleetError:
+        """Rewrites field paths from another request's names to the caller's.
+
+        E.g. {"config": "train_config"} turns the trainer's "config.rank" into
+        the gateway caller's "train_config.rank", in `field`, in the message
+        and in relayed BadRequest details. Returns self.
+        """
+        from services.common.error_details import rename_paths
+
+        self.field, self.message, self.details = rename_paths(
+            renames, self.field, self.message, self.details
+        )
+        self.args = (self.message,)
+        return self
 
 
 class InvalidArgument(LorafleetError):
@@ -64,6 +84,19 @@ class DeadlineExceeded(LorafleetError):
 
 class Internal(LorafleetError):
     code = "INTERNAL"
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """`value` as text of at most `limit` characters, ending in … if it was cut.
+
+    Error messages echo request values so a caller sees what was wrong; a
+    10,000-character page token or filter echoed whole would bury the advice
+    (and bloat logs and status trailers), so every echo goes through here.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
 
 
 _BY_CODE = {cls.code: cls for cls in LorafleetError.__subclasses__()}

@@ -205,8 +205,41 @@ def adaptable_module_names(path: Path) -> list[str]:
     Start call can check target_modules in well under a second.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.pytorch_utils import Conv1D
+
+    model = _meta_model(path)
+    if model is None:
+        return []
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D))
+    ]
+
+
+def model_module_names(path: Path, *, classification: bool = False) -> list[str]:
+    """Dotted names of every module of the model a training run would build.
+
+    modules_to_save may name any module (embeddings, norms, heads), not only
+    the Linear ones LoRA adapts. `classification` builds the sequence
+    classifier the trainer uses for classification datasets, whose head is
+    "score" where a causal LM has "lm_head". Empty when the architecture
+    cannot be built on the meta device (the check is then left to training).
+    """
+    model = _meta_model(path, classification=classification)
+    if model is None:
+        return []
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _meta_model(path: Path, *, classification: bool = False) -> Any:
+    """The model of `path` on the meta device (no weights), or None if unbuildable."""
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+    )
 
     quiet_transformers()
     try:
@@ -215,18 +248,16 @@ def adaptable_module_names(path: Path) -> list[str]:
         raise FailedPrecondition(
             f"cannot read the model config in {path}: {exc}"
         ) from exc
+    auto = (
+        AutoModelForSequenceClassification if classification else AutoModelForCausalLM
+    )
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+            return auto.from_config(config)
     except (ValueError, TypeError, NotImplementedError) as exc:
         # An architecture that cannot be built here is left to PEFT's own check.
         log.warning("cannot list modules of %s on the meta device: %s", path, exc)
-        return []
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, (torch.nn.Linear, Conv1D))
-    ]
+        return None
 
 
 def leaf_names(module_names: list[str]) -> list[str]:
@@ -252,6 +283,26 @@ def check_target_modules(targets: list[str], module_names: list[str]) -> None:
             f"its adaptable modules are {leaf_names(module_names)} "
             "(leave target_modules empty to choose them by architecture)",
             field="config.target_modules",
+        )
+
+
+def check_modules_to_save(modules_to_save: list[str], module_names: list[str]) -> None:
+    """Refuses modules_to_save entries naming no module, listing those that exist.
+
+    `module_names` is `model_module_names(base_dir, ...)` of the base model.
+    Matching is PEFT's (exact or dotted suffix), so what passes here is what
+    get_peft_model accepts; without this, a typo fails the job minutes later
+    instead of the Start call. An empty `module_names` (architecture not
+    buildable on the meta device) checks nothing.
+    """
+    missing = unmatched_targets(modules_to_save, module_names)
+    if module_names and missing:
+        shown = [n for n in leaf_names(module_names) if n and not n.isdigit()]
+        raise InvalidArgument(
+            f"modules_to_save {missing} match no module of this model; its "
+            f"modules are {shown}; name one of them (or a dotted suffix such as "
+            "'model.embed_tokens') to train it in full",
+            field="config.modules_to_save",
         )
 
 

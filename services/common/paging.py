@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, shorten
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -35,14 +35,14 @@ def decode_token(token: str, scope: str) -> int:
         offset, token_scope = int(data["o"]), data["s"]
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
         raise InvalidArgument(
-            f"page_token {token!r} is malformed; pass the next_page_token of the "
-            "previous response unchanged",
+            f"page_token {shorten(token)!r} is malformed; pass the next_page_token "
+            "of the previous response unchanged",
             field="page_token",
         ) from exc
     if token_scope != scope or offset < 0:
         raise InvalidArgument(
-            f"page_token {token!r} belongs to a different listing or filter; start "
-            "again without a page_token",
+            f"page_token {shorten(token)!r} belongs to a different listing or "
+            "filter; start again without a page_token",
             field="page_token",
         )
     return offset

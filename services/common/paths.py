@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, shorten
 
 
 def confine(
@@ -22,17 +22,24 @@ def confine(
     if not raw:
         raise InvalidArgument(f"{field} is required", field=field)
     roots = [Path(r).resolve() for r in roots]
-    candidate = Path(raw).expanduser()
-    resolved = candidate.resolve()
+    shown = shorten(raw)
+    try:
+        resolved = Path(raw).expanduser().resolve()
+        exists = resolved.exists()
+    except (OSError, ValueError) as exc:  # name too long, NUL byte, ...
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidArgument(
+            f"{field} {shown!r} is not a usable path: {reason}", field=field
+        ) from None
     if not any(resolved == r or r in resolved.parents for r in roots):
         raise InvalidArgument(
-            f"{field} {raw!r} is outside the allowed roots "
+            f"{field} {shown!r} is outside the allowed roots "
             f"({', '.join(str(r) for r in roots)}); copy the file under the data "
             "directory or add its folder to LORAFLEET_ALLOWED_ROOTS",
             field=field,
         )
-    if must_exist and not resolved.exists():
-        raise NotFound(f"{field} {raw!r} does not exist", field=field)
+    if must_exist and not exists:
+        raise NotFound(f"{field} {shown!r} does not exist", field=field)
     return resolved
 
 

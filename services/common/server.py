@@ -11,17 +11,20 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from services.common.config import Config
+from services.common.error_details import details_for
 from services.common.errors import LorafleetError
 from services.common.telemetry import (
     current_trace_id,
@@ -36,15 +39,7 @@ log = logging.getLogger(__name__)
 def _status_for(exc: LorafleetError) -> status_pb2.Status:
     code = getattr(code_pb2, exc.code, code_pb2.INTERNAL)
     status = status_pb2.Status(code=code, message=exc.message)
-    if exc.field:
-        detail = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=exc.field, description=exc.message
-                )
-            ]
-        )
-        status.details.add().Pack(detail)
+    status.details.extend(details_for(exc.field, exc.message, exc.details))
     return status
 
 
@@ -56,11 +51,16 @@ def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> No
         context.abort(exc.code(), exc.details() or str(exc))
     if context.code() not in (None, grpc.StatusCode.OK):
         raise exc  # the servicer already aborted deliberately
-    log.exception("unexpected error in %s", method)
+    # The exception text can hold SQL, paths or secrets: it stays in the log,
+    # and the caller gets the id that finds it there.
+    trace_id = current_trace_id() or uuid.uuid4().hex
+    service = method.strip("/").split("/")[0].rsplit(".", 1)[-1]
+    service = service.removesuffix("Service").lower() or "service"
+    log.exception("unexpected error in %s (trace id %s)", method, trace_id)
     context.abort(
         grpc.StatusCode.INTERNAL,
-        f"internal error in {method}: {type(exc).__name__}: {exc} "
-        f"(trace id {current_trace_id() or 'n/a'})",
+        f"internal error in {method}; the {service} log has the details under "
+        f"trace id {trace_id}",
     )
 
 
@@ -124,6 +124,9 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # The service's domain objects by name (e.g. "workflows"), for embedding
+    # applications and tests that drive or inspect them directly.
+    parts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def address(self) -> str:

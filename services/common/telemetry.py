@@ -14,6 +14,7 @@ from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_p
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.config import Config
 
@@ -86,6 +87,40 @@ def current_trace_id() -> str:
 def capture_context():
     """The current OTel context, to re-attach in a worker thread."""
     return otel_context.get_current()
+
+
+_W3C = TraceContextTextMapPropagator()
+TRACEPARENT_ENV = "TRACEPARENT"
+
+
+def current_traceparent() -> str:
+    """The active span as a W3C traceparent string ("" when there is none).
+
+    Stored with a job, it lets whichever process or attempt runs the job
+    later continue the trace of the request that submitted it.
+    """
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def context_from_traceparent(traceparent: str) -> otel_context.Context:
+    """An OTel context whose parent is the span `traceparent` names."""
+    if not traceparent:
+        return otel_context.Context()
+    return _W3C.extract({"traceparent": traceparent}, context=otel_context.Context())
+
+
+def span_context_of(traceparent: str) -> trace.SpanContext | None:
+    """The span context in a traceparent string, e.g. to link to it."""
+    ctx = trace.get_current_span(context_from_traceparent(traceparent))
+    span_context = ctx.get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def trace_id_of(traceparent: str) -> str:
+    span_context = span_context_of(traceparent)
+    return format(span_context.trace_id, "032x") if span_context else ""
 
 
 class TraceContextFilter(logging.Filter):

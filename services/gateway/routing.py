@@ -9,7 +9,8 @@ from typing import Any
 
 from lorafleet.v1 import inference_pb2, registry_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.gateway.workflow import NAME_RE, deploy
+from services.gateway.admission import NAME_RE
+from services.gateway.deploy import deploy
 
 
 class Router:

@@ -2,28 +2,61 @@
 
 from __future__ import annotations
 
-from lorafleet.v1 import gateway_pb2, gateway_pb2_grpc
+from lorafleet.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import JobRpcs, job_status_to_pb
+from services.common.jobqueue import JobStore, job_tables, make_engine
+from services.common.jobqueue.migrations import upgrade_database
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
+from services.gateway.records import WorkflowOutcome, WorkflowSpec, decode_outcome
 from services.gateway.routing import Router
-from services.gateway.workflow import WorkflowOutcome, Workflows, WorkflowSpec
+from services.gateway.steps import STEPS
+from services.gateway.workflow import Workflows
 
 DEPENDENCIES = ("registry", "trainer", "merger", "validator", "inference")
+# The gateway's job tables: gateway_jobs, gateway_job_events.
+QUEUE = "gateway"
+
+
+def steps_to_pb(job: Job) -> list[gateway_pb2.WorkflowStep]:
+    recorded = job.details.get("steps", {})
+    skip_deploy = job.spec.request.skip_deploy
+    return [
+        gateway_pb2.WorkflowStep(
+            name=name,
+            state=common_pb2.JobState.Value(
+                f"JOB_STATE_{recorded.get(name, {}).get('state', 'QUEUED')}"
+            ),
+            job_id=recorded.get(name, {}).get("job_id", ""),
+            output=recorded.get(name, {}).get("output", ""),
+            message=recorded.get(name, {}).get("message", ""),
+        )
+        for name in STEPS
+        if not (name == "deploy" and skip_deploy)
+    ]
 
 
 def job_to_pb(job: Job) -> gateway_pb2.WorkflowJob:
     spec: WorkflowSpec = job.spec
+    steps = steps_to_pb(job)
+    sub_jobs = {s.name: s.job_id for s in steps}
+    request = gateway_pb2.RunWorkflowRequest()
+    request.CopyFrom(spec.request)
     pb = gateway_pb2.WorkflowJob(
         status=job_status_to_pb(job),
-        request=spec.request,
-        train_job_id=job.details.get("train_job_id", ""),
-        merge_job_id=job.details.get("merge_job_id", ""),
-        validation_job_id=job.details.get("validation_job_id", ""),
+        request=request,
+        train_job_id=sub_jobs.get("train", ""),
+        merge_job_id=sub_jobs.get("merge", ""),
+        validation_job_id=sub_jobs.get("validate", ""),
+        steps=steps,
+        attempt=job.attempt,
+        worker_id=job.worker_id,
     )
-    outcome: WorkflowOutcome | None = job.result or job.details.get("outcome")
+    outcome: WorkflowOutcome | None = job.result
+    if outcome is None and job.details.get("outcome"):
+        outcome = decode_outcome(job.details["outcome"])
     if outcome is not None:
         pb.result.dataset_id = outcome.dataset_id
         pb.result.adapter_id = outcome.adapter_id
@@ -54,7 +87,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return self._jobs.list(request)
 
     def CancelWorkflowJob(self, request, context):
-        return self._jobs.cancel(request)
+        job = self._workflows.cancel(request.job_id)
+        return gateway_pb2.CancelWorkflowJobResponse(job=job_to_pb(job))
+
+    def ResumeWorkflow(self, request, context):
+        job = self._workflows.resume(request.job_id)
+        return gateway_pb2.ResumeWorkflowResponse(job=job_to_pb(job))
 
     def WatchWorkflowJob(self, request, context):
         yield from self._jobs.watch(request, context)
@@ -89,8 +127,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
+    dsn = config.job_dsn(QUEUE)
+    upgrade_database(dsn, QUEUE)
+    db = make_engine(dsn)
     clients = {name: ServiceClient(name, config) for name in DEPENDENCIES}
-    workflows = Workflows(config, clients)
+    workflows = Workflows(config, clients, JobStore(db, job_tables(QUEUE)))
     router = Router(clients["registry"], clients["inference"])
 
     def register(server):
@@ -100,6 +141,8 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         return [gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name]
 
     running = create_server("gateway", config, register, port)
+    running.parts["workflows"] = workflows
     running.on_stop.append(lambda: workflows.engine.shutdown(config.grace_period_s))
     running.on_stop.extend(c.close for c in clients.values())
+    running.on_stop.append(db.dispose)
     return running

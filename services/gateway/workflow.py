@@ -1,338 +1,412 @@
-"""The adapter lifecycle as one job: train -> merge -> validate -> gate -> register
--> deploy, driving the other services only through their gRPC contracts.
+"""The adapter lifecycle as one durable job: register dataset -> train -> merge
+-> validate -> gate -> alias -> deploy, driving the other services only through
+their gRPC contracts.
+
+Each step records its sub-job id before following it, and its outcome before
+the next step starts (see `steps`). A workflow run again (its gateway died
+and a replica took it over, or ResumeWorkflow) skips completed steps,
+re-attaches to a running sub-job by id, and starts a step's sub-job with the
+same request id it used before, so no step ever runs twice.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from lorafleet.v1 import (
-    common_pb2,
-    inference_pb2,
-    merger_pb2,
-    registry_pb2,
-    trainer_pb2,
-    validator_pb2,
-)
+from lorafleet.v1 import common_pb2, merger_pb2, registry_pb2, validator_pb2
 from services.common.config import Config
-from services.common.errors import FailedPrecondition, InvalidArgument, from_code
-from services.common.jobs import Job, JobContext, JobEngine
-from services.common.paths import confine
+from services.common.errors import (
+    Cancelled,
+    FailedPrecondition,
+    LorafleetError,
+    NotFound,
+)
+from services.common.jobqueue import DurableJobEngine, JobStore
+from services.common.jobs import Job, JobContext, JobState
+from services.gateway.admission import Admission, train_request
+from services.gateway.deploy import deploy_once
+from services.gateway.records import (
+    WORKFLOW_CODEC,
+    WorkflowOutcome,
+    WorkflowSpec,
+    decode_outcome,
+    message_to_json,
+)
+from services.gateway.steps import (
+    CANCELLED,
+    FAILED,
+    PROGRESS,
+    RUNNING,
+    STEPS,
+    SUB_JOB_STEPS,
+    SUCCEEDED,
+    for_resume,
+)
+from services.gateway.subjobs import (
+    KINDS,
+    TERMINAL,
+    Patience,
+    SubJobs,
+    call,
+    outcome_of,
+)
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,100}$")
 VALIDATED_ALIAS = "validated"
-TERMINAL = (
-    common_pb2.JOB_STATE_SUCCEEDED,
-    common_pb2.JOB_STATE_FAILED,
-    common_pb2.JOB_STATE_CANCELLED,
-)
-
-# Share of overall progress each stage covers (start, end).
-STAGES = {
-    "train": (0.02, 0.60),
-    "merge": (0.60, 0.70),
-    "validate": (0.70, 0.95),
-    "deploy": (0.95, 1.0),
-}
-
-
-@dataclass
-class WorkflowSpec:
-    """A checked RunWorkflow request: the train job is already queued."""
-
-    request: Any  # lorafleet.v1.RunWorkflowRequest
-    name: str
-    deployment: str
-    base: Any
-    dataset: Any
-    train_job: Any
-
-
-@dataclass
-class WorkflowOutcome:
-    dataset_id: str
-    adapter_id: str = ""
-    merged_model_id: str = ""
-    report: Any = None
-    deployment: Any = None
-    train_metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Workflows:
-    """Starts and runs workflow jobs against the other services' clients."""
+    """Starts, runs, cancels and resumes workflow jobs."""
 
-    def __init__(self, config: Config, clients: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clients: dict[str, Any],
+        store: JobStore,
+        *,
+        patience: Patience | None = None,
+        start: bool = True,
+    ) -> None:
         self._config = config
-        self._registry = clients["registry"]
-        self._trainer = clients["trainer"]
-        self._merger = clients["merger"]
-        self._validator = clients["validator"]
-        self._inference = clients["inference"]
-        self.engine = JobEngine(
+        self._clients = clients
+        self.patience = patience or Patience(
+            config.dependency_patience_s,
+            hint=", then ResumeWorkflow continues where this stopped",
+        )
+        self.subjobs = SubJobs(clients, self.patience)
+        self.engine = DurableJobEngine(
             "workflow",
             self._run,
+            store,
+            worker_id=config.worker_id_of("gateway"),
             workers=max(2, config.job_workers),
             queue_size=config.job_queue_size,
             history=config.job_history,
+            retention_s=config.job_retention_s,
+            lease_s=config.lease_of("gateway"),
+            codec=WORKFLOW_CODEC,
+            start=start,
         )
+        self._admission = Admission(config, clients, self.engine)
 
-    # --- start: everything that can be refused is refused here ---------------------
     def start(self, request: Any) -> Job:
-        name = request.name
-        if not NAME_RE.match(name):
-            raise InvalidArgument(
-                f"name {name!r} must match {NAME_RE.pattern} (it names "
-                "the dataset, adapter, merged model and deployment)",
-                field="name",
-            )
-        deployment = request.deployment or name
-        if not NAME_RE.match(deployment):
-            raise InvalidArgument(
-                f"deployment {deployment!r} must match {NAME_RE.pattern}",
-                field="deployment",
-            )
-        if not request.base_model_id:
-            raise InvalidArgument(
-                "base_model_id is required (id, name:version or "
-                "name@alias of a registered base model)",
-                field="base_model_id",
-            )
-        if bool(request.dataset_id) == bool(request.dataset_path):
-            raise InvalidArgument(
-                "give exactly one of dataset_id (registered dataset) or "
-                "dataset_path (JSONL file to register)",
-                field="dataset_id",
-            )
-        base = self._get(request.base_model_id)
-        dataset = (
-            self._get(request.dataset_id)
-            if request.dataset_id
-            else self._register_dataset(request.dataset_path, name)
-        )
-        train_job = self._trainer.StartTrainJob(
-            trainer_pb2.StartTrainJobRequest(
-                base_model_id=base.id,
-                dataset_id=dataset.id,
-                adapter_name=f"{name}-lora",
-                config=request.train_config,
-                tags={"workflow": name},
-            )
-        ).job
-        try:
-            return self.engine.submit(
-                WorkflowSpec(request, name, deployment, base, dataset, train_job)
-            )
-        except Exception:
-            self._trainer.CancelTrainJob(
-                trainer_pb2.CancelTrainJobRequest(job_id=train_job.status.job_id)
-            )
-            raise
+        return self._admission.start(request)
 
-    def _get(self, artifact_id: str) -> Any:
-        return self._registry.GetArtifact(
-            registry_pb2.GetArtifactRequest(id=artifact_id)
-        ).artifact
+    def cancel(self, job_id: str) -> Job:
+        """Cancels the workflow and, at once, the sub-job it is waiting on (the
+        workflow's own worker also cancels it when it sees the flag, which
+        covers a sub-job started in between)."""
+        job = self.engine.cancel(job_id)
+        if job.state != JobState.RUNNING:
+            return job
+        for step in SUB_JOB_STEPS:
+            rec = job.details.get("steps", {}).get(step, {})
+            if rec.get("state") == RUNNING and rec.get("job_id"):
+                try:
+                    self.subjobs.cancel(
+                        KINDS[step], rec["job_id"], Patience(0.0, first_delay_s=0)
+                    )
+                except LorafleetError as exc:
+                    log.warning(
+                        "workflow %s: cancelling %s job %s failed (%s); the "
+                        "workflow's worker retries",
+                        job_id,
+                        step,
+                        rec["job_id"],
+                        exc.message,
+                    )
+        return self.engine.get(job_id)
 
-    def _register_dataset(self, raw_path: str, name: str) -> Any:
-        path = confine(raw_path, self._config.readable_roots(), field="dataset_path")
-        if path.suffix != ".jsonl" or not path.is_file():
-            raise InvalidArgument(
-                f"dataset_path {raw_path!r} must be a .jsonl file", field="dataset_path"
-            )
-        return self._registry.RegisterArtifact(
-            registry_pb2.RegisterArtifactRequest(
-                kind=common_pb2.ARTIFACT_KIND_DATASET,
-                name=f"{name}-data",
-                source_path=str(path),
-                metadata=_dataset_metadata(path),
-            )
-        ).artifact
-
-    # --- the job ----------------------------------------------------------------
-    def _run(self, ctx: JobContext, spec: WorkflowSpec) -> WorkflowOutcome:
-        req = spec.request
-        outcome = WorkflowOutcome(dataset_id=spec.dataset.id)
-        ctx.set_detail("train_job_id", spec.train_job.status.job_id)
-
-        train = self._follow(
-            ctx,
-            "train",
-            spec.train_job.status.job_id,
-            self._trainer.WatchTrainJob,
-            trainer_pb2.WatchTrainJobRequest,
-            self._trainer.CancelTrainJob,
-            trainer_pb2.CancelTrainJobRequest,
-        )
-        outcome.adapter_id = train.result.adapter_id
-        outcome.train_metrics = dict(train.result.metrics)
-        effective = train.effective_config
-
-        merge_job = self._merger.StartMergeJob(
-            merger_pb2.StartMergeJobRequest(
-                adapter_id=outcome.adapter_id,
-                base_model_id=spec.base.id,
-                output_name=spec.name,
-                tags={"workflow": spec.name},
-            )
-        ).job
-        ctx.set_detail("merge_job_id", merge_job.status.job_id)
-        merge = self._follow(
-            ctx,
-            "merge",
-            merge_job.status.job_id,
-            self._merger.WatchMergeJob,
-            merger_pb2.WatchMergeJobRequest,
-            self._merger.CancelMergeJob,
-            merger_pb2.CancelMergeJobRequest,
-        )
-        outcome.merged_model_id = merge.result.merged_model_id
-
-        validation_job = self._validator.StartValidationJob(
-            validator_pb2.StartValidationJobRequest(
-                model_id=outcome.merged_model_id,
-                baseline_model_id=spec.base.id,
-                dataset_id=spec.dataset.id,
-                gates=req.gates,
-                max_examples=req.validation_examples,
-                max_new_tokens=req.validation_max_new_tokens,
-                eval_fraction=effective.eval_fraction,
-                seed=effective.seed,
-            )
-        ).job
-        ctx.set_detail("validation_job_id", validation_job.status.job_id)
-        validation = self._follow(
-            ctx,
-            "validate",
-            validation_job.status.job_id,
-            self._validator.WatchValidationJob,
-            validator_pb2.WatchValidationJobRequest,
-            self._validator.CancelValidationJob,
-            validator_pb2.CancelValidationJobRequest,
-        )
-        outcome.report = validation.report
-        ctx.set_detail("outcome", outcome)
-        if not validation.report.passed:
-            failed = "; ".join(
-                g.message for g in validation.report.gates if not g.passed
-            )
+    def resume(self, job_id: str) -> Job:
+        job = self.engine.get(job_id)
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
             raise FailedPrecondition(
-                f"validation gates failed ({failed}); merged model "
-                f"{outcome.merged_model_id} stays registered without the "
-                f"'{VALIDATED_ALIAS}' alias and deployment {spec.deployment!r} "
-                "is unchanged"
+                f"workflow {job_id} is {job.state.name}; only a FAILED or "
+                "CANCELLED workflow can be resumed",
+                field="job_id",
+            )
+        details, step = for_resume(job.details)
+        where = f"from step {step}" if step else "from its first unfinished step"
+        resumed, reopened = self.engine.reopen(
+            job_id, f"resumed by ResumeWorkflow {where}", details
+        )
+        if not reopened:  # resumed or taken by someone else meanwhile
+            raise FailedPrecondition(
+                f"workflow {job_id} is {resumed.state.name} now; nothing to resume",
+                field="job_id",
+            )
+        log.info("workflow %s resumed %s", job_id, where)
+        return resumed
+
+    def _run(self, ctx: JobContext, spec: WorkflowSpec) -> WorkflowOutcome:
+        return WorkflowRun(self, ctx, spec).execute()
+
+
+class WorkflowRun:
+    """One attempt at a workflow: runs the steps not yet recorded as done."""
+
+    def __init__(self, workflows: Workflows, ctx: JobContext, spec: WorkflowSpec):
+        self._w = workflows
+        self._ctx = ctx
+        self._spec = spec
+        self._clients = workflows._clients
+        details = ctx.details
+        self.steps: dict[str, dict[str, Any]] = {
+            k: dict(v) for k, v in details.get("steps", {}).items()
+        }
+        self.outcome: dict[str, Any] = dict(
+            details.get("outcome") or {"dataset_id": spec.dataset.id}
+        )
+
+    @property
+    def patience(self) -> Patience:
+        return self._w.patience
+
+    def execute(self) -> WorkflowOutcome:
+        names = [
+            s for s in STEPS if not (s == "deploy" and self._spec.request.skip_deploy)
+        ]
+        for name in names:
+            rec = self.steps.setdefault(name, {"state": "QUEUED"})
+            if rec.get("state") == SUCCEEDED:
+                continue
+            self._ctx.check_cancelled()
+            self._begin(name, rec)
+            try:
+                getattr(self, f"_{name}")(rec)
+            except Cancelled as exc:
+                self._end(name, rec, CANCELLED, exc.message)
+                raise
+            except LorafleetError as exc:
+                self._end(name, rec, FAILED, exc.message)
+                raise
+            self._end(name, rec, SUCCEEDED, rec.get("message", "done"))
+        return decode_outcome(self.outcome)
+
+    # --- recording ----------------------------------------------------------------
+    def _save(self) -> None:
+        self._ctx.record(steps=self.steps, outcome=self.outcome)
+
+    def _begin(self, name: str, rec: dict[str, Any]) -> None:
+        if rec.get("state") != RUNNING:
+            rec["state"] = RUNNING
+            self._save()
+
+    def _end(self, name: str, rec: dict[str, Any], state: str, message: str) -> None:
+        rec["state"], rec["message"] = state, message
+        rec.pop("retry", None)
+        try:
+            self._save()
+        except LorafleetError:
+            if state == SUCCEEDED:
+                raise
+            log.warning("workflow %s: recording the %s step failed", self._id, name)
+
+    @property
+    def _id(self) -> str:
+        return self._ctx.job.id
+
+    def _report(self, step: str, fraction: float, message: str, **kw: Any) -> None:
+        low, high = PROGRESS[step]
+        self._ctx.report(
+            stage=step, progress=low + (high - low) * fraction, message=message, **kw
+        )
+
+    # --- sub-jobs -----------------------------------------------------------------
+    def _sub_job(self, step: str, rec: dict[str, Any], start) -> Any:
+        """Starts the step's sub-job (once) and follows it to its end."""
+        kind = KINDS[step]
+        job_id = rec.get("job_id", "")
+        if job_id and rec.get("retry") and self._ended_badly(kind, job_id):
+            log.info(
+                "workflow %s: %s job %s did not succeed; starting the step again",
+                self._id,
+                step,
+                job_id,
+            )
+            rec["try"] = rec.get("try", 0) + 1
+            job_id = ""
+        if not job_id:
+            request_id = self._spec.sub_request_id(step, rec.get("try", 0))
+            job = call(
+                self.patience,
+                kind.service,
+                f"starting the {step} step of workflow {self._id}",
+                lambda: start(request_id),
+            )
+            job_id = job.status.job_id
+            rec.update(job_id=job_id, cursor=0)
+            rec.pop("retry", None)
+            self._save()
+            log.info("workflow %s: %s job %s started", self._id, step, job_id)
+        else:
+            log.info(
+                "workflow %s: re-attaching to %s job %s after event %d",
+                self._id,
+                step,
+                job_id,
+                rec.get("cursor", 0),
             )
 
-        self._registry.SetAlias(
-            registry_pb2.SetAliasRequest(
-                artifact_id=outcome.merged_model_id,
-                alias=VALIDATED_ALIAS,
-                reason=f"passed validation report {validation.report.id}",
-            )
-        )
-        ctx.report(
-            stage="register",
-            progress=STAGES["deploy"][0],
-            message=f"{outcome.merged_model_id} marked '{VALIDATED_ALIAS}'",
-        )
-        if not req.skip_deploy:
-            ctx.check_cancelled()
-            outcome.deployment = deploy(
-                self._registry,
-                self._inference,
-                spec.deployment,
-                outcome.merged_model_id,
-                "",
-                reason=f"workflow {ctx.job.id}",
-            )
-            ctx.report(
-                stage="deploy",
-                progress=1.0,
-                message=f"deployment {spec.deployment!r} now serves "
-                f"{outcome.merged_model_id} (revision "
-                f"{outcome.deployment.revision})",
-            )
-        return outcome
-
-    def _follow(
-        self,
-        ctx: JobContext,
-        stage: str,
-        job_id: str,
-        watch: Callable,
-        watch_request: Any,
-        cancel: Callable,
-        cancel_request: Any,
-    ) -> Any:
-        """Relays a sub-job's events until it ends; returns its final job message."""
-        low, high = STAGES[stage]
-        last = None
-        cancel_sent = False
-        for update in watch(watch_request(job_id=job_id)):
-            last = update.job
+        def on_event(update: Any) -> None:
+            rec["cursor"] = update.event.sequence
             event = update.event
-            ctx.report(
-                stage=stage,
+            low, high = PROGRESS[step]
+            self._ctx.report(
+                stage=step,
                 progress=low + (high - low) * event.progress,
-                message=f"{stage}: {event.message}",
+                message=f"{step}: {event.message}",
                 metrics=dict(event.metrics),
                 step=event.step,
                 total_steps=event.total_steps,
+                record={"steps": self.steps},
             )
-            if ctx.cancelled and not cancel_sent:
-                cancel(cancel_request(job_id=job_id))
-                cancel_sent = True
-        if last is None:
-            raise FailedPrecondition(f"{stage} job {job_id} sent no events")
-        state = last.status.state
-        if state == common_pb2.JOB_STATE_CANCELLED or ctx.cancelled:
-            ctx.check_cancelled()
-            raise FailedPrecondition(f"{stage} job {job_id} was cancelled")
-        if state != common_pb2.JOB_STATE_SUCCEEDED:
-            err = last.status.error
-            raise from_code(
-                err.code or "INTERNAL", f"{stage} job {job_id} failed: {err.message}"
+
+        final = self._w.subjobs.follow(
+            kind,
+            job_id,
+            after=rec.get("cursor", 0),
+            on_event=on_event,
+            cancel_requested=lambda: self._ctx.cancel_requested,
+            halted=lambda: self._ctx.cancelled,
+        )
+        return outcome_of(kind, final, cancelled_here=self._ctx.cancel_requested)
+
+    def _ended_badly(self, kind: Any, job_id: str) -> bool:
+        """Whether a sub-job failed, was cancelled or is lost (a resume then
+        starts the step anew; one still running or done is re-attached)."""
+        try:
+            state = self._w.subjobs.get(kind, job_id).status.state
+        except NotFound:
+            return True
+        return state in TERMINAL and state != common_pb2.JOB_STATE_SUCCEEDED
+
+    # --- the steps ----------------------------------------------------------------
+    def _register_dataset(self, rec: dict[str, Any]) -> None:
+        rec["output"] = self._spec.dataset.id  # done at RunWorkflow
+
+    def _train(self, rec: dict[str, Any]) -> None:
+        trainer = self._clients["trainer"]
+        train = self._sub_job(
+            "train",
+            rec,
+            lambda rid: (
+                trainer.StartTrainJob(
+                    _with_request_id(train_request(self._spec, 0), rid)
+                ).job
+            ),
+        )
+        effective = train.effective_config
+        self.outcome.update(
+            adapter_id=train.result.adapter_id,
+            train_metrics=dict(train.result.metrics),
+            eval_fraction=effective.eval_fraction,
+            seed=effective.seed,
+        )
+        rec["output"] = train.result.adapter_id
+        rec["message"] = f"adapter {train.result.adapter_id}"
+
+    def _merge(self, rec: dict[str, Any]) -> None:
+        merger, spec = self._clients["merger"], self._spec
+        merge = self._sub_job(
+            "merge",
+            rec,
+            lambda rid: (
+                merger.StartMergeJob(
+                    merger_pb2.StartMergeJobRequest(
+                        adapter_id=self.outcome["adapter_id"],
+                        base_model_id=spec.base.id,
+                        output_name=spec.name,
+                        tags={"workflow": spec.name},
+                        request_id=rid,
+                    )
+                ).job
+            ),
+        )
+        self.outcome["merged_model_id"] = merge.result.merged_model_id
+        rec["output"] = merge.result.merged_model_id
+        rec["message"] = f"merged model {merge.result.merged_model_id}"
+
+    def _validate(self, rec: dict[str, Any]) -> None:
+        validator, spec = self._clients["validator"], self._spec
+        request = spec.request
+        validation = self._sub_job(
+            "validate",
+            rec,
+            lambda rid: (
+                validator.StartValidationJob(
+                    validator_pb2.StartValidationJobRequest(
+                        model_id=self.outcome["merged_model_id"],
+                        baseline_model_id=spec.base.id,
+                        dataset_id=spec.dataset.id,
+                        gates=request.gates,
+                        max_examples=request.validation_examples,
+                        max_new_tokens=request.validation_max_new_tokens,
+                        eval_fraction=self.outcome.get("eval_fraction", 0.0),
+                        seed=self.outcome.get("seed", 0),
+                        request_id=rid,
+                    )
+                ).job
+            ),
+        )
+        self.outcome["report"] = message_to_json(validation.report)
+        rec["output"] = validation.report.id
+        rec["message"] = f"report {validation.report.id}"
+
+    def _gate(self, rec: dict[str, Any]) -> None:
+        report = decode_outcome(self.outcome).report
+        if not report.passed:
+            failed = "; ".join(g.message for g in report.gates if not g.passed)
+            raise FailedPrecondition(
+                f"validation gates failed ({failed}); merged model "
+                f"{self.outcome['merged_model_id']} stays registered without the "
+                f"'{VALIDATED_ALIAS}' alias and deployment "
+                f"{self._spec.deployment!r} is unchanged"
             )
-        return last
+        rec["message"] = "every gate passed"
+        self._report("gate", 1.0, "every validation gate passed")
+
+    def _alias(self, rec: dict[str, Any]) -> None:
+        merged, report = self.outcome["merged_model_id"], self.outcome["report"]
+        call(
+            self.patience,
+            "registry",
+            f"marking {merged} '{VALIDATED_ALIAS}'",
+            lambda: self._clients["registry"].SetAlias(
+                registry_pb2.SetAliasRequest(
+                    artifact_id=merged,
+                    alias=VALIDATED_ALIAS,
+                    reason=f"passed validation report {report.get('id', '')}",
+                )
+            ),
+        )
+        rec["output"] = VALIDATED_ALIAS
+        rec["message"] = f"{merged} marked '{VALIDATED_ALIAS}'"
+        self._report("alias", 1.0, rec["message"])
+
+    def _deploy(self, rec: dict[str, Any]) -> None:
+        merged, name = self.outcome["merged_model_id"], self._spec.deployment
+        deployment = deploy_once(
+            self.patience,
+            self._clients["registry"],
+            self._clients["inference"],
+            name,
+            merged,
+            reason=f"workflow {self._id}",
+        )
+        self.outcome["deployment"] = message_to_json(deployment)
+        rec["output"] = str(deployment.revision)
+        rec["message"] = (
+            f"deployment {name!r} now serves {merged} (revision {deployment.revision})"
+        )
+        self._report("deploy", 1.0, rec["message"])
 
 
-def deploy(
-    registry: Any,
-    inference: Any,
-    name: str,
-    model_id: str,
-    adapter_id: str,
-    reason: str,
-    expected_revision: int | None = None,
-) -> Any:
-    """Loads the model on the inference service first, then moves the deployment.
-
-    Loading first means a model that cannot be served never receives traffic.
-    """
-    inference.LoadModel(
-        inference_pb2.LoadModelRequest(model_id=model_id, adapter_id=adapter_id)
-    )
-    request = registry_pb2.PutDeploymentRequest(
-        name=name,
-        model_id=model_id,
-        adapter_id=adapter_id,
-        strategy=common_pb2.DEPLOYMENT_STRATEGY_REPLACE,
-        reason=reason,
-    )
-    if expected_revision is not None:
-        request.expected_revision = expected_revision
-    return registry.PutDeployment(request).deployment
+def _with_request_id(request: Any, request_id: str) -> Any:
+    request.request_id = request_id
+    return request
 
 
-def _dataset_metadata(path: Path) -> Any:
-    from services.common import datasets
-    from services.common.convert import struct
-
-    task, rows = datasets.load_dataset(path)
-    return struct({"task_type": task, "rows": len(rows), "source": path.name})
+__all__ = ["VALIDATED_ALIAS", "WorkflowOutcome", "WorkflowSpec", "Workflows"]

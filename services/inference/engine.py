@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common import datasets
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, shorten
 from services.common.generation import eos_ids
 from services.common.modeling import (
     check_adapter_base,
@@ -67,7 +67,8 @@ class GenerationRequest:
         for m in self.messages:
             if m["role"] not in ("system", "user", "assistant"):
                 raise InvalidArgument(
-                    f"message role {m['role']!r} must be system, user or assistant",
+                    f"message role {shorten(repr(m['role']))} must be system, user "
+                    "or assistant",
                     field="params.messages",
                 )
 

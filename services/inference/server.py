@@ -9,7 +9,7 @@ from lorafleet.v1 import common_pb2, inference_pb2, inference_pb2_grpc, registry
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import from_struct
-from services.common.errors import NotFound
+from services.common.errors import NotFound, shorten
 from services.common.modeling import resolve_device
 from services.common.server import RunningServer, create_server
 from services.inference.engine import (
@@ -82,7 +82,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def UnloadModel(self, request, context):
         if not self._engine.unload(request.model_id):
             raise NotFound(
-                f"model {request.model_id!r} is not loaded", field="model_id"
+                f"model {shorten(request.model_id)!r} is not loaded", field="model_id"
             )
         return inference_pb2.UnloadModelResponse()
 

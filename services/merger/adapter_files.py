@@ -93,14 +93,27 @@ def read_adapter_settings(adapter_dir: Path) -> AdapterSettings:
                 f"adapter sets {feature}={cfg[feature]!r}, which the "
                 "merger does not support"
             )
-    r = int(cfg.get("r") or 0)
+    try:
+        r = int(cfg.get("r") or 0)
+    except (TypeError, ValueError, OverflowError):  # NaN, "eight", [8]
+        r = 0
     if r <= 0:
         raise FailedPrecondition(
             f"{ADAPTER_CONFIG} has r={cfg.get('r')!r}; need r >= 1"
         )
+    alpha = cfg.get("lora_alpha", 8)  # PEFT's LoraConfig default
+    if (
+        not isinstance(alpha, (int, float))
+        or isinstance(alpha, bool)
+        or not math.isfinite(alpha)
+    ):
+        # Every merged weight would be NaN: refuse before any arithmetic.
+        raise FailedPrecondition(
+            f"{ADAPTER_CONFIG} has lora_alpha={alpha!r}; need a finite number"
+        )
     return AdapterSettings(
         r=r,
-        alpha=cfg.get("lora_alpha", 8),  # PEFT's LoraConfig default
+        alpha=alpha,
         use_rslora=bool(cfg.get("use_rslora")),
         use_dora=bool(cfg.get("use_dora")),
         fan_in_fan_out=bool(cfg.get("fan_in_fan_out")),

@@ -8,9 +8,7 @@ gets the error from StartMergeJob instead of a job that fails later.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +16,28 @@ from lorafleet.v1 import common_pb2, registry_pb2
 from services.common.config import Config
 from services.common.convert import from_struct, struct
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.jobs import Job, JobContext, JobEngine
+from services.common.jobqueue import DurableJobEngine, JobStore
+from services.common.jobs import Job, JobContext
 from services.common.paths import staged_directory
+from services.common.retry import Patience, Patient
 from services.merger.finish import Checked, check_and_export
-from services.merger.gate import BASE_QUANTIZATIONS, GateSettings
-from services.merger.lora_merge import (
-    DEFAULT_MAX_SHARD_SIZE,
-    OUTPUT_DTYPES,
-    MergePlan,
-    execute_merge,
-    plan_merge,
-)
-from services.merger.model_jobs import (
-    ResolvedModelMerge,
-    resolve_model_merge,
-    run_model_merge,
-)
+from services.merger.gate import BASE_QUANTIZATIONS
+from services.merger.lora_merge import execute_merge, plan_merge
+from services.merger.model_jobs import resolve_model_merge, run_model_merge
 from services.merger.output import sweep_stale_staging
-from services.merger.quantized import QuantizedExport, check_exports
+from services.merger.quantized import check_exports
+from services.merger.records import MERGE_JOB_CODEC
+from services.merger.requests import (
+    MergeOutcome,
+    MergeRequest,
+    ResolvedMerge,
+    ResolvedModelMerge,
+)
+
+__all__ = ["MergeOutcome", "MergeRequest", "Merger", "ResolvedMerge"]
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MODEL_KINDS = (
     common_pb2.ARTIFACT_KIND_BASE_MODEL,
     common_pb2.ARTIFACT_KIND_MERGED_MODEL,
@@ -48,111 +46,6 @@ MODEL_KINDS = (
 PROGRESS_EVENTS = 20
 # A merge's temp directory untouched this long belongs to a merge that died.
 STALE_STAGING_S = 6 * 3600
-
-
-@dataclass(frozen=True)
-class MergeRequest:
-    """A StartMergeJob request in domain terms; `output_dtype` is a dtype name."""
-
-    adapter_id: str
-    output_name: str
-    base_model_id: str = ""
-    output_dtype: str = "same"
-    tags: dict[str, str] = field(default_factory=dict)
-    # "lora" merges adapter_id into its base; any other name is a model merge.
-    method: str = "lora"
-    input_model_ids: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)
-    # Bytes per output safetensors file; 0 takes DEFAULT_MAX_SHARD_SIZE.
-    max_shard_size: int = 0
-    gate: GateSettings = field(default_factory=GateSettings)
-    exports: tuple[QuantizedExport, ...] = ()
-
-    @property
-    def merges_models(self) -> bool:
-        return self.method != "lora"
-
-    @property
-    def shard_size(self) -> int:
-        return self.max_shard_size or DEFAULT_MAX_SHARD_SIZE
-
-    def check(self) -> None:
-        if self.merges_models:
-            if self.adapter_id:
-                raise InvalidArgument(
-                    f"method {self.method!r} merges input_model_ids; adapter_id is "
-                    "only for method 'lora'",
-                    field="adapter_id",
-                )
-        elif not self.adapter_id:
-            raise InvalidArgument(
-                "adapter_id is required: the registry id of the adapter to merge",
-                field="adapter_id",
-            )
-        if not self.output_name:
-            raise InvalidArgument(
-                "output_name is required: the name to register the merged model under",
-                field="output_name",
-            )
-        if not NAME_RE.match(self.output_name):
-            raise InvalidArgument(
-                f"output_name {self.output_name!r} is not a valid name: use 1-128 "
-                "letters, digits, '.', '_' or '-', starting with a letter or digit",
-                field="output_name",
-            )
-        if self.output_dtype not in OUTPUT_DTYPES:
-            raise InvalidArgument(
-                f"output_dtype {self.output_dtype!r} is unknown; use one of "
-                f"{', '.join(OUTPUT_DTYPES)}",
-                field="output_dtype",
-            )
-        if self.max_shard_size < 0:
-            raise InvalidArgument(
-                f"max_shard_size must be a positive number of bytes, got "
-                f"{self.max_shard_size}; 0 takes {DEFAULT_MAX_SHARD_SIZE} (2 GiB)",
-                field="max_shard_size",
-            )
-        self.gate.check()
-        check_exports(list(self.exports))
-
-
-@dataclass(frozen=True)
-class ResolvedMerge:
-    """A checked request with its artifacts resolved and its merge planned."""
-
-    request: MergeRequest
-    adapter: Any  # lorafleet.v1.Artifact
-    base: Any  # lorafleet.v1.Artifact
-    plan: MergePlan
-    # QLoRA: the quantisation of the base the adapter was trained on ("nf4").
-    base_quantization: str = ""
-
-
-@dataclass(frozen=True)
-class MergeOutcome:
-    merged_model_id: str
-    tensors_merged: int
-    tensors_total: int
-    max_abs_delta: float
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-    exports: list[Any] = field(default_factory=list)  # quantized.ExportResult
-    gate: dict[str, Any] = field(default_factory=dict)
-    shards: int = 0
-
-    @classmethod
-    def of(cls, merged_id: str, stats: Any, checked: Checked) -> MergeOutcome:
-        return cls(
-            merged_model_id=merged_id,
-            tensors_merged=stats.tensors_merged,
-            tensors_total=stats.tensors_total,
-            max_abs_delta=stats.max_abs_delta,
-            seconds=stats.seconds,
-            notes=checked.notes,
-            exports=checked.exports,
-            gate=checked.gate,
-            shards=stats.written.shards,
-        )
 
 
 def base_quantization(adapter: Any) -> str:
@@ -194,23 +87,43 @@ def check_lineage(adapter: Any, base: Any) -> None:
 class Merger:
     """The merger's domain: turns MergeRequests into registered merged models."""
 
-    def __init__(self, config: Config, registry: Any) -> None:
+    def __init__(
+        self, config: Config, registry: Any, store: JobStore, *, start: bool = True
+    ) -> None:
         self._config = config
         self._registry = registry
+        # For the jobs' calls: a registry restart must not fail a merge.
+        self._patient_registry = Patient(
+            registry, "registry", Patience(config.dependency_patience_s)
+        )
         for stale in sweep_stale_staging(config.staging_dir, STALE_STAGING_S):
             log.warning("removed %s, left behind by a merge that died", stale)
-        self.engine = JobEngine(
+        self.engine = DurableJobEngine(
             "merge",
             self._run,
+            store,
+            worker_id=config.worker_id_of("merger"),
             workers=config.job_workers,
             queue_size=config.job_queue_size,
             history=config.job_history,
+            retention_s=config.job_retention_s,
+            lease_s=config.lease_of("merger"),
+            codec=MERGE_JOB_CODEC,
+            start=start,
         )
 
-    def start(self, request: MergeRequest) -> Job:
+    def start(
+        self, request: MergeRequest, *, request_id: str = "", digest: str = ""
+    ) -> Job:
+        """Checks the merge, then queues it; a used `request_id` returns its job."""
+        if request_id:
+            existing = self.engine.find(request_id, digest)
+            if existing is not None:
+                return existing
         request.check()
+        ids = {"request_id": request_id, "digest": digest}
         if request.merges_models:
-            return self.engine.submit(resolve_model_merge(request, self._get))
+            return self.engine.submit(resolve_model_merge(request, self._get), **ids)
         adapter = self._get(request.adapter_id)
         if adapter.kind != common_pb2.ARTIFACT_KIND_ADAPTER:
             raise FailedPrecondition(
@@ -238,7 +151,7 @@ class Merger:
         plan = plan_merge(_path(adapter), _path(base))
         check_exports(list(request.exports), _path(base))
         return self.engine.submit(
-            ResolvedMerge(request, adapter, base, plan, quantization)
+            ResolvedMerge(request, adapter, base, plan, quantization), **ids
         )
 
     def _get(self, artifact_id: str) -> Any:
@@ -247,9 +160,22 @@ class Merger:
         ).artifact
 
     def _run(self, ctx: JobContext, job: Any) -> MergeOutcome:
+        done = self._registered_merge(ctx.job.id)
+        if done is not None:
+            # An earlier attempt registered the merged model, then its merger
+            # died before marking the job done: finish with that model.
+            ctx.report(
+                stage="done",
+                progress=1.0,
+                message=f"merged model {done.name}:{done.version} ({done.id}) was "
+                "registered by an earlier attempt",
+            )
+            return MergeOutcome.registered(done)
         if isinstance(job, ResolvedModelMerge):
-            return run_model_merge(ctx, job, self._config, self._registry)
+            return run_model_merge(ctx, job, self._config, self._patient_registry)
         adapter, base, request = job.adapter, job.base, job.request
+        # Planned again from the headers: the stored job keeps no plan.
+        plan = job.plan or plan_merge(_path(adapter), _path(base))
         ctx.report(
             stage="merge",
             progress=0.02,
@@ -273,7 +199,7 @@ class Merger:
             ctx.check_cancelled()
             with staged_directory(final) as tmp:
                 stats = execute_merge(
-                    job.plan,
+                    plan,
                     tmp,
                     output_dtype=request.output_dtype,
                     adapter_digest=adapter.digest,
@@ -310,7 +236,7 @@ class Merger:
                 message="registering merged model",
                 metrics=metrics,
             )
-            response = self._registry.RegisterArtifact(
+            response = self._patient_registry.RegisterArtifact(
                 registry_pb2.RegisterArtifactRequest(
                     kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
                     name=request.output_name,
@@ -343,6 +269,17 @@ class Merger:
             message=f"merged model {merged.name}:{merged.version} ({merged.id})",
         )
         return MergeOutcome.of(merged.id, stats, checked)
+
+    def _registered_merge(self, job_id: str) -> Any | None:
+        """The merged model an earlier attempt of `job_id` registered, if any."""
+        found = self._patient_registry.ListArtifacts(
+            registry_pb2.ListArtifactsRequest(
+                kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+                filter=f'metadata.merge_job_id = "{job_id}"',
+                page_size=1,
+            )
+        ).artifacts
+        return found[0] if found else None
 
     @staticmethod
     def _metadata(ctx: JobContext, job: ResolvedMerge, stats: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,13 @@ from services.merger.model_merge import (
     plan_model_merge,
 )
 from services.merger.quantized import check_exports
+from services.merger.requests import MergeOutcome, ResolvedModelMerge
 
 MODEL_KINDS = (
     common_pb2.ARTIFACT_KIND_BASE_MODEL,
     common_pb2.ARTIFACT_KIND_MERGED_MODEL,
 )
 PROGRESS_EVENTS = 20
-
-
-@dataclass(frozen=True)
-class ResolvedModelMerge:
-    request: Any  # MergeRequest
-    base: Any | None  # lorafleet.v1.Artifact
-    inputs: list[Any]
-    plan: ModelMergePlan
 
 
 def _model(get: Callable[[str], Any], artifact_id: str, field: str) -> Any:
@@ -78,12 +70,28 @@ def resolve_model_merge(request: Any, get: Callable[[str], Any]) -> ResolvedMode
     return ResolvedModelMerge(request, base, inputs, plan)
 
 
+def _plan(job: ResolvedModelMerge) -> ModelMergePlan:
+    """The plan of a stored job (the queue keeps none): headers only."""
+    request = job.request
+    method = methods.get(request.method)
+    params = methods.parse_params(
+        method, dict(request.params), len(request.input_model_ids)
+    )
+    return plan_model_merge(
+        method,
+        params,
+        Path(job.base.local_path) if job.base else None,
+        [Path(a.local_path) for a in job.inputs],
+    )
+
+
 def run_model_merge(
     ctx: JobContext, job: ResolvedModelMerge, config: Config, registry: Any
 ) -> Any:
-    from services.merger.jobs import MergeOutcome, evidence  # jobs imports us
+    from services.merger.jobs import evidence  # jobs imports us
 
     request = job.request
+    plan = job.plan or _plan(job)
     names = ", ".join(f"{a.name}:{a.version}" for a in job.inputs)
     ctx.report(stage="merge", progress=0.02, message=f"{request.method} of {names}")
     final = config.staging_dir / f"merge-{ctx.job.id}"
@@ -107,7 +115,7 @@ def run_model_merge(
     try:
         with staged_directory(final) as tmp:
             stats = execute_model_merge(
-                job.plan,
+                plan,
                 tmp,
                 output_dtype=request.output_dtype,
                 on_tensor=on_tensor,

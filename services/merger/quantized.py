@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, shorten
 
 FORMATS = ("gguf_q8_0", "gguf_q4_0", "bnb_int8", "bnb_nf4")
 EXPORT_DIR = "quantized"
@@ -73,7 +73,7 @@ class QuantizedExport:
     def check(self) -> None:
         if self.format not in FORMATS:
             problem = (
-                f"quantized export format {self.format!r} is unknown"
+                f"quantized export format {shorten(self.format)!r} is unknown"
                 if self.format
                 else "a quantized export needs a format"
             )

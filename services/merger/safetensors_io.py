@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.safetensors_header import read_header
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -75,8 +77,8 @@ def read_layout(model_dir: Path) -> ModelLayout:
     index_path = model_dir / INDEX_NAME
     index = None
     if index_path.is_file():
-        index = json.loads(index_path.read_text())
-        files = sorted(set(index.get("weight_map", {}).values()))
+        index = _read_index(index_path)
+        files = sorted(set(index["weight_map"].values()))
     else:
         files = sorted(p.name for p in model_dir.glob("*.safetensors"))
     if not files:
@@ -92,7 +94,7 @@ def read_layout(model_dir: Path) -> ModelLayout:
                 f"{INDEX_NAME} of {model_dir} lists {name}, which is missing"
             )
         infos = []
-        with safe_open(str(path), framework="pt") as f:
+        with _open(path) as f:
             for key in f.keys():
                 if key in seen:
                     raise FailedPrecondition(
@@ -111,8 +113,41 @@ def read_layout(model_dir: Path) -> ModelLayout:
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Shapes of every tensor in one safetensors file, without reading data."""
-    with safe_open(str(path), framework="pt") as f:
+    with _open(path) as f:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[Any]:
+    """safe_open whose SafetensorError names the file as INVALID_ARGUMENT.
+
+    A truncated or forged file in a stored artifact is bad input to the
+    merge, not a crash of the merger; the message says which file to replace.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            yield f
+    except SafetensorError as exc:
+        raise invalid_file(path, str(exc)) from None
+
+
+def invalid_file(path: Path, problem: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"{path} is not a valid safetensors file ({problem}); register the "
+        "artifact again from an intact copy"
+    )
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        raise InvalidArgument(
+            f"{path} has no weight_map object naming the shard of every tensor"
+        )
+    return index
 
 
 def nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
@@ -224,13 +259,11 @@ class TensorReader:
         self.path = path
         self._fd = os.open(path, os.O_RDONLY)
         try:
-            (length,) = struct.unpack("<Q", os.pread(self._fd, 8, 0))
-            header = json.loads(os.pread(self._fd, length, 8))
-        except (struct.error, ValueError) as exc:
+            header, self._data_start = read_header(path, str(path), field=None)
+        except BaseException:
             os.close(self._fd)
-            raise FailedPrecondition(f"{path} is not a valid safetensors file") from exc
+            raise
         header.pop("__metadata__", None)
-        self._data_start = 8 + length
         self._entries = header
 
     def keys(self) -> list[str]:
@@ -251,7 +284,7 @@ class TensorReader:
         while done < size:
             n = os.preadv(self._fd, [view[done:]], self._data_start + start + done)
             if n <= 0:
-                raise FailedPrecondition(f"{self.path} is truncated inside {name}")
+                raise invalid_file(self.path, f"it is truncated inside {name}")
             done += n
         return buffer.view(dtype).reshape(shape)
 

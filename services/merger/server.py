@@ -5,7 +5,15 @@ from __future__ import annotations
 from lorafleet.v1 import merger_pb2, merger_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
-from services.common.convert import JobRpcs, from_struct, job_status_to_pb, struct
+from services.common.convert import (
+    JobRpcs,
+    from_struct,
+    job_status_to_pb,
+    request_digest,
+    struct,
+)
+from services.common.jobqueue import JobStore, job_tables, make_engine
+from services.common.jobqueue.migrations import upgrade_database
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.merger.gate import GateSettings
@@ -15,6 +23,9 @@ from services.merger.quantized import (
     ExportResult,
     QuantizedExport,
 )
+
+# The merger's job tables: merger_jobs, merger_job_events.
+QUEUE = "merger"
 
 _DTYPES = {
     merger_pb2.OUTPUT_DTYPE_UNSPECIFIED: "same",
@@ -137,7 +148,10 @@ def job_to_pb(job: Job) -> merger_pb2.MergeJob:
         request=request_to_pb(
             resolved.request, resolved.base.id if resolved.base else ""
         ),
+        attempt=job.attempt,
+        worker_id=job.worker_id,
     )
+    pb.request.request_id = job.request_id
     if job.result is not None:
         pb.result.CopyFrom(result_to_pb(job.result))
     return pb
@@ -149,7 +163,11 @@ class MergerServicer(merger_pb2_grpc.MergerServiceServicer):
         self._jobs = JobRpcs(merger.engine, merger_pb2, "MergeJob", job_to_pb)
 
     def StartMergeJob(self, request, context):
-        job = self._merger.start(request_from_pb(request))
+        job = self._merger.start(
+            request_from_pb(request),
+            request_id=request.request_id,
+            digest=request_digest(request),
+        )
         return merger_pb2.StartMergeJobResponse(job=job_to_pb(job))
 
     def GetMergeJob(self, request, context):
@@ -167,8 +185,11 @@ class MergerServicer(merger_pb2_grpc.MergerServiceServicer):
 
 def create(config: Config, port: int | None = None) -> RunningServer:
     """Starts the merger; it reaches the registry at config.registry_address."""
+    dsn = config.job_dsn(QUEUE)
+    upgrade_database(dsn, QUEUE)
+    db = make_engine(dsn)
     registry = ServiceClient("registry", config)
-    merger = Merger(config, registry)
+    merger = Merger(config, registry, JobStore(db, job_tables(QUEUE)))
 
     def register(server):
         merger_pb2_grpc.add_MergerServiceServicer_to_server(
@@ -178,6 +199,10 @@ def create(config: Config, port: int | None = None) -> RunningServer:
 
     running = create_server("merger", config, register, port)
     running.on_stop.extend(
-        [lambda: merger.engine.shutdown(config.grace_period_s), registry.close]
+        [
+            lambda: merger.engine.shutdown(config.grace_period_s),
+            registry.close,
+            db.dispose,
+        ]
     )
     return running

@@ -17,12 +17,14 @@ from services.common.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
+    shorten,
 )
 from services.common.paths import confine
 from services.registry.content import inspect_content, json_type, task_of_keys
-from services.registry.domain import Artifact, ArtifactKind, ParentRef
-from services.registry.repository import Registry, load_artifacts, resolve_ref
-from services.registry.store import FileEntry, Manifest, check_sha256
+from services.registry.domain import Artifact, ArtifactKind, ParentRef, check_version
+from services.registry.manifests import FileEntry, Manifest, check_sha256
+from services.registry.queries import load_artifacts, resolve_ref
+from services.registry.repository import Registry
 
 APPENDED_FROM = "appended_from"
 
@@ -85,11 +87,7 @@ class DatasetAppends:
     ) -> AppendResult:
         source = self._source(source_path, blob_sha256, rows)
         store = self.registry.store
-        if version < 0:
-            raise InvalidArgument(
-                f"version must be positive (or 0 for the next), got {version}",
-                field="version",
-            )
+        check_version(version)
         previous = self.registry.db.read(
             lambda s: load_artifacts(
                 s, [resolve_ref(s, dataset_ref, field="dataset_id")], store
@@ -161,16 +159,18 @@ class DatasetAppends:
             path = confine(source_path, self.registry.roots, field="source_path")
             if not path.is_file():
                 raise InvalidArgument(
-                    f"source_path {source_path!r} is not a file; give one JSONL "
-                    "file of rows to append",
+                    f"source_path {shorten(source_path)!r} is not a file; give one "
+                    "JSONL file of rows to append",
                     field="source_path",
                 )
             return _NewRows(
-                "source_path", f"source_path {source_path!r}", lambda: open(path, "rb")
+                "source_path",
+                f"source_path {shorten(source_path)!r}",
+                lambda: open(path, "rb"),
             )
         if blob_sha256:
             check_sha256(blob_sha256, field="blob_sha256")
-            if self.registry.store.blob_size(blob_sha256) is None:
+            if self.registry.store.intact_blob_size(blob_sha256) is None:
                 raise FailedPrecondition(
                     f"no blob with sha256 {blob_sha256} is stored; upload it with "
                     "UploadBlob first",

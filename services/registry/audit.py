@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from services.common.errors import InvalidArgument
 from services.registry.db import AuditEventRow, Database, as_utc
 from services.registry.domain import AuditEvent
-from services.registry.repository import list_scope, page_query
+from services.registry.queries import list_scope, page_query
 
 
 class AuditLog:

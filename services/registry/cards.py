@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.registry.db import ArtifactRow, LineageEdgeRow, ValidationReportRow
-from services.registry.repository import Registry, resolve_ref
+from services.registry.queries import resolve_ref
+from services.registry.repository import Registry
 
 _TRAINING_KEYS = (
     "train_job_id",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from services.common.errors import InvalidArgument
+from services.common.safetensors_header import check_safetensors_file
 from services.registry.domain import ArtifactKind
 
 # Formats that execute code when loaded (torch.load / pickle): never admitted,
@@ -27,6 +29,9 @@ def inspect_content(kind: ArtifactKind, files: Files) -> dict[str, Any]:
     if kind is ArtifactKind.DATASET:
         return _dataset(files)
     _refuse_pickles(files)
+    for rel, real in files:
+        if rel.lower().endswith(".safetensors"):
+            check_safetensors_file(real, rel)  # header only, whatever the size
     present = {rel: real for rel, real in files}
     if kind is ArtifactKind.ADAPTER:
         for required in ("adapter_config.json", "adapter_model.safetensors"):
@@ -34,6 +39,7 @@ def inspect_content(kind: ArtifactKind, files: Files) -> dict[str, Any]:
         cfg = _json_object(present["adapter_config.json"], "adapter_config.json")
         return _pick(
             cfg,
+            "adapter_config.json",
             {
                 "r": "rank",
                 "lora_alpha": "alpha",
@@ -50,7 +56,11 @@ def inspect_content(kind: ArtifactKind, files: Files) -> dict[str, Any]:
             field="source_path",
         )
     cfg = _json_object(present["config.json"], "config.json")
-    facts = _pick(cfg, {"model_type": "model_type", "architectures": "architectures"})
+    facts = _pick(
+        cfg,
+        "config.json",
+        {"model_type": "model_type", "architectures": "architectures"},
+    )
     if "model_type" in facts:  # the proto's word for it, beside Hugging Face's
         facts["architecture"] = facts["model_type"]
     return facts
@@ -166,10 +176,36 @@ def _json_object(path: Path, rel: str) -> dict[str, Any]:
     return data
 
 
-def _pick(source: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
-    return {
-        dst: source[src] for src, dst in keys.items() if source.get(src) is not None
-    }
+def _pick(source: dict[str, Any], rel: str, keys: dict[str, str]) -> dict[str, Any]:
+    """The `keys` of a file's JSON object that are set, renamed as metadata.
+
+    Python's json reads NaN and Infinity, which strict JSON (the database's
+    JSON functions, protobuf Struct, every other client) cannot represent; a
+    version holding them could not be listed, filtered or merged afterwards,
+    so they are refused here as they are in request metadata.
+    """
+    picked = {}
+    for src, dst in keys.items():
+        if source.get(src) is not None:
+            _require_finite(source[src], rel, src)
+            picked[dst] = source[src]
+    return picked
+
+
+def _require_finite(value: Any, rel: str, key: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument(
+            f"{rel}: {key} is {json.dumps(value)}, which is not a finite number "
+            "(JSON has no NaN or Infinity); fix the value in the file and register "
+            "again",
+            field="source_path",
+        )
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _require_finite(item, rel, f"{key}[{i}]")
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            _require_finite(item, rel, f"{key}.{k}")
 
 
 def _sample(present: dict[str, Path], limit: int = 8) -> str:

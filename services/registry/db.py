@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
-import random
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -24,35 +20,22 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
-    text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from services.common.database import (  # noqa: F401 (re-exported)
+    NAMING_CONVENTION,
     READ_ONLY,
+    Transactions,
     as_utc,
+    lock_key,
     make_engine,
     normalize_dsn,
     utcnow,
 )
-from services.common.errors import Unavailable
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-# Deterministic constraint names, so migrations can drop and alter them by name
-# on every backend (SQLite batch mode needs them).
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-# Execution option asking for a read-only (deferred) SQLite transaction.
 
 ID = String(32)  # uuid4 hex
 NAME = String(128)
@@ -276,85 +259,19 @@ class DeploymentEventRow(Base):
     trace_id: Mapped[str] = mapped_column(String(32))
 
 
-def lock_key(session: Session, scope: str, key: str) -> None:
-    """Serialises transactions touching one key until commit (PostgreSQL only).
+class Database(Transactions):
+    """The registry's units of work (see Transactions for the retry policy).
 
-    SQLite needs nothing: BEGIN IMMEDIATE already serialises its writers. The
-    unique constraints stay the real guarantee; the lock only spares retries.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    digest = hashlib.sha256(f"{scope}\0{key}".encode()).digest()
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(:key)"),
-        {"key": int.from_bytes(digest[:8], "big", signed=True)},
-    )
-
-
-# PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock.
-_RETRY_SQLSTATES = {"40001", "40P01"}
-
-
-def _retryable(exc: DBAPIError) -> bool:
-    if isinstance(exc, IntegrityError):
-        return True  # lost an insert race; the retry re-reads and decides again
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    return sqlstate in _RETRY_SQLSTATES or "database is locked" in str(exc.orig)
-
-
-class Database:
-    """Runs units of work, each in its own session and transaction.
-
-    Functions passed to `write` must decide from what they read inside the
-    transaction, because they are re-run from scratch when they lose a race
-    (unique-key conflict, deadlock, serialization failure, SQLite busy).
+    Unique-key conflicts are retried (concurrent registrations of one name
+    race on the version number); reads see one snapshot on PostgreSQL, so an
+    artifact and its aliases agree.
     """
 
     def __init__(self, engine: Engine, *, attempts: int = 12) -> None:
-        self.engine = engine
-        self.attempts = attempts
-        self._writer = sessionmaker(engine, expire_on_commit=False)
-        options: dict[str, Any] = {READ_ONLY: True}
-        if engine.dialect.name == "postgresql":
-            # One snapshot per read, so an artifact and its aliases agree.
-            options["isolation_level"] = "REPEATABLE READ"
-        self._reader = sessionmaker(
-            engine.execution_options(**options), expire_on_commit=False
+        super().__init__(
+            engine,
+            what="the registry database",
+            attempts=attempts,
+            retry_integrity=True,
+            snapshot_reads=True,
         )
-
-    def read(self, work: Callable[[Session], T]) -> T:
-        for attempt in (1, 2):
-            try:
-                with self._reader() as session, session.begin():
-                    return work(session)
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-                log.info("registry database connection was lost; reconnecting")
-        raise AssertionError("unreachable")
-
-    def write(self, work: Callable[[Session], T]) -> T:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                with self._writer() as session, session.begin():
-                    return work(session)
-            except (IntegrityError, OperationalError) as exc:
-                if exc.connection_invalidated and attempt == 1:
-                    log.info("registry database connection was lost; reconnecting")
-                    continue  # nothing was committed on a dead connection
-                if not _retryable(exc) or attempt == self.attempts:
-                    if isinstance(exc, OperationalError) and _retryable(exc):
-                        raise Unavailable(
-                            "the registry database stayed busy; retry shortly"
-                        ) from exc
-                    raise
-                log.debug(
-                    "write attempt %d lost a race (%s); retrying",
-                    attempt,
-                    type(exc.orig).__name__,
-                )
-                time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
-        raise AssertionError("unreachable")
-
-    def dispose(self) -> None:
-        self.engine.dispose()

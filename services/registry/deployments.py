@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.common.errors import Aborted, FailedPrecondition, NotFound
+from services.common.errors import Aborted, FailedPrecondition, NotFound, shorten
 from services.registry.db import (
     Database,
     DeploymentEventRow,
@@ -20,7 +20,7 @@ from services.registry.domain import (
     Deployment,
     check_name,
 )
-from services.registry.repository import list_scope, page_query, resolve_ref
+from services.registry.queries import list_scope, page_query, resolve_ref
 
 
 def _to_domain(row: DeploymentRow) -> Deployment:
@@ -66,8 +66,8 @@ class Deployments:
             model = resolve_ref(session, model_id, field="model_id")
             if ArtifactKind(model.kind) not in MODEL_KINDS:
                 raise FailedPrecondition(
-                    f"model_id {model_id!r} is {model.name}:{model.version}, a "
-                    f"{model.kind}; a deployment serves a BASE_MODEL or MERGED_MODEL "
+                    f"model_id {shorten(model_id)!r} is {model.name}:{model.version}, "
+                    f"a {model.kind}; a deployment serves a BASE_MODEL or MERGED_MODEL "
                     "(put an adapter in adapter_id)",
                     field="model_id",
                 )
@@ -76,7 +76,7 @@ class Deployments:
                 adapter = resolve_ref(session, adapter_id, field="adapter_id")
                 if adapter.kind != ArtifactKind.ADAPTER.value:
                     raise FailedPrecondition(
-                        f"adapter_id {adapter_id!r} is {adapter.name}:"
+                        f"adapter_id {shorten(adapter_id)!r} is {adapter.name}:"
                         f"{adapter.version}, a {adapter.kind}, not an ADAPTER",
                         field="adapter_id",
                     )
@@ -154,7 +154,9 @@ class Deployments:
         def work(session: Session) -> Deployment:
             row = session.get(DeploymentRow, name) if name else None
             if row is None:
-                raise NotFound(f"no deployment is named {name!r}", field="name")
+                raise NotFound(
+                    f"no deployment is named {shorten(name)!r}", field="name"
+                )
             return _to_domain(row)
 
         return self.db.read(work)

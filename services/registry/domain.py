@@ -9,12 +9,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import InvalidArgument
-from services.registry.store import FileEntry
+from services.common.errors import InvalidArgument, shorten
+from services.registry.manifests import FileEntry
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 RELATION_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+# artifacts.version is a 32-bit INTEGER column on PostgreSQL (64-bit on SQLite):
+# a larger number cannot even be compared with it there.
+MAX_VERSION = 2**31 - 1
 
 
 class ArtifactKind(str, enum.Enum):
@@ -35,8 +38,8 @@ def check_name(name: str, *, field: str = "name", what: str = "name") -> str:
         raise InvalidArgument(f"{field} is required", field=field)
     if not NAME_RE.match(name):
         raise InvalidArgument(
-            f"{field} {name!r} is not a valid {what}: use 1-128 letters, digits, "
-            "'.', '_' or '-', starting with a letter or digit",
+            f"{field} {shorten(name)!r} is not a valid {what}: use 1-128 letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit",
             field=field,
         )
     return name
@@ -45,8 +48,8 @@ def check_name(name: str, *, field: str = "name", what: str = "name") -> str:
 def check_alias(alias: str) -> str:
     if not ALIAS_RE.match(alias or ""):
         raise InvalidArgument(
-            f"alias {alias!r} is not a lower-case identifier: use 1-63 of a-z, 0-9, "
-            "'_' or '-', starting with a letter (e.g. 'production')",
+            f"alias {shorten(alias)!r} is not a lower-case identifier: use 1-63 of "
+            "a-z, 0-9, '_' or '-', starting with a letter (e.g. 'production')",
             field="alias",
         )
     return alias
@@ -55,11 +58,34 @@ def check_alias(alias: str) -> str:
 def check_relation(relation: str) -> str:
     if not RELATION_RE.match(relation):
         raise InvalidArgument(
-            f"parents[].relation {relation!r} is not a lower-case identifier such as "
-            "'base_model', 'dataset' or 'adapter'",
+            f"parents[].relation {shorten(relation)!r} is not a lower-case "
+            "identifier such as 'base_model', 'dataset' or 'adapter'",
             field="parents",
         )
     return relation
+
+
+def check_version(version: int) -> int:
+    """An explicit version to create: 1..MAX_VERSION, or 0 for the next one."""
+    if not 0 <= version <= MAX_VERSION:
+        raise InvalidArgument(
+            f"version must be between 1 and {MAX_VERSION} (or 0 for the next), "
+            f"got {version}",
+            field="version",
+        )
+    return version
+
+
+def version_number(text: str) -> int | None:
+    """The version a "name:<version>" suffix names, None if it names none.
+
+    Only plain digits up to MAX_VERSION count; the length check comes first
+    because int() refuses strings over 4300 digits with a ValueError.
+    """
+    if not text.isdigit() or len(text) > len(str(MAX_VERSION)):
+        return None
+    number = int(text)
+    return number if number <= MAX_VERSION else None
 
 
 def check_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -67,7 +93,7 @@ def check_metrics(metrics: dict[str, float]) -> dict[str, float]:
     for key, value in metrics.items():
         if not math.isfinite(value):
             raise InvalidArgument(
-                f"metrics[{key!r}] is {value}; metrics must be finite numbers",
+                f"metrics[{shorten(key)!r}] is {value}; metrics must be finite numbers",
                 field="metrics",
             )
     return {k: float(v) for k, v in metrics.items()}

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.common.convert import json_safe
-from services.common.errors import NotFound
+from services.common.errors import NotFound, shorten
 from services.registry.db import (
     Database,
     ValidationReportRow,
@@ -17,7 +17,7 @@ from services.registry.db import (
     utcnow,
 )
 from services.registry.domain import ValidationReport
-from services.registry.repository import list_scope, new_id, page_query, resolve_ref
+from services.registry.queries import list_scope, new_id, page_query, resolve_ref
 
 
 def _to_domain(row: ValidationReportRow) -> ValidationReport:
@@ -97,7 +97,9 @@ class ValidationReports:
         def work(session: Session) -> ValidationReport:
             row = session.get(ValidationReportRow, report_id) if report_id else None
             if row is None:
-                raise NotFound(f"no validation report has id {report_id!r}", field="id")
+                raise NotFound(
+                    f"no validation report has id {shorten(report_id)!r}", field="id"
+                )
             return _to_domain(row)
 
         return self.db.read(work)

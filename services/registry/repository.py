@@ -1,175 +1,66 @@
-"""Artifact registration, lookup, lineage and aliases: the registry's domain logic."""
+"""Artifact registration, lookup, lineage and archiving: the registry's core.
+
+Aliases live in `aliases`, shared row lookups in `queries`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
-import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.common.convert import json_safe
 from services.common.errors import (
-    Aborted,
     AlreadyExists,
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
+    shorten,
 )
-from services.common.paging import decode_token, encode_token, page_size
 from services.common.paths import confine
+from services.registry.aliases import Aliases
 from services.registry.content import inspect_content
 from services.registry.db import (
-    AliasEventRow,
-    AliasRow,
     ArtifactFileRow,
     ArtifactRow,
     Database,
     LineageEdgeRow,
-    as_utc,
     audit,
     lock_key,
     utcnow,
 )
 from services.registry.domain import (
-    AliasEvent,
-    AliasMove,
     Artifact,
     ArtifactKind,
     Edge,
     Lineage,
     ParentRef,
     Registration,
-    check_alias,
     check_metrics,
     check_name,
     check_relation,
+    check_version,
 )
-from services.registry.search import parse_filter, parse_order_by
-from services.registry.store import (
+from services.registry.manifests import (
     MAX_PATH_CHARS,
-    ArtifactStore,
     FileEntry,
     Manifest,
     check_sha256,
     list_source,
 )
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-def resolve_ref(session: Session, ref: str, *, field: str = "id") -> ArtifactRow:
-    """Finds the row an id, "name:version", "name@alias" or bare name points at.
-
-    A bare name means its latest version; ids are tried before names.
-    """
-    if not ref:
-        raise InvalidArgument(f"{field} is required", field=field)
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        row = session.scalar(
-            select(ArtifactRow)
-            .join(AliasRow, AliasRow.artifact_id == ArtifactRow.id)
-            .where(AliasRow.name == name, AliasRow.alias == alias)
-        )
-        if row is None:
-            raise NotFound(
-                f"{field} {ref!r}: artifact name {name!r} has no alias {alias!r}",
-                field=field,
-            )
-        return row
-    if ":" in ref:
-        name, raw_version = ref.rsplit(":", 1)
-        if not raw_version.isdigit():
-            raise InvalidArgument(
-                f"{field} {ref!r}: the version after ':' must be a "
-                "positive integer, e.g. 'my-model:3'",
-                field=field,
-            )
-        row = session.scalar(
-            select(ArtifactRow).where(
-                ArtifactRow.name == name, ArtifactRow.version == int(raw_version)
-            )
-        )
-        if row is None:
-            raise NotFound(
-                f"{field} {ref!r}: artifact {name!r} has no version {raw_version}",
-                field=field,
-            )
-        return row
-    row = session.get(ArtifactRow, ref) or session.scalar(
-        select(ArtifactRow)
-        .where(ArtifactRow.name == ref)
-        .order_by(ArtifactRow.version.desc())
-        .limit(1)
-    )
-    if row is None:
-        raise NotFound(f"{field} {ref!r} matches no artifact id or name", field=field)
-    return row
-
-
-def load_artifacts(
-    session: Session, rows: Sequence[ArtifactRow], store: ArtifactStore
-) -> list[Artifact]:
-    """Domain objects for rows, with files and aliases fetched in two queries."""
-    ids = [r.id for r in rows]
-    files: dict[str, list[FileEntry]] = {i: [] for i in ids}
-    aliases: dict[str, list[str]] = {i: [] for i in ids}
-    if ids:
-        # Files and aliases in one round trip.
-        files_q = select(
-            literal("f").label("what"),
-            ArtifactFileRow.artifact_id,
-            ArtifactFileRow.path,
-            ArtifactFileRow.sha256,
-            ArtifactFileRow.size_bytes,
-        ).where(ArtifactFileRow.artifact_id.in_(ids))
-        aliases_q = select(
-            literal("a").label("what"),
-            AliasRow.artifact_id,
-            AliasRow.alias,
-            literal(""),
-            literal(0),
-        ).where(AliasRow.artifact_id.in_(ids))
-        for what, aid, text, sha, size in session.execute(
-            union_all(files_q, aliases_q)
-        ):
-            if what == "f":
-                files[aid].append(FileEntry(text, sha, size))
-            else:
-                aliases[aid].append(text)
-        for lst in files.values():
-            lst.sort(key=lambda f: f.path)
-        for names in aliases.values():
-            names.sort()
-    return [
-        Artifact(
-            id=r.id,
-            kind=ArtifactKind(r.kind),
-            name=r.name,
-            version=r.version,
-            digest=r.digest,
-            local_path=store.location(r.digest),
-            files=files[r.id],
-            size_bytes=r.size_bytes,
-            metadata=dict(r.meta or {}),
-            metrics=dict(r.metrics or {}),
-            tags=dict(r.tags or {}),
-            create_time=as_utc(r.create_time),
-            aliases=aliases[r.id],
-            archived=bool(r.archived),
-        )
-        for r in rows
-    ]
+from services.registry.queries import (
+    list_scope,
+    load_artifacts,
+    new_id,
+    page_query,
+    resolve_ref,
+)
+from services.registry.search import parse_filter, parse_order_by
+from services.registry.store import ArtifactStore
+from services.registry.training_runs import record_training_run, runs_for_adapters
 
 
 class Registry:
@@ -186,7 +77,7 @@ class Registry:
         self.db = db
         self.store = store
         self.roots = [Path(r) for r in readable_roots]
-        self.aliases = AliasCache(alias_cache_ttl_s)
+        self.aliases = Aliases(db, store, cache_ttl_s=alias_cache_ttl_s)
 
     def _load(self, session: Session, row: ArtifactRow) -> Artifact:
         return load_artifacts(session, [row], self.store)[0]
@@ -227,11 +118,7 @@ class Registry:
             if p.relation:
                 check_relation(p.relation)
         metrics = check_metrics(dict(metrics or {}))
-        if version < 0:
-            raise InvalidArgument(
-                f"version must be positive (or 0 for the next), got {version}",
-                field="version",
-            )
+        check_version(version)
         if source_path and files:
             raise InvalidArgument(
                 "give either source_path or files, not both", field="files"
@@ -247,7 +134,7 @@ class Registry:
             source = confine(source_path, self.roots, field="source_path")
             pairs = list_source(source, self.roots)
             manifest = None
-            where = f"files under {source_path!r}"
+            where = f"files under {shorten(source_path)!r}"
         derived = inspect_content(kind, pairs)
         self.db.read(
             lambda s: [resolve_ref(s, p.artifact_id, field="parents") for p in parents]
@@ -334,23 +221,25 @@ class Registry:
                 or "\\" in f.path
             ):
                 raise InvalidArgument(
-                    f"files[].path {f.path[:80]!r} must be a relative '/'-separated "
-                    "path without '.', '..' or empty parts",
+                    f"files[].path {shorten(f.path)!r} must be a relative "
+                    "'/'-separated path without '.', '..' or empty parts",
                     field="files",
                 )
             if f.path in seen:
                 raise InvalidArgument(
-                    f"files[].path {f.path!r} is listed twice", field="files"
+                    f"files[].path {shorten(f.path)!r} is listed twice", field="files"
                 )
             seen.add(f.path)
             check_sha256(f.sha256, field="files[].sha256")
-            stored = self.store.blob_size(f.sha256)
+            # Size only when it matches (cheap); hashed when it does not, so a
+            # blob truncated on disk counts as missing, not as the caller's error.
+            stored = self.store.intact_blob_size(f.sha256, f.size_bytes)
             if stored is None:
                 missing.append(f"{f.path} ({f.sha256})")
             elif stored != f.size_bytes:
                 raise InvalidArgument(
-                    f"files[] {f.path!r}: blob {f.sha256} holds {stored} bytes, not "
-                    f"size_bytes {f.size_bytes}",
+                    f"files[] {shorten(f.path)!r}: blob {f.sha256} holds {stored} "
+                    f"bytes, not size_bytes {f.size_bytes}",
                     field="files",
                 )
             pairs.append((f.path, self.store.blob_file(f.sha256)))
@@ -457,9 +346,6 @@ class Registry:
             for pid, rel in edges
         )
         if kind == ArtifactKind.ADAPTER:
-            # training_runs builds on this module's helpers, hence the late import
-            from services.registry.training_runs import record_training_run
-
             record_training_run(session, row, meta)
         audit(
             session,
@@ -484,7 +370,7 @@ class Registry:
     def get_artifact(self, ref: str, *, verify: bool = False) -> Artifact:
         if "@" in ref and not verify:
             name, alias = ref.split("@", 1)
-            return self._resolve_cached(name, alias, field="id")
+            return self.aliases.resolve_cached(name, alias, field="id")
         artifact = self.db.read(lambda s: self._load(s, resolve_ref(s, ref)))
         if verify:
             self.store.verify(Manifest(tuple(artifact.files), artifact.digest))
@@ -566,223 +452,11 @@ class Registry:
                     select(ArtifactRow).where(ArtifactRow.id.in_(order))
                 )
             }
-            from services.registry.training_runs import runs_for_adapters
-
             return Lineage(
                 load_artifacts(session, [rows[i] for i in order], self.store),
                 edges,
                 runs_for_adapters(session, order),
             )
-
-        return self.db.read(work)
-
-    # -- aliases ----------------------------------------------------------
-
-    def set_alias(
-        self,
-        ref: str,
-        alias: str,
-        *,
-        expected_artifact_id: str | None = None,
-        reason: str = "",
-        trace_id: str = "",
-        actor: str = "",
-        allow_archived: bool = False,
-    ) -> AliasMove:
-        """Points `alias` of the artifact's name at it, compare-and-set style."""
-        check_alias(alias)
-
-        def work(session: Session) -> AliasMove:
-            target = resolve_ref(session, ref, field="artifact_id")
-            return self._move_alias(
-                session,
-                target,
-                alias,
-                expected_artifact_id=expected_artifact_id,
-                reason=reason,
-                trace_id=trace_id,
-                actor=actor,
-                allow_archived=allow_archived,
-                action="alias.set",
-            )
-
-        try:
-            return self.db.write(work)
-        finally:
-            self.aliases.invalidate()
-
-    def _move_alias(
-        self,
-        session: Session,
-        target: ArtifactRow,
-        alias: str,
-        *,
-        expected_artifact_id: str | None,
-        reason: str,
-        trace_id: str,
-        actor: str,
-        allow_archived: bool,
-        action: str,
-    ) -> AliasMove:
-        current = session.scalar(
-            select(AliasRow)
-            .where(AliasRow.name == target.name, AliasRow.alias == alias)
-            .with_for_update()
-        )
-        previous = current.artifact_id if current else ""
-        if expected_artifact_id is not None and expected_artifact_id != previous:
-            where = f"points at {previous}" if previous else "does not exist"
-            raise Aborted(
-                f"alias {target.name}@{alias} {where}, not "
-                f"{expected_artifact_id or 'nothing'} as expected; re-read it "
-                "and retry",
-                field="expected_artifact_id",
-            )
-        if previous != target.id:
-            if target.archived and not allow_archived:
-                raise FailedPrecondition(
-                    f"{target.name}:{target.version} is archived; set "
-                    "allow_archived to point an alias at it anyway",
-                    field="allow_archived",
-                )
-            now = utcnow()
-            if current is None:
-                session.add(
-                    AliasRow(
-                        name=target.name,
-                        alias=alias,
-                        artifact_id=target.id,
-                        update_time=now,
-                    )
-                )
-            else:
-                current.artifact_id, current.update_time = target.id, now
-            session.add(
-                AliasEventRow(
-                    name=target.name,
-                    alias=alias,
-                    from_id=previous or None,
-                    to_id=target.id,
-                    reason=reason,
-                    time=now,
-                    trace_id=trace_id,
-                    actor=actor[:256],
-                )
-            )
-            audit(
-                session,
-                principal=actor,
-                action=action,
-                target=f"{target.name}@{alias}",
-                before={"artifact_id": previous} if previous else None,
-                after={"artifact_id": target.id, "reason": reason},
-                trace_id=trace_id,
-            )
-            session.flush()
-        return AliasMove(self._load(session, target), previous)
-
-    def rollback_alias(
-        self,
-        name: str,
-        alias: str,
-        *,
-        to_artifact_id: str = "",
-        expected_artifact_id: str | None = None,
-        reason: str = "",
-        trace_id: str = "",
-        actor: str = "",
-    ) -> AliasMove:
-        """Moves the alias back to where it pointed before its latest move."""
-        check_name(name)
-        check_alias(alias)
-
-        def work(session: Session) -> AliasMove:
-            if to_artifact_id:
-                target = resolve_ref(session, to_artifact_id, field="to_artifact_id")
-                if target.name != name:
-                    raise InvalidArgument(
-                        f"to_artifact_id {to_artifact_id!r} is a version of "
-                        f"{target.name!r}, not {name!r}",
-                        field="to_artifact_id",
-                    )
-            else:
-                current = session.scalar(
-                    select(AliasRow).where(
-                        AliasRow.name == name, AliasRow.alias == alias
-                    )
-                )
-                if current is None:
-                    raise NotFound(
-                        f"artifact name {name!r} has no alias {alias!r}", field="alias"
-                    )
-                last = session.scalar(
-                    select(AliasEventRow)
-                    .where(
-                        AliasEventRow.name == name,
-                        AliasEventRow.alias == alias,
-                        AliasEventRow.to_id == current.artifact_id,
-                    )
-                    .order_by(AliasEventRow.id.desc())
-                    .limit(1)
-                )
-                if last is None or not last.from_id:
-                    raise NotFound(
-                        f"{name}@{alias} has no earlier version to roll back to",
-                        field="alias",
-                    )
-                target = session.get(ArtifactRow, last.from_id)
-                if target is None:
-                    raise NotFound(
-                        f"{name}@{alias} previously pointed at {last.from_id}, "
-                        "which no longer exists",
-                        field="alias",
-                    )
-            return self._move_alias(
-                session,
-                target,
-                alias,
-                expected_artifact_id=expected_artifact_id,
-                reason=reason,
-                trace_id=trace_id,
-                actor=actor,
-                allow_archived=True,  # going back is always allowed
-                action="alias.rollback",
-            )
-
-        try:
-            return self.db.write(work)
-        finally:
-            self.aliases.invalidate()
-
-    def alias_history(
-        self, name: str, alias: str, *, size: int = 0, token: str = ""
-    ) -> tuple[list[AliasEvent], str]:
-        check_name(name)
-        check_alias(alias)
-
-        def work(session: Session) -> tuple[list[AliasEvent], str]:
-            rows, nxt = page_query(
-                session,
-                select(AliasEventRow)
-                .where(AliasEventRow.name == name, AliasEventRow.alias == alias)
-                .order_by(AliasEventRow.id.desc()),
-                size,
-                token,
-                list_scope("alias-history", name, alias),
-            )
-            return [
-                AliasEvent(
-                    name=r.name,
-                    alias=r.alias,
-                    from_id=r.from_id or "",
-                    to_id=r.to_id,
-                    actor=r.actor,
-                    reason=r.reason,
-                    time=as_utc(r.time),
-                    trace_id=r.trace_id,
-                )
-                for r in rows
-            ], nxt
 
         return self.db.read(work)
 
@@ -815,72 +489,3 @@ class Registry:
             return self.db.write(work)
         finally:
             self.aliases.invalidate()
-
-    def resolve_alias(self, name: str, alias: str) -> Artifact:
-        check_name(name)
-        check_alias(alias)
-        return self._resolve_cached(name, alias, field="alias")
-
-    def _resolve_cached(self, name: str, alias: str, *, field: str) -> Artifact:
-        key = (name, alias)
-        hit = self.aliases.get(key)
-        if hit is not None:
-            return hit
-        generation = self.aliases.generation
-        artifact = self.db.read(
-            lambda s: self._load(s, resolve_ref(s, f"{name}@{alias}", field=field))
-        )
-        self.aliases.put(key, artifact, generation)
-        return artifact
-
-
-class AliasCache:
-    """Alias resolutions for `ttl_s`, dropped whenever this process moves one.
-
-    Other registry processes sharing the database are seen within `ttl_s`. A
-    read that raced a local move is not cached (generation check), so a move
-    made here is visible here at once. ttl_s <= 0 disables the cache.
-    """
-
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self.generation = 0
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[float, Artifact]] = {}
-
-    def get(self, key: tuple[str, str]) -> Artifact | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, key: tuple[str, str], artifact: Artifact, generation: int) -> None:
-        if self.ttl_s <= 0:
-            return
-        with self._lock:
-            if generation == self.generation:
-                if len(self._entries) > 100_000:
-                    self._entries.clear()
-                self._entries[key] = (time.monotonic() + self.ttl_s, artifact)
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.clear()
-
-
-def list_scope(*parts: Any) -> str:
-    """Binds page tokens to one listing and filter set."""
-    raw = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def page_query(
-    session: Session, query: Any, size: int, token: str, scope: str
-) -> tuple[list[Any], str]:
-    """OFFSET/LIMIT paging of an ordered query, one extra row to detect more."""
-    size = page_size(size)
-    start = decode_token(token, scope)
-    rows = list(session.scalars(query.offset(start).limit(size + 1)))
-    nxt = encode_token(start + size, scope) if len(rows) > size else ""
-    return rows[:size], nxt

@@ -15,15 +15,16 @@ JSON accessors), so paging and sorting stay correct on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, shorten
 from services.registry.db import ArtifactRow, LineageEdgeRow
-from services.registry.domain import ArtifactKind
+from services.registry.domain import MAX_VERSION, ArtifactKind, version_number
 
 _TOKEN = re.compile(
     r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op><=|>=|!=|=|<|>)|(?P<word>[^\s<>=!"]+))'
@@ -80,11 +81,11 @@ def parse_filter(
             clauses[-1].append((kind, value))
     conditions = []
     for clause in clauses:
-        shown = " ".join(v for _, v in clause) or "(empty)"
+        shown = shorten(" ".join(v for _, v in clause) or "(empty)")
         if len(clause) >= 2 and clause[1][0] != "op":
             raise _bad(
-                f"filter clause {shown!r}: {clause[1][1]!r} is not an operator; "
-                "use one of = != < <= > >="
+                f"filter clause {shown!r}: {shorten(clause[1][1])!r} is not an "
+                "operator; use one of = != < <= > >="
             )
         if len(clause) != 3 or clause[0][0] != "word":
             raise _bad(
@@ -97,15 +98,52 @@ def parse_filter(
 
 
 def _number(field: str, value: str) -> float:
+    number = _finite(value)
+    if number is None:
+        raise _bad(
+            f"filter: {shorten(field)} needs a finite number, got {shorten(value)!r}"
+        )
+    return number
+
+
+def _finite(value: str) -> float | None:
+    """The value as a finite float; None for words, NaN and overflowing numbers.
+
+    Neither database compares NaN usefully, and "1e999" would become infinity.
+    """
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise _bad(f"filter: {field} needs a number, got {value!r}") from None
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _version(field: str, value: str) -> int:
+    """A version to compare with: an integer the version column can hold.
+
+    The column is a 32-bit INTEGER on PostgreSQL, where a larger number is an
+    "out of range" error rather than a comparison (SQLite: an OverflowError
+    past 64 bits), so the range is checked here and named in the message.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        as_float = _finite(value)
+        number = (
+            int(as_float) if as_float is not None and as_float.is_integer() else None
+        )
+    if number is None or not -MAX_VERSION - 1 <= number <= MAX_VERSION:
+        raise _bad(
+            f"filter: {shorten(field)} needs an integer between {-MAX_VERSION - 1} "
+            f"and {MAX_VERSION} (the 32-bit range of versions), got "
+            f"{shorten(value)!r}"
+        )
+    return number
 
 
 def _equality_only(field: str, op: str) -> None:
     if op not in _EQUALITY:
-        raise _bad(f"filter: {field} supports only = and !=, not {op!r}")
+        raise _bad(f"filter: {shorten(field)} supports only = and !=, not {op!r}")
 
 
 def _condition(
@@ -122,27 +160,28 @@ def _condition(
             kind = ArtifactKind(raw)
         except ValueError:
             raise _bad(
-                f"filter: kind {value!r} is not one of "
+                f"filter: kind {shorten(value)!r} is not one of "
                 + ", ".join(k.value for k in ArtifactKind)
             ) from None
         return compare(ArtifactRow.kind, kind.value)
     if lower == "version":
-        return compare(ArtifactRow.version, int(_number(field, value)))
+        return compare(ArtifactRow.version, _version(field, value))
     if lower == "create_time":
         try:
             when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.astimezone(dt.timezone.utc)  # 9999-12-31T23:00-05:00 overflows
+        except (ValueError, OverflowError):
             raise _bad(
                 f"filter: create_time needs an RFC 3339 time such as "
-                f"2026-01-31T12:00:00Z, got {value!r}"
+                f"2026-01-31T12:00:00Z, got {shorten(value)!r}"
             ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
-        return compare(ArtifactRow.create_time, when.astimezone(dt.timezone.utc))
+        return compare(ArtifactRow.create_time, when)
     if lower == "archived":
         _equality_only(field, op)
         if value.lower() not in ("true", "false"):
-            raise _bad(f"filter: archived needs true or false, got {value!r}")
+            raise _bad(f"filter: archived needs true or false, got {shorten(value)!r}")
         return compare(ArtifactRow.archived, value.lower() == "true")
     if lower == "task_type":
         _equality_only(field, op)
@@ -170,25 +209,28 @@ def _condition(
             return compare(ArtifactRow.tags[key].as_string(), value)
         if prefix == "metrics":
             return compare(ArtifactRow.metrics[key].as_float(), _number(field, value))
-        try:
-            return compare(ArtifactRow.meta[key].as_float(), float(value))
-        except ValueError:
-            _equality_only(field, op)
-            return compare(ArtifactRow.meta[key].as_string(), value)
+        number = _finite(value)
+        if number is not None:
+            return compare(ArtifactRow.meta[key].as_float(), number)
+        _equality_only(field, op)
+        return compare(ArtifactRow.meta[key].as_string(), value)
     _check_key(field, field)
     return compare(ArtifactRow.metrics[field].as_float(), _number(field, value))
 
 
 def _check_key(field: str, key: str) -> None:
     if not _KEY.match(key):
-        raise _bad(f"filter: field {field!r} is not a known field or metric name")
+        raise _bad(
+            f"filter: field {shorten(field)!r} is not a known field or metric name"
+        )
 
 
 def _ref_matches(ref: str) -> ColumnElement[bool]:
     if ":" in ref:
         name, _, version = ref.rpartition(":")
-        if version.isdigit():
-            return and_(ArtifactRow.name == name, ArtifactRow.version == int(version))
+        number = version_number(version)
+        if number is not None:
+            return and_(ArtifactRow.name == name, ArtifactRow.version == number)
     return or_(ArtifactRow.id == ref, ArtifactRow.name == ref)
 
 
@@ -201,7 +243,7 @@ def parse_order_by(text: str) -> list[Any]:
             len(words) == 2 and words[1].lower() not in ("asc", "desc")
         ):
             raise InvalidArgument(
-                f"order_by term {part!r} is not '<field> [asc|desc]'",
+                f"order_by term {shorten(part)!r} is not '<field> [asc|desc]'",
                 field="order_by",
             )
         field = words[0]
@@ -212,8 +254,8 @@ def parse_order_by(text: str) -> list[Any]:
             column = ArtifactRow.metrics[field[8:]].as_float()
         else:
             raise InvalidArgument(
-                f"order_by field {field!r} is not create_time, name, version or "
-                "metrics.<key>",
+                f"order_by field {shorten(field)!r} is not create_time, name, "
+                "version or metrics.<key>",
                 field="order_by",
             )
         terms.append((column.desc() if desc else column.asc()).nulls_last())

@@ -9,8 +9,8 @@ from google.protobuf import json_format
 
 from lorafleet.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.common.config import Config
-from services.common.convert import from_struct, struct, timestamp
-from services.common.errors import InvalidArgument
+from services.common.convert import from_struct, non_finite, struct, timestamp
+from services.common.errors import InvalidArgument, shorten
 from services.common.server import RunningServer, create_server
 from services.common.telemetry import current_trace_id
 from services.registry.appends import DatasetAppends
@@ -29,10 +29,11 @@ from services.registry.domain import (
     ValidationReport,
 )
 from services.registry.maintenance import DEFAULT_GC_MIN_AGE_S, Maintenance
+from services.registry.manifests import FileEntry, check_sha256
 from services.registry.migrations import upgrade_database
 from services.registry.reports import ValidationReports
 from services.registry.repository import Registry
-from services.registry.store import FileEntry, LocalStore, check_sha256
+from services.registry.store import LocalStore
 from services.registry.training_runs import TrainingRun, TrainingRuns
 
 # Request metadata naming who made a change (CLI user, gateway principal);
@@ -190,12 +191,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.appends = DatasetAppends(registry)
 
     def RegisterArtifact(self, request, context):
-        try:
-            metadata = from_struct(request.metadata)
-        except (json_format.Error, ValueError) as exc:  # NaN or infinity
+        metadata = from_struct(request.metadata)
+        bad = non_finite(metadata)
+        if bad:
             raise InvalidArgument(
-                f"metadata is not JSON-compatible: {exc}", field="metadata"
-            ) from exc
+                f"metadata.{shorten(bad)} is not a finite number (JSON has no NaN "
+                "or Infinity); record it as a string or leave it out",
+                field=f"metadata.{shorten(bad)}",
+            )
         reg = self.registry.register_artifact(
             kind=kind_from_pb(request.kind),
             name=request.name,
@@ -310,7 +313,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             if request.HasField("expected_artifact_id")
             else None
         )
-        move = self.registry.set_alias(
+        move = self.registry.aliases.set(
             request.artifact_id,
             request.alias,
             expected_artifact_id=expected,
@@ -325,7 +328,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     def ResolveAlias(self, request, context):
-        artifact = self.registry.resolve_alias(request.name, request.alias)
+        artifact = self.registry.aliases.resolve(request.name, request.alias)
         return registry_pb2.ResolveAliasResponse(artifact=artifact_to_pb(artifact))
 
     def PutDeployment(self, request, context):
@@ -366,7 +369,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             if request.HasField("expected_artifact_id")
             else None
         )
-        move = self.registry.rollback_alias(
+        move = self.registry.aliases.rollback(
             request.name,
             request.alias,
             to_artifact_id=request.to_artifact_id,
@@ -381,7 +384,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     def ListAliasHistory(self, request, context):
-        events, nxt = self.registry.alias_history(
+        events, nxt = self.registry.aliases.history(
             request.name,
             request.alias,
             size=request.page_size,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import abc
 import fcntl
 import hashlib
+import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -22,21 +22,18 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
 )
-from services.common.paths import confine, fsync_dir
+from services.common.paths import fsync_dir
+from services.registry.manifests import (
+    CHUNK_BYTES,
+    DIGEST_PREFIX,
+    FileEntry,
+    Manifest,
+    check_sha256,
+    hash_file,
+    manifest_digest,
+)
 
-CHUNK_BYTES = 1 << 20
-MAX_PATH_CHARS = 1024  # artifact_files.path
-DIGEST_PREFIX = "sha256:"
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-def check_sha256(value: str, *, field: str = "sha256") -> str:
-    if not SHA256_RE.match(value or ""):
-        raise InvalidArgument(
-            f"{field} {value!r} is not a lower-case hex sha256 (64 characters)",
-            field=field,
-        )
-    return value
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,96 +41,6 @@ class GcResult:
     deleted_blobs: int = 0
     deleted_bytes: int = 0
     deleted_version_dirs: int = 0
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a version: '/'-separated path relative to the version root."""
-
-    path: str
-    sha256: str
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """The files of one version and the digest that names it."""
-
-    files: tuple[FileEntry, ...]
-    digest: str
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(f.size_bytes for f in self.files)
-
-    @classmethod
-    def of(cls, files: Iterable[FileEntry]) -> Manifest:
-        ordered = tuple(sorted(files, key=lambda f: f.path))
-        return cls(files=ordered, digest=manifest_digest(ordered))
-
-
-def manifest_digest(files: Iterable[FileEntry]) -> str:
-    """sha256 over the sorted "<path>\\t<sha256>\\t<size>\\n" lines.
-
-    Callers (trainer, merger, CLI) can compute it before registering and pass it
-    as `expected_digest`, so a copy that went wrong in transit is caught.
-    """
-    lines = sorted(f"{f.path}\t{f.sha256}\t{f.size_bytes}\n" for f in files)
-    return DIGEST_PREFIX + hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    """Streams a file in 1 MiB chunks; returns (hex sha256, size)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def list_source(source: Path, roots: Sequence[Path]) -> list[tuple[str, Path]]:
-    """(relative path, real file) pairs of a file or directory, sorted by path.
-
-    Symlinks are followed only to files inside `roots` (Hugging Face snapshots
-    are links into a blob folder), so a link cannot smuggle in /etc/shadow.
-    """
-    if source.is_file():
-        return [(source.name, source)]
-    pairs: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(source):
-        base = Path(dirpath)
-        for d in dirnames:
-            if (base / d).is_symlink():
-                raise InvalidArgument(
-                    f"source_path contains a symlinked directory "
-                    f"{(base / d).relative_to(source).as_posix()!r}; copy it instead",
-                    field="source_path",
-                )
-        for name in filenames:
-            path = base / name
-            rel = path.relative_to(source).as_posix()
-            if len(rel) > MAX_PATH_CHARS:
-                raise InvalidArgument(
-                    f"file path {rel[:80]!r}... is longer than "
-                    f"{MAX_PATH_CHARS} characters",
-                    field="source_path",
-                )
-            real = path
-            if path.is_symlink():
-                real = confine(str(path), roots, field=f"source_path file {rel!r}")
-            if not real.is_file():
-                raise InvalidArgument(
-                    f"source_path entry {rel!r} is not a regular file",
-                    field="source_path",
-                )
-            pairs.append((rel, real))
-    if not pairs:
-        raise InvalidArgument(
-            f"source_path {str(source)!r} holds no files", field="source_path"
-        )
-    return sorted(pairs)
 
 
 class ArtifactStore(abc.ABC):
@@ -172,7 +79,17 @@ class ArtifactStore(abc.ABC):
 
     @abc.abstractmethod
     def blob_size(self, sha256: str) -> int | None:
-        """The size of a stored blob, None when it is not stored."""
+        """The size of a stored blob, None when it is not stored (no hashing)."""
+
+    @abc.abstractmethod
+    def intact_blob_size(self, sha256: str, size: int | None = None) -> int | None:
+        """The size of a stored blob whose bytes still hash to `sha256`.
+
+        A blob that no longer does (truncated, altered on disk) is quarantined
+        and reported as not stored (None), so it can be uploaded again. With
+        `size` (what the caller expects), a file of exactly that size is
+        trusted without hashing; otherwise the file is hashed.
+        """
 
     @abc.abstractmethod
     def blob_file(self, sha256: str) -> Path:
@@ -213,6 +130,8 @@ class LocalStore(ArtifactStore):
     Layout under `root`: ``objects/sha256/<2 hex>/<hex>`` holds each distinct
     file once; ``versions/<manifest hex>/<path>`` are hard links to those blobs
     (copies across devices), so a version directory can be handed to loaders.
+    A blob found corrupt (size or hash) moves to ``quarantine/`` and counts as
+    not stored, so the next upload of that digest is accepted.
     """
 
     def __init__(self, root: Path) -> None:
@@ -221,7 +140,9 @@ class LocalStore(ArtifactStore):
         self.versions = self.root / "versions"
         self.tmp = self.root / "tmp"
         self.uploads = self.root / "uploads"
-        for d in (self.objects, self.versions, self.tmp, self.uploads):
+        # Corrupt blobs are moved here (kept for inspection, swept by gc).
+        self.quarantine = self.root / "quarantine"
+        for d in (self.objects, self.versions, self.tmp, self.uploads, self.quarantine):
             d.mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, sha256: str) -> Path:
@@ -242,9 +163,17 @@ class LocalStore(ArtifactStore):
     def _store_blob(self, src: Path, entry: FileEntry) -> None:
         # Known content (re-registering, shared tokenizer files) costs no write.
         blob = self.blob_path(entry.sha256)
-        if blob.exists() and blob.stat().st_size == entry.size_bytes:
+        stored = self.blob_size(entry.sha256)
+        if stored == entry.size_bytes:
             _touch(blob)  # garbage collection spares recently used blobs
             return
+        if stored is not None:  # truncated or grown on disk: replaced below
+            log.warning(
+                "stored blob %s has %d bytes, not %d; storing it again",
+                entry.sha256,
+                stored,
+                entry.size_bytes,
+            )
         blob.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="blob.", dir=self.tmp)
         try:
@@ -321,6 +250,47 @@ class LocalStore(ArtifactStore):
         except FileNotFoundError:
             return None
 
+    def intact_blob_size(self, sha256: str, size: int | None = None) -> int | None:
+        path = self.blob_path(check_sha256(sha256))
+        try:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if size is not None and st.st_size == size:
+                    return size
+                h = hashlib.sha256()
+                while chunk := fh.read(CHUNK_BYTES):
+                    h.update(chunk)
+        except FileNotFoundError:
+            return None
+        if h.hexdigest() == sha256:
+            return st.st_size
+        self._quarantine(
+            path, st.st_ino, f"{st.st_size} bytes hashing to {h.hexdigest()}"
+        )
+        return None
+
+    def _quarantine(self, path: Path, inode: int, found: str) -> None:
+        """Moves a corrupt blob out of the way, so its digest is free again.
+
+        Only the file that was hashed (`inode`) is moved, not a good copy an
+        upload published meanwhile. Version directories hard-link blobs, so
+        they keep the corrupt inode; GetArtifact with verify reports DATA_LOSS.
+        """
+        target = self.quarantine / f"{path.name}.{time.time_ns()}"
+        try:
+            if os.stat(path).st_ino != inode:
+                return  # already replaced by a fresh upload
+            os.replace(path, target)
+        except FileNotFoundError:
+            return  # another request quarantined it first
+        _touch(target)  # kept at least gc's min_age from now
+        log.warning(
+            "stored blob %s was corrupt (%s); moved to %s, it can be uploaded again",
+            path.name,
+            found,
+            target,
+        )
+
     def blob_file(self, sha256: str) -> Path:
         return self.blob_path(check_sha256(sha256))
 
@@ -328,7 +298,9 @@ class LocalStore(ArtifactStore):
         return self.uploads / f"{sha256}.part"
 
     def upload_status(self, sha256: str) -> tuple[int, bool]:
-        size = self.blob_size(sha256)
+        # "complete" promises a verified blob, and no size is given to compare
+        # with, so a stored blob is hashed (a corrupt one becomes incomplete).
+        size = self.intact_blob_size(sha256)
         if size is not None:
             return size, True
         try:
@@ -352,7 +324,9 @@ class LocalStore(ArtifactStore):
                 "0 <= offset <= size_bytes",
                 field="offset",
             )
-        existing = self.blob_size(sha256)
+        # Hashed: the caller is sending the bytes anyway, and "existed" must
+        # not hide a blob that was truncated or altered on disk.
+        existing = self.intact_blob_size(sha256)
         if existing is not None:
             if existing != size:
                 raise InvalidArgument(
@@ -434,19 +408,19 @@ class LocalStore(ArtifactStore):
         fsync_dir(blob.parent)
 
     def read_blob(self, sha256: str, offset: int = 0) -> tuple[int, Iterator[bytes]]:
-        size = self.blob_size(sha256)
+        path = self.blob_path(sha256)
+        stored = path.exists()
+        size = self.intact_blob_size(sha256)
+        if size is None and stored:
+            raise DataLoss(
+                f"stored blob {sha256} is corrupt and was quarantined; it will not "
+                "be served: upload it again"
+            )
         if size is None:
             raise NotFound(f"no blob with sha256 {sha256} is stored", field="sha256")
         if offset < 0 or offset > size:
             raise InvalidArgument(
                 f"offset {offset} is outside the blob's {size} bytes", field="offset"
-            )
-        path = self.blob_path(sha256)
-        actual, _ = hash_file(path)
-        if actual != sha256:
-            raise DataLoss(
-                f"stored blob {sha256} is corrupt: its bytes hash to {actual}; "
-                "it will not be served"
             )
 
         def chunks() -> Iterator[bytes]:
@@ -493,7 +467,9 @@ class LocalStore(ArtifactStore):
             if not dry_run:
                 _remove_tree(version)
         if not dry_run:
-            for stale in self.tmp.iterdir():  # left by killed registrations
+            # tmp: left by killed registrations; quarantine: corrupt blobs
+            stale_files = [*self.tmp.iterdir(), *self.quarantine.iterdir()]
+            for stale in stale_files:
                 if stale.stat().st_mtime <= cutoff:
                     if stale.is_dir():
                         _remove_tree(stale)

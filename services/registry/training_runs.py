@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.common.errors import NotFound
+from services.common.errors import NotFound, shorten
 from services.registry.db import ArtifactRow, Database, TrainingRunRow, as_utc
-from services.registry.repository import list_scope, new_id, page_query, resolve_ref
+from services.registry.queries import list_scope, new_id, page_query, resolve_ref
 
 # The adapter metadata key the trainer always writes; its presence marks a
 # trained (rather than imported) adapter.
@@ -124,9 +124,9 @@ class TrainingRuns:
                 )
                 if row is None:
                     raise NotFound(
-                        f"{ref!r} ({adapter.kind} {adapter.name}:{adapter.version}) "
-                        "has no training run: only adapters trained by the trainer "
-                        "service record one",
+                        f"{shorten(ref)!r} ({adapter.kind} {adapter.name}:"
+                        f"{adapter.version}) has no training run: only adapters "
+                        "trained by the trainer service record one",
                         field="id",
                     )
             return _to_domain(row)

@@ -9,6 +9,7 @@ the same domain error. Only rank 0 reports and writes results.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -46,10 +47,46 @@ def main(argv: list[str]) -> int:
     if os.environ.get(WATCH_PARENT_ENV) == "1":
         watch_parent()
     rank = int(os.environ.get("RANK", "0"))
-    result = run(task, task_file.parent / "events.jsonl", rank)
+    with continued_trace(task.job_id):
+        result = run(task, task_file.parent / "events.jsonl", rank)
     if rank == 0:
         write_json_atomic(task_file.parent / "result.json", result)
     return 0 if result["ok"] else 1
+
+
+@contextlib.contextmanager
+def continued_trace(job_id: str):
+    """Continues the trainer's trace (TRACEPARENT) in this process: its log
+    lines carry the job's trace id, and its span is exported where the
+    trainer's are (OTLP or console, from the same LORAFLEET_* settings)."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    from services.common.config import load_config
+    from services.common.telemetry import (
+        TRACEPARENT_ENV,
+        context_from_traceparent,
+        setup_logging,
+        setup_tracing,
+    )
+
+    config = load_config()
+    setup_logging("trainer-child", config)
+    setup_tracing("trainer-child", config)
+    token = otel_context.attach(
+        context_from_traceparent(os.environ.get(TRACEPARENT_ENV, ""))
+    )
+    tracer = trace.get_tracer("lorafleet.trainer.child")
+    try:
+        with tracer.start_as_current_span(
+            "train.child", attributes={"lorafleet.job_id": job_id}
+        ):
+            yield
+    finally:
+        otel_context.detach(token)
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "shutdown"):
+            provider.shutdown()  # flush the batch exporter before exiting
 
 
 def run(task: TrainingTask, events_file: Path, rank: int) -> dict:
@@ -64,11 +101,16 @@ def run(task: TrainingTask, events_file: Path, rank: int) -> dict:
             device = f"cuda:{local_rank}"  # one GPU per process under accelerate
         with open(events_file, "a") as events:
 
-            def on_progress(step: int, total: int, metrics: dict) -> None:
+            def write(line: dict) -> None:
                 if rank == 0:
-                    line = {"step": step, "total": total, "metrics": metrics}
                     events.write(json.dumps(line) + "\n")
                     events.flush()
+
+            def on_progress(step: int, total: int, metrics: dict) -> None:
+                write({"step": step, "total": total, "metrics": metrics})
+
+            def on_resume(step: int) -> None:
+                write({"resumed_from_step": step})
 
             outcome = fine_tune(
                 Path(task.base_dir),
@@ -79,6 +121,7 @@ def run(task: TrainingTask, events_file: Path, rank: int) -> dict:
                 on_progress=on_progress,
                 should_stop=lambda: False,  # the parent stops us with signals
                 checkpoint_dir=Path(task.checkpoint_dir),
+                on_resume=on_resume,
             )
         return {"ok": True, "outcome": asdict(outcome)}
     except LorafleetError as exc:

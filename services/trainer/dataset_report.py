@@ -16,6 +16,8 @@ from services.trainer.spec import TrainConfig
 
 MAX_ISSUES = 50
 MAX_SUMMARY_ISSUES = 5
+# Rows a dataset needs when eval_fraction > 0: one to train, one to evaluate.
+MIN_ROWS_WITH_EVAL = 2
 # Above this largest/smallest class ratio the report warns (not fatal).
 IMBALANCE_WARNING = 10.0
 
@@ -181,8 +183,6 @@ def build_report(
         _label_distribution(report, valid, labels or [])
     if report.fatal:
         return _sorted(report)
-        if report.fatal:
-            return _sorted(report)
     no_answer = _count_tokens(report, tokenizer, valid, task)
     try:
         train, held_out = datasets.split_for_task(valid, task, eval_fraction, seed)
@@ -190,6 +190,9 @@ def build_report(
         report.add(Issue(0, "schema", exc.message, fatal=True))
         return _sorted(report)
     report.train_rows, report.eval_rows = len(train), len(held_out)
+    if eval_fraction > 0 and len(valid) < MIN_ROWS_WITH_EVAL:
+        report.add(_too_few_to_hold_out(path, len(valid), eval_fraction))
+        return _sorted(report)
     if all(row.number in no_answer for row in train):
         report.add(
             Issue(
@@ -201,6 +204,24 @@ def build_report(
             )
         )
     return _sorted(report)
+
+
+def _too_few_to_hold_out(path: Path, rows: int, eval_fraction: float) -> Issue:
+    """Asking for an evaluation split of a 1-row dataset is an error.
+
+    The empty-file message promises 2 rows (1 with eval_fraction 0): one to
+    train on and one to evaluate. Training silently without the evaluation
+    the config asked for would report no eval_loss and stop nothing early.
+    """
+    return Issue(
+        0,
+        "empty",
+        f"dataset {path.name} has {rows} usable row: too few to hold out "
+        f"eval_fraction={eval_fraction:g} for evaluation; add rows (at least "
+        f"{MIN_ROWS_WITH_EVAL}: one to train, one to evaluate) or set "
+        "eval_fraction to 0 to train on it without evaluation",
+        fatal=True,
+    )
 
 
 def _label_distribution(

@@ -18,22 +18,26 @@ from services.common.config import Config
 from services.common.convert import from_struct, struct
 from services.common.datasets import dataset_file_of
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.jobqueue import DurableJobEngine, JobStore
+from services.common.jobs import Job, JobContext
 from services.common.modeling import (
     adaptable_module_names,
+    check_modules_to_save,
     check_target_modules,
     environment_facts,
     load_tokenizer,
+    model_module_names,
     resolve_device,
 )
+from services.common.paths import confine
+from services.common.retry import Patience, Patient
 from services.trainer import capabilities
 from services.trainer.dataset_report import DatasetReport, report_for
-from services.trainer.queue.engine import PersistedJobEngine, QueuedJob, QueueJobContext
-from services.trainer.queue.records import (
+from services.trainer.records import (
     TRAIN_JOB_CODEC,
     ResolvedTrainJob,
     TrainOutcome,
 )
-from services.trainer.queue.store import JobStore
 from services.trainer.runner import TrainingTask, run_training
 from services.trainer.spec import TrainConfig, TrainSpec
 
@@ -67,46 +71,99 @@ class Trainer:
     ) -> None:
         self._config = config
         self._registry = registry
+        # For the jobs' calls: a registry restart must not fail a training.
+        self._patient_registry = Patient(
+            registry, "registry", Patience(config.dependency_patience_s)
+        )
         self._device = resolve_device(config.device)
         self.capabilities = capabilities.detect(self._device, config.trainer_gpus)
         # Per base digest: tokenizers and module names are reused across Starts.
         self._tokenizers: dict[str, Any] = {}
         self._module_names: dict[str, list[str]] = {}
-        self.engine = PersistedJobEngine(
+        self._all_module_names: dict[str, list[str]] = {}
+        self.engine = DurableJobEngine(
             "train",
             self._run,
             store,
-            worker_id=config.trainer_worker_id,
+            worker_id=config.worker_id_of("trainer"),
             workers=config.job_workers,
             queue_size=config.job_queue_size,
             history=config.job_history,
-            lease_s=config.trainer_lease_s,
+            retention_s=config.job_retention_s,
+            lease_s=config.lease_of("trainer"),
             codec=TRAIN_JOB_CODEC,
             on_end=self._job_ended,
             start=start,
         )
 
-    def start(self, spec: TrainSpec, priority: int = 0) -> QueuedJob:
-        spec.check()
+    def start(
+        self,
+        spec: TrainSpec,
+        priority: int = 0,
+        *,
+        request_id: str = "",
+        digest: str = "",
+        validate_only: bool = False,
+    ) -> Job:
+        """Checks everything a training needs, then queues it.
+
+        A `request_id` already used returns the job it created (a retry).
+        `validate_only` runs every check and returns the job that would be
+        queued, unqueued (id empty); it alone may name the dataset by a file
+        path instead of a registry id, so a caller can check a dataset before
+        registering it.
+        """
+        if request_id and not validate_only:
+            existing = self.engine.find(request_id, digest)
+            if existing is not None:
+                return existing
+        spec.check(allow_path=validate_only)
         capabilities.check(spec.config, self.capabilities)
         base = self._model(spec.base_model_id)
         if spec.config.target_modules:
             check_target_modules(spec.config.target_modules, self._modules_of(base))
-        dataset = self._dataset(spec.dataset_id)
-        report = self._report(base, dataset, spec.config)
+        if spec.dataset_path:
+            dataset, dataset_file = common_pb2.Artifact(), self._dataset_path(spec)
+        else:
+            dataset = self._dataset(spec.dataset_id)
+            dataset_file = dataset_file_of(dataset)
+        report = report_for(dataset_file, self._tokenizer_of(base), spec.config)
         report.require_passed()
-        return self.engine.submit(
-            ResolvedTrainJob(
-                spec,
-                base,
-                dataset,
-                dataset_file_of(dataset),
-                report.task,
-                (report.train_rows, report.eval_rows),
-                report,
-            ),
-            priority=priority,
+        if spec.config.modules_to_save:
+            check_modules_to_save(
+                spec.config.modules_to_save,
+                self._all_modules_of(base, report.task == "classification"),
+            )
+        resolved = ResolvedTrainJob(
+            spec,
+            base,
+            dataset,
+            dataset_file,
+            report.task,
+            (report.train_rows, report.eval_rows),
+            report,
         )
+        if validate_only:
+            return Job(
+                id="",
+                spec=resolved,
+                priority=priority,
+                message="validated; not queued (validate_only)",
+            )
+        return self.engine.submit(
+            resolved, priority=priority, request_id=request_id, digest=digest
+        )
+
+    def _dataset_path(self, spec: TrainSpec) -> Path:
+        path = confine(
+            spec.dataset_path, self._config.readable_roots(), field="dataset_path"
+        )
+        if path.suffix != ".jsonl" or not path.is_file():
+            raise InvalidArgument(
+                f"dataset_path {spec.dataset_path[:80]!r} must be a .jsonl file",
+                field="dataset_path",
+            )
+        return path
 
     def validate_dataset(
         self, dataset_id: str, base_model_id: str, cfg: TrainConfig
@@ -155,13 +212,23 @@ class Trainer:
             )
         return self._module_names[base.digest]
 
+    def _all_modules_of(self, base: Any, classification: bool) -> list[str]:
+        """Every module's name (modules_to_save may name any), per base and head."""
+        key = f"{base.digest}:{'cls' if classification else 'lm'}"
+        if key not in self._all_module_names:
+            _bounded(self._all_module_names)
+            self._all_module_names[key] = model_module_names(
+                Path(base.local_path), classification=classification
+            )
+        return self._all_module_names[key]
+
     def _get(self, artifact_id: str) -> Any:
         return self._registry.GetArtifact(
             registry_pb2.GetArtifactRequest(id=artifact_id)
         ).artifact
 
     # --- the job, run by a queue worker --------------------------------------------
-    def _run(self, ctx: QueueJobContext, job: ResolvedTrainJob) -> TrainOutcome:
+    def _run(self, ctx: JobContext, job: ResolvedTrainJob) -> TrainOutcome:
         done = self._registered_adapter(ctx.job.id)
         if done is not None:
             # An earlier attempt registered the adapter, then its trainer died
@@ -206,7 +273,7 @@ class Trainer:
             adapter_id=adapter.id, metrics=outcome.metrics, environment=environment
         )
 
-    def _train(self, ctx: QueueJobContext, job: ResolvedTrainJob, out_dir: Path):
+    def _train(self, ctx: JobContext, job: ResolvedTrainJob, out_dir: Path):
         def on_progress(step: int, total: int, metrics: dict[str, float]) -> None:
             shown = next(
                 (
@@ -238,11 +305,22 @@ class Trainer:
             device=self._device,
             memory_limit_mb=self._config.trainer_memory_limit_mb,
         )
-        outcome = run_training(task, on_progress, lambda: ctx.cancelled)
-        resumed = int(outcome.extra.get("resumed_from_step", 0) or 0)
-        if resumed:
-            ctx.set_resumed_from_step(resumed)
-        return outcome
+        return run_training(
+            task,
+            on_progress,
+            lambda: ctx.cancelled,
+            on_resume=self._resumed(ctx),
+        )
+
+    @staticmethod
+    def _resumed(ctx: JobContext):
+        def on_resume(step: int) -> None:
+            # Set as soon as the attempt resumes, not only in the final outcome.
+            log.info("train job %s resumed from checkpoint step %d", ctx.job.id, step)
+            ctx.set_resumed_from_step(step)
+            ctx.report(stage="train", message=f"resumed from checkpoint step {step}")
+
+        return on_resume
 
     def _register(
         self, job_id: str, job: ResolvedTrainJob, outcome: Any, out_dir: Path
@@ -283,7 +361,7 @@ class Trainer:
             # ("nf4" for QLoRA, read by the merger), mixed precision, ...
             **{k: v for k, v in outcome.extra.items() if k in TRAINING_FACTS},
         }
-        response = self._registry.RegisterArtifact(
+        response = self._patient_registry.RegisterArtifact(
             registry_pb2.RegisterArtifactRequest(
                 kind=common_pb2.ARTIFACT_KIND_ADAPTER,
                 name=job.spec.adapter_name,
@@ -305,7 +383,7 @@ class Trainer:
 
     def _registered_adapter(self, job_id: str) -> Any | None:
         """The adapter a previous attempt of `job_id` registered, if any."""
-        found = self._registry.ListArtifacts(
+        found = self._patient_registry.ListArtifacts(
             registry_pb2.ListArtifactsRequest(
                 kind=common_pb2.ARTIFACT_KIND_ADAPTER,
                 filter=f'metadata.train_job_id = "{job_id}"',

@@ -12,12 +12,12 @@ from typing import Any
 
 from services.common.errors import InvalidArgument
 from services.common.modeling import (
+    check_modules_to_save,
     default_target_modules,
     load_causal_lm,
     load_sequence_classifier,
     model_type_of,
     nf4_config,
-    unmatched_targets,
 )
 from services.trainer.data import PreparedData
 from services.trainer.spec import TrainConfig
@@ -68,14 +68,9 @@ def build_peft_model(
             ).removeprefix("torch.")
     if cfg.packing:
         check_packing_isolation(model, model_type_of(base_dir))
-    names = [name for name, _ in model.named_modules()]
-    missing = unmatched_targets(cfg.modules_to_save, names)
-    if missing:
-        raise InvalidArgument(
-            f"modules_to_save {missing} match no module of this model; modules "
-            "such as 'lm_head' or 'embed_tokens' can be trained in full",
-            field="config.modules_to_save",
-        )
+    check_modules_to_save(
+        cfg.modules_to_save, [name for name, _ in model.named_modules() if name]
+    )
     targets = cfg.target_modules or default_target_modules(model_type_of(base_dir))
     lora = LoraConfig(
         r=cfg.rank,

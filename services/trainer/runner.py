@@ -30,6 +30,7 @@ from pathlib import Path
 
 from services.common import errors
 from services.common.errors import Cancelled, Internal, ResourceExhausted
+from services.common.telemetry import TRACEPARENT_ENV, current_traceparent
 from services.trainer.training import TrainingOutcome
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class TrainingTask:
 
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+ResumeFn = Callable[[int], None]
 
 
 def run_training(
@@ -83,6 +85,7 @@ def run_training(
     on_progress: ProgressFn,
     should_stop: Callable[[], bool],
     *,
+    on_resume: ResumeFn | None = None,
     grace_s: float = GRACE_S,
 ) -> TrainingOutcome:
     """Trains in a child process; returns its outcome or raises a domain error.
@@ -91,6 +94,9 @@ def run_training(
     ResourceExhausted with a hint when the child ran out of memory; the child's
     own domain errors (InvalidArgument, ...) as the same class and message;
     Internal with the tail of the child's output for any other crash.
+    `on_resume(step)` is called as soon as the child resumes from a checkpoint.
+    The child continues the caller's trace (TRACEPARENT), so its log lines
+    carry the job's trace id.
     """
     run_dir = Path(tempfile.mkdtemp(prefix=f"lorafleet-run-{_safe(task.job_id)}-"))
     try:
@@ -108,7 +114,7 @@ def run_training(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        events = _EventReader(run_dir / "events.jsonl")
+        events = _EventReader(run_dir / "events.jsonl", on_resume)
         cancelled = False
         try:
             while proc.poll() is None:
@@ -162,6 +168,9 @@ def gpu_facts() -> tuple[int, bool]:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
+    traceparent = current_traceparent()
+    if traceparent:
+        env[TRACEPARENT_ENV] = traceparent
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -174,8 +183,9 @@ def _child_env() -> dict[str, str]:
 class _EventReader:
     """Follows the child's events.jsonl, handing on complete lines only."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_resume: ResumeFn | None = None) -> None:
         self._path = path
+        self._on_resume = on_resume
         self._offset = 0
         self._partial = b""
 
@@ -189,9 +199,14 @@ class _EventReader:
         self._offset += len(chunk)
         *lines, self._partial = (self._partial + chunk).split(b"\n")
         for line in lines:
-            if line.strip():
-                event = json.loads(line)
-                on_progress(event["step"], event["total"], event["metrics"])
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if "resumed_from_step" in event:
+                if self._on_resume is not None:
+                    self._on_resume(int(event["resumed_from_step"]))
+                continue
+            on_progress(event["step"], event["total"], event["metrics"])
 
 
 def _terminate(proc: subprocess.Popen, grace_s: float) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from lorafleet.v1 import trainer_pb2, trainer_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
-from services.common.convert import JobRpcs, job_status_to_pb, struct
+from services.common.convert import (
+    JobRpcs,
+    job_status_to_pb,
+    request_digest,
+    struct,
+)
+from services.common.jobqueue import JobStore, job_tables, make_engine
+from services.common.jobqueue.migrations import upgrade_database
+from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.trainer.convert import (
     config_from_pb,
@@ -14,14 +22,13 @@ from services.trainer.convert import (
     report_to_pb,
 )
 from services.trainer.jobs import ResolvedTrainJob, Trainer
-from services.trainer.queue.engine import QueuedJob
-from services.trainer.queue.migrations import upgrade_database
-from services.trainer.queue.models import make_engine
-from services.trainer.queue.store import JobStore
 from services.trainer.spec import TrainSpec
 
+# The trainer's job tables: trainer_jobs, trainer_job_events.
+QUEUE = "trainer"
 
-def job_to_pb(job: QueuedJob) -> trainer_pb2.TrainJob:
+
+def job_to_pb(job: Job) -> trainer_pb2.TrainJob:
     resolved: ResolvedTrainJob = job.spec
     spec = resolved.spec
     pb = trainer_pb2.TrainJob(
@@ -32,6 +39,8 @@ def job_to_pb(job: QueuedJob) -> trainer_pb2.TrainJob:
             adapter_name=spec.adapter_name,
             tags=spec.tags,
             priority=job.priority,
+            request_id=job.request_id,
+            dataset_path=spec.dataset_path,
         ),
         effective_config=config_to_pb(spec.config),
         attempt=job.attempt,
@@ -59,8 +68,15 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             adapter_name=request.adapter_name,
             config=config_from_pb(request.config),
             tags=dict(request.tags),
+            dataset_path=request.dataset_path,
         )
-        job = self._trainer.start(spec, priority=request.priority)
+        job = self._trainer.start(
+            spec,
+            priority=request.priority,
+            request_id=request.request_id,
+            digest=request_digest(request),
+            validate_only=request.validate_only,
+        )
         return trainer_pb2.StartTrainJobResponse(job=job_to_pb(job))
 
     def GetTrainJob(self, request, context):
@@ -85,11 +101,11 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
 def create(config: Config, port: int | None = None) -> RunningServer:
     """Migrates the trainer's job database, then serves (resuming its jobs)."""
-    dsn = config.effective_trainer_dsn
-    upgrade_database(dsn)
+    dsn = config.job_dsn(QUEUE)
+    upgrade_database(dsn, QUEUE)
     db = make_engine(dsn)
     registry = ServiceClient("registry", config)
-    trainer = Trainer(config, registry, JobStore(db))
+    trainer = Trainer(config, registry, JobStore(db, job_tables(QUEUE)))
 
     def register(server):
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server(

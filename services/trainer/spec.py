@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, shorten
 
 METHODS = ("lora", "rslora", "dora", "qlora")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -103,14 +103,15 @@ class TrainConfig:
             for name in getattr(self, key):
                 if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
                     raise InvalidArgument(
-                        f"{key} entry {name!r} is not a module name",
+                        f"{key} entry {shorten(name)!r} is not a module name",
                         field=f"config.{key}",
                     )
         if len(set(self.labels)) != len(self.labels) or any(
             not label for label in self.labels
         ):
             raise InvalidArgument(
-                f"config.labels must be distinct non-empty strings, got {self.labels}",
+                f"config.labels must be distinct non-empty strings, got "
+                f"{shorten(self.labels)}",
                 field="config.labels",
             )
         if len(self.labels) == 1:
@@ -150,21 +151,34 @@ class TrainSpec:
     adapter_name: str
     config: TrainConfig
     tags: dict[str, str] = field(default_factory=dict)
+    # A JSONL file to check instead of dataset_id (validate_only requests only).
+    dataset_path: str = ""
 
-    def check(self) -> None:
+    def check(self, *, allow_path: bool = False) -> None:
         if not self.base_model_id:
             raise InvalidArgument(
                 "base_model_id is required: the registry id of the base model to adapt",
                 field="base_model_id",
             )
-        if not self.dataset_id:
+        if self.dataset_path and not allow_path:
+            raise InvalidArgument(
+                "dataset_path is only accepted with validate_only; register the "
+                "dataset and pass its id as dataset_id",
+                field="dataset_path",
+            )
+        if self.dataset_path and self.dataset_id:
+            raise InvalidArgument(
+                "give dataset_id or dataset_path, not both", field="dataset_id"
+            )
+        if not self.dataset_id and not self.dataset_path:
             raise InvalidArgument(
                 "dataset_id is required: the registry id of a dataset version",
                 field="dataset_id",
             )
         if not NAME_RE.match(self.adapter_name or ""):
             raise InvalidArgument(
-                f"adapter_name {self.adapter_name!r} must match {NAME_RE.pattern}",
+                f"adapter_name {shorten(self.adapter_name)!r} must match "
+                f"{NAME_RE.pattern}",
                 field="adapter_name",
             )
         self.config.check()
@@ -173,7 +187,7 @@ class TrainSpec:
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise InvalidArgument(
-            f"config.{name} {value!r} is not one of {', '.join(valid)}",
+            f"config.{name} {shorten(value)!r} is not one of {', '.join(valid)}",
             field=f"config.{name}",
         )
 

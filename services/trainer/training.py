@@ -77,6 +77,7 @@ def fine_tune(
     on_progress: ProgressFn,
     should_stop: Callable[[], bool],
     checkpoint_dir: Path | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> TrainingOutcome:
     """Trains a LoRA adapter and saves it (safetensors + PEFT config) to `out_dir`.
 
@@ -227,6 +228,8 @@ def fine_tune(
         resumed_from = checkpoints.step_of(resume) if resume else 0
         if resume:
             log.info("resuming from %s", resume)
+            if on_resume is not None:
+                on_resume(resumed_from)
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         if should_stop():
             raise Cancelled("training was cancelled")

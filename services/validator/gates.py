@@ -5,36 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument
+from services.common.gates import Gates
 from services.validator.evaluation import ModelScores
 
-
-@dataclass
-class Gates:
-    """Thresholds; mirrors lorafleet.v1.ValidationGates with defaults applied."""
-
-    min_score: float = 0.0
-    max_perplexity_ratio: float = 1.5
-    max_latency_ratio: float = 2.0
-    min_score_delta: float = 0.0
-    require_no_regression: bool = False
-
-    def check(self) -> None:
-        if self.min_score < 0.0:
-            raise InvalidArgument(
-                f"gates.min_score must be >= 0, got {self.min_score}",
-                field="gates.min_score",
-            )
-        for name in ("max_perplexity_ratio", "max_latency_ratio"):
-            if getattr(self, name) <= 0:
-                raise InvalidArgument(
-                    f"gates.{name} must be > 0", field=f"gates.{name}"
-                )
-        if not -1.0 <= self.min_score_delta <= 1.0:
-            raise InvalidArgument(
-                "gates.min_score_delta must be in [-1, 1]",
-                field="gates.min_score_delta",
-            )
+__all__ = ["GateResult", "Gates", "evaluate_gates"]
 
 
 @dataclass

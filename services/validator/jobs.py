@@ -13,7 +13,8 @@ from services.common import datasets
 from services.common.config import Config
 from services.common.datasets import dataset_file_of
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.jobs import Job, JobContext, JobEngine
+from services.common.jobqueue import Codec, DurableJobEngine, JobStore
+from services.common.jobs import Job, JobContext
 from services.common.modeling import (
     check_adapter_base,
     load_causal_lm,
@@ -68,21 +69,44 @@ class ValidationOutcome:
 class Validator:
     """The validator's domain: scores candidates and records reports."""
 
-    def __init__(self, config: Config, registry: Any, recorder: Any) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: Any,
+        recorder: Any,
+        store: JobStore,
+        codec: Codec,
+        *,
+        start: bool = True,
+    ) -> None:
         self._config = config
         self._registry = registry
         # Turns a finished outcome into a stored report (protobuf lives in server.py).
         self._recorder = recorder
+        self._codec = codec
         self._device = resolve_device(config.device)
-        self.engine = JobEngine(
+        self.engine = DurableJobEngine(
             "validate",
             self._run,
+            store,
+            worker_id=config.worker_id_of("validator"),
             workers=config.job_workers,
             queue_size=config.job_queue_size,
             history=config.job_history,
+            retention_s=config.job_retention_s,
+            lease_s=config.lease_of("validator"),
+            codec=codec,
+            start=start,
         )
 
-    def start(self, spec: ValidationSpec) -> Job:
+    def start(
+        self, spec: ValidationSpec, *, request_id: str = "", digest: str = ""
+    ) -> Job:
+        """Checks the request, then queues it; a used `request_id` returns its job."""
+        if request_id:
+            existing = self.engine.find(request_id, digest)
+            if existing is not None:
+                return existing
         if not spec.model_id:
             raise InvalidArgument(
                 "model_id is required: the registry id of the model to validate",
@@ -118,7 +142,9 @@ class Validator:
             raise FailedPrecondition(f"{spec.dataset_id} is not a dataset")
         datasets.load_dataset(dataset_file_of(dataset))  # reject malformed data now
         return self.engine.submit(
-            ResolvedValidation(spec, model, adapter, baseline, dataset)
+            ResolvedValidation(spec, model, adapter, baseline, dataset),
+            request_id=request_id,
+            digest=digest,
         )
 
     def _get(self, artifact_id: str) -> Any:
@@ -136,6 +162,13 @@ class Validator:
         return artifact
 
     def _run(self, ctx: JobContext, job: ResolvedValidation) -> ValidationOutcome:
+        if "outcome" in ctx.details:
+            # An earlier attempt recorded its report, then its validator died
+            # before marking the job done: the same outcome, no second report.
+            ctx.report(
+                stage="done", progress=1.0, message="recorded by an earlier attempt"
+            )
+            return self._codec.decode_result(ctx.details["outcome"])
         spec = job.spec
         task, rows = datasets.load_dataset(dataset_file_of(job.dataset))
         # The trainer's own split (stratified for classification), so the
@@ -184,6 +217,7 @@ class Validator:
             },
         )
         outcome.report_id = self._recorder(job, outcome)
+        ctx.record(outcome=self._codec.encode_result(outcome))
         failed = [g.message for g in gates if not g.passed]
         ctx.report(
             stage="done",

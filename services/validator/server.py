@@ -8,29 +8,26 @@ from services.common.config import Config
 from services.common.convert import (
     JobRpcs,
     job_status_to_pb,
+    request_digest,
     timestamp,
 )
+from services.common.gates import gates_from_pb
+from services.common.jobqueue import JobStore, job_tables, make_engine
+from services.common.jobqueue.migrations import upgrade_database
 from services.common.jobs import Job
+from services.common.retry import Patience, Patient
 from services.common.server import RunningServer, create_server
 from services.validator.evaluation import ModelScores
-from services.validator.gates import Gates
 from services.validator.jobs import (
     ResolvedValidation,
     ValidationOutcome,
     ValidationSpec,
     Validator,
 )
+from services.validator.records import VALIDATION_JOB_CODEC
 
-
-def gates_from_pb(pb: common_pb2.ValidationGates) -> Gates:
-    d = Gates()
-    return Gates(
-        min_score=pb.min_score,
-        max_perplexity_ratio=pb.max_perplexity_ratio or d.max_perplexity_ratio,
-        max_latency_ratio=pb.max_latency_ratio or d.max_latency_ratio,
-        min_score_delta=pb.min_score_delta,
-        require_no_regression=pb.require_no_regression,
-    )
+# The validator's job tables: validator_jobs, validator_job_events.
+QUEUE = "validator"
 
 
 def spec_from_pb(req: validator_pb2.StartValidationJobRequest) -> ValidationSpec:
@@ -108,7 +105,10 @@ def job_to_pb(job: Job) -> validator_pb2.ValidationJob:
             max_new_tokens=s.max_new_tokens,
             eval_fraction=s.eval_fraction,
             seed=s.seed,
+            request_id=job.request_id,
         ),
+        attempt=job.attempt,
+        worker_id=job.worker_id,
     )
     if job.result is not None:
         pb.report.CopyFrom(report_to_pb(resolved, job.result))
@@ -123,7 +123,11 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
         )
 
     def StartValidationJob(self, request, context):
-        job = self._validator.start(spec_from_pb(request))
+        job = self._validator.start(
+            spec_from_pb(request),
+            request_id=request.request_id,
+            digest=request_digest(request),
+        )
         return validator_pb2.StartValidationJobResponse(job=job_to_pb(job))
 
     def GetValidationJob(self, request, context):
@@ -142,15 +146,23 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
 def create(config: Config, port: int | None = None) -> RunningServer:
     registry = ServiceClient("registry", config)
 
+    # A registry restart must not fail a validation that is recording its report.
+    patient = Patient(registry, "registry", Patience(config.dependency_patience_s))
+
     def record(job: ResolvedValidation, outcome: ValidationOutcome) -> str:
-        stored = registry.RecordValidationReport(
+        stored = patient.RecordValidationReport(
             registry_pb2.RecordValidationReportRequest(
                 report=report_to_pb(job, outcome)
             )
         )
         return stored.report.id
 
-    validator = Validator(config, registry, record)
+    dsn = config.job_dsn(QUEUE)
+    upgrade_database(dsn, QUEUE)
+    db = make_engine(dsn)
+    validator = Validator(
+        config, registry, record, JobStore(db, job_tables(QUEUE)), VALIDATION_JOB_CODEC
+    )
 
     def register(server):
         validator_pb2_grpc.add_ValidatorServiceServicer_to_server(
@@ -160,6 +172,10 @@ def create(config: Config, port: int | None = None) -> RunningServer:
 
     running = create_server("validator", config, register, port)
     running.on_stop.extend(
-        [lambda: validator.engine.shutdown(config.grace_period_s), registry.close]
+        [
+            lambda: validator.engine.shutdown(config.grace_period_s),
+            registry.close,
+            db.dispose,
+        ]
     )
     return running

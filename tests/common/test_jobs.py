@@ -1,21 +1,29 @@
-"""The job engine: bounded queue, ordered events, cancel, watch resume, failures."""
+"""The in-memory job engine: bounded queue, ordered events, cancel, watch resume,
+failures, idempotent submission."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from services.common.errors import FailedPrecondition, NotFound, ResourceExhausted
-from services.common.jobs import JobEngine, JobState
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+)
+from services.common.jobs import JobState
+from services.common.jobs import MemoryJobEngine as JobEngine
+from tests.common.jobqueue.support import wait_for
 
 
 def test_queue_bound_refuses_with_resource_exhausted():
     gate = threading.Event()
-    engine = JobEngine("demo", lambda ctx, spec: gate.wait(5), queue_size=2)
+    engine = JobEngine("demo", lambda ctx, spec: gate.wait(), queue_size=2)
     first = engine.submit("a")
-    while engine.get(first.id).state != JobState.RUNNING:
-        pass
+    wait_for(lambda: engine.get(first.id).state == JobState.RUNNING)
     engine.submit("b")
     engine.submit("c")
     with pytest.raises(ResourceExhausted, match="queue is full"):
@@ -50,11 +58,12 @@ def test_cancel_stops_a_running_job_and_a_queued_one():
         started.set()
         while True:
             ctx.check_cancelled()
+            time.sleep(0.01)
 
     engine = JobEngine("demo", runner)
     running = engine.submit(1)
     queued = engine.submit(2)
-    assert started.wait(5)
+    assert started.wait(60)
     engine.cancel(queued.id)
     assert engine.get(queued.id).state == JobState.CANCELLED
     engine.cancel(running.id)
@@ -77,11 +86,39 @@ def test_failures_keep_their_status_code_and_unknown_ids_are_not_found():
         "FAILED_PRECONDITION",
         "adapter base differs",
     )
-    assert crash.error_code == "INTERNAL" and "kaput" in crash.error_message
+    assert crash.error_code == "INTERNAL" and "kaput" not in crash.error_message
+    assert "internal error (RuntimeError) in demo job" in crash.error_message
     with pytest.raises(NotFound, match="no demo job has id 'x'"):
         engine.get("x")
     page, token = engine.list(None, 1, "")
     assert len(page) == 1 and token
     rest, last = engine.list(None, 5, token)
     assert len(rest) == 1 and last == ""
+    engine.shutdown()
+
+
+def test_a_request_id_returns_the_first_job():
+    gate = threading.Event()
+    engine = JobEngine("demo", lambda ctx, spec: gate.wait())
+    first = engine.submit("a", request_id="r1", digest="x")
+    assert engine.submit("a", request_id="r1", digest="x") is first
+    assert engine.find("r1").id == first.id
+    with pytest.raises(AlreadyExists, match="used for a different request"):
+        engine.submit("b", request_id="r1", digest="y")
+    gate.set()
+    engine.shutdown(5)
+
+
+def test_recorded_details_are_visible_on_the_job():
+    def runner(ctx, spec):
+        ctx.record(step="merge", merge_job_id="m-1")
+        ctx.set_resumed_from_step(4)
+        return ctx.details
+
+    engine = JobEngine("demo", runner)
+    job = engine.submit(None)
+    list(engine.watch(job.id))
+    assert job.details == {"step": "merge", "merge_job_id": "m-1"}
+    assert job.result == job.details and job.resumed_from_step == 4
+    assert job.attempt == 1
     engine.shutdown()

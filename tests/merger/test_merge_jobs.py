@@ -1,9 +1,8 @@
-"""The merge job runner with an in-memory registry: cancellation and lineage rules."""
+"""The merge job runner with a fake registry: cancellation and lineage rules."""
 
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 
@@ -11,9 +10,12 @@ from lorafleet.v1 import common_pb2, registry_pb2
 from services.common.config import load_config
 from services.common.convert import struct
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.jobqueue import JobStore, job_tables, make_engine
+from services.common.jobqueue.migrations import upgrade_database
 from services.common.jobs import JobState
 from services.merger import jobs as merge_jobs
 from services.merger.jobs import Merger, MergeRequest, check_lineage
+from tests.common.jobqueue.support import wait_for
 from tests.merger.helpers import make_adapter
 
 
@@ -34,6 +36,9 @@ class FakeRegistry:
         return registry_pb2.RegisterArtifactResponse(
             artifact=common_pb2.Artifact(id="merged-1", name=request.name, version=1)
         )
+
+    def ListArtifacts(self, request):
+        return registry_pb2.ListArtifactsResponse()  # no earlier attempt registered
 
 
 def _artifact(id_: str, kind: int, path, digest: str, **meta) -> common_pb2.Artifact:
@@ -73,17 +78,22 @@ def setup(tmp_path, tiny_model_dir):
         ]
     )
     config = load_config(env={}, data_dir=tmp_path / "data")
-    merger = Merger(config, registry)
+    dsn = config.job_dsn("merger")
+    upgrade_database(dsn, "merger")
+    db = make_engine(dsn)
+    merger = Merger(config, registry, JobStore(db, job_tables("merger")))
     yield merger, registry, config
     merger.engine.shutdown()
+    db.dispose()
 
 
 def _wait(merger: Merger, job_id: str):
-    deadline = time.time() + 30
-    while not merger.engine.get(job_id).state.terminal:
-        assert time.time() < deadline, "job did not finish"
-        time.sleep(0.02)
+    wait_for(lambda: merger.engine.get(job_id).state.terminal)
     return merger.engine.get(job_id)
+
+
+def _events(merger: Merger, job_id: str) -> list:
+    return [event for event, _ in merger.engine.watch(job_id)]
 
 
 def test_cancel_mid_merge_cleans_up_and_registers_nothing(setup, monkeypatch):
@@ -104,7 +114,7 @@ def test_cancel_mid_merge_cleans_up_and_registers_nothing(setup, monkeypatch):
     assert finished.state == JobState.CANCELLED
     assert registry.registered == []
     assert not any(config.staging_dir.iterdir())
-    assert max(e.progress for e in finished.events) < 0.5
+    assert max(e.progress for e in _events(merger, job.id)) < 0.5
 
 
 def test_successful_run_registers_with_parents_and_cleans_staging(setup):
@@ -126,7 +136,8 @@ def test_successful_run_registers_with_parents_and_cleans_staging(setup):
     assert request.source_path.startswith(str(config.staging_dir.resolve()))
     assert dict(request.tags) == {"k": "v"}
     assert not any(config.staging_dir.iterdir())
-    merge_events = [e for e in job.events if e.stage == "merge" and e.total_steps]
+    events = _events(merger, job.id)
+    merge_events = [e for e in events if e.stage == "merge" and e.total_steps]
     assert 1 <= len(merge_events) <= merge_jobs.PROGRESS_EVENTS + 1
 
 

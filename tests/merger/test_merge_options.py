@@ -211,7 +211,8 @@ def test_an_error_mid_write_leaves_nothing_behind(suite, adapters, monkeypatch):
     )
     status = updates[-1].job.status
     assert status.state == common_pb2.JOB_STATE_FAILED
-    assert "No space left on device" in status.error.message
+    assert status.error.code == "RESOURCE_EXHAUSTED"
+    assert "ran out of disk space (No space left on device)" in status.error.message
     assert len(calls) == 7
     assert _registered(suite, "opt-disk-full") == []
     assert [p for p in suite.config.staging_dir.iterdir() if "merge-" in p.name] == []

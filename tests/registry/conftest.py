@@ -21,6 +21,7 @@ from services.common.config import Config, load_config
 from services.registry.db import Base
 from services.registry.migrations import upgrade_database
 from services.registry.server import create
+from tests.registry.files import safetensors_bytes
 
 ADMIN_DSN = os.environ.get(
     "LORAFLEET_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"
@@ -148,7 +149,7 @@ class Sources:
         (path / "config.json").write_text(
             json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
         )
-        (path / "model.safetensors").write_bytes(weights)
+        (path / "model.safetensors").write_bytes(safetensors_bytes(weights))
         (path / "tokenizer").mkdir(exist_ok=True)
         (path / "tokenizer" / "tokenizer.json").write_text('{"version": "1.0"}')
         for rel, data in (extra or {}).items():
@@ -167,7 +168,7 @@ class Sources:
                 }
             )
         )
-        (path / "adapter_model.safetensors").write_bytes(weights)
+        (path / "adapter_model.safetensors").write_bytes(safetensors_bytes(weights))
         return path
 
     def dataset(self, name: str = "train.jsonl", rows: int = 3) -> Path:

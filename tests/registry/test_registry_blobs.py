@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from lorafleet.v1 import common_pb2, registry_pb2
+from tests.registry.files import safetensors_bytes
 
 ADAPTER = common_pb2.ARTIFACT_KIND_ADAPTER
 CHUNK = 64 * 1024
@@ -149,7 +150,7 @@ def _adapter_blobs(
 ) -> list[common_pb2.FileEntry]:
     files = {
         "adapter_config.json": json.dumps({"r": 4, "lora_alpha": 8}).encode(),
-        "adapter_model.safetensors": weights,
+        "adapter_model.safetensors": safetensors_bytes(weights),
     }
     entries = []
     for path, data in files.items():
@@ -172,7 +173,9 @@ def test_register_from_uploaded_blobs(stub, digest_of, tmp_path):
     local = tmp_path / "same"
     local.mkdir()
     (local / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8}))
-    (local / "adapter_model.safetensors").write_bytes(b"lora-weights")
+    (local / "adapter_model.safetensors").write_bytes(
+        safetensors_bytes(b"lora-weights")
+    )
     assert artifact.digest == digest_of(local)
     again = stub.RegisterArtifact(
         registry_pb2.RegisterArtifactRequest(kind=ADAPTER, name="remote", files=files)

@@ -18,6 +18,7 @@ import pytest
 
 from lorafleet.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.registry import repository
+from tests.registry.files import safetensors_bytes
 
 BASE_MODEL = common_pb2.ARTIFACT_KIND_BASE_MODEL
 REPO = Path(__file__).resolve().parents[2]
@@ -182,7 +183,7 @@ def test_sigkill_mid_upload_loses_nothing_and_exposes_no_partial_blob(
     src = data_dir / "incoming" / "m"
     src.mkdir(parents=True)
     (src / "config.json").write_text('{"model_type": "llama"}')
-    (src / "model.safetensors").write_bytes(b"committed weights")
+    (src / "model.safetensors").write_bytes(safetensors_bytes(b"committed weights"))
     payload = os.urandom(6 * (1 << 20))
     sha = hashlib.sha256(payload).hexdigest()
     chunk = 256 * 1024

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import Aborted, DataLoss, InvalidArgument
-from services.registry.store import (
+from services.registry.manifests import (
     FileEntry,
-    LocalStore,
     Manifest,
     list_source,
     manifest_digest,
 )
+from services.registry.store import LocalStore
 
 
 @pytest.fixture

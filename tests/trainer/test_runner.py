@@ -82,7 +82,7 @@ def test_cancel_stops_the_child(tiny_model_dir, demo_dataset_path, tmp_path):
         seen.append(step)
 
     with pytest.raises(Cancelled):
-        run_training(task, on_progress, lambda: bool(seen), grace_s=5)
+        run_training(task, on_progress, lambda: bool(seen))
     assert len(pids) == 1
     assert not alive(pids[0])
     assert not child_pids(task.job_id)

@@ -5,7 +5,7 @@ Adding a method is one new file with a `MergeMethod` subclass and one line here.
 
 from __future__ import annotations
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, shorten
 from services.merger.methods.base import (
     MergeMethod,
     MergeParams,
@@ -40,7 +40,8 @@ def get(name: str) -> MergeMethod:
     except KeyError:
         valid = ", ".join(f"{n} ({c.summary})" for n, c in sorted(METHODS.items()))
         raise InvalidArgument(
-            f"unknown merge method {name!r}; valid methods: {valid}", field="method"
+            f"unknown merge method {shorten(name)!r}; valid methods: {valid}",
+            field="method",
         ) from None
 
 

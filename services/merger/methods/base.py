@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
 import zlib
 from abc import ABC, abstractmethod
@@ -11,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, shorten
 
 _LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 
@@ -39,8 +41,13 @@ class MergeParams:
                 "input models; give one weight per input or none",
                 field="params.weights",
             )
-        if any(w != w or abs(w) == float("inf") for w in self.weights):
-            raise InvalidArgument("weights must be finite", field="params.weights")
+        for i, w in enumerate(self.weights):
+            if not math.isfinite(w):
+                raise InvalidArgument(
+                    f"parameter weights[{i}] must be a finite number (one weight "
+                    f"per input model), got {shown(w)}",
+                    field="params.weights",
+                )
 
     def weight_list(self, n_inputs: int) -> list[float]:
         return list(self.weights) if self.weights else [1.0] * n_inputs
@@ -125,8 +132,8 @@ def parse_params(
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise InvalidArgument(
-            f"method {method.name!r} has no parameter {', '.join(unknown)}; valid "
-            f"parameters: {describe_params(method.Params)}",
+            f"method {method.name!r} has no parameter {shorten(', '.join(unknown))}; "
+            f"valid parameters: {describe_params(method.Params)}",
             field="params",
         )
     missing = [
@@ -142,7 +149,7 @@ def parse_params(
             f"parameters: {describe_params(method.Params)}",
             field=f"params.{missing[0]}",
         )
-    raw = {k: _coerce(fields[k], v) for k, v in raw.items()}
+    raw = {k: _typed(fields[k], v) for k, v in raw.items()}
     try:
         params = method.Params(**raw)
     except (TypeError, ValueError) as exc:
@@ -153,31 +160,71 @@ def parse_params(
     return params
 
 
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    """JSON numbers arrive as floats; an integral float is fine for an int field."""
-    if f.type == "int" and isinstance(value, float):
-        if not value.is_integer():
-            raise InvalidArgument(
-                f"parameter {f.name} must be an integer, got {value}",
-                field=f"params.{f.name}",
-            )
-        return int(value)
-    if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+def _typed(f: dataclasses.Field, value: Any) -> Any:
+    """`value` as the field's type, or INVALID_ARGUMENT naming what was expected.
+
+    Parameters arrive as JSON (a protobuf Struct), so a string where a number
+    belongs, a NaN, or an integral float for an int field (JSON has one number
+    type) all reach here; only the last is accepted.
+    """
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise _wrong(f, value, "true or false")
+    if kind in ("float", "int"):
+        return _number(f, f.name, value, integer=kind == "int")
+    if kind == "list[float]":
+        if not isinstance(value, list):
+            raise _wrong(f, value, "a list of finite numbers")
+        return [_number(f, f"{f.name}[{i}]", v) for i, v in enumerate(value)]
     return value
+
+
+def _number(f: dataclasses.Field, name: str, value: Any, integer: bool = False):
+    what = "an integer" if integer else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong(f, value, what, name)
+    if not math.isfinite(value):
+        raise _wrong(f, value, what, name)
+    if integer:
+        if not float(value).is_integer():
+            raise _wrong(f, value, what, name)
+        return int(value)
+    return float(value)
+
+
+def _wrong(
+    f: dataclasses.Field, value: Any, expected: str, name: str | None = None
+) -> InvalidArgument:
+    return InvalidArgument(
+        f"parameter {name or f.name} must be {expected} "
+        f"({f.metadata.get('help', '')}), got {shown(value)}",
+        field=f"params.{f.name}",
+    )
+
+
+def shown(value: Any) -> str:
+    """A parameter value as the caller wrote it (JSON), cut to a readable length."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return shorten(text)
 
 
 def check_density(density: float) -> None:
     if not 0.0 < density <= 1.0:
         raise InvalidArgument(
-            f"density must be in (0, 1], got {density}", field="params.density"
+            f"density must be in (0, 1], got {shown(density)}",
+            field="params.density",
         )
 
 
 def check_unit(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise InvalidArgument(
-            f"{name} must be in [0, 1], got {value}", field=f"params.{name}"
+            f"{name} must be in [0, 1], got {shown(value)}", field=f"params.{name}"
         )
 
 

@@ -1,4 +1,4 @@
-"""Fixtures of the queue tests: trainer job databases and replicas on them."""
+"""Fixtures of the trainer queue tests: a migrated PostgreSQL job database."""
 
 from __future__ import annotations
 
@@ -6,37 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.trainer.queue.migrations import upgrade_database
-from tests.trainer.jobqueue.support import (
-    BACKENDS,
-    Replicas,
-    empty_tables,
-    fresh_pg_database,
-)
+from services.common.jobqueue.migrations import upgrade_database
+from tests.common.jobqueue.support import fresh_pg_database
 
 
 @pytest.fixture(scope="session")
 def trainer_pg_database() -> Iterator[str]:
-    """One migrated PostgreSQL database per session; tests empty it first."""
-    with fresh_pg_database() as dsn:
-        upgrade_database(dsn)
+    """One migrated trainer queue on PostgreSQL per session; tests empty it."""
+    with fresh_pg_database("trainer") as dsn:
+        upgrade_database(dsn, "trainer")
         yield dsn
-
-
-@pytest.fixture(params=BACKENDS)
-def queue_dsn(request, tmp_path) -> str:
-    """A migrated, empty trainer job database on SQLite or PostgreSQL."""
-    if request.param == "sqlite":
-        dsn = f"sqlite:///{tmp_path / 'trainer.db'}"
-        upgrade_database(dsn)
-        return dsn
-    dsn = request.getfixturevalue("trainer_pg_database")
-    empty_tables(dsn)
-    return dsn
-
-
-@pytest.fixture
-def replicas(queue_dsn) -> Iterator[Replicas]:
-    group = Replicas(queue_dsn)
-    yield group
-    group.close()

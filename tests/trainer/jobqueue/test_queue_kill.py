@@ -20,13 +20,14 @@ import pytest
 from sqlalchemy import func, select
 
 from lorafleet.v1 import common_pb2, registry_pb2, trainer_pb2, trainer_pb2_grpc
-from services.trainer.queue.models import TrainJobEventRow, make_engine
+from services.common.jobqueue import job_tables, make_engine
 from tests.conftest import TRAIN
 from tests.trainer.helpers import chat_row, register_dataset
 from tests.trainer.jobqueue.support import Replica, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 STEPS, CHECKPOINT_STEPS = 24, 4
+TrainJobEventRow = job_tables("trainer").Event
 
 
 def _free_port() -> int:
@@ -112,7 +113,7 @@ def test_a_killed_trainer_resumes_and_ends_with_the_same_adapter(
         ).job
         job_id = job.status.job_id
         # Past the first checkpoint, well before the end.
-        wait_for(lambda: _last_step(dsn, job_id) > CHECKPOINT_STEPS, timeout_s=180)
+        wait_for(lambda: _last_step(dsn, job_id) > CHECKPOINT_STEPS, timeout_s=600)
         channel.close()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -134,10 +135,22 @@ def test_a_killed_trainer_resumes_and_ends_with_the_same_adapter(
         # its own once it sees its parent gone.)
         assert CHECKPOINT_STEPS <= final.resumed_from_step < STEPS
         assert final.resumed_from_step % CHECKPOINT_STEPS == 0
-        messages = [r.event.message for r in again.watch(job_id)]
-        assert (
-            "trainer trainer-k restarted; the job resumes from its last checkpoint"
-            in (messages)
+        stream = again.watch(job_id)
+        messages = [r.event.message for r in stream]
+        assert "trainer-k restarted; the job resumes where its last attempt was" in (
+            messages
+        )
+        # The attempt announced its resume while running (resumed_from_step
+        # is recorded just before this event; tests/common/jobqueue shows Get
+        # reading it while the job still runs).
+        resumed = next(
+            r.event
+            for r in stream
+            if r.event.message.startswith("resumed from checkpoint")
+        )
+        assert resumed.state == common_pb2.JOB_STATE_RUNNING
+        assert resumed.message == (
+            f"resumed from checkpoint step {final.resumed_from_step}"
         )
         reference = again.stub.StartTrainJob(
             _request(base_model, kill_data, "queue-uninterrupted"), timeout=60

@@ -1,14 +1,12 @@
-"""In-process job engine: bounded queue, worker threads, progress events, cancel.
+"""The in-memory job engine: bounded queue, worker threads, events, cancel.
 
-Every long operation (train, merge, validate, workflow) is a job: submission
-returns at once with an id, a worker runs it, and watchers receive each progress
-event in order until the job ends. Domain runners receive a `JobContext` and
-never see gRPC.
+For embedding and tests: jobs live as long as the process. Services run the
+durable engine (`services.common.jobqueue`), which has the same surface and
+gives runners the same JobContext.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
@@ -16,119 +14,32 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from services.common.errors import (
+    AlreadyExists,
     Cancelled,
     LorafleetError,
     NotFound,
     ResourceExhausted,
 )
+from services.common.jobs.context import JobContext
+from services.common.jobs.model import Job, JobEvent, JobState, Runner, Update, failure
 from services.common.paging import paginate
-from services.common.telemetry import current_trace_id
+from services.common.telemetry import (
+    context_from_traceparent,
+    current_trace_id,
+    current_traceparent,
+)
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("lorafleet.jobs")
 
 
-class JobState(Enum):
-    QUEUED = 1
-    RUNNING = 2
-    SUCCEEDED = 3
-    FAILED = 4
-    CANCELLED = 5
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    sequence: int
-    state: JobState
-    stage: str
-    progress: float
-    message: str
-    metrics: dict[str, float]
-    time: float
-    step: int = 0
-    total_steps: int = 0
-
-
-@dataclass
-class Job:
-    """The engine's record of one job; `spec` and `result` are domain objects."""
-
-    id: str
-    spec: Any
-    state: JobState = JobState.QUEUED
-    stage: str = "queued"
-    progress: float = 0.0
-    message: str = "queued"
-    create_time: float = field(default_factory=time.time)
-    start_time: float | None = None
-    end_time: float | None = None
-    error_code: str = ""
-    error_message: str = ""
-    result: Any = None
-    trace_id: str = ""
-    # Free-form facts the runner exposes while running (e.g. sub-job ids).
-    details: dict[str, Any] = field(default_factory=dict)
-    events: list[JobEvent] = field(default_factory=list)
-    cancel_requested: threading.Event = field(default_factory=threading.Event)
-    _context: Any = None
-
-
-class JobContext:
-    """What a runner may do: report progress, check for cancellation."""
-
-    def __init__(self, engine: JobEngine, job: Job) -> None:
-        self._engine = engine
-        self.job = job
-
-    @property
-    def cancelled(self) -> bool:
-        return self.job.cancel_requested.is_set()
-
-    def check_cancelled(self) -> None:
-        if self.cancelled:
-            raise Cancelled(f"job {self.job.id} was cancelled")
-
-    def report(
-        self,
-        *,
-        stage: str | None = None,
-        progress: float | None = None,
-        message: str | None = None,
-        metrics: dict[str, float] | None = None,
-        step: int = 0,
-        total_steps: int = 0,
-    ) -> None:
-        self._engine._emit(
-            self.job,
-            stage=stage,
-            progress=progress,
-            message=message,
-            metrics=metrics or {},
-            step=step,
-            total_steps=total_steps,
-        )
-
-    def set_detail(self, key: str, value: Any) -> None:
-        with self._engine._cond:
-            self.job.details[key] = value
-
-
-Runner = Callable[[JobContext, Any], Any]
-
-
-class JobEngine:
+class MemoryJobEngine:
     """Runs jobs of one kind on `workers` threads with at most `queue_size` waiting."""
 
     def __init__(
@@ -145,10 +56,10 @@ class JobEngine:
         self._queue_size = queue_size
         self._history = history
         self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._by_request: dict[str, tuple[str, str]] = {}
         self._cond = threading.Condition()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._waiting = 0
-        self._seq = itertools.count()
         self._stopping = False
         self._threads = [
             threading.Thread(target=self._work, name=f"{kind}-worker-{i}", daemon=True)
@@ -158,8 +69,20 @@ class JobEngine:
             t.start()
 
     # --- submission and queries -------------------------------------------------
-    def submit(self, spec: Any) -> Job:
+    def submit(
+        self,
+        spec: Any,
+        *,
+        priority: int = 0,
+        request_id: str = "",
+        digest: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> Job:
         with self._cond:
+            if request_id:
+                existing = self._find(request_id, digest)
+                if existing is not None:
+                    return existing
             if self._stopping:
                 raise ResourceExhausted(
                     f"the {self.kind} service is shutting down; retry "
@@ -168,29 +91,51 @@ class JobEngine:
             if self._waiting >= self._queue_size:
                 raise ResourceExhausted(
                     f"the {self.kind} queue is full ({self._waiting} jobs waiting); "
-                    "retry "
-                    "later, cancel queued jobs, or raise LORAFLEET_JOB_QUEUE_SIZE"
+                    "retry later, cancel queued jobs, or raise "
+                    "LORAFLEET_JOB_QUEUE_SIZE"
                 )
             job = Job(
                 id=f"{self.kind}-{uuid.uuid4().hex[:16]}",
                 spec=spec,
+                priority=priority,
+                request_id=request_id,
+                details=dict(details or {}),
                 trace_id=current_trace_id(),
-                _context=otel_context.get_current(),
+                trace_context=current_traceparent(),
             )
             self._jobs[job.id] = job
+            if request_id:
+                self._by_request[request_id] = (job.id, digest)
             self._waiting += 1
-            self._record(job, message="queued")
+            self._record(job, Update(message="queued"))
             self._evict_finished()
         self._queue.put(job)
         return job
+
+    def find(self, request_id: str, digest: str = "") -> Job | None:
+        with self._cond:
+            return self._find(request_id, digest)
+
+    def _find(self, request_id: str, digest: str) -> Job | None:
+        found = self._by_request.get(request_id)
+        if found is None or found[0] not in self._jobs:
+            return None
+        if digest and found[1] and digest != found[1]:
+            raise AlreadyExists(
+                f"request_id {request_id[:80]!r} was used for a different request "
+                f"(job {found[0]}); use a new request_id for a new request",
+                field="request_id",
+            )
+        return self._jobs[found[0]]
 
     def get(self, job_id: str) -> Job:
         with self._cond:
             job = self._jobs.get(job_id)
         if job is None:
             raise NotFound(
-                f"no {self.kind} job has id {job_id!r}; list jobs to see the "
-                "known ids (finished jobs are kept for a bounded time)",
+                f"no {self.kind} job has id {job_id[:80]!r}; list jobs to see the "
+                "known ids (this engine keeps finished jobs in memory only, up to "
+                "its history size)",
                 field="job_id",
             )
         return job
@@ -219,7 +164,7 @@ class JobEngine:
                     job, JobState.CANCELLED, message="cancelled before it started"
                 )
             else:
-                self._record(job, message="cancellation requested")
+                self._record(job, Update(message="cancellation requested"))
         return job
 
     def watch(
@@ -250,15 +195,35 @@ class JobEngine:
         """Stops taking jobs; running jobs are asked to cancel after `wait_s`."""
         with self._cond:
             self._stopping = True
-        deadline = time.time() + wait_s
+        deadline = time.monotonic() + wait_s
         for _ in self._threads:
             self._queue.put(None)
         for t in self._threads:
-            t.join(max(0.0, deadline - time.time()))
+            t.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             for job in self._jobs.values():
                 if not job.state.terminal:
                     job.cancel_requested.set()
+
+    # --- JobContext backend -------------------------------------------------------
+    def _ctx_stopped(self, job: Job) -> bool:
+        return job.cancel_requested.is_set()
+
+    def _ctx_cancel_requested(self, job: Job) -> bool:
+        return job.cancel_requested.is_set()
+
+    def _ctx_report(
+        self, job: Job, _job: Job, update: Update, details: dict | None
+    ) -> None:
+        with self._cond:
+            if not job.state.terminal:
+                self._record(job, update)
+
+    def _ctx_save(self, job: Job, _job: Job, details: dict[str, Any]) -> None:
+        pass  # the context already updated job.details, which is all there is
+
+    def _ctx_resumed(self, job: Job, _job: Job, step: int) -> None:
+        pass  # likewise job.resumed_from_step
 
     # --- internals ----------------------------------------------------------------
     def _work(self) -> None:
@@ -271,21 +236,24 @@ class JobEngine:
                     continue  # cancelled while waiting
                 self._waiting -= 1
                 job.state = JobState.RUNNING
+                job.attempt += 1
                 job.start_time = time.time()
-                self._record(job, stage="starting", message="started")
-            token = otel_context.attach(job._context)
+                self._record(job, Update(stage="starting", message="started"))
+            token = otel_context.attach(context_from_traceparent(job.trace_context))
             try:
                 with tracer.start_as_current_span(
                     f"{self.kind}.job", attributes={"lorafleet.job_id": job.id}
                 ):
-                    result = self._runner(JobContext(self, job), job.spec)
+                    try:
+                        result = self._runner(JobContext(self, job), job.spec)
+                    except BaseException as exc:  # noqa: BLE001 - never kill a worker
+                        self._fail(job, exc)
+                        continue
                 with self._cond:
                     job.result = result
                     self._finish(
                         job, JobState.SUCCEEDED, message="succeeded", progress=1.0
                     )
-            except BaseException as exc:  # noqa: BLE001 - a job must never kill a worker
-                self._fail(job, exc)
             finally:
                 otel_context.detach(token)
 
@@ -296,18 +264,7 @@ class JobEngine:
             with self._cond:
                 self._finish(job, JobState.CANCELLED, message="cancelled")
             return
-        if isinstance(exc, LorafleetError):
-            code, message = exc.code, exc.message
-            log.warning("%s job %s failed: %s %s", self.kind, job.id, code, message)
-        elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-            code = "RESOURCE_EXHAUSTED"
-            message = (
-                f"ran out of memory: {exc}. Use a smaller batch_size or "
-                "max_seq_length, enable gradient checkpointing, or use QLoRA"
-            )
-        else:
-            log.exception("%s job %s crashed", self.kind, job.id)
-            code, message = "INTERNAL", f"{type(exc).__name__}: {exc}"
+        code, message = failure(self.kind, job.id, exc, job.trace_id)
         with self._cond:
             job.error_code, job.error_message = code, message
             self._finish(job, JobState.FAILED, message=message)
@@ -317,37 +274,17 @@ class JobEngine:
     ) -> None:
         job.state = state
         job.end_time = time.time()
-        self._record(
-            job,
-            stage=job.stage if state != JobState.SUCCEEDED else "done",
-            message=message,
-            progress=progress,
-        )
+        stage = job.stage if state != JobState.SUCCEEDED else "done"
+        self._record(job, Update(stage=stage, message=message, progress=progress))
 
-    def _emit(self, job: Job, **kw: Any) -> None:
-        with self._cond:
-            if job.state.terminal:
-                return
-            self._record(job, **kw)
-
-    def _record(
-        self,
-        job: Job,
-        *,
-        stage: str | None = None,
-        progress: float | None = None,
-        message: str | None = None,
-        metrics: dict[str, float] | None = None,
-        step: int = 0,
-        total_steps: int = 0,
-    ) -> None:
+    def _record(self, job: Job, update: Update) -> None:
         """Updates the job and appends an event; caller holds the condition."""
-        if stage is not None:
-            job.stage = stage
-        if progress is not None:
-            job.progress = min(1.0, max(0.0, progress))
-        if message is not None:
-            job.message = message
+        if update.stage is not None:
+            job.stage = update.stage
+        if update.progress is not None:
+            job.progress = min(1.0, max(0.0, update.progress))
+        if update.message is not None:
+            job.message = update.message
         job.events.append(
             JobEvent(
                 sequence=len(job.events) + 1,
@@ -355,10 +292,10 @@ class JobEngine:
                 stage=job.stage,
                 progress=job.progress,
                 message=job.message,
-                metrics=dict(metrics or {}),
+                metrics=dict(update.metrics or {}),
                 time=time.time(),
-                step=step,
-                total_steps=total_steps,
+                step=update.step,
+                total_steps=update.total_steps,
             )
         )
         self._cond.notify_all()
@@ -367,3 +304,5 @@ class JobEngine:
         finished = [j for j in self._jobs.values() if j.state.terminal]
         for job in finished[: max(0, len(finished) - self._history)]:
             del self._jobs[job.id]
+            if job.request_id:
+                self._by_request.pop(job.request_id, None)

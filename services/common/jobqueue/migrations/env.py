@@ -1,27 +1,28 @@
-"""Alembic entry point of the trainer job database (its own version table)."""
+"""Alembic entry point of a job queue database (the prefix's own version table)."""
 
 from __future__ import annotations
 
+import hashlib
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import text
 
-from services.trainer.queue.models import (
-    VERSION_TABLE,
-    Base,
-    make_engine,
-    normalize_dsn,
-)
-
-# Arbitrary constant naming the trainer's migration lock in pg_advisory_lock.
-MIGRATION_LOCK_KEY = 0x74726E72  # "trnr"
+from services.common.jobqueue.migrations import table_prefix
+from services.common.jobqueue.tables import job_tables, make_engine
 
 config = context.config
-target_metadata = Base.metadata
-
 if config.config_file_name:  # the alembic CLI; upgrade_database() passes none
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+TABLES = job_tables(table_prefix())
+target_metadata = TABLES.metadata
+# Names this queue's migration lock in pg_advisory_xact_lock.
+MIGRATION_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(f"jobqueue-migrate\0{TABLES.prefix}".encode()).digest()[:8],
+    "big",
+    signed=True,
+)
 
 
 def _dsn() -> str:
@@ -29,23 +30,24 @@ def _dsn() -> str:
     if url:
         return url
     from services.common.config import load_config  # LORAFLEET_* env vars, YAML
+    from services.common.database import normalize_dsn
 
-    return normalize_dsn(load_config().effective_trainer_dsn)
+    return normalize_dsn(load_config().job_dsn(TABLES.prefix))
 
 
 def _include_object(obj, name, type_, reflected, compare_to) -> bool:
-    """Only the trainer's tables: a shared database may hold other services'."""
+    """Only this queue's tables: a shared database may hold other services'."""
     if type_ == "table":
-        return name.startswith("trainer_")
+        return TABLES.owns(name)
     table = getattr(obj, "table", None)
-    return table is None or table.name.startswith("trainer_")
+    return table is None or TABLES.owns(table.name)
 
 
 def _configure(**kw) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
-        version_table=VERSION_TABLE,
+        version_table=TABLES.version_table,
         include_object=_include_object,
         **kw,
     )

@@ -1,18 +1,22 @@
-"""A job engine whose queue lives in a database, shared by trainer replicas.
+"""The durable job engine: every service's jobs live in its own database.
 
-Same public surface as the in-memory `services.common.jobs.JobEngine` (submit,
-get, list, cancel, watch, shutdown), so `services.common.convert.JobRpcs`
-serves it unchanged. Differences that make it survive restarts and replicas:
+Same surface as the in-memory `services.common.jobs.MemoryJobEngine` (submit,
+find, get, list, cancel, watch, shutdown) and the same JobContext for
+runners, so `services.common.convert.JobRpcs` serves either. What makes it
+survive restarts and replicas:
 
 * Jobs and their progress events are rows; any replica answers Get/List/Watch.
-* `job_workers` threads per replica claim jobs (priority desc, age asc) with
+* `workers` threads per replica claim jobs (priority desc, age asc) with
   `FOR UPDATE SKIP LOCKED` on PostgreSQL, BEGIN IMMEDIATE on SQLite.
 * A running job holds a lease its replica renews; a job whose lease expired
-  (the replica died) is reclaimed by any replica and run again (attempt + 1,
-  resuming from its checkpoints). A restarted replica gives up its old
-  leases at once. A graceful shutdown puts running jobs back in the queue.
+  (the replica died) is reclaimed by any replica and run again (attempt + 1),
+  with the details its runner recorded, so it continues where it was. A
+  restarted replica (same worker id) takes its old jobs back at once. A
+  graceful shutdown puts running jobs back in the queue.
 * Cancel sets a flag in the database; the running replica sees it within a
   heartbeat (~0.5 s) and stops the job.
+* Each attempt's span is a child of the submitting request's span (its
+  traceparent is stored with the job) and links to the previous attempt's.
 """
 
 from __future__ import annotations
@@ -27,38 +31,32 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from services.common.errors import (
-    Cancelled,
-    LorafleetError,
-    ResourceExhausted,
-)
-from services.common.jobs import Job, JobEvent, JobState
-from services.common.paging import decode_token, encode_token, page_size
-from services.common.telemetry import current_trace_id
-from services.trainer.queue.models import TrainJobEventRow, TrainJobRow, as_utc
-from services.trainer.queue.store import (
+from services.common.database import as_utc
+from services.common.errors import Cancelled, LorafleetError, ResourceExhausted
+from services.common.jobqueue.store import (
     CANCELLED,
     FAILED,
     SUCCEEDED,
     Fence,
     JobStore,
-    Update,
+    NewJob,
+)
+from services.common.jobqueue.tables import make_engine
+from services.common.jobs.context import JobContext
+from services.common.jobs.model import Job, JobEvent, JobState, Runner, Update, failure
+from services.common.paging import decode_token, encode_token, page_size
+from services.common.telemetry import (
+    context_from_traceparent,
+    current_trace_id,
+    current_traceparent,
+    span_context_of,
 )
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("lorafleet.trainer.queue")
-
-
-@dataclass
-class QueuedJob(Job):
-    """A snapshot of one persisted job, shaped like the in-memory engine's Job."""
-
-    priority: int = 0
-    attempt: int = 0
-    worker_id: str = ""
-    resumed_from_step: int = 0
+tracer = trace.get_tracer("lorafleet.jobqueue")
 
 
 @dataclass(frozen=True)
@@ -76,8 +74,8 @@ class _Active:
     """A job this replica is running: its fence and why it should stop."""
 
     fence: Fence
+    since: float  # when it was claimed (the engine's clock)
     stop: threading.Event = field(default_factory=threading.Event)
-    since: float = field(default_factory=time.monotonic)  # when it was claimed
     cancelled: bool = False  # a user asked
     shutdown: bool = False  # this replica is stopping: requeue
     lost: bool = False  # another replica took the job over: write nothing
@@ -87,55 +85,11 @@ class _Active:
         self.stop.set()
 
 
-class QueueJobContext:
-    """What a runner may do: report progress, check for cancellation."""
-
-    def __init__(self, engine: PersistedJobEngine, active: _Active, job: QueuedJob):
-        self._engine = engine
-        self._active = active
-        self.job = job
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the job should stop: cancelled, shutting down or taken over."""
-        return self._active.stop.is_set()
-
-    def check_cancelled(self) -> None:
-        if self.cancelled:
-            raise Cancelled(f"job {self.job.id} was cancelled")
-
-    def report(
-        self,
-        *,
-        stage: str | None = None,
-        progress: float | None = None,
-        message: str | None = None,
-        metrics: dict[str, float] | None = None,
-        step: int = 0,
-        total_steps: int = 0,
-    ) -> None:
-        if self._active.lost:
-            return  # taken over (or abandoned): the new owner reports now
-        update = Update(stage, progress, message, metrics, step, total_steps)
-        if not self._engine._store.report(self.job.id, self._active.fence, update):
-            self._engine._lost(self.job.id, self._active)
-
-    def set_resumed_from_step(self, step: int) -> None:
-        """Records the checkpoint step this attempt resumed from."""
-        self.job.resumed_from_step = step
-        store = self._engine._store
-        if not store.set_resumed_from_step(self.job.id, self._active.fence, step):
-            self._engine._lost(self.job.id, self._active)
-
-
-Runner = Callable[[QueueJobContext, Any], Any]
-
-
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class PersistedJobEngine:
+class DurableJobEngine:
     """Runs jobs of one kind from a database queue on `workers` threads."""
 
     def __init__(
@@ -147,24 +101,30 @@ class PersistedJobEngine:
         worker_id: str = "",
         workers: int = 1,
         queue_size: int = 16,
-        history: int = 256,
+        history: int = 0,
+        retention_s: float = 14 * 86400.0,
         lease_s: float = 60.0,
         poll_s: float = 0.5,
         codec: Codec | None = None,
         on_end: Callable[[str], None] | None = None,
         start: bool = True,
+        heartbeat: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`heartbeat=False` runs no heartbeat thread (a test calls `beat()`);
+        `clock` measures lease renewals and fencing (monotonic seconds)."""
         self.kind = kind
         self.worker_id = worker_id or default_worker_id()
+        self.store = store
         self._runner = runner
-        self._store = store
         self._workers = max(1, workers)
         self._queue_size = queue_size
         self._history = history
-        self._lease_s = lease_s
+        self._retention_s = retention_s
+        self.lease_s = lease_s
         self._poll_s = poll_s
         # Heartbeat: cancel flags every tick; leases renewed every third of a lease.
-        self._tick = min(0.5, lease_s / 4)
+        self.tick_s = min(0.5, lease_s / 4)
         self._codec = codec or Codec()
         self._on_end = on_end
         self._active: dict[str, _Active] = {}
@@ -174,17 +134,19 @@ class PersistedJobEngine:
         self._halted = threading.Event()
         self._threads: list[threading.Thread] = []
         self._heart: threading.Thread | None = None
+        self._beating = heartbeat
+        self._clock = clock
+        self._renewed = clock()  # the last successful lease renewal
         if start:
             self.start()
 
     def start(self) -> None:
         """Gives up this worker id's old leases, then starts claiming jobs."""
-        taken = self._store.expire_leases_of(self.worker_id)
-        if taken:
+        for job_id in self.store.expire_leases_of(self.worker_id):
             log.info(
-                "%s: %d job(s) left running by an earlier %s resume now",
+                "%s job %s was left running by an earlier %s; taking it back",
                 self.kind,
-                taken,
+                job_id,
                 self.worker_id,
             )
         self._threads = [
@@ -193,49 +155,90 @@ class PersistedJobEngine:
             )
             for i in range(self._workers)
         ]
-        self._heart = threading.Thread(
-            target=self._heartbeat, name=f"{self.kind}-heartbeat", daemon=True
-        )
-        self._heart.start()
+        if self._beating:
+            self._heart = threading.Thread(
+                target=self._heartbeat, name=f"{self.kind}-heartbeat", daemon=True
+            )
+            self._heart.start()
         for t in self._threads:
             t.start()
 
     # --- submission and queries ---------------------------------------------------
-    def submit(self, spec: Any, priority: int = 0) -> QueuedJob:
+    def submit(
+        self,
+        spec: Any,
+        *,
+        priority: int = 0,
+        request_id: str = "",
+        digest: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> Job:
+        """Queues a job; a request id already used returns that job instead.
+
+        `details` are the job's first recorded facts (see JobContext.record).
+        """
         if self._stopping.is_set():
             raise ResourceExhausted(
                 f"the {self.kind} service is shutting down; retry against "
                 "another replica"
             )
-        row = self._store.submit(
-            f"{self.kind}-{uuid.uuid4().hex[:16]}",
-            spec=self._codec.encode_spec(spec),
-            priority=priority,
-            trace_id=current_trace_id(),
+        row, created = self.store.submit(
+            NewJob(
+                id=f"{self.kind}-{uuid.uuid4().hex[:16]}",
+                spec=self._codec.encode_spec(spec),
+                priority=priority,
+                trace_id=current_trace_id(),
+                trace_context=current_traceparent(),
+                request_id=request_id,
+                request_digest=digest,
+                details=dict(details or {}),
+            ),
             queue_size=self._queue_size,
             kind=self.kind,
         )
-        with self._wake:
-            self._wake.notify()
+        if created:
+            with self._wake:
+                self._wake.notify()
+        else:
+            log.info(
+                "%s: request %s was already accepted as job %s",
+                self.kind,
+                request_id,
+                row.id,
+            )
         return self._snapshot(row)
 
-    def get(self, job_id: str) -> QueuedJob:
-        return self._snapshot(self._store.get(job_id, self.kind))
+    def check_room(self) -> None:
+        """RESOURCE_EXHAUSTED now if a submit would find the queue full (lets a
+        caller refuse before doing anything a refusal would leave behind)."""
+        waiting = self.store.count("QUEUED")
+        if waiting >= self._queue_size:
+            raise ResourceExhausted(
+                f"the {self.kind} queue is full ({waiting} jobs waiting); retry "
+                "later, cancel queued jobs, or raise LORAFLEET_JOB_QUEUE_SIZE"
+            )
+
+    def find(self, request_id: str, digest: str = "") -> Job | None:
+        row = self.store.find(request_id, digest)
+        return self._snapshot(row) if row is not None else None
+
+    def get(self, job_id: str) -> Job:
+        return self._snapshot(self.store.get(job_id, self.kind))
 
     def list(
         self, state: JobState | None, page_size_: int, page_token: str
-    ) -> tuple[list[QueuedJob], str]:
+    ) -> tuple[list[Job], str]:
         size = page_size(page_size_)
         scope = f"{self.kind}:{state.name if state else '*'}"
         offset = decode_token(page_token, scope)
-        rows = self._store.list(state.name if state else None, offset, size + 1)
+        rows = self.store.list(state.name if state else None, offset, size + 1)
         token = encode_token(offset + size, scope) if len(rows) > size else ""
         return [self._snapshot(r) for r in rows[:size]], token
 
-    def cancel(self, job_id: str) -> QueuedJob:
-        row = self._store.request_cancel(job_id)
+    def cancel(self, job_id: str) -> Job:
+        row = self.store.request_cancel(job_id)
         if row is None:
-            self._store.get(job_id, self.kind)  # raises NOT_FOUND
+            self.store.get(job_id, self.kind)  # raises NOT_FOUND
         with self._lock:
             active = self._active.get(job_id)
         if active is not None:
@@ -244,13 +247,26 @@ class PersistedJobEngine:
             self._ended(job_id)
         return self._snapshot(row)
 
+    def reopen(
+        self, job_id: str, message: str, details: dict[str, Any] | None = None
+    ) -> tuple[Job, bool]:
+        """Queues a failed or cancelled job again; (job, whether it was reopened)."""
+        row, reopened = self.store.reopen(job_id, message, details)
+        if row is None:
+            self.store.get(job_id, self.kind)  # raises NOT_FOUND
+        if reopened:
+            log.info("%s job %s queued again: %s", self.kind, job_id, message)
+            with self._wake:
+                self._wake.notify()
+        return self._snapshot(row), reopened
+
     def watch(
         self,
         job_id: str,
         after_sequence: int = 0,
         alive: Callable[[], bool] = lambda: True,
         poll_s: float = 0.25,
-    ) -> Iterator[tuple[JobEvent, QueuedJob]]:
+    ) -> Iterator[tuple[JobEvent, Job]]:
         """Yields (event, job) for every event after `after_sequence` until the end.
 
         Polls the events table, so a watcher on any replica sees every event.
@@ -258,10 +274,10 @@ class PersistedJobEngine:
         index = max(0, after_sequence)
         first = True
         while True:
-            row, events = self._store.job_and_events(job_id, index)
+            row, events = self.store.job_and_events(job_id, index)
             if row is None:
                 if first:
-                    self._store.get(job_id, self.kind)  # raises NOT_FOUND
+                    self.store.get(job_id, self.kind)  # raises NOT_FOUND
                 return  # pruned while watched
             first = False
             job = self._snapshot(row)
@@ -316,27 +332,57 @@ class PersistedJobEngine:
             if t is not None:
                 t.join(10.0)
 
+    def running_ids(self) -> list[str]:
+        """Ids of the jobs this replica is running now."""
+        with self._lock:
+            return list(self._active)
+
+    # --- JobContext backend -------------------------------------------------------
+    def _ctx_stopped(self, active: _Active) -> bool:
+        return active.stop.is_set()
+
+    def _ctx_cancel_requested(self, active: _Active) -> bool:
+        return active.cancelled
+
+    def _ctx_report(
+        self, active: _Active, job: Job, update: Update, details: dict | None
+    ) -> None:
+        if active.lost:
+            return  # taken over (or abandoned): the new owner reports now
+        if not self.store.report(job.id, active.fence, update, details):
+            self._lost(job.id, active)
+
+    def _ctx_save(self, active: _Active, job: Job, details: dict[str, Any]) -> None:
+        if active.lost or not self.store.save_details(job.id, active.fence, details):
+            self._lost(job.id, active)
+            raise Cancelled(f"{self.kind} job {job.id} was taken over elsewhere")
+
+    def _ctx_resumed(self, active: _Active, job: Job, step: int) -> None:
+        if not self.store.set_resumed_from_step(job.id, active.fence, step):
+            self._lost(job.id, active)
+
     # --- internals ----------------------------------------------------------------
     def _work(self) -> None:
         while not self._stopping.is_set():
             try:
-                row = self._store.claim(self.worker_id, self._lease_s)
+                claimed = self.store.claim(self.worker_id, self.lease_s)
             except Exception:  # noqa: BLE001 - a database hiccup must not kill a worker
                 log.exception("%s: claiming a job failed; retrying", self.kind)
                 self._stopping.wait(max(self._poll_s, 1.0))
                 continue
-            if row is None:
+            if claimed is None:
                 with self._wake:
                     if not self._stopping.is_set():
                         self._wake.wait(self._poll_s)
                 continue
+            row, how = claimed
             try:
-                self._run(row)
+                self._run(row, how)
             except Exception:  # noqa: BLE001
                 log.exception("%s job %s: recording its end failed", self.kind, row.id)
 
-    def _run(self, row: TrainJobRow) -> None:
-        active = _Active(Fence(self.worker_id, row.attempt))
+    def _run(self, row: Any, how: str) -> None:
+        active = _Active(Fence(self.worker_id, row.attempt), since=self._clock())
         with self._lock:
             self._active[row.id] = active
         if self._halted.is_set():
@@ -344,19 +390,38 @@ class PersistedJobEngine:
         elif self._stopping.is_set():
             active.halt("shutdown")
         job = self._snapshot(row)
+        previous = span_context_of(row.run_context)
+        token = otel_context.attach(context_from_traceparent(row.trace_context))
         try:
             with tracer.start_as_current_span(
                 f"{self.kind}.job",
                 attributes={
                     "lorafleet.job_id": job.id,
                     "lorafleet.attempt": job.attempt,
+                    "lorafleet.worker_id": self.worker_id,
                 },
+                links=[trace.Link(previous, {"lorafleet.relation": "previous_attempt"})]
+                if previous
+                else [],
             ):
-                if active.stop.is_set():
-                    raise Cancelled("stopped before it started")
-                result = self._runner(QueueJobContext(self, active, job), job.spec)
+                log.info("%s job %s %s", self.kind, job.id, how)
+                self.store.set_run_context(job.id, active.fence, current_traceparent())
+                ended = self._attempt(job, active)
+        finally:
+            otel_context.detach(token)
+            with self._lock:
+                self._active.pop(job.id, None)
+        if ended:
+            self._ended(job.id)
+
+    def _attempt(self, job: Job, active: _Active) -> bool:
+        """Runs one attempt and records its end; True when the job ended."""
+        try:
+            if active.stop.is_set():
+                raise Cancelled("stopped before it started")
+            result = self._runner(JobContext(self, job, active), job.spec)
             # Fenced: a replica that lost the job records nothing.
-            ended = not active.lost and self._store.finish(
+            return not active.lost and self.store.finish(
                 job.id,
                 active.fence,
                 SUCCEEDED,
@@ -364,16 +429,11 @@ class PersistedJobEngine:
                 result=self._codec.encode_result(result),
             )
         except BaseException as exc:  # noqa: BLE001 - a job must never kill a worker
-            ended = self._failed(job, active, exc)
-        finally:
-            with self._lock:
-                self._active.pop(job.id, None)
-        if ended:
-            self._ended(job.id)
+            return self._failed(job, active, exc)
 
-    def _failed(self, job: QueuedJob, active: _Active, exc: BaseException) -> bool:
+    def _failed(self, job: Job, active: _Active, exc: BaseException) -> bool:
         """Records how a run ended early; True when the job reached its end."""
-        store, fence = self._store, active.fence
+        store, fence = self.store, active.fence
         if active.lost:
             log.warning(
                 "%s job %s: %s no longer holds it; leaving it to its new owner",
@@ -386,27 +446,18 @@ class PersistedJobEngine:
             active.stop.is_set() and not isinstance(exc, LorafleetError)
         )
         if stopped and (active.cancelled or not active.shutdown):
+            log.info("%s job %s cancelled", self.kind, job.id)
             return store.finish(job.id, fence, CANCELLED, "cancelled")
         if stopped:
+            log.info("%s job %s put back in the queue (shutdown)", self.kind, job.id)
             store.requeue(
                 job.id,
                 fence,
-                f"requeued: trainer {self.worker_id} is shutting down; the job "
-                "resumes from its last checkpoint",
+                f"requeued: {self.worker_id} is shutting down; the job resumes "
+                "where it was",
             )
             return False
-        if isinstance(exc, LorafleetError):
-            code, message = exc.code, exc.message
-            log.warning("%s job %s failed: %s %s", self.kind, job.id, code, message)
-        elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-            code = "RESOURCE_EXHAUSTED"
-            message = (
-                f"ran out of memory: {exc}. Use a smaller batch_size or "
-                "max_seq_length, enable gradient checkpointing, or use QLoRA"
-            )
-        else:
-            log.exception("%s job %s crashed", self.kind, job.id)
-            code, message = "INTERNAL", f"{type(exc).__name__}: {exc}"
+        code, message = failure(self.kind, job.id, exc, job.trace_id)
         return store.finish(job.id, fence, FAILED, message, error=(code, message))
 
     def _ended(self, job_id: str) -> None:
@@ -418,55 +469,59 @@ class PersistedJobEngine:
                     "%s job %s: end-of-job clean-up failed", self.kind, job_id
                 )
         try:
-            self._store.prune(self._history)
+            self.store.prune(self._history, self._retention_s)
         except Exception:  # noqa: BLE001
             log.exception("%s: pruning finished jobs failed", self.kind)
 
     def _lost(self, job_id: str, active: _Active) -> None:
         if not active.lost:
             log.warning(
-                "%s job %s was taken over by another trainer; stopping it here",
+                "%s job %s was taken over by another worker; stopping it here",
                 self.kind,
                 job_id,
             )
         active.halt("lost")
 
     def _heartbeat(self) -> None:
-        renewed = time.monotonic()  # the last successful renewal
-        while not self._halted.wait(self._tick):
-            with self._lock:
-                active = dict(self._active)
-            if not active:
-                renewed = time.monotonic()
-                continue
-            try:
-                for job_id in self._store.cancel_flags(list(active)):
-                    if not active[job_id].stop.is_set():
-                        active[job_id].halt("cancelled")
-                if time.monotonic() - renewed >= self._lease_s / 3:
-                    fences = {i: a.fence for i, a in active.items() if not a.lost}
-                    for job_id in self._store.renew(fences, self._lease_s):
-                        self._lost(job_id, active[job_id])
-                    renewed = time.monotonic()
-            except Exception:  # noqa: BLE001 - keep beating through DB hiccups
-                log.exception("%s: heartbeat failed; retrying", self.kind)
-                self._fence_off(active, renewed)
+        while not self._halted.wait(self.tick_s):
+            self.beat()
 
-    def _fence_off(self, active: dict[str, _Active], renewed: float) -> None:
+    def beat(self) -> None:
+        """One heartbeat: stops jobs cancelled elsewhere, renews leases every
+        third of a lease, and fences off jobs whose lease may have lapsed while
+        the database was unreachable."""
+        with self._lock:
+            active = dict(self._active)
+        if not active:
+            self._renewed = self._clock()
+            return
+        try:
+            for job_id in self.store.cancel_flags(list(active)):
+                if not active[job_id].stop.is_set():
+                    active[job_id].halt("cancelled")
+            if self._clock() - self._renewed >= self.lease_s / 3:
+                fences = {i: a.fence for i, a in active.items() if not a.lost}
+                for job_id in self.store.renew(fences, self.lease_s):
+                    self._lost(job_id, active[job_id])
+                self._renewed = self._clock()
+        except Exception:  # noqa: BLE001 - keep beating through DB hiccups
+            log.exception("%s: heartbeat failed; retrying", self.kind)
+            self._fence_off(active)
+
+    def _fence_off(self, active: dict[str, _Active]) -> None:
         """Stops jobs whose lease may have expired while the database was
-        unreachable: another replica may be resuming them from the same
-        checkpoints, and two trainings must never write them at once."""
-        now = time.monotonic()
+        unreachable: another replica may be resuming them, and two attempts
+        of one job must never run at once."""
+        now = self._clock()
         for job_id, job in active.items():
-            if now - max(renewed, job.since) > 0.8 * self._lease_s:
+            if now - max(self._renewed, job.since) > 0.8 * self.lease_s:
                 self._lost(job_id, job)
 
-    def _snapshot(self, row: TrainJobRow) -> QueuedJob:
-        state = JobState[row.state]
-        job = QueuedJob(
+    def _snapshot(self, row: Any) -> Job:
+        job = Job(
             id=row.id,
             spec=self._codec.decode_spec(row.spec),
-            state=state,
+            state=JobState[row.state],
             stage=row.stage,
             progress=row.progress,
             message=row.message,
@@ -479,14 +534,36 @@ class PersistedJobEngine:
             if row.result is not None
             else None,
             trace_id=row.trace_id,
+            trace_context=row.trace_context or "",
+            details=dict(row.details or {}),
             priority=row.priority,
             attempt=row.attempt,
             worker_id=row.worker_id,
             resumed_from_step=row.resumed_from_step,
+            request_id=row.request_id or "",
         )
         if row.cancel_requested:
             job.cancel_requested.set()
         return job
+
+
+def open_engine(
+    kind: str,
+    prefix: str,
+    dsn: str,
+    runner: Runner,
+    **options: Any,
+) -> DurableJobEngine:
+    """Migrates the queue `prefix` at `dsn`, then starts an engine on it.
+
+    The engine's store keeps the SQLAlchemy engine; `close_engine` disposes it.
+    """
+    from services.common.jobqueue.migrations import upgrade_database
+    from services.common.jobqueue.tables import job_tables
+
+    upgrade_database(dsn, prefix)
+    store = JobStore(make_engine(dsn), job_tables(prefix))
+    return DurableJobEngine(kind, runner, store, **options)
 
 
 def _seconds(value: Any) -> float | None:
@@ -494,7 +571,7 @@ def _seconds(value: Any) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def _event(row: TrainJobEventRow) -> JobEvent:
+def _event(row: Any) -> JobEvent:
     return JobEvent(
         sequence=row.sequence,
         state=JobState[row.state],

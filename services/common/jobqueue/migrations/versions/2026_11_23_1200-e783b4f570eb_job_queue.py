@@ -1,4 +1,7 @@
-"""Trainer job queue: jobs (claims, leases, results) and their progress events.
+"""Job queue: jobs (claims, leases, results) and their progress events.
+
+The tables are named after the service whose queue this is (the migration
+environment's `table_prefix`): trainer_jobs, merger_jobs, ...
 
 Revision ID: e783b4f570eb
 Revises:
@@ -12,6 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from services.common.jobqueue.migrations import table_prefix
+
 revision: str = "e783b4f570eb"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -22,8 +27,10 @@ TIME = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    prefix = table_prefix()
+    jobs, events = f"{prefix}_jobs", f"{prefix}_job_events"
     op.create_table(
-        "trainer_jobs",
+        jobs,
         sa.Column("id", JOB_ID, nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
@@ -47,18 +54,16 @@ def upgrade() -> None:
         sa.Column("result", sa.JSON(), nullable=True),
         sa.Column("error_code", sa.String(length=32), nullable=False),
         sa.Column("error_message", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_trainer_jobs")),
+        sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{jobs}")),
     )
-    op.create_index("ix_trainer_jobs_create_time", "trainer_jobs", ["create_time"])
+    op.create_index(f"ix_{jobs}_create_time", jobs, ["create_time"])
     op.create_index(
-        "ix_trainer_jobs_state_priority",
-        "trainer_jobs",
-        ["state", "priority", "create_time"],
+        f"ix_{jobs}_state_priority", jobs, ["state", "priority", "create_time"]
     )
-    op.create_index("ix_trainer_jobs_worker_id", "trainer_jobs", ["worker_id"])
+    op.create_index(f"ix_{jobs}_worker_id", jobs, ["worker_id"])
 
     op.create_table(
-        "trainer_job_events",
+        events,
         sa.Column("job_id", JOB_ID, nullable=False),
         sa.Column("sequence", sa.BigInteger(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
@@ -71,19 +76,19 @@ def upgrade() -> None:
         sa.Column("total_steps", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"],
-            ["trainer_jobs.id"],
-            name=op.f("fk_trainer_job_events_job_id_trainer_jobs"),
+            [f"{jobs}.id"],
+            name=op.f(f"fk_{events}_job_id_{jobs}"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "job_id", "sequence", name=op.f("pk_trainer_job_events")
-        ),
+        sa.PrimaryKeyConstraint("job_id", "sequence", name=op.f(f"pk_{events}")),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("trainer_job_events")
-    op.drop_index("ix_trainer_jobs_worker_id", table_name="trainer_jobs")
-    op.drop_index("ix_trainer_jobs_state_priority", table_name="trainer_jobs")
-    op.drop_index("ix_trainer_jobs_create_time", table_name="trainer_jobs")
-    op.drop_table("trainer_jobs")
+    prefix = table_prefix()
+    jobs, events = f"{prefix}_jobs", f"{prefix}_job_events"
+    op.drop_table(events)
+    op.drop_index(f"ix_{jobs}_worker_id", table_name=jobs)
+    op.drop_index(f"ix_{jobs}_state_priority", table_name=jobs)
+    op.drop_index(f"ix_{jobs}_create_time", table_name=jobs)
+    op.drop_table(jobs)

@@ -17,8 +17,8 @@ from google.protobuf import json_format
 
 from lorafleet.v1 import common_pb2
 from services.common.convert import json_safe
+from services.common.jobqueue import Codec
 from services.trainer.dataset_report import DatasetReport, Issue
-from services.trainer.queue.engine import Codec
 from services.trainer.spec import TrainConfig, TrainSpec
 
 

@@ -1,1 +1,0 @@
-"""The trainer's persisted job queue: its own database, claims, leases, events."""
