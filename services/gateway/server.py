@@ -6,8 +6,7 @@ from lorafleet.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import JobRpcs, job_status_to_pb
-from services.common.jobqueue import JobStore, job_tables, make_engine
-from services.common.jobqueue.migrations import upgrade_database
+from services.common.jobqueue import open_store
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.gateway.records import WorkflowOutcome, WorkflowSpec, decode_outcome
@@ -127,11 +126,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
-    dsn = config.job_dsn(QUEUE)
-    upgrade_database(dsn, QUEUE)
-    db = make_engine(dsn)
+    store = open_store(config, QUEUE)
     clients = {name: ServiceClient(name, config) for name in DEPENDENCIES}
-    workflows = Workflows(config, clients, JobStore(db, job_tables(QUEUE)))
+    workflows = Workflows(config, clients, store)
     router = Router(clients["registry"], clients["inference"])
 
     def register(server):
@@ -144,5 +141,5 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     running.parts["workflows"] = workflows
     running.on_stop.append(lambda: workflows.engine.shutdown(config.grace_period_s))
     running.on_stop.extend(c.close for c in clients.values())
-    running.on_stop.append(db.dispose)
+    running.on_stop.append(store.engine.dispose)
     return running

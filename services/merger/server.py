@@ -12,8 +12,7 @@ from services.common.convert import (
     request_digest,
     struct,
 )
-from services.common.jobqueue import JobStore, job_tables, make_engine
-from services.common.jobqueue.migrations import upgrade_database
+from services.common.jobqueue import open_store
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.merger.gate import GateSettings
@@ -185,11 +184,9 @@ class MergerServicer(merger_pb2_grpc.MergerServiceServicer):
 
 def create(config: Config, port: int | None = None) -> RunningServer:
     """Starts the merger; it reaches the registry at config.registry_address."""
-    dsn = config.job_dsn(QUEUE)
-    upgrade_database(dsn, QUEUE)
-    db = make_engine(dsn)
+    store = open_store(config, QUEUE)
     registry = ServiceClient("registry", config)
-    merger = Merger(config, registry, JobStore(db, job_tables(QUEUE)))
+    merger = Merger(config, registry, store)
 
     def register(server):
         merger_pb2_grpc.add_MergerServiceServicer_to_server(
@@ -202,7 +199,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         [
             lambda: merger.engine.shutdown(config.grace_period_s),
             registry.close,
-            db.dispose,
+            store.engine.dispose,
         ]
     )
     return running

@@ -15,7 +15,7 @@ from typing import Any
 
 from lorafleet.v1 import common_pb2, registry_pb2
 from services.common.config import Config
-from services.common.convert import from_struct, struct
+from services.common.convert import from_struct
 from services.common.datasets import dataset_file_of
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobqueue import DurableJobEngine, JobStore
@@ -24,7 +24,6 @@ from services.common.modeling import (
     adaptable_module_names,
     check_modules_to_save,
     check_target_modules,
-    environment_facts,
     load_tokenizer,
     model_module_names,
     resolve_device,
@@ -38,6 +37,7 @@ from services.trainer.records import (
     ResolvedTrainJob,
     TrainOutcome,
 )
+from services.trainer.registration import register_adapter, registered_adapter
 from services.trainer.runner import TrainingTask, run_training
 from services.trainer.spec import TrainConfig, TrainSpec
 
@@ -48,18 +48,6 @@ log = logging.getLogger(__name__)
 MODEL_KINDS = (
     common_pb2.ARTIFACT_KIND_BASE_MODEL,
     common_pb2.ARTIFACT_KIND_MERGED_MODEL,
-)
-
-
-# outcome.extra keys recorded in the adapter's registry metadata.
-TRAINING_FACTS = (
-    "base_quantization",
-    "base_compute_dtype",
-    "class_labels",
-    "packing",
-    "mixed_precision",
-    "gradient_checkpointing",
-    "resumed_from_step",
 )
 
 
@@ -229,7 +217,7 @@ class Trainer:
 
     # --- the job, run by a queue worker --------------------------------------------
     def _run(self, ctx: JobContext, job: ResolvedTrainJob) -> TrainOutcome:
-        done = self._registered_adapter(ctx.job.id)
+        done = registered_adapter(self._patient_registry, ctx.job.id)
         if done is not None:
             # An earlier attempt registered the adapter, then its trainer died
             # before marking the job done: finish with that adapter.
@@ -261,7 +249,9 @@ class Trainer:
                 message="registering adapter",
                 metrics=outcome.metrics,
             )
-            adapter, environment = self._register(ctx.job.id, job, outcome, out_dir)
+            adapter, environment = register_adapter(
+                self._patient_registry, ctx.job.id, job, outcome, out_dir
+            )
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         ctx.report(
@@ -321,76 +311,6 @@ class Trainer:
             ctx.report(stage="train", message=f"resumed from checkpoint step {step}")
 
         return on_resume
-
-    def _register(
-        self, job_id: str, job: ResolvedTrainJob, outcome: Any, out_dir: Path
-    ) -> tuple[Any, dict[str, Any]]:
-        cfg = job.spec.config
-        split = {
-            "seed": cfg.seed,
-            "eval_fraction": cfg.eval_fraction,
-            "split_train_rows": job.split[0],
-            "split_eval_rows": job.split[1],
-            "train_examples": outcome.train_rows,
-            "eval_examples": outcome.eval_rows,
-            "dropped_rows": outcome.dropped_rows,
-        }
-        environment = {**environment_facts(), "split": split}
-        metadata = {
-            "base_model_id": job.base.id,
-            "base_model_digest": job.base.digest,
-            "base_model_name": job.base.name,
-            "base_model_type": from_struct(job.base.metadata).get("model_type", ""),
-            "dataset_id": job.dataset.id,
-            "dataset_digest": job.dataset.digest,
-            "task_type": outcome.task,
-            "method": cfg.method,
-            "rank": cfg.rank,
-            "alpha": cfg.alpha,
-            "target_modules": outcome.target_modules,
-            "train_config": cfg.as_dict(),
-            "seed": cfg.seed,
-            "split": split,
-            "train_rows": outcome.train_rows,
-            "eval_rows": outcome.eval_rows,
-            "dropped_rows": outcome.dropped_rows,
-            "environment": environment,
-            # A retried job finds its adapter by this instead of registering twice.
-            "train_job_id": job_id,
-            # Facts of how it trained: class_labels, packing, base_quantization
-            # ("nf4" for QLoRA, read by the merger), mixed precision, ...
-            **{k: v for k, v in outcome.extra.items() if k in TRAINING_FACTS},
-        }
-        response = self._patient_registry.RegisterArtifact(
-            registry_pb2.RegisterArtifactRequest(
-                kind=common_pb2.ARTIFACT_KIND_ADAPTER,
-                name=job.spec.adapter_name,
-                source_path=str(out_dir),
-                metadata=struct(metadata),
-                metrics=outcome.metrics,
-                tags=job.spec.tags,
-                parents=[
-                    common_pb2.ParentRef(
-                        artifact_id=job.base.id, relation="base_model"
-                    ),
-                    common_pb2.ParentRef(
-                        artifact_id=job.dataset.id, relation="dataset"
-                    ),
-                ],
-            )
-        )
-        return response.artifact, environment
-
-    def _registered_adapter(self, job_id: str) -> Any | None:
-        """The adapter a previous attempt of `job_id` registered, if any."""
-        found = self._patient_registry.ListArtifacts(
-            registry_pb2.ListArtifactsRequest(
-                kind=common_pb2.ARTIFACT_KIND_ADAPTER,
-                filter=f'metadata.train_job_id = "{job_id}"',
-                page_size=1,
-            )
-        ).artifacts
-        return found[0] if found else None
 
     def _job_ended(self, job_id: str) -> None:
         """A finished job's checkpoints are no longer needed."""

@@ -11,8 +11,7 @@ from services.common.convert import (
     request_digest,
     struct,
 )
-from services.common.jobqueue import JobStore, job_tables, make_engine
-from services.common.jobqueue.migrations import upgrade_database
+from services.common.jobqueue import open_store
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
 from services.trainer.convert import (
@@ -101,11 +100,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
 def create(config: Config, port: int | None = None) -> RunningServer:
     """Migrates the trainer's job database, then serves (resuming its jobs)."""
-    dsn = config.job_dsn(QUEUE)
-    upgrade_database(dsn, QUEUE)
-    db = make_engine(dsn)
+    store = open_store(config, QUEUE)
     registry = ServiceClient("registry", config)
-    trainer = Trainer(config, registry, JobStore(db, job_tables(QUEUE)))
+    trainer = Trainer(config, registry, store)
 
     def register(server):
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
@@ -118,7 +115,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         [
             lambda: trainer.engine.shutdown(config.grace_period_s),
             registry.close,
-            db.dispose,
+            store.engine.dispose,
         ]
     )
     return running

@@ -12,8 +12,7 @@ from services.common.convert import (
     timestamp,
 )
 from services.common.gates import gates_from_pb
-from services.common.jobqueue import JobStore, job_tables, make_engine
-from services.common.jobqueue.migrations import upgrade_database
+from services.common.jobqueue import open_store
 from services.common.jobs import Job
 from services.common.retry import Patience, Patient
 from services.common.server import RunningServer, create_server
@@ -157,11 +156,9 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         )
         return stored.report.id
 
-    dsn = config.job_dsn(QUEUE)
-    upgrade_database(dsn, QUEUE)
-    db = make_engine(dsn)
+    store = open_store(config, QUEUE)
     validator = Validator(
-        config, registry, record, JobStore(db, job_tables(QUEUE)), VALIDATION_JOB_CODEC
+        config, registry, record, store, VALIDATION_JOB_CODEC
     )
 
     def register(server):
@@ -175,7 +172,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         [
             lambda: validator.engine.shutdown(config.grace_period_s),
             registry.close,
-            db.dispose,
+            store.engine.dispose,
         ]
     )
     return running

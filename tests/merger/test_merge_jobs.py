@@ -10,8 +10,7 @@ from lorafleet.v1 import common_pb2, registry_pb2
 from services.common.config import load_config
 from services.common.convert import struct
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.jobqueue import JobStore, job_tables, make_engine
-from services.common.jobqueue.migrations import upgrade_database
+from services.common.jobqueue import open_store
 from services.common.jobs import JobState
 from services.merger import jobs as merge_jobs
 from services.merger.jobs import Merger, MergeRequest, check_lineage
@@ -78,13 +77,11 @@ def setup(tmp_path, tiny_model_dir):
         ]
     )
     config = load_config(env={}, data_dir=tmp_path / "data")
-    dsn = config.job_dsn("merger")
-    upgrade_database(dsn, "merger")
-    db = make_engine(dsn)
-    merger = Merger(config, registry, JobStore(db, job_tables("merger")))
+    store = open_store(config, "merger")
+    merger = Merger(config, registry, store)
     yield merger, registry, config
     merger.engine.shutdown()
-    db.dispose()
+    store.engine.dispose()
 
 
 def _wait(merger: Merger, job_id: str):

@@ -28,14 +28,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from services.common.database import as_utc
 from services.common.errors import Cancelled, LorafleetError, ResourceExhausted
+from services.common.jobqueue.leases import Held, Leases
+from services.common.jobqueue.snapshots import Codec, snapshot
+from services.common.jobqueue.snapshots import event as event_of
 from services.common.jobqueue.store import (
     CANCELLED,
     FAILED,
@@ -44,7 +45,6 @@ from services.common.jobqueue.store import (
     JobStore,
     NewJob,
 )
-from services.common.jobqueue.tables import make_engine
 from services.common.jobs.context import JobContext
 from services.common.jobs.model import Job, JobEvent, JobState, Runner, Update, failure
 from services.common.paging import decode_token, encode_token, page_size
@@ -57,32 +57,6 @@ from services.common.telemetry import (
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("lorafleet.jobqueue")
-
-
-@dataclass(frozen=True)
-class Codec:
-    """Turns a job's domain spec and result into JSON-able dicts and back."""
-
-    encode_spec: Callable[[Any], dict] = dict
-    decode_spec: Callable[[dict], Any] = dict
-    encode_result: Callable[[Any], dict] = lambda r: dict(r or {})
-    decode_result: Callable[[dict], Any] = dict
-
-
-@dataclass
-class _Active:
-    """A job this replica is running: its fence and why it should stop."""
-
-    fence: Fence
-    since: float  # when it was claimed (the engine's clock)
-    stop: threading.Event = field(default_factory=threading.Event)
-    cancelled: bool = False  # a user asked
-    shutdown: bool = False  # this replica is stopping: requeue
-    lost: bool = False  # another replica took the job over: write nothing
-
-    def halt(self, reason: str) -> None:
-        setattr(self, reason, True)
-        self.stop.set()
 
 
 def default_worker_id() -> str:
@@ -123,20 +97,14 @@ class DurableJobEngine:
         self._retention_s = retention_s
         self.lease_s = lease_s
         self._poll_s = poll_s
-        # Heartbeat: cancel flags every tick; leases renewed every third of a lease.
-        self.tick_s = min(0.5, lease_s / 4)
         self._codec = codec or Codec()
         self._on_end = on_end
-        self._active: dict[str, _Active] = {}
-        self._lock = threading.Lock()
+        self._leases = Leases(kind, store, lease_s, clock)
+        self.tick_s = self._leases.tick_s
         self._wake = threading.Condition()
         self._stopping = threading.Event()
-        self._halted = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._heart: threading.Thread | None = None
         self._beating = heartbeat
-        self._clock = clock
-        self._renewed = clock()  # the last successful lease renewal
         if start:
             self.start()
 
@@ -156,10 +124,7 @@ class DurableJobEngine:
             for i in range(self._workers)
         ]
         if self._beating:
-            self._heart = threading.Thread(
-                target=self._heartbeat, name=f"{self.kind}-heartbeat", daemon=True
-            )
-            self._heart.start()
+            self._leases.start_heartbeat()
         for t in self._threads:
             t.start()
 
@@ -206,7 +171,7 @@ class DurableJobEngine:
                 request_id,
                 row.id,
             )
-        return self._snapshot(row)
+        return snapshot(row, self._codec)
 
     def check_room(self) -> None:
         """RESOURCE_EXHAUSTED now if a submit would find the queue full (lets a
@@ -220,10 +185,10 @@ class DurableJobEngine:
 
     def find(self, request_id: str, digest: str = "") -> Job | None:
         row = self.store.find(request_id, digest)
-        return self._snapshot(row) if row is not None else None
+        return snapshot(row, self._codec) if row is not None else None
 
     def get(self, job_id: str) -> Job:
-        return self._snapshot(self.store.get(job_id, self.kind))
+        return snapshot(self.store.get(job_id, self.kind), self._codec)
 
     def list(
         self, state: JobState | None, page_size_: int, page_token: str
@@ -233,19 +198,18 @@ class DurableJobEngine:
         offset = decode_token(page_token, scope)
         rows = self.store.list(state.name if state else None, offset, size + 1)
         token = encode_token(offset + size, scope) if len(rows) > size else ""
-        return [self._snapshot(r) for r in rows[:size]], token
+        return [snapshot(r, self._codec) for r in rows[:size]], token
 
     def cancel(self, job_id: str) -> Job:
         row = self.store.request_cancel(job_id)
         if row is None:
             self.store.get(job_id, self.kind)  # raises NOT_FOUND
-        with self._lock:
-            active = self._active.get(job_id)
+        active = self._leases.get(job_id)
         if active is not None:
             active.halt("cancelled")  # ours: no need to wait for the heartbeat
         elif row.state == CANCELLED:
             self._ended(job_id)
-        return self._snapshot(row)
+        return snapshot(row, self._codec)
 
     def reopen(
         self, job_id: str, message: str, details: dict[str, Any] | None = None
@@ -258,7 +222,7 @@ class DurableJobEngine:
             log.info("%s job %s queued again: %s", self.kind, job_id, message)
             with self._wake:
                 self._wake.notify()
-        return self._snapshot(row), reopened
+        return snapshot(row, self._codec), reopened
 
     def watch(
         self,
@@ -280,9 +244,9 @@ class DurableJobEngine:
                     self.store.get(job_id, self.kind)  # raises NOT_FOUND
                 return  # pruned while watched
             first = False
-            job = self._snapshot(row)
+            job = snapshot(row, self._codec)
             for event in events:
-                yield _event(event), job
+                yield event_of(event), job
             if events:
                 index = events[-1].sequence
             if job.state.terminal and index >= row.last_sequence:
@@ -303,16 +267,12 @@ class DurableJobEngine:
         deadline = time.monotonic() + wait_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            running = list(self._active.values())
-        for active in running:
+        for active in self._leases.held().values():
             active.halt("shutdown")
         deadline = time.monotonic() + stop_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        self._halted.set()
-        if self._heart is not None:
-            self._heart.join(5.0)
+        self._leases.stop_heartbeat()
 
     def abandon(self) -> None:
         """Stops this replica without telling the database, as a kill would.
@@ -321,45 +281,47 @@ class DurableJobEngine:
         (or this worker id starts again). For tests and for fencing a replica.
         """
         self._stopping.set()
-        self._halted.set()
-        with self._lock:
-            running = list(self._active.values())
-        for active in running:
+        self._leases.halted.set()
+        for active in self._leases.held().values():
             active.halt("lost")
         with self._wake:
             self._wake.notify_all()
-        for t in [*self._threads, self._heart]:
-            if t is not None:
-                t.join(10.0)
+        for t in self._threads:
+            t.join(10.0)
+        self._leases.stop_heartbeat()
 
     def running_ids(self) -> list[str]:
         """Ids of the jobs this replica is running now."""
-        with self._lock:
-            return list(self._active)
+        return list(self._leases.held())
+
+    def beat(self) -> None:
+        """One heartbeat (see Leases.beat); for engines built without a
+        heartbeat thread, e.g. in tests."""
+        self._leases.beat()
 
     # --- JobContext backend -------------------------------------------------------
-    def _ctx_stopped(self, active: _Active) -> bool:
+    def _ctx_stopped(self, active: Held) -> bool:
         return active.stop.is_set()
 
-    def _ctx_cancel_requested(self, active: _Active) -> bool:
+    def _ctx_cancel_requested(self, active: Held) -> bool:
         return active.cancelled
 
     def _ctx_report(
-        self, active: _Active, job: Job, update: Update, details: dict | None
+        self, active: Held, job: Job, update: Update, details: dict | None
     ) -> None:
         if active.lost:
             return  # taken over (or abandoned): the new owner reports now
         if not self.store.report(job.id, active.fence, update, details):
-            self._lost(job.id, active)
+            self._leases.lose(job.id, active)
 
-    def _ctx_save(self, active: _Active, job: Job, details: dict[str, Any]) -> None:
+    def _ctx_save(self, active: Held, job: Job, details: dict[str, Any]) -> None:
         if active.lost or not self.store.save_details(job.id, active.fence, details):
-            self._lost(job.id, active)
+            self._leases.lose(job.id, active)
             raise Cancelled(f"{self.kind} job {job.id} was taken over elsewhere")
 
-    def _ctx_resumed(self, active: _Active, job: Job, step: int) -> None:
+    def _ctx_resumed(self, active: Held, job: Job, step: int) -> None:
         if not self.store.set_resumed_from_step(job.id, active.fence, step):
-            self._lost(job.id, active)
+            self._leases.lose(job.id, active)
 
     # --- internals ----------------------------------------------------------------
     def _work(self) -> None:
@@ -382,14 +344,12 @@ class DurableJobEngine:
                 log.exception("%s job %s: recording its end failed", self.kind, row.id)
 
     def _run(self, row: Any, how: str) -> None:
-        active = _Active(Fence(self.worker_id, row.attempt), since=self._clock())
-        with self._lock:
-            self._active[row.id] = active
-        if self._halted.is_set():
+        active = self._leases.hold(row.id, Fence(self.worker_id, row.attempt))
+        if self._leases.halted.is_set():
             active.halt("lost")
         elif self._stopping.is_set():
             active.halt("shutdown")
-        job = self._snapshot(row)
+        job = snapshot(row, self._codec)
         previous = span_context_of(row.run_context)
         token = otel_context.attach(context_from_traceparent(row.trace_context))
         try:
@@ -409,12 +369,11 @@ class DurableJobEngine:
                 ended = self._attempt(job, active)
         finally:
             otel_context.detach(token)
-            with self._lock:
-                self._active.pop(job.id, None)
+            self._leases.release(job.id)
         if ended:
             self._ended(job.id)
 
-    def _attempt(self, job: Job, active: _Active) -> bool:
+    def _attempt(self, job: Job, active: Held) -> bool:
         """Runs one attempt and records its end; True when the job ended."""
         try:
             if active.stop.is_set():
@@ -431,7 +390,7 @@ class DurableJobEngine:
         except BaseException as exc:  # noqa: BLE001 - a job must never kill a worker
             return self._failed(job, active, exc)
 
-    def _failed(self, job: Job, active: _Active, exc: BaseException) -> bool:
+    def _failed(self, job: Job, active: Held, exc: BaseException) -> bool:
         """Records how a run ended early; True when the job reached its end."""
         store, fence = self.store, active.fence
         if active.lost:
@@ -472,114 +431,3 @@ class DurableJobEngine:
             self.store.prune(self._history, self._retention_s)
         except Exception:  # noqa: BLE001
             log.exception("%s: pruning finished jobs failed", self.kind)
-
-    def _lost(self, job_id: str, active: _Active) -> None:
-        if not active.lost:
-            log.warning(
-                "%s job %s was taken over by another worker; stopping it here",
-                self.kind,
-                job_id,
-            )
-        active.halt("lost")
-
-    def _heartbeat(self) -> None:
-        while not self._halted.wait(self.tick_s):
-            self.beat()
-
-    def beat(self) -> None:
-        """One heartbeat: stops jobs cancelled elsewhere, renews leases every
-        third of a lease, and fences off jobs whose lease may have lapsed while
-        the database was unreachable."""
-        with self._lock:
-            active = dict(self._active)
-        if not active:
-            self._renewed = self._clock()
-            return
-        try:
-            for job_id in self.store.cancel_flags(list(active)):
-                if not active[job_id].stop.is_set():
-                    active[job_id].halt("cancelled")
-            if self._clock() - self._renewed >= self.lease_s / 3:
-                fences = {i: a.fence for i, a in active.items() if not a.lost}
-                for job_id in self.store.renew(fences, self.lease_s):
-                    self._lost(job_id, active[job_id])
-                self._renewed = self._clock()
-        except Exception:  # noqa: BLE001 - keep beating through DB hiccups
-            log.exception("%s: heartbeat failed; retrying", self.kind)
-            self._fence_off(active)
-
-    def _fence_off(self, active: dict[str, _Active]) -> None:
-        """Stops jobs whose lease may have expired while the database was
-        unreachable: another replica may be resuming them, and two attempts
-        of one job must never run at once."""
-        now = self._clock()
-        for job_id, job in active.items():
-            if now - max(self._renewed, job.since) > 0.8 * self.lease_s:
-                self._lost(job_id, job)
-
-    def _snapshot(self, row: Any) -> Job:
-        job = Job(
-            id=row.id,
-            spec=self._codec.decode_spec(row.spec),
-            state=JobState[row.state],
-            stage=row.stage,
-            progress=row.progress,
-            message=row.message,
-            create_time=_seconds(row.create_time),
-            start_time=_seconds(row.start_time),
-            end_time=_seconds(row.end_time),
-            error_code=row.error_code,
-            error_message=row.error_message,
-            result=self._codec.decode_result(row.result)
-            if row.result is not None
-            else None,
-            trace_id=row.trace_id,
-            trace_context=row.trace_context or "",
-            details=dict(row.details or {}),
-            priority=row.priority,
-            attempt=row.attempt,
-            worker_id=row.worker_id,
-            resumed_from_step=row.resumed_from_step,
-            request_id=row.request_id or "",
-        )
-        if row.cancel_requested:
-            job.cancel_requested.set()
-        return job
-
-
-def open_engine(
-    kind: str,
-    prefix: str,
-    dsn: str,
-    runner: Runner,
-    **options: Any,
-) -> DurableJobEngine:
-    """Migrates the queue `prefix` at `dsn`, then starts an engine on it.
-
-    The engine's store keeps the SQLAlchemy engine; `close_engine` disposes it.
-    """
-    from services.common.jobqueue.migrations import upgrade_database
-    from services.common.jobqueue.tables import job_tables
-
-    upgrade_database(dsn, prefix)
-    store = JobStore(make_engine(dsn), job_tables(prefix))
-    return DurableJobEngine(kind, runner, store, **options)
-
-
-def _seconds(value: Any) -> float | None:
-    value = as_utc(value)
-    return value.timestamp() if value is not None else None
-
-
-def _event(row: Any) -> JobEvent:
-    return JobEvent(
-        sequence=row.sequence,
-        state=JobState[row.state],
-        stage=row.stage,
-        progress=row.progress,
-        message=row.message,
-        metrics={k: float(v) for k, v in (row.metrics or {}).items()},
-        time=_seconds(row.time) or 0.0,
-        step=row.step,
-        total_steps=row.total_steps,
-    )
