@@ -148,6 +148,59 @@ def upgrade_schema(
         engine.dispose()
 
 
+def run_migration_env(
+    context: Any,
+    *,
+    lock_key: int,
+    dsn: Callable[[], str],
+    engine_factory: Callable[[str], Engine] = make_engine,
+    **configure: Any,
+) -> None:
+    """The body of every service's Alembic env.py (online and offline).
+
+    Runs on the connection `upgrade_schema` passes in, or on its own engine
+    for the alembic CLI; on PostgreSQL under a transaction-scoped advisory
+    lock (`lock_key`), so replicas starting together do not both migrate.
+    `configure` goes to `context.configure` (target_metadata, version_table,
+    include_object, ...); `compare_type` is always on.
+    """
+    configure = {"compare_type": True, **configure}
+
+    def run(connection) -> None:
+        context.configure(
+            connection=connection,
+            render_as_batch=connection.dialect.name == "sqlite",
+            **configure,
+        )
+        with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key}
+                )
+            context.run_migrations()
+
+    if context.is_offline_mode():
+        context.configure(
+            url=dsn(),
+            literal_binds=True,
+            dialect_opts={"paramstyle": "named"},
+            **configure,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        run(connection)
+        return
+    engine = engine_factory(dsn())
+    try:
+        with engine.begin() as conn:
+            run(conn)
+    finally:
+        engine.dispose()
+
+
 def ensure_database(dsn: str) -> None:
     """Creates the PostgreSQL database named in `dsn` when it does not exist.
 

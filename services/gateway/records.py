@@ -7,11 +7,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
-
 from lorafleet.v1 import common_pb2, gateway_pb2
 from services.common.convert import json_safe
 from services.common.jobqueue import Codec
+from services.common.records import message_from_json, message_to_json
 
 
 @dataclass
@@ -43,18 +42,6 @@ class WorkflowOutcome:
     # trainer's split to stay on held-out rows.
     eval_fraction: float = 0.0
     seed: int = 0
-
-
-def message_to_json(message: Any) -> dict[str, Any] | None:
-    if message is None:
-        return None
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
-
-
-def message_from_json(data: dict[str, Any] | None, cls: type) -> Any:
-    if data is None:
-        return None
-    return json_format.ParseDict(data, cls(), ignore_unknown_fields=True)
 
 
 def encode_spec(spec: WorkflowSpec) -> dict[str, Any]:

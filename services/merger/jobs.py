@@ -18,6 +18,7 @@ from services.common.convert import from_struct, struct
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobqueue import DurableJobEngine, JobStore
 from services.common.jobs import Job, JobContext
+from services.common.lookups import registered_by_job
 from services.common.paths import staged_directory
 from services.common.retry import Patience, Patient
 from services.merger.finish import Checked, check_and_export
@@ -272,14 +273,12 @@ class Merger:
 
     def _registered_merge(self, job_id: str) -> Any | None:
         """The merged model an earlier attempt of `job_id` registered, if any."""
-        found = self._patient_registry.ListArtifacts(
-            registry_pb2.ListArtifactsRequest(
-                kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
-                filter=f'metadata.merge_job_id = "{job_id}"',
-                page_size=1,
-            )
-        ).artifacts
-        return found[0] if found else None
+        return registered_by_job(
+            self._patient_registry,
+            common_pb2.ARTIFACT_KIND_MERGED_MODEL,
+            "merge_job_id",
+            job_id,
+        )
 
     @staticmethod
     def _metadata(ctx: JobContext, job: ResolvedMerge, stats: Any) -> dict[str, Any]:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from google.protobuf import json_format
-
-from lorafleet.v1 import common_pb2
 from services.common.convert import json_safe
 from services.common.jobqueue import Codec
+from services.common.records import (
+    artifact_from_json,
+    known_fields,
+    message_to_json,
+)
 from services.merger.gate import GateSettings
 from services.merger.quantized import QuantizedExport
 from services.merger.requests import (
@@ -23,35 +25,16 @@ from services.merger.requests import (
 )
 
 
-def _artifact_to_json(artifact: Any) -> dict[str, Any] | None:
-    if artifact is None:
-        return None
-    return json_format.MessageToDict(artifact, preserving_proto_field_name=True)
-
-
-def _artifact_from_json(data: dict[str, Any] | None) -> Any:
-    if data is None:
-        return None
-    return json_format.ParseDict(
-        data, common_pb2.Artifact(), ignore_unknown_fields=True
-    )
-
-
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Keeps the keys `cls` has: a job stored by an older merger still loads."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
 def encode_request(request: MergeRequest) -> dict[str, Any]:
     return json_safe(dataclasses.asdict(request))
 
 
 def decode_request(data: dict[str, Any]) -> MergeRequest:
-    fields = _known(MergeRequest, data)
-    fields["gate"] = GateSettings(**_known(GateSettings, fields.get("gate", {})))
+    fields = known_fields(MergeRequest, data)
+    fields["gate"] = GateSettings(**known_fields(GateSettings, fields.get("gate", {})))
     fields["exports"] = tuple(
-        QuantizedExport(**_known(QuantizedExport, e)) for e in fields.get("exports", [])
+        QuantizedExport(**known_fields(QuantizedExport, e))
+        for e in fields.get("exports", [])
     )
     fields["input_model_ids"] = tuple(fields.get("input_model_ids", ()))
     fields["tags"] = dict(fields.get("tags", {}))
@@ -63,14 +46,14 @@ def encode_job(job: ResolvedMerge | ResolvedModelMerge) -> dict[str, Any]:
         return {
             "kind": "models",
             "request": encode_request(job.request),
-            "base": _artifact_to_json(job.base),
-            "inputs": [_artifact_to_json(a) for a in job.inputs],
+            "base": message_to_json(job.base),
+            "inputs": [message_to_json(a) for a in job.inputs],
         }
     return {
         "kind": "lora",
         "request": encode_request(job.request),
-        "adapter": _artifact_to_json(job.adapter),
-        "base": _artifact_to_json(job.base),
+        "adapter": message_to_json(job.adapter),
+        "base": message_to_json(job.base),
         "base_quantization": job.base_quantization,
     }
 
@@ -80,14 +63,14 @@ def decode_job(data: dict[str, Any]) -> ResolvedMerge | ResolvedModelMerge:
     if data.get("kind") == "models":
         return ResolvedModelMerge(
             request,
-            _artifact_from_json(data.get("base")),
-            [_artifact_from_json(a) for a in data.get("inputs", [])],
+            artifact_from_json(data.get("base")),
+            [artifact_from_json(a) for a in data.get("inputs", [])],
             None,
         )
     return ResolvedMerge(
         request,
-        _artifact_from_json(data["adapter"]),
-        _artifact_from_json(data["base"]),
+        artifact_from_json(data["adapter"]),
+        artifact_from_json(data["base"]),
         None,
         data.get("base_quantization", ""),
     )
@@ -98,7 +81,7 @@ def encode_outcome(outcome: MergeOutcome) -> dict[str, Any]:
 
 
 def decode_outcome(data: dict[str, Any]) -> MergeOutcome:
-    fields = _known(MergeOutcome, data)
+    fields = known_fields(MergeOutcome, data)
     fields["exports"] = [export_result(e) for e in fields.get("exports", [])]
     return MergeOutcome(**fields)
 

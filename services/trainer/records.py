@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
-from lorafleet.v1 import common_pb2
 from services.common.convert import json_safe
 from services.common.jobqueue import Codec
+from services.common.records import (
+    artifact_from_json,
+    known_fields,
+    message_to_json,
+)
 from services.trainer.dataset_report import DatasetReport, Issue
 from services.trainer.spec import TrainConfig, TrainSpec
 
@@ -42,22 +44,6 @@ class TrainOutcome:
     environment: dict[str, Any] = field(default_factory=dict)
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Keeps the keys `cls` has: a job stored by an older trainer still loads."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
-def _artifact_to_json(artifact: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(artifact, preserving_proto_field_name=True)
-
-
-def _artifact_from_json(data: dict[str, Any]) -> common_pb2.Artifact:
-    return json_format.ParseDict(
-        data, common_pb2.Artifact(), ignore_unknown_fields=True
-    )
-
-
 def encode_job(job: ResolvedTrainJob) -> dict[str, Any]:
     spec = job.spec
     return {
@@ -68,8 +54,8 @@ def encode_job(job: ResolvedTrainJob) -> dict[str, Any]:
             "tags": dict(spec.tags),
         },
         "config": json_safe(spec.config.as_dict()),
-        "base": _artifact_to_json(job.base),
-        "dataset": _artifact_to_json(job.dataset),
+        "base": message_to_json(job.base),
+        "dataset": message_to_json(job.dataset),
         "dataset_file": str(job.dataset_file),
         "task": job.task,
         "split": list(job.split),
@@ -82,19 +68,21 @@ def decode_job(data: dict[str, Any]) -> ResolvedTrainJob:
     report = None
     if data.get("report"):
         raw = dict(data["report"])
-        issues = [Issue(**_known(Issue, i)) for i in raw.pop("issues", [])]
-        fatal = [Issue(**_known(Issue, i)) for i in raw.pop("fatal", [])]
-        report = DatasetReport(**_known(DatasetReport, raw), issues=issues, fatal=fatal)
+        issues = [Issue(**known_fields(Issue, i)) for i in raw.pop("issues", [])]
+        fatal = [Issue(**known_fields(Issue, i)) for i in raw.pop("fatal", [])]
+        report = DatasetReport(
+            **known_fields(DatasetReport, raw), issues=issues, fatal=fatal
+        )
     return ResolvedTrainJob(
         spec=TrainSpec(
             base_model_id=request["base_model_id"],
             dataset_id=request["dataset_id"],
             adapter_name=request["adapter_name"],
-            config=TrainConfig(**_known(TrainConfig, data["config"])),
+            config=TrainConfig(**known_fields(TrainConfig, data["config"])),
             tags=dict(request.get("tags", {})),
         ),
-        base=_artifact_from_json(data["base"]),
-        dataset=_artifact_from_json(data["dataset"]),
+        base=artifact_from_json(data["base"]),
+        dataset=artifact_from_json(data["dataset"]),
         dataset_file=Path(data["dataset_file"]),
         task=data["task"],
         split=(int(data["split"][0]), int(data["split"][1])),
@@ -107,7 +95,7 @@ def encode_outcome(outcome: TrainOutcome) -> dict[str, Any]:
 
 
 def decode_outcome(data: dict[str, Any]) -> TrainOutcome:
-    outcome = TrainOutcome(**_known(TrainOutcome, data))
+    outcome = TrainOutcome(**known_fields(TrainOutcome, data))
     outcome.metrics = {k: float(v) for k, v in outcome.metrics.items()}
     return outcome
 

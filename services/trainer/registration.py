@@ -12,6 +12,7 @@ from typing import Any
 
 from lorafleet.v1 import common_pb2, registry_pb2
 from services.common.convert import from_struct, struct
+from services.common.lookups import registered_by_job
 from services.common.modeling import environment_facts
 from services.trainer.records import ResolvedTrainJob
 
@@ -87,11 +88,6 @@ def register_adapter(
 
 def registered_adapter(registry: Any, job_id: str) -> Any | None:
     """The adapter a previous attempt of `job_id` registered, if any."""
-    found = registry.ListArtifacts(
-        registry_pb2.ListArtifactsRequest(
-            kind=common_pb2.ARTIFACT_KIND_ADAPTER,
-            filter=f'metadata.train_job_id = "{job_id}"',
-            page_size=1,
-        )
-    ).artifacts
-    return found[0] if found else None
+    return registered_by_job(
+        registry, common_pb2.ARTIFACT_KIND_ADAPTER, "train_job_id", job_id
+    )

@@ -6,11 +6,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from google.protobuf import json_format
-
-from lorafleet.v1 import common_pb2
 from services.common.convert import json_safe
 from services.common.jobqueue import Codec
+from services.common.records import (
+    artifact_from_json,
+    known_fields,
+    message_to_json,
+    number,
+)
 from services.validator.evaluation import ModelScores
 from services.validator.gates import GateResult, Gates
 from services.validator.jobs import (
@@ -20,59 +23,32 @@ from services.validator.jobs import (
 )
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Keeps the keys `cls` has: a job stored by an older validator still loads."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
-def _artifact(data: dict[str, Any] | None) -> Any:
-    if data is None:
-        return None
-    return json_format.ParseDict(
-        data, common_pb2.Artifact(), ignore_unknown_fields=True
-    )
-
-
-def _json(artifact: Any) -> dict[str, Any] | None:
-    if artifact is None:
-        return None
-    return json_format.MessageToDict(artifact, preserving_proto_field_name=True)
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities are stored as strings (see json_numbers): floats again."""
-    if value in ("NaN", "Infinity", "-Infinity"):
-        return float(value)
-    return value
-
-
 def encode_job(job: ResolvedValidation) -> dict[str, Any]:
     return {
         "spec": json_safe(dataclasses.asdict(job.spec)),
-        "model": _json(job.model),
-        "adapter": _json(job.adapter),
-        "baseline": _json(job.baseline),
-        "dataset": _json(job.dataset),
+        "model": message_to_json(job.model),
+        "adapter": message_to_json(job.adapter),
+        "baseline": message_to_json(job.baseline),
+        "dataset": message_to_json(job.dataset),
     }
 
 
 def decode_job(data: dict[str, Any]) -> ResolvedValidation:
-    spec = _known(ValidationSpec, data["spec"])
-    spec["gates"] = Gates(**_known(Gates, spec.get("gates", {})))
+    spec = known_fields(ValidationSpec, data["spec"])
+    spec["gates"] = Gates(**known_fields(Gates, spec.get("gates", {})))
     return ResolvedValidation(
         ValidationSpec(**spec),
-        _artifact(data["model"]),
-        _artifact(data.get("adapter")),
-        _artifact(data.get("baseline")),
-        _artifact(data["dataset"]),
+        artifact_from_json(data["model"]),
+        artifact_from_json(data.get("adapter")),
+        artifact_from_json(data.get("baseline")),
+        artifact_from_json(data["dataset"]),
     )
 
 
 def _scores(data: dict[str, Any] | None) -> ModelScores | None:
     if data is None:
         return None
-    fields = {k: _finite(v) for k, v in _known(ModelScores, data).items()}
+    fields = {k: number(v) for k, v in known_fields(ModelScores, data).items()}
     fields["samples"] = [tuple(s) for s in data.get("samples", [])]
     return ModelScores(**fields)
 
@@ -82,12 +58,12 @@ def encode_outcome(outcome: ValidationOutcome) -> dict[str, Any]:
 
 
 def decode_outcome(data: dict[str, Any]) -> ValidationOutcome:
-    fields = _known(ValidationOutcome, data)
+    fields = known_fields(ValidationOutcome, data)
     fields["candidate"] = _scores(fields["candidate"])
     fields["baseline"] = _scores(fields.get("baseline"))
-    fields["score"] = _finite(fields["score"])
+    fields["score"] = number(fields["score"])
     fields["gates"] = [
-        GateResult(**{k: _finite(v) for k, v in _known(GateResult, g).items()})
+        GateResult(**{k: number(v) for k, v in known_fields(GateResult, g).items()})
         for g in fields.get("gates", [])
     ]
     return ValidationOutcome(**fields)

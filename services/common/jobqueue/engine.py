@@ -33,7 +33,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from services.common.errors import Cancelled, LorafleetError, ResourceExhausted
+from services.common.errors import Cancelled, LorafleetError
 from services.common.jobqueue.leases import Held, Leases
 from services.common.jobqueue.snapshots import Codec, snapshot
 from services.common.jobqueue.snapshots import event as event_of
@@ -46,7 +46,16 @@ from services.common.jobqueue.store import (
     NewJob,
 )
 from services.common.jobs.context import JobContext
-from services.common.jobs.model import Job, JobEvent, JobState, Runner, Update, failure
+from services.common.jobs.model import (
+    Job,
+    JobEvent,
+    JobState,
+    Runner,
+    Update,
+    failure,
+    queue_full,
+    shutting_down,
+)
 from services.common.paging import decode_token, encode_token, page_size
 from services.common.telemetry import (
     context_from_traceparent,
@@ -143,10 +152,7 @@ class DurableJobEngine:
         `details` are the job's first recorded facts (see JobContext.record).
         """
         if self._stopping.is_set():
-            raise ResourceExhausted(
-                f"the {self.kind} service is shutting down; retry against "
-                "another replica"
-            )
+            raise shutting_down(self.kind)
         row, created = self.store.submit(
             NewJob(
                 id=f"{self.kind}-{uuid.uuid4().hex[:16]}",
@@ -178,10 +184,7 @@ class DurableJobEngine:
         caller refuse before doing anything a refusal would leave behind)."""
         waiting = self.store.count("QUEUED")
         if waiting >= self._queue_size:
-            raise ResourceExhausted(
-                f"the {self.kind} queue is full ({waiting} jobs waiting); retry "
-                "later, cancel queued jobs, or raise LORAFLEET_JOB_QUEUE_SIZE"
-            )
+            raise queue_full(self.kind, waiting)
 
     def find(self, request_id: str, digest: str = "") -> Job | None:
         row = self.store.find(request_id, digest)

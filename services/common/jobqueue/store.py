@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.database import lock_key, utcnow
-from services.common.errors import AlreadyExists, NotFound, ResourceExhausted
+from services.common.errors import NotFound
 from services.common.jobqueue.base import (  # noqa: F401 (re-exported)
     CANCELLED,
     FAILED,
@@ -28,7 +28,7 @@ from services.common.jobqueue.base import (  # noqa: F401 (re-exported)
 )
 from services.common.jobqueue.claims import Claims
 from services.common.jobqueue.tables import json_numbers
-from services.common.jobs.model import Update
+from services.common.jobs.model import Update, queue_full, request_reused
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,7 @@ class JobStore(Claims):
                 select(func.count()).select_from(Job).where(Job.state == QUEUED)
             )
             if waiting >= queue_size:
-                raise ResourceExhausted(
-                    f"the {kind} queue is full ({waiting} jobs waiting); retry "
-                    "later, cancel queued jobs, or raise LORAFLEET_JOB_QUEUE_SIZE"
-                )
+                raise queue_full(kind, waiting)
             now = utcnow()
             row = Job(
                 id=new.id,
@@ -124,11 +121,7 @@ class JobStore(Claims):
         Job = self.tables.Job
         row = session.scalars(select(Job).where(Job.request_id == request_id)).first()
         if row is not None and digest and row.request_digest not in ("", digest):
-            raise AlreadyExists(
-                f"request_id {request_id[:80]!r} was used for a different request "
-                f"(job {row.id}); use a new request_id for a new request",
-                field="request_id",
-            )
+            raise request_reused(request_id, row.id)
         return row
 
     def get(self, job_id: str, kind: str = "") -> Any:

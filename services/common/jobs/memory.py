@@ -20,14 +20,22 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from services.common.errors import (
-    AlreadyExists,
     Cancelled,
     LorafleetError,
     NotFound,
-    ResourceExhausted,
 )
 from services.common.jobs.context import JobContext
-from services.common.jobs.model import Job, JobEvent, JobState, Runner, Update, failure
+from services.common.jobs.model import (
+    Job,
+    JobEvent,
+    JobState,
+    Runner,
+    Update,
+    failure,
+    queue_full,
+    request_reused,
+    shutting_down,
+)
 from services.common.paging import paginate
 from services.common.telemetry import (
     context_from_traceparent,
@@ -84,16 +92,9 @@ class MemoryJobEngine:
                 if existing is not None:
                     return existing
             if self._stopping:
-                raise ResourceExhausted(
-                    f"the {self.kind} service is shutting down; retry "
-                    "against another replica"
-                )
+                raise shutting_down(self.kind)
             if self._waiting >= self._queue_size:
-                raise ResourceExhausted(
-                    f"the {self.kind} queue is full ({self._waiting} jobs waiting); "
-                    "retry later, cancel queued jobs, or raise "
-                    "LORAFLEET_JOB_QUEUE_SIZE"
-                )
+                raise queue_full(self.kind, self._waiting)
             job = Job(
                 id=f"{self.kind}-{uuid.uuid4().hex[:16]}",
                 spec=spec,
@@ -121,11 +122,7 @@ class MemoryJobEngine:
         if found is None or found[0] not in self._jobs:
             return None
         if digest and found[1] and digest != found[1]:
-            raise AlreadyExists(
-                f"request_id {request_id[:80]!r} was used for a different request "
-                f"(job {found[0]}); use a new request_id for a new request",
-                field="request_id",
-            )
+            raise request_reused(request_id, found[0])
         return self._jobs[found[0]]
 
     def get(self, job_id: str) -> Job:

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
-from services.common.errors import LorafleetError
+from services.common.errors import (
+    AlreadyExists,
+    LorafleetError,
+    ResourceExhausted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,27 @@ class JobEngine(Protocol):
     ) -> Iterator[tuple[JobEvent, Job]]: ...
 
     def shutdown(self, wait_s: float = 0.0) -> None: ...
+
+
+def queue_full(kind: str, waiting: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"the {kind} queue is full ({waiting} jobs waiting); retry later, cancel "
+        "queued jobs, or raise LORAFLEET_JOB_QUEUE_SIZE"
+    )
+
+
+def shutting_down(kind: str) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"the {kind} service is shutting down; retry against another replica"
+    )
+
+
+def request_reused(request_id: str, job_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"request_id {request_id[:80]!r} was used for a different request (job "
+        f"{job_id}); use a new request_id for a new request",
+        field="request_id",
+    )
 
 
 def failure(
