@@ -187,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lorafleet", description=__doc__)
     p.add_argument("--config", help="YAML config file (else LORAFLEET_CONFIG)")
     p.add_argument("--data-dir", help="where state lives (default .lorafleet)")
+    # The same two options after the command (`lorafleet up --data-dir X`);
+    # SUPPRESS keeps the value given before the command when they are absent.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="YAML config file (else LORAFLEET_CONFIG)",
+    )
+    common.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,
+        help="where state lives (default .lorafleet)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run one service in the foreground")
@@ -196,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "up",
+        parents=[common],
         help="run the whole suite as local processes, restarting any that exit",
         description=(
             "Starts the six services, waits until all are SERVING and keeps them "
@@ -243,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_up)
 
     s = sub.add_parser(
-        "demo", help="train, merge, validate, deploy SmolLM2 on a demo task"
+        "demo",
+        parents=[common],
+        help="train, merge, validate, deploy SmolLM2 on a demo task",
     )
     s.add_argument("--steps", type=int, default=20, help="training steps (default 20)")
     s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
@@ -253,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="models_command", required=True
     )
     s = models.add_parser(
-        "import", help="convert a GGUF file or HF folder and register it"
+        "import",
+        parents=[common],
+        help="convert a GGUF file or HF folder and register it",
     )
     s.add_argument("source", help="a .gguf file, an HF folder, or 'smollm2' (bundled)")
     s.add_argument("--name", required=True)
@@ -264,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="datasets_command", required=True
     )
     s = ds.add_parser(
-        "append", help="append JSONL rows to a dataset, registering a new version"
+        "append",
+        parents=[common],
+        help="append JSONL rows to a dataset, registering a new version",
     )
     s.add_argument("dataset_id", help="id, name:version, name@alias or name")
     s.add_argument("file", help="local JSONL file of rows to append (uploaded)")
@@ -279,14 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="registry database").add_subparsers(
         dest="db_command", required=True
     )
-    s = db.add_parser("upgrade", help="apply Alembic migrations up to head")
+    s = db.add_parser(
+        "upgrade", parents=[common], help="apply Alembic migrations up to head"
+    )
     s.add_argument("--dsn", help="SQLAlchemy URL (default: the configured registry)")
     s.set_defaults(func=cmd_db_upgrade)
 
     reg = sub.add_parser("registry", help="registry maintenance").add_subparsers(
         dest="registry_command", required=True
     )
-    s = reg.add_parser("gc", help="delete stored bytes no version references")
+    s = reg.add_parser(
+        "gc", parents=[common], help="delete stored bytes no version references"
+    )
     s.add_argument(
         "--min-age-seconds",
         type=int,
@@ -296,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--registry", help="registry host:port (default from config)")
     s.set_defaults(func=cmd_registry_gc)
     s = reg.add_parser(
-        "retain", help="delete old versions of a name, keeping the newest N"
+        "retain",
+        parents=[common],
+        help="delete old versions of a name, keeping the newest N",
     )
     s.add_argument("name")
     s.add_argument("--keep-last", type=int, required=True)

@@ -7,6 +7,7 @@ import importlib
 
 from services.common.config import SERVICE_NAMES, load_config
 from services.common.server import serve_forever
+from services.common.telemetry import setup_logging, setup_tracing
 
 
 def run_service(name: str, argv: list[str] | None = None) -> None:
@@ -20,6 +21,10 @@ def run_service(name: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", help="root of all lorafleet state")
     args = parser.parse_args(argv)
     config = load_config(args.config, port=args.port, data_dir=args.data_dir)
+    # Before the service builds anything: what it logs while starting (jobs
+    # taken back from an earlier run, migrations) must reach the log too.
+    setup_logging(name, config)
+    setup_tracing(name, config)
     module = importlib.import_module(f"services.{name}.server")
     running = module.create(config)
     serve_forever(running, config)

@@ -1,5 +1,12 @@
-"""google.rpc status details: kept when an error is relayed, renamed to the
-caller's field paths, and rebuilt from a domain error's `field`."""
+"""google.rpc status details: built from a domain error's `field`, kept when an
+error is relayed, and renamed to the caller's field paths.
+
+The field at fault travels as a `google.rpc.BadRequest` field violation, or,
+for FAILED_PRECONDITION (the request is well formed, the state of things
+refuses it), as a `google.rpc.PreconditionFailure` violation whose subject
+is the field: what Google's error model prescribes, so clients in any
+language find it where they look.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,9 @@ from typing import Any
 
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
+
+BadRequest = error_details_pb2.BadRequest
+PreconditionFailure = error_details_pb2.PreconditionFailure
 
 
 def _in_text(renames: dict[str, str]):
@@ -23,6 +33,12 @@ def _path(renames: dict[str, str], path: str) -> str:
     return renames[head] + dot + rest if head in renames else path
 
 
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
 def rename_paths(
     renames: dict[str, str],
     field: str | None,
@@ -36,43 +52,60 @@ def rename_paths(
     text = _in_text(renames)
     renamed = []
     for detail in details:
-        bad = error_details_pb2.BadRequest()
+        bad, failure = BadRequest(), PreconditionFailure()
         if detail.Unpack(bad):
-            for violation in bad.field_violations:
-                violation.field = _path(renames, violation.field)
-                violation.description = text(violation.description)
-            packed = any_pb2.Any()
-            packed.Pack(bad)
-            renamed.append(packed)
+            for v in bad.field_violations:
+                v.field, v.description = _path(renames, v.field), text(v.description)
+            renamed.append(_pack(bad))
+        elif detail.Unpack(failure):
+            for v in failure.violations:
+                v.subject, v.description = (
+                    _path(renames, v.subject),
+                    text(v.description),
+                )
+            renamed.append(_pack(failure))
         else:
             renamed.append(detail)
     return (_path(renames, field) if field else field), text(message), renamed
 
 
 def bad_request_field(details: list[Any]) -> str | None:
-    """The field of the first BadRequest violation among `details`, if any."""
+    """The field at fault named by `details` (BadRequest or PreconditionFailure)."""
     for detail in details:
-        bad = error_details_pb2.BadRequest()
+        bad, failure = BadRequest(), PreconditionFailure()
         if detail.Unpack(bad) and bad.field_violations:
             return bad.field_violations[0].field
+        if detail.Unpack(failure) and failure.violations:
+            return failure.violations[0].subject
     return None
 
 
-def details_for(field: str | None, message: str, relayed: list[Any]) -> list[Any]:
-    """The details to send: relayed ones as they are, else a BadRequest naming
-    `field` when there is one."""
+def details_for(
+    code: str, field: str | None, message: str, relayed: list[Any]
+) -> list[Any]:
+    """The details to send: relayed ones as they are, else one naming `field`."""
     if relayed:
         return list(relayed)
     if not field:
         return []
-    packed = any_pb2.Any()
-    packed.Pack(
-        error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=field, description=message
+    if code == "FAILED_PRECONDITION":
+        return [
+            _pack(
+                PreconditionFailure(
+                    violations=[
+                        PreconditionFailure.Violation(
+                            type="STATE", subject=field, description=message
+                        )
+                    ]
                 )
-            ]
+            )
+        ]
+    return [
+        _pack(
+            BadRequest(
+                field_violations=[
+                    BadRequest.FieldViolation(field=field, description=message)
+                ]
+            )
         )
-    )
-    return [packed]
+    ]

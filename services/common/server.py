@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 def _status_for(exc: LorafleetError) -> status_pb2.Status:
     code = getattr(code_pb2, exc.code, code_pb2.INTERNAL)
     status = status_pb2.Status(code=code, message=exc.message)
-    status.details.extend(details_for(exc.field, exc.message, exc.details))
+    status.details.extend(details_for(exc.code, exc.field, exc.message, exc.details))
     return status
 
 

@@ -89,7 +89,10 @@ class WorkflowRun:
             try:
                 getattr(self, f"_{name}")(rec)
             except Cancelled as exc:
-                self._end(name, rec, CANCELLED, exc.message)
+                if self._ctx.cancel_requested:
+                    self._end(name, rec, CANCELLED, exc.message)
+                # Else this gateway is stopping or lost the workflow: the step
+                # stays RUNNING for whoever continues it.
                 raise
             except LorafleetError as exc:
                 self._end(name, rec, FAILED, exc.message)

@@ -77,12 +77,13 @@ class Workflows:
         return self._admission.start(request)
 
     def cancel(self, job_id: str) -> Job:
-        """Cancels the workflow and, at once, the sub-job it is waiting on (the
-        workflow's own worker also cancels it when it sees the flag, which
-        covers a sub-job started in between)."""
+        """Cancels the workflow and, at once, the sub-job it started (a queued
+        workflow has its training running already; a running one's worker also
+        cancels it when it sees the flag, which covers a sub-job started in
+        between)."""
         job = self.engine.cancel(job_id)
-        if job.state != JobState.RUNNING:
-            return job
+        if job.state not in (JobState.RUNNING, JobState.CANCELLED):
+            return job  # it had ended: its sub-jobs ended with it
         for step in SUB_JOB_STEPS:
             rec = job.details.get("steps", {}).get(step, {})
             if rec.get("state") == RUNNING and rec.get("job_id"):

@@ -123,3 +123,83 @@ def test_graceful_shutdown_finishes_in_flight_calls(probe):
     with pytest.raises(grpc.RpcError) as err:
         health.Check(health_pb2.HealthCheckRequest(), timeout=2)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _violations(error) -> list[tuple[str, str]]:
+    found = []
+    for detail in rpc_status.from_call(error).details:
+        bad = error_details_pb2.BadRequest()
+        failure = error_details_pb2.PreconditionFailure()
+        if detail.Unpack(bad):
+            found += [("BadRequest", v.field) for v in bad.field_violations]
+        elif detail.Unpack(failure):
+            found += [("PreconditionFailure", v.subject) for v in failure.violations]
+    return found
+
+
+def test_a_relayed_error_keeps_its_details_under_the_callers_field_names(tmp_path):
+    """A service relaying another's error (as the gateway relays the trainer's)
+    sends the same google.rpc details, with field paths renamed."""
+    from services.common.clients import _translate
+    from services.common.errors import FailedPrecondition
+
+    upstream = {}
+
+    def invalid(request: bytes, context) -> bytes:
+        raise InvalidArgument("config.rank must be positive", field="config.rank")
+
+    def stale(request: bytes, context) -> bytes:
+        raise FailedPrecondition("job j1 is RUNNING", field="job_id")
+
+    def relay(request: bytes, context) -> bytes:
+        method = request.decode()
+        with grpc.insecure_channel(upstream["address"]) as channel:
+            try:
+                call(channel, method)
+            except grpc.RpcError as exc:
+                raise _translate(exc, "probe", method).rename_fields(
+                    {"config": "train_config"}
+                ) from None
+        return b""
+
+    def handler(fn):
+        return grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=_identity, response_serializer=_identity
+        )
+
+    def register(server):
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE,
+                    {
+                        "Invalid": handler(invalid),
+                        "Stale": handler(stale),
+                        "Relay": handler(relay),
+                    },
+                ),
+            )
+        )
+        return [SERVICE]
+
+    running = create_server(
+        "probe", load_config(env={}, data_dir=tmp_path, port=0), register, port=0
+    )
+    upstream["address"] = running.address
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            with pytest.raises(grpc.RpcError) as direct:
+                call(channel, "Stale")
+            assert direct.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert _violations(direct.value) == [("PreconditionFailure", "job_id")]
+            with pytest.raises(grpc.RpcError) as relayed:
+                call(channel, "Relay", b"Invalid")
+            assert relayed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert relayed.value.details() == "train_config.rank must be positive"
+            assert _violations(relayed.value) == [("BadRequest", "train_config.rank")]
+            with pytest.raises(grpc.RpcError) as relayed:
+                call(channel, "Relay", b"Stale")
+            assert relayed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert _violations(relayed.value) == [("PreconditionFailure", "job_id")]
+    finally:
+        running.stop(0)
