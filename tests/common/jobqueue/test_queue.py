@@ -293,14 +293,20 @@ def test_replicas_sharing_a_queue_never_run_a_job_twice(replicas, replica_count)
 
 def test_an_expired_lease_is_reclaimed_by_another_replica(replicas):
     crashed = Recorder(block=True)
-    a = replicas.engine(crashed, worker_id="a", lease_s=1.0)
+    a = replicas.engine(crashed, worker_id="a", lease_s=3600)
     job = a.submit({"name": "long"})
     assert crashed.started.wait(30)
     a.abandon()  # as if killed: the job stays RUNNING under a's lease
     assert a.get(job.id).state == JobState.RUNNING
+    Job = replicas.tables.Job  # ... until the lease runs out (no waiting here)
+    replicas.store.db.write(
+        lambda s: s.execute(
+            update(Job).values(lease_expires=utcnow()).where(Job.id == job.id)
+        )
+    )
 
     survivor = Recorder()
-    b = replicas.engine(survivor, worker_id="b", lease_s=1.0)
+    b = replicas.engine(survivor, worker_id="b", lease_s=3600)
     wait_for(lambda: b.get(job.id).state == JobState.SUCCEEDED)
     done = b.get(job.id)
     assert (done.attempt, done.worker_id) == (2, "b")

@@ -151,7 +151,7 @@ def test_a_retry_finds_the_adapter_an_earlier_attempt_registered(
     suite, base_model, queue_data, replicas, tmp_path
 ):
     dsn = f"sqlite:///{tmp_path / 'trainer.db'}"
-    trainer = replicas(dsn, "trainer-r", trainer_lease_s=1.0)
+    trainer = replicas(dsn, "trainer-r", trainer_lease_s=30.0)
     job_id = trainer.start(base_model, queue_data, "queue-retry", steps=2).status.job_id
     first = trainer.watch(job_id)[-1].job
     assert _state(first) == common_pb2.JOB_STATE_SUCCEEDED, first.status.error
