@@ -36,9 +36,15 @@ test: setup check-protos lint
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/lorafleet/v1/*.proto
 
-# Fails when the committed stubs differ from what the protos generate.
+# Fails when the committed stubs differ from what the protos generate, or when the
+# protos break wire compatibility with the main branch (buf breaking, FILE rules;
+# BUF_AGAINST overrides what they are compared with, e.g. a release tag).
+BUF_AGAINST ?= .git\#branch=main,subdir=protos
 check-protos: $(STAMP) $(BUF)
 	cd protos && ../$(BUF) lint
+	@if git rev-parse --verify -q main >/dev/null; then \
+	  $(BUF) breaking protos --against '$(BUF_AGAINST)' && echo "buf breaking: wire-compatible with $(BUF_AGAINST)"; \
+	else echo "buf breaking: no main branch in this checkout; skipped"; fi
 	rm -rf $(VENV)/stubcheck && mkdir -p $(VENV)/stubcheck
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(VENV)/stubcheck --pyi_out=$(VENV)/stubcheck --grpc_python_out=$(VENV)/stubcheck protos/lorafleet/v1/*.proto
 	diff -r --exclude=__init__.py --exclude=__pycache__ $(VENV)/stubcheck/lorafleet/v1 lorafleet/v1 || (echo "generated stubs are stale: run 'make protos' and commit" && exit 1)

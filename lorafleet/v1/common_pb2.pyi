@@ -76,6 +76,15 @@ class DeploymentStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPLOYMENT_STRATEGY_BLUE_GREEN: _ClassVar[DeploymentStrategy]
     DEPLOYMENT_STRATEGY_CANARY: _ClassVar[DeploymentStrategy]
     DEPLOYMENT_STRATEGY_AB: _ClassVar[DeploymentStrategy]
+    DEPLOYMENT_STRATEGY_SHADOW: _ClassVar[DeploymentStrategy]
+
+class TargetRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TARGET_ROLE_UNSPECIFIED: _ClassVar[TargetRole]
+    TARGET_ROLE_STABLE: _ClassVar[TargetRole]
+    TARGET_ROLE_CANDIDATE: _ClassVar[TargetRole]
+    TARGET_ROLE_SHADOW: _ClassVar[TargetRole]
+    TARGET_ROLE_STANDBY: _ClassVar[TargetRole]
 
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -125,6 +134,12 @@ DEPLOYMENT_STRATEGY_REPLACE: DeploymentStrategy
 DEPLOYMENT_STRATEGY_BLUE_GREEN: DeploymentStrategy
 DEPLOYMENT_STRATEGY_CANARY: DeploymentStrategy
 DEPLOYMENT_STRATEGY_AB: DeploymentStrategy
+DEPLOYMENT_STRATEGY_SHADOW: DeploymentStrategy
+TARGET_ROLE_UNSPECIFIED: TargetRole
+TARGET_ROLE_STABLE: TargetRole
+TARGET_ROLE_CANDIDATE: TargetRole
+TARGET_ROLE_SHADOW: TargetRole
+TARGET_ROLE_STANDBY: TargetRole
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_EOS: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -417,8 +432,26 @@ class ValidationGates(_message.Message):
     require_no_regression: bool
     def __init__(self, min_score: _Optional[float] = ..., max_perplexity_ratio: _Optional[float] = ..., max_latency_ratio: _Optional[float] = ..., min_score_delta: _Optional[float] = ..., require_no_regression: _Optional[bool] = ...) -> None: ...
 
+class DeploymentTarget(_message.Message):
+    __slots__ = ("model_id", "adapter_id", "digest", "weight_bps", "arm", "role", "mirror_bps")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BPS_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MIRROR_BPS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    adapter_id: str
+    digest: str
+    weight_bps: int
+    arm: str
+    role: TargetRole
+    mirror_bps: int
+    def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., digest: _Optional[str] = ..., weight_bps: _Optional[int] = ..., arm: _Optional[str] = ..., role: _Optional[_Union[TargetRole, str]] = ..., mirror_bps: _Optional[int] = ...) -> None: ...
+
 class Deployment(_message.Message):
-    __slots__ = ("name", "model_id", "adapter_id", "strategy", "revision", "previous_model_id", "update_time", "updated_by", "reason")
+    __slots__ = ("name", "model_id", "adapter_id", "strategy", "revision", "previous_model_id", "update_time", "updated_by", "reason", "targets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -428,6 +461,7 @@ class Deployment(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     adapter_id: str
@@ -437,7 +471,8 @@ class Deployment(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     updated_by: str
     reason: str
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[DeploymentStrategy, str]] = ..., revision: _Optional[int] = ..., previous_model_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    targets: _containers.RepeatedCompositeFieldContainer[DeploymentTarget]
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[DeploymentStrategy, str]] = ..., revision: _Optional[int] = ..., previous_model_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[DeploymentTarget, _Mapping]]] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")

@@ -135,42 +135,52 @@ class RollbackResponse(_message.Message):
     def __init__(self, deployment: _Optional[_Union[_common_pb2.Deployment, _Mapping]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("deployment", "params")
+    __slots__ = ("deployment", "params", "routing_key")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     params: _common_pb2.GenerationParams
-    def __init__(self, deployment: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ...) -> None: ...
+    routing_key: str
+    def __init__(self, deployment: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., routing_key: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("output", "model_id", "adapter_id", "deployment_revision")
+    __slots__ = ("output", "model_id", "adapter_id", "deployment_revision", "arm")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     output: _common_pb2.GenerationOutput
     model_id: str
     adapter_id: str
     deployment_revision: int
-    def __init__(self, output: _Optional[_Union[_common_pb2.GenerationOutput, _Mapping]] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., deployment_revision: _Optional[int] = ...) -> None: ...
+    arm: str
+    def __init__(self, output: _Optional[_Union[_common_pb2.GenerationOutput, _Mapping]] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., deployment_revision: _Optional[int] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class GenerateStreamRequest(_message.Message):
-    __slots__ = ("deployment", "params")
+    __slots__ = ("deployment", "params", "routing_key")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     params: _common_pb2.GenerationParams
-    def __init__(self, deployment: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ...) -> None: ...
+    routing_key: str
+    def __init__(self, deployment: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., routing_key: _Optional[str] = ...) -> None: ...
 
 class GenerateStreamResponse(_message.Message):
-    __slots__ = ("chunk", "model_id", "adapter_id")
+    __slots__ = ("chunk", "model_id", "adapter_id", "arm", "deployment_revision")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_REVISION_FIELD_NUMBER: _ClassVar[int]
     chunk: _common_pb2.GenerationChunk
     model_id: str
     adapter_id: str
-    def __init__(self, chunk: _Optional[_Union[_common_pb2.GenerationChunk, _Mapping]] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ...) -> None: ...
+    arm: str
+    deployment_revision: int
+    def __init__(self, chunk: _Optional[_Union[_common_pb2.GenerationChunk, _Mapping]] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., arm: _Optional[str] = ..., deployment_revision: _Optional[int] = ...) -> None: ...
 
 class GetWorkflowJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -133,9 +133,11 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Generate(self, request, context):
-        """Generates with whatever is deployed under `deployment`.
-        Errors: NOT_FOUND if no deployment has the name; INVALID_ARGUMENT if the
-        prompt is empty or a sampling parameter is out of range.
+        """Generates with whatever is deployed under `deployment`, routing to one of
+        its arms by weight (sticky by routing key).
+        Errors: NOT_FOUND if no deployment has the name, or the forced arm is not
+        one of its arms; INVALID_ARGUMENT if the prompt is empty, a sampling
+        parameter is out of range or the routing key is over 256 bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

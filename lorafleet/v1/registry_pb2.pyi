@@ -199,20 +199,22 @@ class ResolveAliasResponse(_message.Message):
     def __init__(self, artifact: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ...) -> None: ...
 
 class PutDeploymentRequest(_message.Message):
-    __slots__ = ("name", "model_id", "adapter_id", "strategy", "expected_revision", "reason")
+    __slots__ = ("name", "model_id", "adapter_id", "strategy", "expected_revision", "reason", "targets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     adapter_id: str
     strategy: _common_pb2.DeploymentStrategy
     expected_revision: int
     reason: str
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[_common_pb2.DeploymentStrategy, str]] = ..., expected_revision: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    targets: _containers.RepeatedCompositeFieldContainer[_common_pb2.DeploymentTarget]
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[_common_pb2.DeploymentStrategy, str]] = ..., expected_revision: _Optional[int] = ..., reason: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.DeploymentTarget, _Mapping]]] = ...) -> None: ...
 
 class PutDeploymentResponse(_message.Message):
     __slots__ = ("deployment",)

@@ -265,9 +265,13 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PutDeployment(self, request, context):
-        """Creates a deployment or moves it to a new version, keeping the previous.
-        Errors: NOT_FOUND if the model or adapter is unknown; FAILED_PRECONDITION
-        if the model is not a model kind; ABORTED if `expected_revision` is stale.
+        """Creates a deployment or moves it to a new version (or set of weighted
+        targets), keeping the previous.
+        Errors: NOT_FOUND if the model or adapter is unknown; INVALID_ARGUMENT if
+        a weight is negative, the weights do not sum to 10000 basis points, an
+        arm is repeated or malformed, or targets are given with model_id;
+        FAILED_PRECONDITION if the model is not a model kind or an adapter was
+        trained on another base; ABORTED if `expected_revision` is stale.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,4 +1,8 @@
-"""Request routing: a deployment name resolves to the version serving it now."""
+"""Request routing: a deployment name resolves to the arm serving a request.
+
+The deployment (its targets and weights) comes from the registry, so every
+gateway replica routes alike; `arms` picks the arm (sticky by routing key).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from opentelemetry import trace
+
 from lorafleet.v1 import inference_pb2, registry_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.gateway.admission import NAME_RE
+from services.gateway.arms import Arm, ArmChooser, arms_of
 from services.gateway.deploy import deploy
 
 
@@ -20,9 +27,16 @@ class Router:
     registry off the hot path, and deploys through this gateway invalidate it.
     """
 
-    def __init__(self, registry: Any, inference: Any, ttl_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        inference: Any,
+        ttl_s: float = 1.0,
+        chooser: ArmChooser | None = None,
+    ) -> None:
         self._registry = registry
         self._inference = inference
+        self._chooser = chooser or ArmChooser()
         self._ttl = ttl_s
         self._cache: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
@@ -42,25 +56,44 @@ class Router:
             self._cache[deployment] = (now, found)
         return found
 
-    def generate(self, deployment: str, params: Any) -> tuple[Any, Any]:
-        target = self.resolve(deployment)
+    def route(
+        self, deployment: str, routing_key: str = "", forced_arm: str = ""
+    ) -> tuple[Any, Arm]:
+        """The deployment and the arm that serves this request; the current
+        span records which (deployment, arm, version, revision)."""
+        current = self.resolve(deployment)
+        arm = self._chooser.choose(
+            deployment, arms_of(current), routing_key=routing_key, forced_arm=forced_arm
+        )
+        span = trace.get_current_span()
+        span.set_attribute("lorafleet.deployment", deployment)
+        span.set_attribute("lorafleet.deployment_revision", current.revision)
+        span.set_attribute("lorafleet.arm", arm.name)
+        span.set_attribute("lorafleet.model_id", arm.model_id)
+        span.set_attribute("lorafleet.adapter_id", arm.adapter_id)
+        return current, arm
+
+    def generate(
+        self, deployment: str, params: Any, routing_key: str = "", forced_arm: str = ""
+    ) -> tuple[Any, Arm, Any]:
+        current, arm = self.route(deployment, routing_key, forced_arm)
         response = self._inference.Generate(
             inference_pb2.InferenceServiceGenerateRequest(
-                model_id=target.model_id, adapter_id=target.adapter_id, params=params
+                model_id=arm.model_id, adapter_id=arm.adapter_id, params=params
             )
         )
-        return target, response.output
+        return current, arm, response.output
 
     def generate_stream(
-        self, deployment: str, params: Any
-    ) -> Iterator[tuple[Any, Any]]:
-        target = self.resolve(deployment)
+        self, deployment: str, params: Any, routing_key: str = "", forced_arm: str = ""
+    ) -> Iterator[tuple[Any, Arm, Any]]:
+        current, arm = self.route(deployment, routing_key, forced_arm)
         for response in self._inference.GenerateStream(
             inference_pb2.InferenceServiceGenerateStreamRequest(
-                model_id=target.model_id, adapter_id=target.adapter_id, params=params
+                model_id=arm.model_id, adapter_id=arm.adapter_id, params=params
             )
         ):
-            yield target, response.chunk
+            yield current, arm, response.chunk
 
     def deploy(self, name: str, model_id: str, adapter_id: str, reason: str) -> Any:
         if not NAME_RE.match(name or ""):

@@ -19,6 +19,17 @@ DEPENDENCIES = ("registry", "trainer", "merger", "validator", "inference")
 QUEUE = "gateway"
 
 
+ROUTING_KEY_METADATA = "x-lorafleet-routing-key"
+FORCED_ARM_METADATA = "x-lorafleet-arm"
+
+
+def _routing(request, context) -> tuple[str, str]:
+    """(routing key, forced arm): the request's field, else its metadata."""
+    metadata = dict(context.invocation_metadata() or ())
+    key = request.routing_key or metadata.get(ROUTING_KEY_METADATA, "")
+    return str(key), str(metadata.get(FORCED_ARM_METADATA, ""))
+
+
 def steps_to_pb(job: Job) -> list[gateway_pb2.WorkflowStep]:
     recorded = job.details.get("steps", {})
     skip_deploy = job.spec.request.skip_deploy
@@ -108,20 +119,27 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     def Generate(self, request, context):
-        target, output = self._router.generate(request.deployment, request.params)
+        current, arm, output = self._router.generate(
+            request.deployment, request.params, *_routing(request, context)
+        )
         return gateway_pb2.GenerateResponse(
             output=output,
-            model_id=target.model_id,
-            adapter_id=target.adapter_id,
-            deployment_revision=target.revision,
+            model_id=arm.model_id,
+            adapter_id=arm.adapter_id,
+            deployment_revision=current.revision,
+            arm=arm.name,
         )
 
     def GenerateStream(self, request, context):
-        for target, chunk in self._router.generate_stream(
-            request.deployment, request.params
+        for current, arm, chunk in self._router.generate_stream(
+            request.deployment, request.params, *_routing(request, context)
         ):
             yield gateway_pb2.GenerateStreamResponse(
-                chunk=chunk, model_id=target.model_id, adapter_id=target.adapter_id
+                chunk=chunk,
+                model_id=arm.model_id,
+                adapter_id=arm.adapter_id,
+                arm=arm.name,
+                deployment_revision=current.revision,
             )
 
 

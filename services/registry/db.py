@@ -238,6 +238,9 @@ class DeploymentRow(Base):
     update_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
     updated_by: Mapped[str] = mapped_column(String(256))
     reason: Mapped[str] = mapped_column(Text)
+    # Every target (arm) with its weight; NULL for a deployment written before
+    # targets existed, which has one: the stable model_id/adapter_id.
+    targets: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class DeploymentEventRow(Base):
@@ -257,6 +260,7 @@ class DeploymentEventRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
     trace_id: Mapped[str] = mapped_column(String(32))
+    targets: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class Database(Transactions):

@@ -5,7 +5,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.common.errors import Aborted, FailedPrecondition, NotFound, shorten
+from services.common.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    shorten,
+)
 from services.registry.db import (
     Database,
     DeploymentEventRow,
@@ -21,6 +27,68 @@ from services.registry.domain import (
     check_name,
 )
 from services.registry.queries import list_scope, page_query, resolve_ref
+from services.registry.targets import Target, check_targets, single, stable_of
+
+
+def _targets_of(row: DeploymentRow) -> list[Target]:
+    if row.targets:
+        return [Target.of(t) for t in row.targets]
+    return single(row.model_id, row.adapter_id or "")  # written before targets
+
+
+def _facts(row: DeploymentRow) -> dict:
+    """What the audit log records of a deployment's state."""
+    return {
+        "revision": row.revision,
+        "model_id": row.model_id,
+        "adapter_id": row.adapter_id or "",
+        "strategy": row.strategy,
+        "targets": [t.as_dict() for t in _targets_of(row)],
+    }
+
+
+def _resolve(session: Session, target: Target, prefix: str) -> Target:
+    """The target with its ids resolved and the serving artifact's digest.
+
+    `prefix` names the request field ("targets[1].", or "" for a single
+    model_id/adapter_id), so errors point at what the caller wrote.
+    """
+    model = resolve_ref(session, target.model_id, field=f"{prefix}model_id")
+    if ArtifactKind(model.kind) not in MODEL_KINDS:
+        raise FailedPrecondition(
+            f"{prefix}model_id {shorten(target.model_id)!r} is {model.name}:"
+            f"{model.version}, a {model.kind}; a deployment serves a BASE_MODEL or "
+            "MERGED_MODEL (put an adapter in adapter_id)",
+            field=f"{prefix}model_id",
+        )
+    digest = model.digest
+    adapter_id = ""
+    if target.adapter_id:
+        adapter = resolve_ref(session, target.adapter_id, field=f"{prefix}adapter_id")
+        if adapter.kind != ArtifactKind.ADAPTER.value:
+            raise FailedPrecondition(
+                f"{prefix}adapter_id {shorten(target.adapter_id)!r} is "
+                f"{adapter.name}:{adapter.version}, a {adapter.kind}, not an ADAPTER",
+                field=f"{prefix}adapter_id",
+            )
+        base_digest = (adapter.meta or {}).get("base_model_digest", "")
+        if base_digest and base_digest != model.digest:
+            raise FailedPrecondition(
+                f"{prefix}adapter_id {adapter.name}:{adapter.version} was trained "
+                f"on another base (digest {base_digest}) than {model.name}:"
+                f"{model.version} ({model.digest}); deploy it on its own base",
+                field=f"{prefix}adapter_id",
+            )
+        adapter_id, digest = adapter.id, adapter.digest
+    return Target(
+        model_id=model.id,
+        adapter_id=adapter_id,
+        weight_bps=target.weight_bps,
+        arm=target.arm,
+        role=target.role,
+        mirror_bps=target.mirror_bps,
+        digest=digest,
+    )
 
 
 def _to_domain(row: DeploymentRow) -> Deployment:
@@ -34,6 +102,7 @@ def _to_domain(row: DeploymentRow) -> Deployment:
         update_time=as_utc(row.update_time),
         updated_by=row.updated_by,
         reason=row.reason,
+        targets=_targets_of(row),
     )
 
 
@@ -47,8 +116,9 @@ class Deployments:
         self,
         *,
         name: str,
-        model_id: str,
+        model_id: str = "",
         adapter_id: str = "",
+        targets: list[Target] | None = None,
         strategy: int,
         expected_revision: int | None = None,
         reason: str = "",
@@ -57,45 +127,34 @@ class Deployments:
     ) -> Deployment:
         """Creates or moves a deployment, bumping its revision by one.
 
-        `previous_model_id` changes only when the model does, so it always names
-        the version to roll back to, even after strategy-only or adapter edits.
+        Either one version (`model_id`, `adapter_id`: a single STABLE target
+        taking all traffic) or weighted `targets`. `previous_model_id`
+        changes only when the stable model does, so it always names the
+        version to roll back to, even after weight-only or adapter edits.
         """
         check_name(name, what="deployment name")
+        if targets and (model_id or adapter_id):
+            raise InvalidArgument(
+                "give targets or model_id/adapter_id, not both", field="targets"
+            )
+        legacy = not targets
+        wanted = single(model_id, adapter_id) if legacy else list(targets)
+        if not legacy:
+            check_targets(wanted)
 
         def work(session: Session) -> Deployment:
-            model = resolve_ref(session, model_id, field="model_id")
-            if ArtifactKind(model.kind) not in MODEL_KINDS:
-                raise FailedPrecondition(
-                    f"model_id {shorten(model_id)!r} is {model.name}:{model.version}, "
-                    f"a {model.kind}; a deployment serves a BASE_MODEL or MERGED_MODEL "
-                    "(put an adapter in adapter_id)",
-                    field="model_id",
-                )
-            adapter = None
-            if adapter_id:
-                adapter = resolve_ref(session, adapter_id, field="adapter_id")
-                if adapter.kind != ArtifactKind.ADAPTER.value:
-                    raise FailedPrecondition(
-                        f"adapter_id {shorten(adapter_id)!r} is {adapter.name}:"
-                        f"{adapter.version}, a {adapter.kind}, not an ADAPTER",
-                        field="adapter_id",
-                    )
+            resolved = [
+                _resolve(session, t, "" if legacy else f"targets[{i}].")
+                for i, t in enumerate(wanted)
+            ]
+            stable = stable_of(resolved)
             current = session.scalar(
                 select(DeploymentRow)
                 .where(DeploymentRow.name == name)
                 .with_for_update()
             )
             revision = current.revision if current else 0
-            before = (
-                {
-                    "revision": current.revision,
-                    "model_id": current.model_id,
-                    "adapter_id": current.adapter_id or "",
-                    "strategy": current.strategy,
-                }
-                if current
-                else None
-            )
+            before = _facts(current) if current else None
             if expected_revision is not None and expected_revision != revision:
                 state = f"at revision {revision}" if current else "does not exist"
                 raise Aborted(
@@ -107,10 +166,11 @@ class Deployments:
             if current is None:
                 current = DeploymentRow(name=name, previous_model_id=None)
                 session.add(current)
-            elif current.model_id != model.id:
+            elif current.model_id != stable.model_id:
                 current.previous_model_id = current.model_id
-            current.model_id = model.id
-            current.adapter_id = adapter.id if adapter else None
+            current.model_id = stable.model_id
+            current.adapter_id = stable.adapter_id or None
+            current.targets = [t.as_dict() for t in resolved]
             current.strategy = strategy
             current.revision = revision + 1
             current.update_time = now
@@ -120,7 +180,7 @@ class Deployments:
                 DeploymentEventRow(
                     name=name,
                     revision=current.revision,
-                    model_id=model.id,
+                    model_id=current.model_id,
                     adapter_id=current.adapter_id,
                     strategy=strategy,
                     previous_model_id=current.previous_model_id,
@@ -128,6 +188,7 @@ class Deployments:
                     reason=reason,
                     time=now,
                     trace_id=trace_id,
+                    targets=current.targets,
                 )
             )
             audit(
@@ -136,13 +197,7 @@ class Deployments:
                 action="deployment.put",
                 target=name,
                 before=before,
-                after={
-                    "revision": current.revision,
-                    "model_id": model.id,
-                    "adapter_id": current.adapter_id or "",
-                    "strategy": strategy,
-                    "reason": reason,
-                },
+                after={**_facts(current), "reason": reason},
                 trace_id=trace_id,
             )
             session.flush()

@@ -183,6 +183,8 @@ class Deployment:
     update_time: dt.datetime
     updated_by: str
     reason: str
+    # services.registry.targets.Target, stable first as written.
+    targets: list[Any] = field(default_factory=list)
 
 
 @dataclass

@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 from google.protobuf import json_format
 
 from lorafleet.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.common.config import Config
-from services.common.convert import from_struct, non_finite, struct, timestamp
+from services.common.convert import from_struct, non_finite, struct
 from services.common.errors import InvalidArgument, shorten
 from services.common.server import RunningServer, create_server
 from services.common.telemetry import current_trace_id
 from services.registry.appends import DatasetAppends
 from services.registry.audit import AuditLog
 from services.registry.cards import build_card, render_markdown
+from services.registry.convert import (
+    alias_event_to_pb,
+    artifact_to_pb,
+    audit_event_to_pb,
+    deployment_to_pb,
+    edge_to_pb,
+    kind_from_pb,
+    report_to_pb,
+    target_from_pb,
+    time_or_none,
+    training_run_to_pb,
+)
 from services.registry.db import Database, audit, make_engine
 from services.registry.deployments import Deployments
 from services.registry.domain import (
-    AliasEvent,
-    Artifact,
-    ArtifactKind,
-    AuditEvent,
-    Deployment,
-    Edge,
     ParentRef,
-    ValidationReport,
 )
 from services.registry.maintenance import DEFAULT_GC_MIN_AGE_S, Maintenance
 from services.registry.manifests import FileEntry, check_sha256
@@ -34,116 +37,11 @@ from services.registry.migrations import upgrade_database
 from services.registry.reports import ValidationReports
 from services.registry.repository import Registry
 from services.registry.store import LocalStore
-from services.registry.training_runs import TrainingRun, TrainingRuns
+from services.registry.training_runs import TrainingRuns
 
 # Request metadata naming who made a change (CLI user, gateway principal);
 # recorded as Deployment.updated_by, falling back to the caller's address.
 ACTOR_METADATA_KEY = "lorafleet-actor"
-KIND_PREFIX = "ARTIFACT_KIND_"
-
-
-def kind_from_pb(value: int) -> ArtifactKind | None:
-    if value == common_pb2.ARTIFACT_KIND_UNSPECIFIED:
-        return None
-    try:
-        name = common_pb2.ArtifactKind.Name(value)
-        return ArtifactKind(name.removeprefix(KIND_PREFIX))
-    except ValueError as exc:
-        raise InvalidArgument(
-            f"kind {value} is not a known ArtifactKind", field="kind"
-        ) from exc
-
-
-def kind_to_pb(kind: ArtifactKind) -> int:
-    return common_pb2.ArtifactKind.Value(KIND_PREFIX + kind.value)
-
-
-def artifact_to_pb(a: Artifact) -> common_pb2.Artifact:
-    return common_pb2.Artifact(
-        id=a.id,
-        kind=kind_to_pb(a.kind),
-        name=a.name,
-        version=a.version,
-        digest=a.digest,
-        local_path=a.local_path,
-        size_bytes=a.size_bytes,
-        files=[
-            common_pb2.FileEntry(path=f.path, sha256=f.sha256, size_bytes=f.size_bytes)
-            for f in a.files
-        ],
-        metadata=struct(a.metadata),
-        metrics=a.metrics,
-        tags=a.tags,
-        create_time=timestamp(a.create_time.timestamp()),
-        aliases=a.aliases,
-        archived=a.archived,
-    )
-
-
-def edge_to_pb(e: Edge) -> common_pb2.LineageEdge:
-    return common_pb2.LineageEdge(
-        parent_id=e.parent_id, child_id=e.child_id, relation=e.relation
-    )
-
-
-def report_to_pb(r: ValidationReport) -> common_pb2.ValidationReport:
-    pb = json_format.ParseDict(
-        r.body, common_pb2.ValidationReport(), ignore_unknown_fields=True
-    )
-    pb.id, pb.candidate_id = r.id, r.candidate_id
-    pb.baseline_id, pb.dataset_id = r.baseline_id, r.dataset_id
-    pb.passed, pb.score = r.passed, r.score
-    pb.create_time.CopyFrom(timestamp(r.create_time.timestamp()))
-    return pb
-
-
-def deployment_to_pb(d: Deployment) -> common_pb2.Deployment:
-    return common_pb2.Deployment(
-        name=d.name,
-        model_id=d.model_id,
-        adapter_id=d.adapter_id,
-        strategy=d.strategy,
-        revision=d.revision,
-        previous_model_id=d.previous_model_id,
-        update_time=timestamp(d.update_time.timestamp()),
-        updated_by=d.updated_by,
-        reason=d.reason,
-    )
-
-
-def alias_event_to_pb(e: AliasEvent) -> registry_pb2.AliasEvent:
-    return registry_pb2.AliasEvent(
-        name=e.name,
-        alias=e.alias,
-        from_artifact_id=e.from_id,
-        to_artifact_id=e.to_id,
-        actor=e.actor,
-        reason=e.reason,
-        time=timestamp(e.time.timestamp()),
-        trace_id=e.trace_id,
-    )
-
-
-def audit_event_to_pb(e: AuditEvent) -> registry_pb2.AuditEvent:
-    pb = registry_pb2.AuditEvent(
-        id=e.id,
-        principal=e.principal,
-        action=e.action,
-        target=e.target,
-        trace_id=e.trace_id,
-        time=timestamp(e.time.timestamp()),
-    )
-    if e.before is not None:
-        pb.before.CopyFrom(struct(e.before))
-    if e.after is not None:
-        pb.after.CopyFrom(struct(e.after))
-    return pb
-
-
-def _time_or_none(ts) -> dt.datetime | None:
-    if not ts.seconds and not ts.nanos:
-        return None
-    return ts.ToDatetime(tzinfo=dt.timezone.utc)
 
 
 def _actor(context: grpc.ServicerContext) -> str:
@@ -151,24 +49,6 @@ def _actor(context: grpc.ServicerContext) -> str:
         if key == ACTOR_METADATA_KEY and value:
             return str(value)
     return context.peer() or "unknown"
-
-
-def training_run_to_pb(r: TrainingRun) -> common_pb2.TrainingRun:
-    return common_pb2.TrainingRun(
-        id=r.id,
-        adapter_id=r.adapter_id,
-        base_model_id=r.base_model_id,
-        base_model_digest=r.base_model_digest,
-        dataset_id=r.dataset_id,
-        dataset_digest=r.dataset_digest,
-        config=struct(r.config),
-        seed=r.seed,
-        metrics={k: float(v) for k, v in r.metrics.items()},
-        environment=struct(r.environment),
-        split=struct(r.split),
-        train_job_id=r.train_job_id,
-        create_time=timestamp(r.create_time.timestamp()),
-    )
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -339,6 +219,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             name=request.name,
             model_id=request.model_id,
             adapter_id=request.adapter_id,
+            targets=[target_from_pb(t) for t in request.targets],
             strategy=request.strategy or common_pb2.DEPLOYMENT_STRATEGY_REPLACE,
             expected_revision=expected,
             reason=request.reason,
@@ -469,8 +350,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         events, nxt = self.audit_log.list(
             target=request.target,
             action=request.action,
-            start=_time_or_none(request.start_time),
-            end=_time_or_none(request.end_time),
+            start=time_or_none(request.start_time),
+            end=time_or_none(request.end_time),
             size=request.page_size,
             token=request.page_token,
         )
