@@ -451,7 +451,7 @@ class DeploymentTarget(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., digest: _Optional[str] = ..., weight_bps: _Optional[int] = ..., arm: _Optional[str] = ..., role: _Optional[_Union[TargetRole, str]] = ..., mirror_bps: _Optional[int] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "model_id", "adapter_id", "strategy", "revision", "previous_model_id", "update_time", "updated_by", "reason", "targets")
+    __slots__ = ("name", "model_id", "adapter_id", "strategy", "revision", "previous_model_id", "update_time", "updated_by", "reason", "targets", "output_format", "blocked_phrases")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -462,6 +462,8 @@ class Deployment(_message.Message):
     UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_PHRASES_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     adapter_id: str
@@ -472,7 +474,9 @@ class Deployment(_message.Message):
     updated_by: str
     reason: str
     targets: _containers.RepeatedCompositeFieldContainer[DeploymentTarget]
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[DeploymentStrategy, str]] = ..., revision: _Optional[int] = ..., previous_model_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[DeploymentTarget, _Mapping]]] = ...) -> None: ...
+    output_format: str
+    blocked_phrases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[DeploymentStrategy, str]] = ..., revision: _Optional[int] = ..., previous_model_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[DeploymentTarget, _Mapping]]] = ..., output_format: _Optional[str] = ..., blocked_phrases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")

@@ -251,3 +251,60 @@ class WatchWorkflowJobResponse(_message.Message):
     event: _common_pb2.ProgressEvent
     job: WorkflowJob
     def __init__(self, event: _Optional[_Union[_common_pb2.ProgressEvent, _Mapping]] = ..., job: _Optional[_Union[WorkflowJob, _Mapping]] = ...) -> None: ...
+
+class GetDeploymentMetricsRequest(_message.Message):
+    __slots__ = ("deployment", "window_s")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    window_s: int
+    def __init__(self, deployment: _Optional[str] = ..., window_s: _Optional[int] = ...) -> None: ...
+
+class GetDeploymentMetricsResponse(_message.Message):
+    __slots__ = ("deployment", "window_s", "arms")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    window_s: int
+    arms: _containers.RepeatedCompositeFieldContainer[ArmMetrics]
+    def __init__(self, deployment: _Optional[str] = ..., window_s: _Optional[int] = ..., arms: _Optional[_Iterable[_Union[ArmMetrics, _Mapping]]] = ...) -> None: ...
+
+class ArmMetrics(_message.Message):
+    __slots__ = ("arm", "requests", "errors", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "completion_tokens", "empty_outputs", "invalid_json", "blocked_outputs", "mean_output_chars", "shadow", "agreements", "shadow_dropped")
+    class ErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    INVALID_JSON_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_OUTPUT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    requests: int
+    errors: _containers.ScalarMap[str, int]
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    completion_tokens: int
+    empty_outputs: int
+    invalid_json: int
+    blocked_outputs: int
+    mean_output_chars: float
+    shadow: bool
+    agreements: int
+    shadow_dropped: int
+    def __init__(self, arm: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., completion_tokens: _Optional[int] = ..., empty_outputs: _Optional[int] = ..., invalid_json: _Optional[int] = ..., blocked_outputs: _Optional[int] = ..., mean_output_chars: _Optional[float] = ..., shadow: _Optional[bool] = ..., agreements: _Optional[int] = ..., shadow_dropped: _Optional[int] = ...) -> None: ...

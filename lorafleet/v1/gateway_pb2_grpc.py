@@ -62,6 +62,11 @@ class GatewayServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_gateway__pb2.GenerateStreamRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
+        self.GetDeploymentMetrics = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/GetDeploymentMetrics',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.GetDeploymentMetricsRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.GetDeploymentMetricsResponse.FromString,
+                _registered_method=True)
         self.GetWorkflowJob = channel.unary_unary(
                 '/lorafleet.v1.GatewayService/GetWorkflowJob',
                 request_serializer=lorafleet_dot_v1_dot_gateway__pb2.GetWorkflowJobRequest.SerializeToString,
@@ -150,6 +155,18 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDeploymentMetrics(self, request, context):
+        """Per-arm metrics of a deployment's requests over a recent window, summed
+        over every gateway replica: counts, errors by status, latency
+        percentiles, tokens, online quality checks, and for shadow arms their
+        agreement with the stable arm.
+        Errors: NOT_FOUND if no deployment has the name; INVALID_ARGUMENT if
+        window_s is out of range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetWorkflowJob(self, request, context):
         """Errors: NOT_FOUND if no job has the id.
         """
@@ -219,6 +236,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GenerateStream,
                     request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.GenerateStreamRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_gateway__pb2.GenerateStreamResponse.SerializeToString,
+            ),
+            'GetDeploymentMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeploymentMetrics,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.GetDeploymentMetricsRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.GetDeploymentMetricsResponse.SerializeToString,
             ),
             'GetWorkflowJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWorkflowJob,
@@ -384,6 +406,33 @@ class GatewayService:
             '/lorafleet.v1.GatewayService/GenerateStream',
             lorafleet_dot_v1_dot_gateway__pb2.GenerateStreamRequest.SerializeToString,
             lorafleet_dot_v1_dot_gateway__pb2.GenerateStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeploymentMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/GetDeploymentMetrics',
+            lorafleet_dot_v1_dot_gateway__pb2.GetDeploymentMetricsRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.GetDeploymentMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -199,7 +199,7 @@ class ResolveAliasResponse(_message.Message):
     def __init__(self, artifact: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ...) -> None: ...
 
 class PutDeploymentRequest(_message.Message):
-    __slots__ = ("name", "model_id", "adapter_id", "strategy", "expected_revision", "reason", "targets")
+    __slots__ = ("name", "model_id", "adapter_id", "strategy", "expected_revision", "reason", "targets", "output_format", "blocked_phrases")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +207,8 @@ class PutDeploymentRequest(_message.Message):
     EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_PHRASES_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     adapter_id: str
@@ -214,7 +216,9 @@ class PutDeploymentRequest(_message.Message):
     expected_revision: int
     reason: str
     targets: _containers.RepeatedCompositeFieldContainer[_common_pb2.DeploymentTarget]
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[_common_pb2.DeploymentStrategy, str]] = ..., expected_revision: _Optional[int] = ..., reason: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.DeploymentTarget, _Mapping]]] = ...) -> None: ...
+    output_format: str
+    blocked_phrases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[_common_pb2.DeploymentStrategy, str]] = ..., expected_revision: _Optional[int] = ..., reason: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.DeploymentTarget, _Mapping]]] = ..., output_format: _Optional[str] = ..., blocked_phrases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PutDeploymentResponse(_message.Message):
     __slots__ = ("deployment",)

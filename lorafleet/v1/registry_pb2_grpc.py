@@ -269,7 +269,8 @@ class RegistryServiceServicer:
         targets), keeping the previous.
         Errors: NOT_FOUND if the model or adapter is unknown; INVALID_ARGUMENT if
         a weight is negative, the weights do not sum to 10000 basis points, an
-        arm is repeated or malformed, or targets are given with model_id;
+        arm is repeated or malformed, targets are given with model_id, or the
+        output format is unknown;
         FAILED_PRECONDITION if the model is not a model kind or an adapter was
         trained on another base; ABORTED if `expected_revision` is stale.
         """

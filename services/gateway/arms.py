@@ -35,6 +35,11 @@ class Arm:
     digest: str
     weight_bps: int
     role: int  # lorafleet.v1.TargetRole
+    mirror_bps: int = 0  # SHADOW arms: the share of requests copied to them
+
+    @property
+    def shadow(self) -> bool:
+        return self.role == common_pb2.TARGET_ROLE_SHADOW
 
 
 def arms_of(deployment: Any) -> list[Arm]:
@@ -52,7 +57,15 @@ def arms_of(deployment: Any) -> list[Arm]:
             )
         ]
     return [
-        Arm(t.arm, t.model_id, t.adapter_id, t.digest, t.weight_bps, t.role)
+        Arm(
+            t.arm,
+            t.model_id,
+            t.adapter_id,
+            t.digest,
+            t.weight_bps,
+            t.role,
+            t.mirror_bps,
+        )
         for t in deployment.targets
     ]
 

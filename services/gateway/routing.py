@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry import trace
 
 from lorafleet.v1 import inference_pb2, registry_pb2
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, LorafleetError
 from services.gateway.admission import NAME_RE
 from services.gateway.arms import Arm, ArmChooser, arms_of
 from services.gateway.deploy import deploy
+from services.gateway.metrics import ArmTotals, MetricsRecorder
+from services.gateway.quality import check_output
+from services.gateway.shadow import Mirror
+
+MAX_METRICS_WINDOW_S = 86_400
 
 
 class Router:
@@ -31,11 +36,18 @@ class Router:
         self,
         registry: Any,
         inference: Any,
+        recorder: MetricsRecorder,
+        mirror: Mirror,
+        *,
         ttl_s: float = 1.0,
         chooser: ArmChooser | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
         self._inference = inference
+        self._recorder = recorder
+        self._mirror = mirror
+        self._clock = clock
         self._chooser = chooser or ArmChooser()
         self._ttl = ttl_s
         self._cache: dict[str, tuple[float, Any]] = {}
@@ -77,23 +89,86 @@ class Router:
         self, deployment: str, params: Any, routing_key: str = "", forced_arm: str = ""
     ) -> tuple[Any, Arm, Any]:
         current, arm = self.route(deployment, routing_key, forced_arm)
-        response = self._inference.Generate(
-            inference_pb2.InferenceServiceGenerateRequest(
-                model_id=arm.model_id, adapter_id=arm.adapter_id, params=params
+        started = self._clock()
+        try:
+            response = self._inference.Generate(
+                inference_pb2.InferenceServiceGenerateRequest(
+                    model_id=arm.model_id, adapter_id=arm.adapter_id, params=params
+                )
             )
+        except LorafleetError as exc:
+            self._recorder.record(deployment, arm.name, error_code=exc.code)
+            raise
+        output = response.output
+        self._served(
+            current, arm, params, output.text, started, output.completion_tokens
         )
-        return current, arm, response.output
+        return current, arm, output
 
     def generate_stream(
         self, deployment: str, params: Any, routing_key: str = "", forced_arm: str = ""
     ) -> Iterator[tuple[Any, Arm, Any]]:
         current, arm = self.route(deployment, routing_key, forced_arm)
-        for response in self._inference.GenerateStream(
-            inference_pb2.InferenceServiceGenerateStreamRequest(
-                model_id=arm.model_id, adapter_id=arm.adapter_id, params=params
+        started = self._clock()
+        text, tokens = [], 0
+        try:
+            for response in self._inference.GenerateStream(
+                inference_pb2.InferenceServiceGenerateStreamRequest(
+                    model_id=arm.model_id, adapter_id=arm.adapter_id, params=params
+                )
+            ):
+                text.append(response.chunk.text_delta)
+                tokens = response.chunk.completion_tokens or tokens
+                yield current, arm, response.chunk
+        except LorafleetError as exc:
+            self._recorder.record(deployment, arm.name, error_code=exc.code)
+            raise
+        self._served(current, arm, params, "".join(text), started, tokens)
+
+    def _served(
+        self,
+        current: Any,
+        arm: Arm,
+        params: Any,
+        text: str,
+        started: float,
+        tokens: int,
+    ) -> None:
+        """Records a served request and queues its shadow copies (after the
+        caller has its answer, so shadows never delay it)."""
+        phrases = list(current.blocked_phrases)
+        self._recorder.record(
+            current.name,
+            arm.name,
+            latency_ms=(self._clock() - started) * 1000.0,
+            tokens=tokens,
+            quality=check_output(text, current.output_format, phrases),
+        )
+        shadows = [a for a in arms_of(current) if a.shadow]
+        if shadows:
+            self._mirror.mirror(
+                current.name,
+                shadows,
+                params,
+                text,
+                current.output_format,
+                tuple(phrases),
             )
-        ):
-            yield current, arm, response.chunk
+
+    def metrics(self, deployment: str, window_s: int) -> tuple[Any, dict]:
+        """The deployment and its per-arm totals over the last `window_s`."""
+        if not 1 <= window_s <= MAX_METRICS_WINDOW_S:
+            raise InvalidArgument(
+                f"window_s must be in [1, {MAX_METRICS_WINDOW_S}], got {window_s}",
+                field="window_s",
+            )
+        current = self._registry.GetDeployment(
+            registry_pb2.GetDeploymentRequest(name=deployment)
+        ).deployment
+        totals = self._recorder.totals(deployment, window_s)
+        for arm in arms_of(current):
+            totals.setdefault(arm.name, ArmTotals(shadow=arm.shadow))
+        return current, totals
 
     def deploy(self, name: str, model_id: str, adapter_id: str, reason: str) -> Any:
         if not NAME_RE.match(name or ""):

@@ -6,11 +6,15 @@ from lorafleet.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import JobRpcs, job_status_to_pb
-from services.common.jobqueue import open_store
+from services.common.database import Transactions
+from services.common.jobqueue import default_worker_id, open_store
 from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
+from services.gateway.metrics import ArmTotals, MetricsRecorder
 from services.gateway.records import WorkflowOutcome, WorkflowSpec, decode_outcome
 from services.gateway.routing import Router
+from services.gateway.shadow import Mirror
+from services.gateway.state.migrations import upgrade_database as upgrade_state
 from services.gateway.steps import STEPS
 from services.gateway.workflow import Workflows
 
@@ -28,6 +32,28 @@ def _routing(request, context) -> tuple[str, str]:
     metadata = dict(context.invocation_metadata() or ())
     key = request.routing_key or metadata.get(ROUTING_KEY_METADATA, "")
     return str(key), str(metadata.get(FORCED_ARM_METADATA, ""))
+
+
+DEFAULT_METRICS_WINDOW_S = 300
+
+
+def arm_metrics_to_pb(arm: str, t: ArmTotals) -> gateway_pb2.ArmMetrics:
+    return gateway_pb2.ArmMetrics(
+        arm=arm,
+        requests=t.requests,
+        errors=dict(t.errors),
+        latency_p50_ms=t.percentile_ms(0.50),
+        latency_p95_ms=t.percentile_ms(0.95),
+        latency_p99_ms=t.percentile_ms(0.99),
+        completion_tokens=t.completion_tokens,
+        empty_outputs=t.empty_outputs,
+        invalid_json=t.invalid_json,
+        blocked_outputs=t.blocked_outputs,
+        mean_output_chars=t.output_chars / t.successes if t.successes else 0.0,
+        shadow=t.shadow,
+        agreements=t.agreements,
+        shadow_dropped=t.shadow_dropped,
+    )
 
 
 def steps_to_pb(job: Job) -> list[gateway_pb2.WorkflowStep]:
@@ -130,6 +156,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             arm=arm.name,
         )
 
+    def GetDeploymentMetrics(self, request, context):
+        window_s = request.window_s or DEFAULT_METRICS_WINDOW_S
+        current, totals = self._router.metrics(request.deployment, window_s)
+        return gateway_pb2.GetDeploymentMetricsResponse(
+            deployment=current.name,
+            window_s=window_s,
+            arms=[arm_metrics_to_pb(arm, t) for arm, t in sorted(totals.items())],
+        )
+
     def GenerateStream(self, request, context):
         for current, arm, chunk in self._router.generate_stream(
             request.deployment, request.params, *_routing(request, context)
@@ -145,9 +180,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
 def create(config: Config, port: int | None = None) -> RunningServer:
     store = open_store(config, QUEUE)
+    # The gateway's own tables (metrics) live in the same database.
+    upgrade_state(config.job_dsn(QUEUE))
     clients = {name: ServiceClient(name, config) for name in DEPENDENCIES}
     workflows = Workflows(config, clients, store)
-    router = Router(clients["registry"], clients["inference"])
+    recorder = MetricsRecorder(
+        Transactions(store.engine, what="the gateway database"),
+        config.worker_id_of("gateway") or default_worker_id(),
+    )
+    mirror = Mirror(clients["inference"], recorder)
+    router = Router(clients["registry"], clients["inference"], recorder, mirror)
 
     def register(server):
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
@@ -158,6 +200,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     running = create_server("gateway", config, register, port)
     running.parts["workflows"] = workflows
     running.on_stop.append(lambda: workflows.engine.shutdown(config.grace_period_s))
+    running.on_stop.extend([mirror.close, recorder.close])
     running.on_stop.extend(c.close for c in clients.values())
     running.on_stop.append(store.engine.dispose)
     return running

@@ -122,6 +122,8 @@ def deployment_to_pb(d: Deployment) -> common_pb2.Deployment:
         updated_by=d.updated_by,
         reason=d.reason,
         targets=[target_to_pb(t) for t in d.targets],
+        output_format=d.output_format,
+        blocked_phrases=d.blocked_phrases,
     )
 
 

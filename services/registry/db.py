@@ -241,6 +241,10 @@ class DeploymentRow(Base):
     # Every target (arm) with its weight; NULL for a deployment written before
     # targets existed, which has one: the stable model_id/adapter_id.
     targets: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Online quality checks the gateway applies: "json" or "" (free text),
+    # and phrases that mark an answer as blocked.
+    output_format: Mapped[str] = mapped_column(String(16), server_default="")
+    blocked_phrases: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class DeploymentEventRow(Base):

@@ -27,7 +27,13 @@ from services.registry.domain import (
     check_name,
 )
 from services.registry.queries import list_scope, page_query, resolve_ref
-from services.registry.targets import Target, check_targets, single, stable_of
+from services.registry.targets import (
+    Target,
+    check_quality_settings,
+    check_targets,
+    single,
+    stable_of,
+)
 
 
 def _targets_of(row: DeploymentRow) -> list[Target]:
@@ -103,6 +109,8 @@ def _to_domain(row: DeploymentRow) -> Deployment:
         updated_by=row.updated_by,
         reason=row.reason,
         targets=_targets_of(row),
+        output_format=row.output_format or "",
+        blocked_phrases=list(row.blocked_phrases or []),
     )
 
 
@@ -119,6 +127,8 @@ class Deployments:
         model_id: str = "",
         adapter_id: str = "",
         targets: list[Target] | None = None,
+        output_format: str = "",
+        blocked_phrases: list[str] | None = None,
         strategy: int,
         expected_revision: int | None = None,
         reason: str = "",
@@ -141,6 +151,7 @@ class Deployments:
         wanted = single(model_id, adapter_id) if legacy else list(targets)
         if not legacy:
             check_targets(wanted)
+        phrases = check_quality_settings(output_format, blocked_phrases or [])
 
         def work(session: Session) -> Deployment:
             resolved = [
@@ -171,6 +182,8 @@ class Deployments:
             current.model_id = stable.model_id
             current.adapter_id = stable.adapter_id or None
             current.targets = [t.as_dict() for t in resolved]
+            current.output_format = output_format
+            current.blocked_phrases = phrases
             current.strategy = strategy
             current.revision = revision + 1
             current.update_time = now

@@ -185,6 +185,8 @@ class Deployment:
     reason: str
     # services.registry.targets.Target, stable first as written.
     targets: list[Any] = field(default_factory=list)
+    output_format: str = ""
+    blocked_phrases: list[str] = field(default_factory=list)
 
 
 @dataclass

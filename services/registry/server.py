@@ -220,6 +220,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             model_id=request.model_id,
             adapter_id=request.adapter_id,
             targets=[target_from_pb(t) for t in request.targets],
+            output_format=request.output_format,
+            blocked_phrases=list(request.blocked_phrases),
             strategy=request.strategy or common_pb2.DEPLOYMENT_STRATEGY_REPLACE,
             expected_revision=expected,
             reason=request.reason,

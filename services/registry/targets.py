@@ -128,3 +128,25 @@ def _check_weights(t: Target, where: str) -> None:
 
 def stable_of(targets: list[Target]) -> Target:
     return next(t for t in targets if t.role == "stable")
+
+
+OUTPUT_FORMATS = ("", "json")
+MAX_BLOCKED_PHRASES = 64
+
+
+def check_quality_settings(output_format: str, phrases: list[str]) -> list[str]:
+    """The deployment's online-check settings, checked; the phrases tidied."""
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidArgument(
+            f"output_format {shorten(output_format)!r} is unknown; use 'json' or "
+            "leave it empty for free text",
+            field="output_format",
+        )
+    tidy = [p.strip() for p in phrases]
+    if len(tidy) > MAX_BLOCKED_PHRASES or any(not p or len(p) > 200 for p in tidy):
+        raise InvalidArgument(
+            f"blocked_phrases: at most {MAX_BLOCKED_PHRASES} phrases of 1 to 200 "
+            "characters",
+            field="blocked_phrases",
+        )
+    return tidy
