@@ -1,4 +1,5 @@
-"""The `lorafleet` command: serve, up, demo, models, datasets, db, registry."""
+"""The `lorafleet` command: serve, up, demo, models, datasets, db, registry,
+rollout, deployments."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from lorafleet.deployments_cli import add_deployment_commands
+from lorafleet.rollout_cli import add_rollout_commands
 from services.common.config import SERVICE_NAMES, load_config
 
 
@@ -329,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--registry", help="registry host:port (default from config)")
     s.set_defaults(func=cmd_registry_retain)
+
+    add_rollout_commands(sub, common)
+    add_deployment_commands(sub, common)
     return p
 
 

@@ -92,6 +92,51 @@ class GatewayServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_gateway__pb2.WatchWorkflowJobRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.WatchWorkflowJobResponse.FromString,
                 _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/StartRollout',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.StartRolloutResponse.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/GetRollout',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.GetRolloutResponse.FromString,
+                _registered_method=True)
+        self.ListRollouts = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/ListRollouts',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.ListRolloutsRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.ListRolloutsResponse.FromString,
+                _registered_method=True)
+        self.PauseRollout = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/PauseRollout',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.PauseRolloutRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.PauseRolloutResponse.FromString,
+                _registered_method=True)
+        self.ResumeRollout = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/ResumeRollout',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.ResumeRolloutRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.ResumeRolloutResponse.FromString,
+                _registered_method=True)
+        self.PromoteRollout = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/PromoteRollout',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.PromoteRolloutRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.PromoteRolloutResponse.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/AbortRollout',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.AbortRolloutRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.AbortRolloutResponse.FromString,
+                _registered_method=True)
+        self.WatchRollout = channel.unary_stream(
+                '/lorafleet.v1.GatewayService/WatchRollout',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.WatchRolloutRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.WatchRolloutResponse.FromString,
+                _registered_method=True)
+        self.ConcludeExperiment = channel.unary_unary(
+                '/lorafleet.v1.GatewayService/ConcludeExperiment',
+                request_serializer=lorafleet_dot_v1_dot_gateway__pb2.ConcludeExperimentRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_gateway__pb2.ConcludeExperimentResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -209,6 +254,94 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRollout(self, request, context):
+        """Starts moving a deployment's traffic to a candidate version with a
+        strategy (replace, blue_green, canary, ab_test, shadow), as a durable
+        job that survives gateway restarts and is driven by exactly one replica.
+        Errors: INVALID_ARGUMENT for an unknown strategy (the message lists the
+        known ones), steps not increasing or above 10000, out-of-range analysis
+        settings, or force without a reason; NOT_FOUND if the deployment or
+        candidate is unknown; FAILED_PRECONDITION if the candidate was trained
+        on another base, cannot be loaded by inference, is already what the
+        deployment serves, its latest validation report did not pass (or it has
+        none) and force is not set, or the deployment has a rollout in progress
+        (named); ALREADY_EXISTS if request_id was used for a different request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """Errors: NOT_FOUND if no rollout has the id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRollouts(self, request, context):
+        """Lists rollouts, newest first. Errors: INVALID_ARGUMENT if the page token
+        is malformed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseRollout(self, request, context):
+        """Holds the rollout at its current weights: no step advances and no
+        automatic promotion happens until ResumeRollout (automatic rollback on a
+        failed analysis still does). Errors: NOT_FOUND; FAILED_PRECONDITION if
+        the rollout has finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRollout(self, request, context):
+        """Continues a paused rollout; the current step starts over.
+        Errors: NOT_FOUND; FAILED_PRECONDITION if the rollout has finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteRollout(self, request, context):
+        """Promotes the candidate now: all traffic to it, the alias moved.
+        Errors: NOT_FOUND; FAILED_PRECONDITION if the rollout has finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """Rolls back now: all traffic to the stable version, the alias left where
+        it was. Errors: NOT_FOUND; FAILED_PRECONDITION if the rollout has finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRollout(self, request, context):
+        """Streams the rollout's events in order (weight changes, every analysis
+        with its numbers, pauses, the promotion or rollback with its reason)
+        from the start, or after `after_sequence`, until it ends.
+        Errors: NOT_FOUND if no rollout has the id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConcludeExperiment(self, request, context):
+        """The result of an A/B test so far: per-arm success rates with confidence
+        intervals, latency, and the winner or "no significant difference". The
+        experiment ends (the rollout then promotes a winning candidate, or rolls
+        back, unless its settings ask for a manual decision).
+        Errors: NOT_FOUND; FAILED_PRECONDITION if the rollout is not a running
+        ab_test.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +399,51 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.WatchWorkflowJob,
                     request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.WatchWorkflowJobRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_gateway__pb2.WatchWorkflowJobResponse.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.StartRolloutRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.StartRolloutResponse.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.GetRolloutRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.GetRolloutResponse.SerializeToString,
+            ),
+            'ListRollouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRollouts,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.ListRolloutsRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.ListRolloutsResponse.SerializeToString,
+            ),
+            'PauseRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRollout,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.PauseRolloutRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.PauseRolloutResponse.SerializeToString,
+            ),
+            'ResumeRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRollout,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.ResumeRolloutRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.ResumeRolloutResponse.SerializeToString,
+            ),
+            'PromoteRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteRollout,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.PromoteRolloutRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.PromoteRolloutResponse.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.AbortRolloutRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.AbortRolloutResponse.SerializeToString,
+            ),
+            'WatchRollout': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRollout,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.WatchRolloutRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.WatchRolloutResponse.SerializeToString,
+            ),
+            'ConcludeExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConcludeExperiment,
+                    request_deserializer=lorafleet_dot_v1_dot_gateway__pb2.ConcludeExperimentRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_gateway__pb2.ConcludeExperimentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -568,6 +746,249 @@ class GatewayService:
             '/lorafleet.v1.GatewayService/WatchWorkflowJob',
             lorafleet_dot_v1_dot_gateway__pb2.WatchWorkflowJobRequest.SerializeToString,
             lorafleet_dot_v1_dot_gateway__pb2.WatchWorkflowJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/StartRollout',
+            lorafleet_dot_v1_dot_gateway__pb2.StartRolloutRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.StartRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/GetRollout',
+            lorafleet_dot_v1_dot_gateway__pb2.GetRolloutRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.GetRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRollouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/ListRollouts',
+            lorafleet_dot_v1_dot_gateway__pb2.ListRolloutsRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.ListRolloutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/PauseRollout',
+            lorafleet_dot_v1_dot_gateway__pb2.PauseRolloutRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.PauseRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/ResumeRollout',
+            lorafleet_dot_v1_dot_gateway__pb2.ResumeRolloutRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.ResumeRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/PromoteRollout',
+            lorafleet_dot_v1_dot_gateway__pb2.PromoteRolloutRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.PromoteRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/AbortRollout',
+            lorafleet_dot_v1_dot_gateway__pb2.AbortRolloutRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.AbortRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/WatchRollout',
+            lorafleet_dot_v1_dot_gateway__pb2.WatchRolloutRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.WatchRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConcludeExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.GatewayService/ConcludeExperiment',
+            lorafleet_dot_v1_dot_gateway__pb2.ConcludeExperimentRequest.SerializeToString,
+            lorafleet_dot_v1_dot_gateway__pb2.ConcludeExperimentResponse.FromString,
             options,
             channel_credentials,
             insecure,

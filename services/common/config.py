@@ -92,6 +92,9 @@ class Config:
     # Gateway: how long a workflow keeps reconnecting to a service that went
     # away (a restart) before it fails with UNAVAILABLE naming the service.
     dependency_patience_s: float = 600.0
+    # Gateway: rollouts one replica drives at once (each holds a thread that
+    # mostly sleeps between looks at the metrics); more wait in the queue.
+    max_rollouts: int = 16
     # Torch device for model work: "auto" picks cuda when present, else cpu.
     device: str = "auto"
     # Inference: most models held in memory at once (least recently used leave).

@@ -59,6 +59,39 @@ class ArmTotals:
         for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
+    def minus(self, earlier: ArmTotals) -> ArmTotals:
+        """What was added since `earlier` (a snapshot of the same windows)."""
+        out = ArmTotals(shadow=self.shadow)
+        out.errors = Counter(
+            {k: v - earlier.errors.get(k, 0) for k, v in self.errors.items()}
+        )
+        out.errors = +out.errors  # drops zero and negative counts
+        out.buckets = [
+            max(0, a - b) for a, b in zip(self.buckets, earlier.buckets, strict=True)
+        ]
+        for name in _COUNTS:
+            value = getattr(self, name) - getattr(earlier, name)
+            setattr(out, name, max(0, value))
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-able, for a rollout's recorded baselines."""
+        out = {name: getattr(self, name) for name in _COUNTS}
+        out.update(shadow=self.shadow, errors=dict(self.errors), buckets=self.buckets)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ArmTotals:
+        totals = cls(shadow=bool(data.get("shadow", False)))
+        totals.errors = Counter({k: int(v) for k, v in data.get("errors", {}).items()})
+        buckets = [int(b) for b in data.get("buckets", [])]
+        totals.buckets = (buckets + [0] * len(LATENCY_EDGES_MS))[
+            : len(LATENCY_EDGES_MS)
+        ]
+        for name in _COUNTS:
+            setattr(totals, name, int(data.get(name, 0)))
+        return totals
+
     @property
     def successes(self) -> int:
         return sum(self.buckets)
@@ -203,11 +236,23 @@ class MetricsRecorder:
 
     def totals(self, deployment: str, window_s: int) -> dict[str, ArmTotals]:
         """Per-arm totals over the last `window_s` seconds, every replica's."""
+        return self.totals_since(deployment, self._clock() - window_s)
+
+    def window_start(self, epoch: float) -> float:
+        """The start of the time window holding `epoch`."""
+        return float(int(epoch) // self._window_s * self._window_s)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def totals_since(self, deployment: str, epoch: float) -> dict[str, ArmTotals]:
+        """Per-arm totals of the windows from the one holding `epoch` on.
+
+        Windows are whole: a caller that needs "since exactly then" subtracts
+        a snapshot taken then (`ArmTotals.minus`), as rollouts do.
+        """
         self.flush()
-        since = dt.datetime.fromtimestamp(
-            self._clock() - window_s, dt.timezone.utc
-        ).replace(microsecond=0)
-        since -= dt.timedelta(seconds=int(since.timestamp()) % self._window_s)
+        since = dt.datetime.fromtimestamp(self.window_start(epoch), dt.timezone.utc)
 
         def work(session: Session) -> list[Any]:
             return list(

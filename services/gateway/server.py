@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from lorafleet.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from lorafleet.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import Config
-from services.common.convert import JobRpcs, job_status_to_pb
+from services.common.convert import JobRpcs
 from services.common.database import Transactions
 from services.common.jobqueue import default_worker_id, open_store
-from services.common.jobs import Job
 from services.common.server import RunningServer, create_server
-from services.gateway.metrics import ArmTotals, MetricsRecorder
-from services.gateway.records import WorkflowOutcome, WorkflowSpec, decode_outcome
+from services.gateway.convert import arm_metrics_to_pb, job_to_pb
+from services.gateway.metrics import MetricsRecorder
+from services.gateway.rollout_convert import (
+    event_to_pb,
+    experiment_to_pb,
+    rollout_to_pb,
+    settings_from_pb,
+)
+from services.gateway.rollouts import service as rollout_service
+from services.gateway.rollouts.service import Rollouts
 from services.gateway.routing import Router
 from services.gateway.shadow import Mirror
 from services.gateway.state.migrations import upgrade_database as upgrade_state
-from services.gateway.steps import STEPS
 from services.gateway.workflow import Workflows
 
 DEPENDENCIES = ("registry", "trainer", "merger", "validator", "inference")
@@ -37,78 +43,13 @@ def _routing(request, context) -> tuple[str, str]:
 DEFAULT_METRICS_WINDOW_S = 300
 
 
-def arm_metrics_to_pb(arm: str, t: ArmTotals) -> gateway_pb2.ArmMetrics:
-    return gateway_pb2.ArmMetrics(
-        arm=arm,
-        requests=t.requests,
-        errors=dict(t.errors),
-        latency_p50_ms=t.percentile_ms(0.50),
-        latency_p95_ms=t.percentile_ms(0.95),
-        latency_p99_ms=t.percentile_ms(0.99),
-        completion_tokens=t.completion_tokens,
-        empty_outputs=t.empty_outputs,
-        invalid_json=t.invalid_json,
-        blocked_outputs=t.blocked_outputs,
-        mean_output_chars=t.output_chars / t.successes if t.successes else 0.0,
-        shadow=t.shadow,
-        agreements=t.agreements,
-        shadow_dropped=t.shadow_dropped,
-    )
-
-
-def steps_to_pb(job: Job) -> list[gateway_pb2.WorkflowStep]:
-    recorded = job.details.get("steps", {})
-    skip_deploy = job.spec.request.skip_deploy
-    return [
-        gateway_pb2.WorkflowStep(
-            name=name,
-            state=common_pb2.JobState.Value(
-                f"JOB_STATE_{recorded.get(name, {}).get('state', 'QUEUED')}"
-            ),
-            job_id=recorded.get(name, {}).get("job_id", ""),
-            output=recorded.get(name, {}).get("output", ""),
-            message=recorded.get(name, {}).get("message", ""),
-        )
-        for name in STEPS
-        if not (name == "deploy" and skip_deploy)
-    ]
-
-
-def job_to_pb(job: Job) -> gateway_pb2.WorkflowJob:
-    spec: WorkflowSpec = job.spec
-    steps = steps_to_pb(job)
-    sub_jobs = {s.name: s.job_id for s in steps}
-    request = gateway_pb2.RunWorkflowRequest()
-    request.CopyFrom(spec.request)
-    pb = gateway_pb2.WorkflowJob(
-        status=job_status_to_pb(job),
-        request=request,
-        train_job_id=sub_jobs.get("train", ""),
-        merge_job_id=sub_jobs.get("merge", ""),
-        validation_job_id=sub_jobs.get("validate", ""),
-        steps=steps,
-        attempt=job.attempt,
-        worker_id=job.worker_id,
-    )
-    outcome: WorkflowOutcome | None = job.result
-    if outcome is None and job.details.get("outcome"):
-        outcome = decode_outcome(job.details["outcome"])
-    if outcome is not None:
-        pb.result.dataset_id = outcome.dataset_id
-        pb.result.adapter_id = outcome.adapter_id
-        pb.result.merged_model_id = outcome.merged_model_id
-        pb.result.train_metrics.update(outcome.train_metrics)
-        if outcome.report is not None:
-            pb.result.report.CopyFrom(outcome.report)
-        if outcome.deployment is not None:
-            pb.result.deployment.CopyFrom(outcome.deployment)
-    return pb
-
-
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, workflows: Workflows, router: Router) -> None:
+    def __init__(
+        self, workflows: Workflows, router: Router, rollouts: Rollouts
+    ) -> None:
         self._workflows = workflows
         self._router = router
+        self._rollouts = rollouts
         self._jobs = JobRpcs(workflows.engine, gateway_pb2, "WorkflowJob", job_to_pb)
 
     def RunWorkflow(self, request, context):
@@ -177,6 +118,61 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 deployment_revision=current.revision,
             )
 
+    # --- rollouts -------------------------------------------------------------------
+    def StartRollout(self, request, context):
+        job = self._rollouts.start(
+            request.deployment,
+            request.model_id,
+            request.adapter_id,
+            settings_from_pb(request.settings),
+            force=request.force,
+            reason=request.reason,
+            request_id=request.request_id,
+        )
+        return gateway_pb2.StartRolloutResponse(rollout=rollout_to_pb(job))
+
+    def GetRollout(self, request, context):
+        job = self._rollouts.get(request.rollout_id)
+        return gateway_pb2.GetRolloutResponse(rollout=rollout_to_pb(job))
+
+    def ListRollouts(self, request, context):
+        jobs, token = self._rollouts.list(
+            request.deployment, request.page_size, request.page_token
+        )
+        return gateway_pb2.ListRolloutsResponse(
+            rollouts=[rollout_to_pb(j) for j in jobs], next_page_token=token
+        )
+
+    def PauseRollout(self, request, context):
+        job = self._rollouts.pause(request.rollout_id, True, request.reason)
+        return gateway_pb2.PauseRolloutResponse(rollout=rollout_to_pb(job))
+
+    def ResumeRollout(self, request, context):
+        job = self._rollouts.pause(request.rollout_id, False, request.reason)
+        return gateway_pb2.ResumeRolloutResponse(rollout=rollout_to_pb(job))
+
+    def PromoteRollout(self, request, context):
+        job = self._rollouts.promote(request.rollout_id, request.reason)
+        return gateway_pb2.PromoteRolloutResponse(rollout=rollout_to_pb(job))
+
+    def AbortRollout(self, request, context):
+        job = self._rollouts.abort(request.rollout_id, request.reason)
+        return gateway_pb2.AbortRolloutResponse(rollout=rollout_to_pb(job))
+
+    def WatchRollout(self, request, context):
+        for event, job in self._rollouts.watch(
+            request.rollout_id, request.after_sequence, context.is_active
+        ):
+            yield gateway_pb2.WatchRolloutResponse(
+                event=event_to_pb(event), rollout=rollout_to_pb(job)
+            )
+
+    def ConcludeExperiment(self, request, context):
+        result, job = self._rollouts.conclude(request.rollout_id)
+        return gateway_pb2.ConcludeExperimentResponse(
+            result=experiment_to_pb(result), rollout=rollout_to_pb(job)
+        )
+
 
 def create(config: Config, port: int | None = None) -> RunningServer:
     store = open_store(config, QUEUE)
@@ -190,17 +186,32 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     )
     mirror = Mirror(clients["inference"], recorder)
     router = Router(clients["registry"], clients["inference"], recorder, mirror)
+    # Rollouts run on their own queue (rollout_jobs ...) in the same database.
+    rollout_store = open_store(config, rollout_service.QUEUE, dsn=config.job_dsn(QUEUE))
+    rollouts = Rollouts(
+        config,
+        clients["registry"],
+        clients["inference"],
+        rollout_store,
+        Transactions(
+            rollout_store.engine, what="the gateway database", retry_integrity=True
+        ),
+        recorder,
+    )
 
     def register(server):
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(workflows, router), server
+            GatewayServicer(workflows, router, rollouts), server
         )
         return [gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name]
 
     running = create_server("gateway", config, register, port)
     running.parts["workflows"] = workflows
+    running.parts["rollouts"] = rollouts
     running.on_stop.append(lambda: workflows.engine.shutdown(config.grace_period_s))
+    running.on_stop.append(lambda: rollouts.shutdown(config.grace_period_s))
     running.on_stop.extend([mirror.close, recorder.close])
     running.on_stop.extend(c.close for c in clients.values())
     running.on_stop.append(store.engine.dispose)
+    running.on_stop.append(rollout_store.engine.dispose)
     return running

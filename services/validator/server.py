@@ -157,9 +157,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         return stored.report.id
 
     store = open_store(config, QUEUE)
-    validator = Validator(
-        config, registry, record, store, VALIDATION_JOB_CODEC
-    )
+    validator = Validator(config, registry, record, store, VALIDATION_JOB_CODEC)
 
     def register(server):
         validator_pb2_grpc.add_ValidatorServiceServicer_to_server(

@@ -26,12 +26,13 @@ __all__ = [
 ]
 
 
-def open_store(config: Any, service: str) -> JobStore:
-    """Migrates `service`'s job database (`<service>_dsn`; a missing PostgreSQL
-    database is created) and opens its store; `store.engine.dispose()` closes it.
+def open_store(config: Any, service: str, dsn: str = "") -> JobStore:
+    """Migrates `service`'s job database (`<service>_dsn`, or `dsn` for a
+    second queue in a service's database; a missing PostgreSQL database is
+    created) and opens its store; `store.engine.dispose()` closes it.
     """
     from services.common.jobqueue.migrations import upgrade_database
 
-    dsn = config.job_dsn(service)
+    dsn = dsn or config.job_dsn(service)
     upgrade_database(dsn, service)
     return JobStore(make_engine(dsn), job_tables(service))

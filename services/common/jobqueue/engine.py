@@ -146,16 +146,19 @@ class DurableJobEngine:
         request_id: str = "",
         digest: str = "",
         details: dict[str, Any] | None = None,
+        job_id: str = "",
     ) -> Job:
         """Queues a job; a request id already used returns that job instead.
 
-        `details` are the job's first recorded facts (see JobContext.record).
+        `details` are the job's first recorded facts (see JobContext.record);
+        `job_id` is the id to give it (from `new_id`), for a caller that must
+        record the id elsewhere first.
         """
         if self._stopping.is_set():
             raise shutting_down(self.kind)
         row, created = self.store.submit(
             NewJob(
-                id=f"{self.kind}-{uuid.uuid4().hex[:16]}",
+                id=job_id or self.new_id(),
                 spec=self._codec.encode_spec(spec),
                 priority=priority,
                 trace_id=current_trace_id(),
@@ -178,6 +181,9 @@ class DurableJobEngine:
                 row.id,
             )
         return snapshot(row, self._codec)
+
+    def new_id(self) -> str:
+        return f"{self.kind}-{uuid.uuid4().hex[:16]}"
 
     def check_room(self) -> None:
         """RESOURCE_EXHAUSTED now if a submit would find the queue full (lets a
