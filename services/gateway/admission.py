@@ -27,16 +27,13 @@ from services.common.jobs import Job
 from services.common.paths import confine
 from services.gateway.records import WorkflowSpec
 from services.gateway.steps import initial_details
+from services.gateway.workflow_rollout import rollout_settings_of
 
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,100}$")
 # The trainer's StartTrainJobRequest fields, as this request names them.
 TRAIN_FIELDS = {"config": "train_config", "dataset_id": "dataset_id"}
-STRATEGIES = (
-    common_pb2.DEPLOYMENT_STRATEGY_UNSPECIFIED,
-    common_pb2.DEPLOYMENT_STRATEGY_REPLACE,
-)
 
 
 def train_request(spec: WorkflowSpec, attempt: int) -> Any:
@@ -119,13 +116,7 @@ class Admission:
                 f"deployment {deployment[:80]!r} must match {NAME_RE.pattern}",
                 field="deployment",
             )
-        if request.strategy not in STRATEGIES:
-            raise InvalidArgument(
-                "strategy: workflows deploy with DEPLOYMENT_STRATEGY_REPLACE; "
-                "for other strategies run the workflow with skip_deploy and roll "
-                "the merged model out yourself",
-                field="strategy",
-            )
+        rollout_settings_of(request)  # refuses bad rollout settings now
         if not request.base_model_id:
             raise InvalidArgument(
                 "base_model_id is required (id, name:version or "

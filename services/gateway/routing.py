@@ -6,6 +6,7 @@ gateway replica routes alike; `arms` picks the arm (sticky by routing key).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,12 @@ from typing import Any
 from opentelemetry import trace
 
 from lorafleet.v1 import inference_pb2, registry_pb2
-from services.common.errors import FailedPrecondition, InvalidArgument, LorafleetError
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LorafleetError,
+    NotFound,
+)
 from services.gateway.admission import NAME_RE
 from services.gateway.arms import Arm, ArmChooser, arms_of
 from services.gateway.deploy import deploy
@@ -23,13 +29,19 @@ from services.gateway.quality import check_output
 from services.gateway.shadow import Mirror
 
 MAX_METRICS_WINDOW_S = 86_400
+log = logging.getLogger(__name__)
 
 
 class Router:
     """Resolves deployments with a short-lived cache and forwards generations.
 
-    Every request needs the current version; a cache of `ttl_s` keeps the
-    registry off the hot path, and deploys through this gateway invalidate it.
+    Every request needs the current deployment; the registry is kept off the
+    request path: a cached deployment younger than `ttl_s` is used as is, an
+    older one is used while one background read refreshes it (so weight
+    changes reach every replica within about `ttl_s`), and only one older
+    than `max_stale_s` (the registry unreachable that long) or not cached at
+    all is read on the request path. Deploys through this gateway invalidate
+    the cache at once.
     """
 
     def __init__(
@@ -40,6 +52,7 @@ class Router:
         mirror: Mirror,
         *,
         ttl_s: float = 1.0,
+        max_stale_s: float = 30.0,
         chooser: ArmChooser | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -50,23 +63,54 @@ class Router:
         self._clock = clock
         self._chooser = chooser or ArmChooser()
         self._ttl = ttl_s
+        self._max_stale = max_stale_s
         self._cache: dict[str, tuple[float, Any]] = {}
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
     def resolve(self, deployment: str) -> Any:
         if not deployment:
             raise InvalidArgument("deployment is required", field="deployment")
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             hit = self._cache.get(deployment)
-            if hit and now - hit[0] < self._ttl:
+            if hit is not None and now - hit[0] < self._max_stale:
+                if now - hit[0] >= self._ttl and deployment not in self._refreshing:
+                    self._refreshing.add(deployment)
+                    threading.Thread(
+                        target=self._refresh,
+                        args=(deployment,),
+                        name="gateway-route-refresh",
+                        daemon=True,
+                    ).start()
                 return hit[1]
+        return self._fetch(deployment)
+
+    def _fetch(self, deployment: str) -> Any:
+        started = self._clock()
         found = self._registry.GetDeployment(
             registry_pb2.GetDeploymentRequest(name=deployment)
         ).deployment
         with self._lock:
-            self._cache[deployment] = (now, found)
+            hit = self._cache.get(deployment)
+            if hit is None or hit[0] <= started:
+                self._cache[deployment] = (started, found)
         return found
+
+    def _refresh(self, deployment: str) -> None:
+        try:
+            self._fetch(deployment)
+        except NotFound:
+            self._invalidate(deployment)
+        except LorafleetError as exc:  # keep serving the cached one a while
+            log.warning(
+                "refreshing deployment %r failed (%s); using the cached one",
+                deployment,
+                exc.message,
+            )
+        finally:
+            with self._lock:
+                self._refreshing.discard(deployment)
 
     def route(
         self, deployment: str, routing_key: str = "", forced_arm: str = ""

@@ -44,6 +44,7 @@ from services.gateway.subjobs import (
     call,
     outcome_of,
 )
+from services.gateway.workflow_rollout import roll_out, rollout_settings_of
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,13 @@ class WorkflowRun:
         spec: WorkflowSpec,
         clients: dict[str, Any],
         subjobs: SubJobs,
+        rollouts: Any = None,
     ):
         self._ctx = ctx
         self._spec = spec
         self._clients = clients
         self._subjobs = subjobs
+        self._rollouts = rollouts  # services.gateway.rollouts.service.Rollouts
         details = ctx.details
         self.steps: dict[str, dict[str, Any]] = {
             k: dict(v) for k, v in details.get("steps", {}).items()
@@ -303,6 +306,10 @@ class WorkflowRun:
 
     def _deploy(self, rec: dict[str, Any]) -> None:
         merged, name = self.outcome["merged_model_id"], self._spec.deployment
+        settings = rollout_settings_of(self._spec.request)
+        if settings is not None and self._rollouts is not None:
+            if rec.get("job_id") or self._deployed(name):
+                return self._deploy_by_rollout(rec, merged, name, settings)
         deployment = deploy_once(
             self.patience,
             self._clients["registry"],
@@ -316,6 +323,43 @@ class WorkflowRun:
         rec["message"] = (
             f"deployment {name!r} now serves {merged} (revision {deployment.revision})"
         )
+        self._report("deploy", 1.0, rec["message"])
+
+    def _deployed(self, name: str) -> bool:
+        """Whether the deployment exists (a rollout needs a version to roll
+        out against; a new deployment is created by a plain deploy)."""
+
+        def read() -> bool:
+            try:
+                self._clients["registry"].GetDeployment(
+                    registry_pb2.GetDeploymentRequest(name=name)
+                )
+            except NotFound:
+                return False
+            return True
+
+        return call(self.patience, "registry", f"reading deployment {name!r}", read)
+
+    def _deploy_by_rollout(
+        self, rec: dict[str, Any], merged: str, name: str, settings: Any
+    ) -> None:
+        self._report(
+            "deploy", 0.0, f"rolling {merged} out on {name!r} ({settings.strategy})"
+        )
+        outcome = roll_out(
+            self._ctx, self._rollouts, name, merged, settings, rec, self._save
+        )
+        deployment = call(
+            self.patience,
+            "registry",
+            f"reading deployment {name!r}",
+            lambda: self._clients["registry"].GetDeployment(
+                registry_pb2.GetDeploymentRequest(name=name)
+            ),
+        ).deployment
+        self.outcome["deployment"] = message_to_json(deployment)
+        rec["output"] = str(deployment.revision)
+        rec["message"] = f"rollout {rec['job_id']} promoted {merged}: {outcome.reason}"
         self._report("deploy", 1.0, rec["message"])
 
 

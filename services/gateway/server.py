@@ -179,7 +179,6 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     # The gateway's own tables (metrics) live in the same database.
     upgrade_state(config.job_dsn(QUEUE))
     clients = {name: ServiceClient(name, config) for name in DEPENDENCIES}
-    workflows = Workflows(config, clients, store)
     recorder = MetricsRecorder(
         Transactions(store.engine, what="the gateway database"),
         config.worker_id_of("gateway") or default_worker_id(),
@@ -198,6 +197,8 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         ),
         recorder,
     )
+
+    workflows = Workflows(config, clients, store, rollouts=rollouts)
 
     def register(server):
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(

@@ -50,9 +50,13 @@ class Workflows:
         *,
         patience: Patience | None = None,
         start: bool = True,
+        rollouts: Any = None,
     ) -> None:
+        """`rollouts` (services.gateway.rollouts.service.Rollouts) runs the
+        deploy step of workflows that ask for a rollout strategy."""
         self._config = config
         self._clients = clients
+        self._rollouts = rollouts
         self.patience = patience or Patience(
             config.dependency_patience_s,
             hint=", then ResumeWorkflow continues where this stopped",
@@ -124,7 +128,9 @@ class Workflows:
         return resumed
 
     def _run(self, ctx: JobContext, spec: WorkflowSpec) -> WorkflowOutcome:
-        return WorkflowRun(ctx, spec, self._clients, self.subjobs).execute()
+        return WorkflowRun(
+            ctx, spec, self._clients, self.subjobs, self._rollouts
+        ).execute()
 
 
 __all__ = ["VALIDATED_ALIAS", "WorkflowOutcome", "WorkflowSpec", "Workflows"]

@@ -277,3 +277,44 @@ def test_requests_reach_their_arm_by_key_or_by_force(suite, two_models, span_exp
     assert all(
         s.attributes["lorafleet.deployment_revision"] == put.revision for s in spans
     )
+
+
+def test_the_registry_stays_off_the_request_path_once_a_deployment_is_cached():
+    import threading
+
+    from services.gateway.routing import Router
+    from tests.common.jobqueue.support import wait_for
+
+    class Registry:
+        def __init__(self):
+            self.calls = 0
+            self.revision = 1
+            self.gate = threading.Event()
+            self.gate.set()
+
+        def GetDeployment(self, request):
+            self.calls += 1
+            self.gate.wait(60)
+            return registry_pb2.GetDeploymentResponse(
+                deployment=common_pb2.Deployment(
+                    name=request.name, model_id="m", revision=self.revision
+                )
+            )
+
+    now = [0.0]
+    registry = Registry()
+    router = Router(registry, None, None, None, ttl_s=1.0, clock=lambda: now[0])
+    assert router.resolve("d").revision == 1 and registry.calls == 1
+    now[0] = 0.5
+    assert router.resolve("d").revision == 1 and registry.calls == 1  # fresh
+    registry.gate.clear()  # the registry hangs from now on
+    registry.revision = 2
+    now[0] = 2.0
+    assert router.resolve("d").revision == 1  # stale, answered at once
+    wait_for(lambda: registry.calls == 2)  # refreshed in the background
+    assert router.resolve("d").revision == 1 and registry.calls == 2  # one refresh
+    registry.gate.set()
+    wait_for(lambda: router.resolve("d").revision == 2)
+    now[0] = 100.0  # older than max_stale_s: read on the request path
+    registry.revision = 3
+    assert router.resolve("d").revision == 3

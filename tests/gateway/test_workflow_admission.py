@@ -82,9 +82,17 @@ def _fresh_dataset(suite, demo_dataset_path, name: str):
         ),
         (lambda r: setattr(r, "validation_examples", -3), "validation_examples", "-3"),
         (
-            lambda r: setattr(r, "strategy", common_pb2.DEPLOYMENT_STRATEGY_CANARY),
-            "strategy",
-            "REPLACE",
+            lambda r: (
+                setattr(r, "strategy", common_pb2.DEPLOYMENT_STRATEGY_CANARY),
+                r.rollout.canary.steps_bps.extend([5000, 2500]),
+            ),
+            "rollout.canary.steps_bps[1]",
+            "rollout.canary.steps_bps must increase",
+        ),
+        (
+            lambda r: setattr(r.rollout, "strategy", "yolo"),
+            "rollout.strategy",
+            "known strategies",
         ),
     ],
 )

@@ -1,0 +1,1 @@
+"""Progressive delivery: rollouts of a candidate version on a deployment."""
