@@ -19,6 +19,7 @@ from lorafleet.v1 import (
 )
 from services.common.config import Config, load_config
 from services.common.server import RunningServer
+from tests.deadlines import stretched_channel
 
 ORDER = ("registry", "trainer", "merger", "validator", "inference", "gateway")
 STUBS = {
@@ -41,7 +42,7 @@ class Suite:
         return self.servers[name].address
 
     def stub(self, name: str):
-        channel = grpc.insecure_channel(self.address(name))
+        channel = stretched_channel(self.address(name))
         self.channels.append(channel)
         return STUBS[name](channel)
 

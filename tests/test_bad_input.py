@@ -102,7 +102,7 @@ def test_negative_learning_rate_is_invalid(suite, base_model, dataset_copy):
     request.train_config.learning_rate = -0.001
     message = expect(
         grpc.StatusCode.INVALID_ARGUMENT,
-        lambda: suite.stub("gateway").RunWorkflow(request, timeout=30),
+        lambda: suite.stub("gateway").RunWorkflow(request, timeout=120),
         "learning_rate",
     )
     assert "-0.001" in message

@@ -138,7 +138,7 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(tmp_path):
 
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-        out.wait_for("stopped:", 30)
+        out.wait_for("stopped:", 300)
     finally:
         if proc.poll() is None:
             proc.kill()

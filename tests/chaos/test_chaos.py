@@ -44,6 +44,7 @@ from lorafleet.v1 import (
 from tests.chaos.collector import Collector
 from tests.common.jobqueue.support import fresh_pg_database
 from tests.conftest import LENIENT, TRAIN
+from tests.deadlines import stretched_channel
 from tests.test_local_suite import free_port_block
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
@@ -212,7 +213,7 @@ def test_workflows_survive_every_service_being_killed(
 
         channels = {
             name: stack.enter_context(
-                grpc.insecure_channel(f"127.0.0.1:{base_port + offset}")
+                stretched_channel(f"127.0.0.1:{base_port + offset}")
             )
             for name, offset in (("gateway", 0), ("registry", 1), ("trainer", 2))
         }

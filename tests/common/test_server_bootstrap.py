@@ -117,8 +117,8 @@ def test_graceful_shutdown_finishes_in_flight_calls(probe):
     stopper = threading.Thread(target=running.stop, args=(10.0,))
     stopper.start()
     time.sleep(0.2)
-    worker.join(10)
-    stopper.join(10)
+    worker.join(120)
+    stopper.join(120)
     assert result["reply"] == b"slept"
     with pytest.raises(grpc.RpcError) as err:
         health.Check(health_pb2.HealthCheckRequest(), timeout=2)

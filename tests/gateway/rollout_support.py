@@ -30,6 +30,7 @@ from lorafleet.v1 import (
 )
 from services.common.config import load_config
 from services.common.convert import struct
+from tests.deadlines import stretched_channel
 
 
 @dataclass
@@ -109,7 +110,7 @@ class RolloutBed:
         self._tiny = tiny_model_dir
 
     def _channel(self, address: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(address)
+        channel = stretched_channel(address)
         self._channels.append(channel)
         return channel
 

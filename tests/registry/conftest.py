@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import grpc
 import psycopg
 import pytest
 from psycopg import sql
@@ -21,6 +20,7 @@ from services.common.config import Config, load_config
 from services.registry.db import Base
 from services.registry.migrations import upgrade_database
 from services.registry.server import create
+from tests.deadlines import stretched_channel
 from tests.registry.files import safetensors_bytes
 
 ADMIN_DSN = os.environ.get(
@@ -123,7 +123,7 @@ def server(config: Config):
 
 @pytest.fixture
 def stub(server) -> Iterator[registry_pb2_grpc.RegistryServiceStub]:
-    channel = grpc.insecure_channel(server.address)
+    channel = stretched_channel(server.address)
     yield registry_pb2_grpc.RegistryServiceStub(channel)
     channel.close()
 

@@ -132,7 +132,7 @@ def test_killed_trainer_resumes_from_its_last_checkpoint(
             trainer.wait()
     assert len(children) == 1
     # The orphaned child notices and stops writing checkpoints.
-    assert wait_until(lambda: not alive(children[0]), timeout=30)
+    assert wait_until(lambda: not alive(children[0]), timeout=300)
     latest = checkpoints.latest_complete(ckpt)
     assert latest is not None and checkpoints.step_of(latest) < 32
 

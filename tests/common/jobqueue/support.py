@@ -131,8 +131,9 @@ class Replicas:
         self.db.dispose()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    """Waits for an event; the timeout only stops a hung test, it is no bound."""
+def wait_for(condition: Callable[[], bool], timeout_s: float = 300.0) -> None:
+    """Waits for an event; the timeout only stops a hung test, it is no bound
+    (generous: a loaded 2-core machine can be 10x slower than a quiet one)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

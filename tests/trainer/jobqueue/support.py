@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import grpc
-
 from lorafleet.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from services.trainer.server import create
 from tests.common.jobqueue.support import wait_for  # noqa: F401 (re-exported)
 from tests.conftest import TRAIN
+from tests.deadlines import stretched_channel
 
 
 class Replica:
@@ -24,7 +23,7 @@ class Replica:
             **overrides,
         )
         self.server = create(self.config, port=0)
-        self.channel = grpc.insecure_channel(self.server.address)
+        self.channel = stretched_channel(self.server.address)
         self.stub = trainer_pb2_grpc.TrainerServiceStub(self.channel)
         self.stopped = False
 
