@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "demo",
         parents=[common],
-        help="train, merge, validate, deploy SmolLM2 on a demo task",
+        help="train, merge, validate, deploy SmolLM2 on a demo task, then canary "
+        "a second version against it",
     )
     s.add_argument("--steps", type=int, default=20, help="training steps (default 20)")
     s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")

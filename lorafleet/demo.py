@@ -9,6 +9,7 @@ import time
 import grpc
 
 from lorafleet.client import Client
+from lorafleet.demo_canary import canary_second_version
 from lorafleet.demo_data import DATASET_PATH, INSTRUCTION
 from lorafleet.launcher import LocalSuite, plan_ports
 from lorafleet.models import bundled_smollm2, import_model
@@ -100,19 +101,18 @@ def _workflow(client: Client, config: Config, steps: int) -> int:
     dataset = config.data_dir / "datasets" / DATASET_PATH.name
     dataset.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(DATASET_PATH, dataset)
-    job = client.run_workflow(
-        gateway_pb2.RunWorkflowRequest(
-            base_model_id=base.id,
-            dataset_path=str(dataset.resolve()),
-            name=WORKFLOW_NAME,
-            train_config=demo_train_config(steps),
-            gates=common_pb2.ValidationGates(
-                min_score=0.3, require_no_regression=True, max_perplexity_ratio=1.0
-            ),
-            validation_examples=32,
-            validation_max_new_tokens=40,
-        )
+    request = gateway_pb2.RunWorkflowRequest(
+        base_model_id=base.id,
+        dataset_path=str(dataset.resolve()),
+        name=WORKFLOW_NAME,
+        train_config=demo_train_config(steps),
+        gates=common_pb2.ValidationGates(
+            min_score=0.3, require_no_regression=True, max_perplexity_ratio=1.0
+        ),
+        validation_examples=32,
+        validation_max_new_tokens=40,
     )
+    job = client.run_workflow(request)
     _say(f"workflow      {job.status.job_id} (trace {job.status.trace_id})")
     started, last_stage, last = time.time(), "", None
     for update in client.watch_workflow(job.status.job_id):
@@ -121,7 +121,11 @@ def _workflow(client: Client, config: Config, steps: int) -> int:
             message = event.message.removeprefix(f"{event.stage}: ")
             _say(f"  [{time.time() - started:5.0f}s] {event.stage:<9} {message}")
             last_stage = event.stage
-    return _summary(client, last)
+    if _summary(client, last) != 0:
+        return 1
+    _say()
+    _say("canary: a second version of the task against the first, on live traffic")
+    return canary_second_version(client, request, _say)
 
 
 def _summary(client: Client, job: gateway_pb2.WorkflowJob) -> int:

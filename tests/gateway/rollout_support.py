@@ -181,3 +181,11 @@ class RolloutBed:
             self.gateway_server.stop(0.5)
         self.registry_server.stop(0.5)
         self._inference_server.stop(0)
+
+
+def start_replica(bed: RolloutBed, worker_id: str):
+    """Another gateway on the same database (a second replica)."""
+    from services.gateway import server as gateway_server
+
+    config = dataclasses.replace(bed.config, worker_id=worker_id)
+    return gateway_server.create(config, port=0)
