@@ -135,7 +135,9 @@ class RolloutBed:
         parts["workflows"].engine.abandon()
         self.gateway_server.server.stop(0)
 
-    def version(self, name: str, *, passed: bool | None = True) -> str:
+    def version(
+        self, name: str, *, passed: bool | None = True, base_digest: str = ""
+    ) -> str:
         """A merged model on the tiny base (its own bytes), with a validation
         report that passed (or not; None: no report)."""
         staging = self.config.staging_dir / f"copy-{uuid.uuid4().hex[:8]}"
@@ -146,7 +148,7 @@ class RolloutBed:
                 kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
                 name=name,
                 source_path=str(staging.resolve()),
-                metadata=struct({"base_model_digest": self.base.digest}),
+                metadata=struct({"base_model_digest": base_digest or self.base.digest}),
             ),
             timeout=60,
         ).artifact

@@ -355,6 +355,7 @@ def test_bad_rollouts_are_refused_and_change_nothing(bed):
     unvalidated = bed.version("svc-h", passed=None)
     failed = bed.version("svc-h", passed=False)
     unloadable = bed.version("svc-h")
+    elsewhere = bed.version("svc-h", base_digest="sha256:" + "0" * 64)
     bed.inference.behaviours[unloadable] = Behaviour(loadable=False)
     bed.deploy("guarded", stable)
     revision = deployment_of(bed, "guarded").revision
@@ -402,6 +403,7 @@ def test_bad_rollouts_are_refused_and_change_nothing(bed):
         (precondition, "has no validation report", dict(model_id=unvalidated)),
         (precondition, "did not pass (failed gates: min_score)", dict(model_id=failed)),
         (precondition, "inference cannot load", dict(model_id=unloadable)),
+        (precondition, "built on another base model", dict(model_id=elsewhere)),
     ]
     for code, words, fields in cases:
         refused(bed, code, words, **{**ok, **fields})
