@@ -167,7 +167,8 @@ class GatewayServiceServicer:
     def Deploy(self, request, context):
         """Points a deployment at a model version now (REPLACE strategy).
         Errors: NOT_FOUND if the model is unknown; INVALID_ARGUMENT if the name is
-        not an identifier; FAILED_PRECONDITION if the model cannot be served.
+        not an identifier; FAILED_PRECONDITION if the model cannot be served or a
+        rollout is in progress on the deployment (abort or promote it first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,7 +177,7 @@ class GatewayServiceServicer:
     def Rollback(self, request, context):
         """Moves a deployment back to the version it served before.
         Errors: NOT_FOUND if the deployment is unknown; FAILED_PRECONDITION if it
-        has no previous version.
+        has no previous version or a rollout is in progress on it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,12 +75,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         yield from self._jobs.watch(request, context)
 
     def Deploy(self, request, context):
+        self._rollouts.check_free(request.deployment, "deploying by hand")
         deployment = self._router.deploy(
             request.deployment, request.model_id, request.adapter_id, request.reason
         )
         return gateway_pb2.DeployResponse(deployment=deployment)
 
     def Rollback(self, request, context):
+        self._rollouts.check_free(request.deployment, "rolling back by hand")
         return gateway_pb2.RollbackResponse(
             deployment=self._router.rollback(request.deployment, request.reason)
         )

@@ -431,6 +431,9 @@ def test_bad_rollouts_are_refused_and_change_nothing(bed):
     assert first.forced and first.reason == "hotfix approved by on-call"
     error = refused(bed, precondition, first.id, **ok)
     assert "rollout in progress" in error.details()
+    with pytest.raises(grpc.RpcError) as err:  # a manual deploy would be undone
+        bed.deploy("guarded", candidate)
+    assert err.value.code() == precondition and first.id in err.value.details()
     wait_for(lambda: deployment_of(bed, "guarded").revision > revision)
     audit = bed.registry.ListAuditEvents(
         registry_pb2.ListAuditEventsRequest(target="guarded", action="deployment.put"),

@@ -80,6 +80,17 @@ class RolloutControls:
 
         return self._db.write(work)
 
+    def holder(self, deployment: str) -> tuple[str, dt.datetime | None]:
+        """The rollout holding `deployment` (and when it started), or ""."""
+
+        def work(session: Session) -> tuple[str, dt.datetime | None]:
+            row = session.scalar(
+                select(RolloutRow).where(RolloutRow.active_deployment == deployment)
+            )
+            return (row.id, as_utc(row.create_time)) if row else ("", None)
+
+        return self._db.read(work)
+
     def forget(self, rollout_id: str) -> None:
         """Removes a row whose job could not be queued (nothing was started)."""
         self._db.write(

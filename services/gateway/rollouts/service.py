@@ -151,6 +151,17 @@ class Rollouts:
         for a different request)."""
         return self.engine.find(request_id, digest)
 
+    def check_free(self, deployment: str, action: str) -> None:
+        """FAILED_PRECONDITION if a running rollout holds the deployment (a
+        manual Deploy or Rollback would be undone by its next step)."""
+        holder, created = self.controls.holder(deployment)
+        if holder and not self._stale(holder, created):
+            raise FailedPrecondition(
+                f"deployment {deployment!r} has a rollout in progress: {holder}; "
+                f"AbortRollout or PromoteRollout it before {action}",
+                field="deployment",
+            )
+
     def _stale(self, holder_id: str, created: dt.datetime | None) -> bool:
         try:
             return self.engine.get(holder_id).state.terminal
