@@ -23,7 +23,6 @@ import os
 import platform
 import random
 import shlex
-import socket
 import sys
 import tempfile
 import time
@@ -99,24 +98,6 @@ def sticky(keys: int) -> dict:
 # --- router overhead: three real processes ----------------------------------------
 
 
-def free_port_block(size: int = 6) -> int:
-    """A base port whose next `size` ports are free now (as tests do)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + size >= 65000:
-            continue
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port block")
-
-
 def tiny_model(out: Path) -> Path:
     """tests/tiny_models.py's 2-layer llama, with a tokenizer from the demo data."""
     sys.path.insert(0, str(ROOT))
@@ -171,7 +152,7 @@ def router_overhead(calls: int, warmup: int = 100) -> dict:
     and deploys a tiny model through the gateway, then times both paths."""
     import grpc
 
-    from lorafleet.launcher import LocalSuite, plan_ports
+    from lorafleet.launcher import LocalSuite, free_port_block, plan_ports
     from lorafleet.models import import_model
     from lorafleet.v1 import (
         gateway_pb2,

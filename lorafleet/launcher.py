@@ -214,3 +214,22 @@ def plan_ports(base_port: int | None) -> dict[str, int]:
             ("gateway", "registry", "trainer", "merger", "validator", "inference")
         )
     }
+
+
+def free_port_block(size: int = 6) -> int:
+    """A base port whose next `size` ports are free right now (for test and
+    benchmark suites that must not collide with a running one)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + size >= 65000:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port block")

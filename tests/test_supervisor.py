@@ -15,13 +15,13 @@ from lorafleet.launcher import (
     START_ORDER,
     LocalSuite,
     describe_exit,
+    free_port_block,
     plan_ports,
     stop_stages,
 )
 from lorafleet.restart_policy import RestartPolicy, RestartTracker
 from lorafleet.supervisor import Supervisor
 from services.common.config import Config
-from tests.test_local_suite import free_port_block
 
 # A stand-in service: serves grpc.health.v1 (SERVING) on its port until SIGTERM,
 # except in mode "flaky" after its first run and in mode "broken", where it

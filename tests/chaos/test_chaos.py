@@ -31,6 +31,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from lorafleet.launcher import free_port_block
 from lorafleet.models import import_model
 from lorafleet.v1 import (
     common_pb2,
@@ -45,7 +46,6 @@ from tests.chaos.collector import Collector
 from tests.common.jobqueue.support import fresh_pg_database
 from tests.conftest import LENIENT, TRAIN
 from tests.deadlines import stretched_channel
-from tests.test_local_suite import free_port_block
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 

@@ -24,6 +24,7 @@ from services.gateway.analysis import Verdict
 from services.gateway.metrics import ArmTotals, MetricsRecorder
 from services.gateway.rollouts.controls import ABORT, PROMOTE, Controls, RolloutControls
 from services.gateway.rollouts.model import (
+    AWAITING_DECISION,
     PAUSED,
     PROGRESSING,
     PROMOTED,
@@ -296,6 +297,15 @@ class RolloutRun:
                 )
             )
         return controls, change
+
+    def await_decision(self) -> None:
+        """An experiment ended under manual_decision: the operator promotes or
+        aborts (`poll` carries either out); until then nothing changes."""
+        self.event(
+            "awaiting_decision",
+            "waiting for PromoteRollout or AbortRollout",
+            record={"phase": AWAITING_DECISION},
+        )
 
     # --- endings -------------------------------------------------------------------
     def promote(self, reason: str) -> RolloutOutcome:

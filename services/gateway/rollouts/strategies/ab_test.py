@@ -15,7 +15,7 @@ from services.gateway.rollouts.controller import (
 )
 from services.gateway.rollouts.controls import CONCLUDE
 from services.gateway.rollouts.experiment import conclude
-from services.gateway.rollouts.model import AWAITING_DECISION, RolloutOutcome
+from services.gateway.rollouts.model import RolloutOutcome
 from services.gateway.rollouts.settings import (
     FULL_WEIGHT,
     RolloutSettings,
@@ -103,11 +103,7 @@ class AbTest(Strategy):
             if asked:
                 run.controls.done(run.id)
             if run.settings.manual_decision:
-                run.event(
-                    "awaiting_decision",
-                    "waiting for PromoteRollout or AbortRollout",
-                    record={"phase": AWAITING_DECISION},
-                )
+                run.await_decision()
                 continue
             if result.winner == self.arm:
                 return run.promote(f"experiment: {result.summary}")

@@ -15,7 +15,7 @@ from services.gateway.rollouts.controller import (
     RolloutRun,
     target,
 )
-from services.gateway.rollouts.model import AWAITING_DECISION, RolloutOutcome
+from services.gateway.rollouts.model import RolloutOutcome
 from services.gateway.rollouts.settings import (
     FULL_WEIGHT,
     RolloutSettings,
@@ -107,11 +107,7 @@ class Shadow(Strategy):
                 record={"shadow_verdict": "fail" if problems else "pass"},
             )
             if run.settings.manual_decision:
-                run.event(
-                    "awaiting_decision",
-                    "waiting for PromoteRollout or AbortRollout",
-                    record={"phase": AWAITING_DECISION},
-                )
+                run.await_decision()
                 continue
             if problems:
                 return run.roll_back(f"shadow run failed: {summary}")
