@@ -21,6 +21,9 @@ from lorafleet.v1 import common_pb2
 from services.common.errors import InvalidArgument, NotFound, shorten
 
 FULL_WEIGHT = 10_000
+# Routers use a cached deployment for TTL_S, then while one background read
+# refreshes it, up to MAX_STALE_S (services.gateway.routing.Router).
+TTL_S, MAX_STALE_S = 1.0, 2.0
 MAX_ROUTING_KEY_BYTES = 256
 ROUTED_ROLES = (common_pb2.TARGET_ROLE_STABLE, common_pb2.TARGET_ROLE_CANDIDATE)
 

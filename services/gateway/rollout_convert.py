@@ -146,7 +146,7 @@ def rollout_to_pb(job: Job) -> gateway_pb2.Rollout:
     spec: RolloutSpec = job.spec
     details = job.details
     strategy = strategies.STRATEGIES.get(spec.strategy)
-    arm = strategy.arm if strategy else "canary"
+    arm = strategy().arm_of(job.id) if strategy else "canary"
     pb = gateway_pb2.Rollout(
         id=job.id,
         deployment=spec.deployment,

@@ -22,7 +22,7 @@ from services.common.errors import (
     NotFound,
 )
 from services.gateway.admission import NAME_RE
-from services.gateway.arms import Arm, ArmChooser, arms_of
+from services.gateway.arms import MAX_STALE_S, TTL_S, Arm, ArmChooser, arms_of
 from services.gateway.deploy import deploy
 from services.gateway.metrics import ArmTotals, MetricsRecorder
 from services.gateway.quality import check_output
@@ -39,9 +39,10 @@ class Router:
     request path: a cached deployment younger than `ttl_s` is used as is, an
     older one is used while one background read refreshes it (so weight
     changes reach every replica within about `ttl_s`), and only one older
-    than `max_stale_s` (the registry unreachable that long) or not cached at
-    all is read on the request path. Deploys through this gateway invalidate
-    the cache at once.
+    than `max_stale_s` or not cached at all is read on the request path. So
+    under steady traffic the registry is never waited for, and no request is
+    routed by weights older than about `max_stale_s` (rollouts count on that:
+    `ROUTING_SETTLE_S`). Deploys through this gateway invalidate the cache.
     """
 
     def __init__(
@@ -51,8 +52,8 @@ class Router:
         recorder: MetricsRecorder,
         mirror: Mirror,
         *,
-        ttl_s: float = 1.0,
-        max_stale_s: float = 30.0,
+        ttl_s: float = TTL_S,
+        max_stale_s: float = MAX_STALE_S,
         chooser: ArmChooser | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import threading
+import time
 import uuid
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ class Behaviour:
 
     text: str = '{"ok": true}'
     error_every: int = 0  # every n-th request fails with UNAVAILABLE
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # hangs this long unless `release` is set
+    sleep_s: float = 0.0  # always answers this much later
     loadable: bool = True
 
 
@@ -70,6 +72,8 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
             n = self.calls[key] = self.calls.get(key, 0) + 1
         if behaviour.delay_s:
             self.release.wait(behaviour.delay_s)
+        if behaviour.sleep_s:
+            time.sleep(behaviour.sleep_s)
         if behaviour.error_every and n % behaviour.error_every == 0:
             context.abort(grpc.StatusCode.UNAVAILABLE, "injected fault")
         return inference_pb2.InferenceServiceGenerateResponse(

@@ -67,10 +67,25 @@ def drive_until_done(bed, deployment, rollout_id, batch=10, limit=2000):
         gateway_pb2.ROLLOUT_STATE_PENDING,
         gateway_pb2.ROLLOUT_STATE_PROGRESSING,
     ):
-        assert sent < limit, get(bed, rollout_id)
+        assert sent < limit, (
+            get(bed, rollout_id).last_analysis.reason,
+            [
+                (a.arm, a.requests, a.shadow_dropped, a.latency_p95_ms)
+                for a in bed.gateway.GetDeploymentMetrics(
+                    gateway_pb2.GetDeploymentMetricsRequest(deployment=deployment),
+                    timeout=30,
+                ).arms
+            ],
+        )
         generate(bed, deployment, batch)
         sent += batch
     return sent
+
+
+def wait_routed(bed, deployment: str, arms: set[str]) -> None:
+    """Until the gateway routes to all of `arms` (its routing cache refreshes
+    within about a second of a change)."""
+    wait_for(lambda: set(generate(bed, deployment, 20, key="probe-")) >= arms)
 
 
 def events(bed, rollout_id):
@@ -203,17 +218,21 @@ def test_an_ab_test_concludes_with_a_winner(bed):
         manual_decision=True,
         analysis=gateway_pb2.AnalysisSettings(min_requests=5),
     )
-    arms = generate(bed, "ab", 60, key="user-")
-    assert {"stable", "candidate"} <= set(arms)
+    # Requests count once every replica routes by the split (the weight event).
+    wait_for(lambda: get(bed, rollout.id).candidate_weight_bps == 5000)
+    arm = get(bed, rollout.id).candidate.arm
+    assert arm == f"candidate-{rollout.id[-6:]}"  # this rollout's own arm
+    wait_routed(bed, "ab", {"stable", arm})
+    generate(bed, "ab", 40, key="user-")
     result = bed.gateway.ConcludeExperiment(
         gateway_pb2.ConcludeExperimentRequest(rollout_id=rollout.id), timeout=60
     ).result
-    assert result.winner == "candidate" and result.significant, result
+    assert result.winner == arm and result.significant, result
     by_arm = {a.arm: a for a in result.arms}
-    assert by_arm["candidate"].success_rate == 1.0
+    assert by_arm[arm].success_rate == 1.0
     assert by_arm["stable"].success_rate == 0.0
-    assert by_arm["candidate"].success_rate_low > by_arm["stable"].success_rate_high
-    assert "candidate is better" in result.summary
+    assert by_arm[arm].success_rate_low > by_arm["stable"].success_rate_high
+    assert f"{arm} is better" in result.summary
     wait_for(
         lambda: (
             get(bed, rollout.id).state == gateway_pb2.ROLLOUT_STATE_AWAITING_DECISION
@@ -262,43 +281,64 @@ def test_blue_green_switches_at_once_and_rolls_back_instantly(bed):
     assert "aborted by the operator: pager" in get(bed, rollout.id).message
 
 
+def shadow(bed, candidate: str) -> gateway_pb2.Rollout:
+    return start(
+        bed,
+        "shadowed",
+        candidate,
+        strategy="shadow",
+        shadow=gateway_pb2.ShadowSettings(sample_size=8, duration_s=3600),
+        analysis=gateway_pb2.AnalysisSettings(min_requests=8),
+    )
+
+
 def test_shadow_copies_never_delay_callers_and_are_judged(bed):
-    stable, candidate = bed.version("svc-e"), bed.version("svc-e")
+    stable, healthy, slow, stuck = (bed.version("svc-e") for _ in range(4))
     bed.deploy("shadowed", stable)
-    bed.inference.behaviours[candidate] = Behaviour(delay_s=600)
-    bed.inference.release.clear()  # the shadow's answers hang until released
+    # A shadow that answers like stable is promoted, with its agreement ...
+    first = shadow(bed, healthy)
+    drive_until_done(bed, "shadowed", first.id, batch=4)
+    done = get(bed, first.id)
+    assert done.state == gateway_pb2.ROLLOUT_STATE_PROMOTED, done.message
+    assert "agreement 100.0%" in done.message
+    # ... one slower than stable on every copy is rolled back for it ...
+    bed.inference.behaviours[slow] = Behaviour(sleep_s=0.5)
+    second = shadow(bed, slow)
+    drive_until_done(bed, "shadowed", second.id, batch=4)
+    done = get(bed, second.id)
+    assert done.state == gateway_pb2.ROLLOUT_STATE_ROLLED_BACK, done.message
+    assert "slow rate" in done.message or "p95_latency_ratio" in done.message
+    # ... and callers never wait for a shadow, even one that hangs.
+    bed.inference.behaviours[stuck] = Behaviour(delay_s=600)
+    bed.inference.release.clear()
     try:
-        rollout = start(
-            bed,
-            "shadowed",
-            candidate,
-            strategy="shadow",
-            shadow=gateway_pb2.ShadowSettings(sample_size=5, duration_s=3600),
-            analysis=gateway_pb2.AnalysisSettings(min_requests=5),
+        third = shadow(bed, stuck)
+        wait_for(lambda: get(bed, third.id).candidate_weight_bps == 10000)
+        assert generate(bed, "shadowed", 8) == ["stable"] * 8
+        bed.gateway.AbortRollout(
+            gateway_pb2.AbortRolloutRequest(rollout_id=third.id), timeout=10
         )
-        wait_for(lambda: len(deployment_of(bed, "shadowed").targets) == 2)
-        # Callers get stable's answers while every shadow copy is stuck.
-        assert generate(bed, "shadowed", 5) == ["stable"] * 5
-        assert get(bed, rollout.id).state == gateway_pb2.ROLLOUT_STATE_PROGRESSING
+        wait_for(
+            lambda: get(bed, third.id).state == gateway_pb2.ROLLOUT_STATE_ROLLED_BACK
+        )
     finally:
         bed.inference.release.set()
-    generate(bed, "shadowed", 10)
-    wait_for(lambda: get(bed, rollout.id).state == gateway_pb2.ROLLOUT_STATE_PROMOTED)
-    assert "agreement 100.0%" in get(bed, rollout.id).message
 
 
 def test_sticky_arms_survive_a_gateway_restart(bed):
     stable, candidate = bed.version("svc-f"), bed.version("svc-f")
     bed.deploy("sticky", stable)
-    start(
+    rollout = start(
         bed,
         "sticky",
         candidate,
         canary=gateway_pb2.CanarySettings(steps_bps=[3000], step_interval_s=3600),
     )
-    wait_for(lambda: len(deployment_of(bed, "sticky").targets) == 2)
+    wait_for(lambda: get(bed, rollout.id).candidate_weight_bps == 3000)
+    arm = get(bed, rollout.id).candidate.arm
+    wait_routed(bed, "sticky", {"stable", arm})
     before = generate(bed, "sticky", 40, key="user-")
-    assert {"stable", "canary"} == set(before)
+    assert {"stable", arm} == set(before)
     bed.gateway_server.stop(0.5)
     bed.start_gateway()
     assert generate(bed, "sticky", 40, key="user-") == before
@@ -329,6 +369,10 @@ def test_a_killed_gateway_resumes_the_canary_at_its_step(bed):
     revision = deployment_of(bed, "resumed").revision
     bed.kill_gateway()
     bed.start_gateway()
+    # A new process's first calls are slow (connections, caches); warm it up
+    # on another deployment so they do not count as the canary's latency.
+    bed.deploy("resumed-warmup", stable)
+    generate(bed, "resumed-warmup", 20)
     drive_until_done(bed, "resumed", rollout.id)
     done = get(bed, rollout.id)
     assert done.state == gateway_pb2.ROLLOUT_STATE_PROMOTED, done.message

@@ -309,7 +309,7 @@ def test_the_registry_stays_off_the_request_path_once_a_deployment_is_cached():
     assert router.resolve("d").revision == 1 and registry.calls == 1  # fresh
     registry.gate.clear()  # the registry hangs from now on
     registry.revision = 2
-    now[0] = 2.0
+    now[0] = 1.5
     assert router.resolve("d").revision == 1  # stale, answered at once
     wait_for(lambda: registry.calls == 2)  # refreshed in the background
     assert router.resolve("d").revision == 1 and registry.calls == 2  # one refresh

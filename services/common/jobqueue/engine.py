@@ -111,6 +111,7 @@ class DurableJobEngine:
         self._leases = Leases(kind, store, lease_s, clock)
         self.tick_s = self._leases.tick_s
         self._wake = threading.Condition()
+        self._claiming = threading.Lock()  # held by the one polling worker
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._beating = heartbeat
@@ -335,22 +336,37 @@ class DurableJobEngine:
     # --- internals ----------------------------------------------------------------
     def _work(self) -> None:
         while not self._stopping.is_set():
-            try:
-                claimed = self.store.claim(self.worker_id, self.lease_s)
-            except Exception:  # noqa: BLE001 - a database hiccup must not kill a worker
-                log.exception("%s: claiming a job failed; retrying", self.kind)
-                self._stopping.wait(max(self._poll_s, 1.0))
-                continue
+            claimed = self._next_claim()
             if claimed is None:
-                with self._wake:
-                    if not self._stopping.is_set():
-                        self._wake.wait(self._poll_s)
-                continue
+                continue  # stopping
             row, how = claimed
             try:
                 self._run(row, how)
             except Exception:  # noqa: BLE001
                 log.exception("%s job %s: recording its end failed", self.kind, row.id)
+
+    def _next_claim(self) -> tuple[Any, str] | None:
+        """Waits for a job this worker can claim (None when stopping).
+
+        Only one idle worker of a replica polls the database at a time (the
+        others wait for it to claim a job and hand the polling on), so a
+        replica with many workers, such as the gateway's rollout queue,
+        costs one claim per `poll_s`, not one per worker.
+        """
+        with self._claiming:
+            while not self._stopping.is_set():
+                try:
+                    claimed = self.store.claim(self.worker_id, self.lease_s)
+                except Exception:  # noqa: BLE001 - a database hiccup must not kill a worker
+                    log.exception("%s: claiming a job failed; retrying", self.kind)
+                    self._stopping.wait(max(self._poll_s, 1.0))
+                    continue
+                if claimed is not None:
+                    return claimed
+                with self._wake:
+                    if not self._stopping.is_set():
+                        self._wake.wait(self._poll_s)
+        return None
 
     def _run(self, row: Any, how: str) -> None:
         active = self._leases.hold(row.id, Fence(self.worker_id, row.attempt))

@@ -21,6 +21,7 @@ from lorafleet.v1 import common_pb2, registry_pb2
 from services.common.errors import Aborted, NotFound
 from services.common.jobs import JobContext
 from services.gateway.analysis import Verdict
+from services.gateway.arms import MAX_STALE_S
 from services.gateway.metrics import ArmTotals, MetricsRecorder
 from services.gateway.rollouts.controls import ABORT, PROMOTE, Controls, RolloutControls
 from services.gateway.rollouts.model import (
@@ -44,6 +45,11 @@ STANDBY_ROLE = common_pb2.TARGET_ROLE_STANDBY
 MAX_REASON = 1000
 # An analysis still undecided is reported at most this often (seconds).
 PROGRESS_EVERY_S = 10.0
+# How long after a weight change every replica routes by it: a router uses a
+# cached deployment for at most MAX_STALE_S (services.gateway.routing), plus
+# a read's time. Metrics are counted from then on, so requests routed by the
+# old weights are never taken for the new arm's (arm names repeat).
+ROUTING_SETTLE_S = MAX_STALE_S + 1.0
 
 STRATEGY_ENUMS = {
     "replace": common_pb2.DEPLOYMENT_STRATEGY_REPLACE,
@@ -212,8 +218,17 @@ class RolloutRun:
     def set_targets(
         self, targets: list[Any], weight: int, step: int, message: str, **record: Any
     ) -> Any:
-        """Writes a new layout and reports it as a "weight" event."""
+        """Writes a new layout and reports it as a "weight" event (once: an
+        attempt that repeats the write after a take-over reports nothing)."""
         deployment = self.write(targets, f"rollout {self.id}: {message}")
+        reported = (self.details.get("weight_bps"), self.details.get("step")) == (
+            weight,
+            step,
+        ) and self.details.get("revision") == deployment.revision
+        self._waker.wait(ROUTING_SETTLE_S)  # an operator's command cuts it short
+        self._waker.clear()
+        if reported:
+            return deployment
         self.event(
             "weight",
             message,

@@ -239,10 +239,11 @@ class Rollouts:
 
     def _experiment_now(self, job: Job) -> ExperimentOutcome:
         spec: RolloutSpec = job.spec
+        arm = strategies.get(spec.strategy).arm_of(job.id)
         mark = job.details.get("rollout_mark")
         if not mark:
             return conclude(
-                ArmTotals(), ArmTotals(), spec.settings.ab_test.confidence, "candidate"
+                ArmTotals(), ArmTotals(), spec.settings.ab_test.confidence, arm
             )
         now = self._recorder.totals_since(spec.deployment, mark["since"])
         totals = {
@@ -251,9 +252,9 @@ class Rollouts:
         }
         return conclude(
             totals.get("stable", ArmTotals()),
-            totals.get("candidate", ArmTotals()),
+            totals.get(arm, ArmTotals()),
             spec.settings.ab_test.confidence,
-            "candidate",
+            arm,
         )
 
     def _command(self, rollout_id: str, command: str, reason: str) -> Job:

@@ -54,15 +54,15 @@ class AbTest(Strategy):
     def run(self, run: RolloutRun) -> RolloutOutcome:
         ab = run.settings.ab_test
         weight = ab.candidate_weight_bps
-        if "rollout_mark" not in run.details:
-            run.mark("rollout_mark")
         if not run.details.get("split_set"):
             run.set_targets(
                 [
                     target(
                         run.spec.stable, "stable", STABLE_ROLE, FULL_WEIGHT - weight
                     ),
-                    target(run.spec.candidate, self.arm, CANDIDATE_ROLE, weight),
+                    target(
+                        run.spec.candidate, self.arm_of(run.id), CANDIDATE_ROLE, weight
+                    ),
                 ],
                 weight,
                 1,
@@ -71,13 +71,15 @@ class AbTest(Strategy):
                 split_set=True,
                 total_steps=1,
             )
+        if "rollout_mark" not in run.details:
+            run.mark("rollout_mark")
         while True:
             controls, _ = run.poll()
             if run.details.get("experiment"):
                 continue  # concluded; waiting for the operator's decision
             totals = run.observed("rollout_mark")
             stable = totals.get("stable", ArmTotals())
-            candidate = totals.get(self.arm, ArmTotals())
+            candidate = totals.get(self.arm_of(run.id), ArmTotals())
             guard = analyze(stable, candidate, run.settings.analysis)
             if guard.decision == FAIL:
                 run.analysis_event(guard, stable, candidate, force=True)
@@ -92,7 +94,7 @@ class AbTest(Strategy):
             if not (asked or over):
                 run.analysis_event(guard, stable, candidate, force=False)
                 continue
-            result = conclude(stable, candidate, ab.confidence, self.arm)
+            result = conclude(stable, candidate, ab.confidence, self.arm_of(run.id))
             why = "asked by the operator" if asked else "its planned size was reached"
             run.event(
                 "concluded",
@@ -105,6 +107,6 @@ class AbTest(Strategy):
             if run.settings.manual_decision:
                 run.await_decision()
                 continue
-            if result.winner == self.arm:
+            if result.winner == self.arm_of(run.id):
                 return run.promote(f"experiment: {result.summary}")
             return run.roll_back(f"experiment: {result.summary}")

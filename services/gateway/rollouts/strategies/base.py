@@ -22,8 +22,14 @@ class Strategy(ABC):
 
     name: str = ""
     summary: str = ""
-    # The candidate's arm name in the deployment while the rollout runs.
+    # The candidate's arm in the deployment while the rollout runs is this
+    # plus the rollout's id suffix ("canary-3f9a2c"): each rollout's metrics
+    # stay its own, however late an earlier rollout's requests are counted.
     arm: str = "canary"
+    unique_arm: bool = True
+
+    def arm_of(self, rollout_id: str) -> str:
+        return f"{self.arm}-{rollout_id[-6:]}" if self.unique_arm else self.arm
 
     def check(self, settings: RolloutSettings) -> None:
         """Refuses settings this strategy cannot run (INVALID_ARGUMENT naming

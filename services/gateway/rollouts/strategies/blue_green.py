@@ -33,6 +33,7 @@ class BlueGreen(Strategy):
     name = "blue_green"
     summary = "load and warm up, switch all at once, keep the old one for rollback"
     arm = "stable"
+    unique_arm = False
 
     def check(self, settings: RolloutSettings) -> None:
         bg = settings.blue_green
@@ -60,7 +61,6 @@ class BlueGreen(Strategy):
             if failure:
                 return run.roll_back(failure)
             reference = run.recorder.totals(run.spec.deployment, REFERENCE_WINDOW_S)
-            run.mark("switch_mark")
             run.set_targets(
                 [
                     target(run.spec.candidate, "stable", STABLE_ROLE, FULL_WEIGHT),
@@ -74,6 +74,8 @@ class BlueGreen(Strategy):
                 switched=True,
                 reference=reference.get("stable", ArmTotals()).to_dict(),
             )
+        if "switch_mark" not in run.details:
+            run.mark("switch_mark")
         reference = ArmTotals.from_dict(run.details.get("reference", {}))
         while True:
             run.poll()

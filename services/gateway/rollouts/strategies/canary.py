@@ -55,7 +55,7 @@ class Canary(Strategy):
     def layout(self, run: RolloutRun, weight: int) -> list:
         return [
             target(run.spec.stable, "stable", STABLE_ROLE, FULL_WEIGHT - weight),
-            target(run.spec.candidate, self.arm, CANDIDATE_ROLE, weight),
+            target(run.spec.candidate, self.arm_of(run.id), CANDIDATE_ROLE, weight),
         ]
 
     def run(self, run: RolloutRun) -> RolloutOutcome:
@@ -65,8 +65,6 @@ class Canary(Strategy):
             settings.canary.step_interval_s,
             settings.analysis,
         )
-        if "rollout_mark" not in run.details:
-            run.mark("rollout_mark")
         index = int(run.details.get("step_index", 0))
         while True:
             if run.details.get("step_started") != index:
@@ -76,8 +74,10 @@ class Canary(Strategy):
                 self._start_step(run, policy, index, again=True)
             totals = run.observed("rollout_mark")
             stable = totals.get("stable", ArmTotals())
-            canary = totals.get(self.arm, ArmTotals())
-            in_step = run.observed("step_mark").get(self.arm, ArmTotals()).requests
+            canary = totals.get(self.arm_of(run.id), ArmTotals())
+            in_step = (
+                run.observed("step_mark").get(self.arm_of(run.id), ArmTotals()).requests
+            )
             decision = policy.decide(
                 index, run.elapsed("step_mark"), stable, canary, in_step
             )
@@ -105,7 +105,6 @@ class Canary(Strategy):
         weight = policy.weight(index)
         n = len(policy.steps_bps)
         verb = "restarted" if again else "started"
-        run.mark("step_mark")
         run.set_targets(
             self.layout(run, weight),
             weight,
@@ -113,6 +112,10 @@ class Canary(Strategy):
             f"step {index + 1}/{n} {verb}: {run.spec.candidate.label} gets "
             f"{weight / 100:g}% of {run.spec.deployment}",
             step_index=index,
-            step_started=index,
             total_steps=n,
         )
+        # The step's evidence starts once every replica routes by its weight.
+        run.mark("step_mark")
+        if "rollout_mark" not in run.details:
+            run.mark("rollout_mark")
+        run.ctx.record(step_started=index)

@@ -11,6 +11,7 @@ class Replace(Strategy):
     name = "replace"
     summary = "all traffic to the candidate at once"
     arm = "stable"
+    unique_arm = False
 
     def run(self, run: RolloutRun) -> RolloutOutcome:
         run.poll(wait=False)

@@ -48,14 +48,15 @@ class Shadow(Strategy):
 
     def run(self, run: RolloutRun) -> RolloutOutcome:
         s = run.settings.shadow
-        if "rollout_mark" not in run.details:
-            run.mark("rollout_mark")
         if not run.details.get("mirror_set"):
             run.set_targets(
                 [
                     target(run.spec.stable, "stable", STABLE_ROLE, FULL_WEIGHT),
                     target(
-                        run.spec.candidate, self.arm, SHADOW_ROLE, mirror=s.mirror_bps
+                        run.spec.candidate,
+                        self.arm_of(run.id),
+                        SHADOW_ROLE,
+                        mirror=s.mirror_bps,
                     ),
                 ],
                 s.mirror_bps,
@@ -66,13 +67,15 @@ class Shadow(Strategy):
                 mirror_set=True,
                 total_steps=1,
             )
+        if "rollout_mark" not in run.details:
+            run.mark("rollout_mark")
         while True:
             controls, _ = run.poll()
             if run.details.get("shadow_verdict"):
                 continue  # concluded; waiting for the operator's decision
             totals = run.observed("rollout_mark")
             stable = totals.get("stable", ArmTotals())
-            shadow = totals.get(self.arm, ArmTotals())
+            shadow = totals.get(self.arm_of(run.id), ArmTotals())
             guard = analyze(stable, shadow, run.settings.analysis)
             if guard.decision == FAIL:
                 run.analysis_event(guard, stable, shadow, force=True)
