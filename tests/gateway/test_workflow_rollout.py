@@ -11,6 +11,13 @@ from tests.conftest import LENIENT, TRAIN
 
 def test_a_workflow_ends_with_a_canary(suite, workflow, dataset_copy, base_model):
     gateway = suite.stub("gateway")
+    # Its own deployment, serving the shared workflow's model: other tests
+    # count on "orders" serving that one.
+    first = workflow[1][-1].job.result.merged_model_id
+    gateway.Deploy(
+        gateway_pb2.DeployRequest(deployment="orders-canaried", model_id=first),
+        timeout=60,
+    )
     train = common_pb2.TrainConfig()
     train.CopyFrom(TRAIN)
     train.seed = 8  # another version of the same task
@@ -18,7 +25,8 @@ def test_a_workflow_ends_with_a_canary(suite, workflow, dataset_copy, base_model
         gateway_pb2.RunWorkflowRequest(
             base_model_id=base_model.id,
             dataset_path=str(dataset_copy),
-            name="orders",
+            name="orders-v2",
+            deployment="orders-canaried",
             train_config=train,
             gates=LENIENT,
             validation_examples=4,
@@ -41,7 +49,9 @@ def test_a_workflow_ends_with_a_canary(suite, workflow, dataset_copy, base_model
         params = common_pb2.GenerationParams(prompt="Order for Ana", max_new_tokens=2)
         while not done.is_set():
             gateway.Generate(
-                gateway_pb2.GenerateRequest(deployment="orders", params=params),
+                gateway_pb2.GenerateRequest(
+                    deployment="orders-canaried", params=params
+                ),
                 timeout=60,
             )
 
