@@ -4,6 +4,7 @@ rollout, deployments."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -340,8 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args) or 0
+    except BrokenPipeError:
+        # The reader went away (`lorafleet rollout watch … | head`): stop
+        # quietly, as Python's docs advise, instead of a traceback; stdout
+        # goes to /dev/null so the interpreter's final flush cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -65,6 +65,12 @@ class Config:
     # Thread pool size of each gRPC server and its bound on concurrent RPCs.
     max_workers: int = 16
     max_concurrent_rpcs: int = 64
+    # How long a thread may hold Python's GIL while another waits for it (ms;
+    # Python's default is 5). A request thread that wakes while a background
+    # thread (job polling, metrics flush) runs Python code waits up to this
+    # long, which showed up in the gateway's p99; 0.5 ms keeps that wait off
+    # the tail at no measurable cost to the services' throughput.
+    gil_switch_interval_ms: float = 0.5
     # Default deadline of unary calls between services, and of job watches.
     rpc_timeout_s: float = 30.0
     watch_timeout_s: float = 6 * 3600.0
@@ -92,6 +98,12 @@ class Config:
     # Gateway: how long a workflow keeps reconnecting to a service that went
     # away (a restart) before it fails with UNAVAILABLE naming the service.
     dependency_patience_s: float = 600.0
+    # Gateway: how often an idle replica looks in its queues for workflows and
+    # rollouts it did not submit (another replica's lapsed lease, a delayed
+    # retry). What it submits itself is claimed at once; each look is a
+    # database read beside the request path, so the gateway looks less often
+    # than the job services (0.5 s).
+    gateway_job_poll_s: float = 2.0
     # Gateway: rollouts one replica drives at once (each holds a thread that
     # mostly sleeps between looks at the metrics); more wait in the queue.
     max_rollouts: int = 16

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -23,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from services.common.config import Config
+from services.common.config import Config, ConfigError
 from services.common.error_details import details_for
 from services.common.errors import LorafleetError
 from services.common.telemetry import (
@@ -158,6 +159,12 @@ def create_server(
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     setup_logging(name, config)
     setup_tracing(name, config)
+    if not 0 < config.gil_switch_interval_ms <= 1000:
+        raise ConfigError(
+            f"gil_switch_interval_ms must be in (0, 1000], got "
+            f"{config.gil_switch_interval_ms} (LORAFLEET_GIL_SWITCH_INTERVAL_MS)"
+        )
+    sys.setswitchinterval(config.gil_switch_interval_ms / 1000.0)
     options = [
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),

@@ -10,7 +10,6 @@ import threading
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import client_interceptor, server_interceptor
-from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_prefix
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -22,13 +21,28 @@ _lock = threading.Lock()
 _configured_service: str | None = None
 
 # Health probes and reflection would drown the interesting spans.
-_TRACED = negate(
-    any_of(
-        service_prefix("grpc.health.v1"),
-        service_prefix("grpc.reflection.v1alpha"),
-        service_prefix("grpc.reflection.v1"),
-    )
+_UNTRACED_PREFIXES = (
+    "/grpc.health.v1.",
+    "/grpc.reflection.v1alpha.",
+    "/grpc.reflection.v1.",
 )
+
+
+def _traced(details) -> bool:
+    """Whether a call gets a span: all but health probes and reflection.
+
+    A plain string test instead of OTel's `filters.service_prefix` et al.:
+    those check the call details against `typing.Protocol` classes with
+    `isinstance`, which cost about 1 ms per call on both ends of every hop
+    (measured with yappi on the gateway's Generate: a third of its time).
+    Server calls carry `method`, grpcext's client infos `full_method`.
+    """
+    name = getattr(details, "method", None)
+    if name is None:
+        name = getattr(details, "full_method", "")
+    if isinstance(name, bytes):
+        name = name.decode()
+    return not name.startswith(_UNTRACED_PREFIXES)
 
 
 def setup_tracing(service_name: str, config: Config) -> None:
@@ -72,11 +86,11 @@ def setup_tracing(service_name: str, config: Config) -> None:
 
 
 def tracing_server_interceptor():
-    return server_interceptor(filter_=_TRACED)
+    return server_interceptor(filter_=_traced)
 
 
 def tracing_client_interceptor():
-    return client_interceptor(filter_=_TRACED)
+    return client_interceptor(filter_=_traced)
 
 
 def current_trace_id() -> str:

@@ -72,6 +72,7 @@ class Workflows:
             history=config.job_history,
             retention_s=config.job_retention_s,
             lease_s=config.lease_of("gateway"),
+            poll_s=config.gateway_job_poll_s,
             codec=WORKFLOW_CODEC,
             start=start,
         )

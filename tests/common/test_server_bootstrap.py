@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 
@@ -11,9 +12,11 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 
-from services.common.config import load_config
+from services.common.clients import open_channel
+from services.common.config import ConfigError, load_config
 from services.common.errors import InvalidArgument
 from services.common.server import create_server
 
@@ -203,3 +206,48 @@ def test_a_relayed_error_keeps_its_details_under_the_callers_field_names(tmp_pat
             assert _violations(relayed.value) == [("PreconditionFailure", "job_id")]
     finally:
         running.stop(0)
+
+
+def test_calls_are_traced_but_health_probes_are_not(probe, span_exporter):
+    """Server and client spans for the service's own methods, none for the
+    health probes and reflection that would drown them; both ends decide
+    by the method's name alone (`services.common.telemetry._traced`)."""
+    running, channel, _ = probe
+    traced_channel = open_channel(running.address, load_config(env={}))
+    span_exporter.clear()
+    try:
+        call(traced_channel, "Sleep", b"0")
+        health_pb2_grpc.HealthStub(traced_channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=10
+        )
+        reflection_call = traced_channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        list(
+            reflection_call(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                timeout=10,
+            )
+        )
+    finally:
+        traced_channel.close()
+    names = sorted(s.name for s in span_exporter.get_finished_spans())
+    assert names == [f"/{SERVICE}/Sleep", f"/{SERVICE}/Sleep"]  # client + server
+
+
+def test_the_gil_switch_interval_comes_from_the_config(tmp_path):
+    before = sys.getswitchinterval()
+    config = load_config(
+        env={"LORAFLEET_GIL_SWITCH_INTERVAL_MS": "0.25"}, data_dir=tmp_path, port=0
+    )
+    running = create_server("probe", config, lambda server: [], port=0)
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.00025)
+    finally:
+        running.stop(0)
+        sys.setswitchinterval(before)
+    config.gil_switch_interval_ms = 0
+    with pytest.raises(ConfigError, match="gil_switch_interval_ms must be in"):
+        create_server("probe", config, lambda server: [], port=0)

@@ -9,6 +9,8 @@ wait only for events, never for a wall-clock bound.
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 
@@ -60,14 +62,20 @@ def get(bed, rollout_id: str) -> gateway_pb2.Rollout:
     ).rollout
 
 
-def drive_until_done(bed, deployment, rollout_id, batch=10, limit=2000):
-    """Sends traffic until the rollout ends; the number of requests sent."""
-    sent = 0
+def drive_until_done(bed, deployment, rollout_id, batch=10, timeout_s=300.0):
+    """Sends traffic until the rollout ends; the number of requests sent.
+
+    Bounded by time, like `wait_for`, only to stop a hung test: how many
+    requests a rollout takes depends on how fast this machine serves them
+    while each step waits out the routers' cache (`ROUTING_SETTLE_S`).
+    """
+    sent, deadline = 0, time.monotonic() + timeout_s
     while get(bed, rollout_id).state in (
         gateway_pb2.ROLLOUT_STATE_PENDING,
         gateway_pb2.ROLLOUT_STATE_PROGRESSING,
     ):
-        assert sent < limit, (
+        assert time.monotonic() < deadline, (
+            sent,
             get(bed, rollout_id).last_analysis.reason,
             [
                 (a.arm, a.requests, a.shadow_dropped, a.latency_p95_ms)

@@ -82,6 +82,7 @@ class Rollouts:
             history=config.job_history,
             retention_s=config.job_retention_s,
             lease_s=config.lease_of("gateway"),
+            poll_s=config.gateway_job_poll_s,
             codec=ROLLOUT_CODEC,
             on_end=self._ended,
             start=start,
