@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.grpc import client_interceptor, server_interc
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.config import Config
@@ -49,8 +50,11 @@ def setup_tracing(service_name: str, config: Config) -> None:
     """Installs the process-wide tracer provider once (first caller names it).
 
     Spans go to the OTLP endpoint when one is configured, to stdout when
-    ``trace_console`` is set, and nowhere otherwise (context still propagates, so
-    trace ids still appear in logs and downstream services).
+    ``trace_console`` is set, and nowhere otherwise. With nowhere to go they are
+    not recorded at all (sampler ALWAYS_OFF): trace ids are still made and
+    propagated, so logs and downstream services still carry them, but no span
+    objects and attributes are built that nobody reads (a third of the
+    gateway's CPU per routed request).
     """
     global _configured_service
     with _lock:
@@ -60,13 +64,15 @@ def setup_tracing(service_name: str, config: Config) -> None:
         current = trace.get_tracer_provider()
         if isinstance(current, TracerProvider):
             return  # a test or host application installed its own provider
+        exported = bool(config.otlp_endpoint or config.trace_console)
         provider = TracerProvider(
             resource=Resource.create(
                 {
                     "service.name": f"lorafleet-{service_name}",
                     "service.namespace": "lorafleet",
                 }
-            )
+            ),
+            **({} if exported else {"sampler": ALWAYS_OFF}),
         )
         if config.otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (

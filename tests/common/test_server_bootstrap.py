@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -251,3 +252,29 @@ def test_the_gil_switch_interval_comes_from_the_config(tmp_path):
     config.gil_switch_interval_ms = 0
     with pytest.raises(ConfigError, match="gil_switch_interval_ms must be in"):
         create_server("probe", config, lambda server: [], port=0)
+
+
+_TRACING_PROBE = """
+import sys
+from opentelemetry import trace
+from services.common.config import load_config
+from services.common.telemetry import current_trace_id, setup_tracing
+
+setup_tracing("probe", load_config(env={"LORAFLEET_TRACE_CONSOLE": sys.argv[1]}))
+with trace.get_tracer("probe").start_as_current_span("work") as span:
+    print(span.is_recording(), len(current_trace_id()))
+"""
+
+
+@pytest.mark.parametrize("console, recording", [("0", "False"), ("1", "True")])
+def test_spans_are_recorded_only_when_they_go_somewhere(console, recording):
+    """With no exporter a process records no spans, yet every piece of work
+    still gets a trace id for its logs and for the services it calls."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TRACING_PROBE, console],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert done.stdout.split() == [recording, "32"]
