@@ -69,7 +69,7 @@ class Config:
     # Python's default is 5). A request thread that wakes while a background
     # thread (job polling, metrics flush) runs Python code waits up to this
     # long, which showed up in the gateway's p99; 0.5 ms keeps that wait off
-    # the tail at no measurable cost to the services' throughput.
+    # the tail (CPU-bound threads then switch more often).
     gil_switch_interval_ms: float = 0.5
     # Default deadline of unary calls between services, and of job watches.
     rpc_timeout_s: float = 30.0

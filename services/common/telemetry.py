@@ -53,8 +53,8 @@ def setup_tracing(service_name: str, config: Config) -> None:
     ``trace_console`` is set, and nowhere otherwise. With nowhere to go they are
     not recorded at all (sampler ALWAYS_OFF): trace ids are still made and
     propagated, so logs and downstream services still carry them, but no span
-    objects and attributes are built that nobody reads (a third of the
-    gateway's CPU per routed request).
+    objects and attributes are built that nobody reads (measured: the
+    gateway's CPU per routed request went from 2.13 to 1.93 ms).
     """
     global _configured_service
     with _lock:
