@@ -5,7 +5,9 @@
   into the canary as its weight grows from 10% to 25%;
 * router overhead: the gateway's Generate against the inference service's own,
   alternated call by call, on a tiny model with max_new_tokens=1, the three
-  services as separate processes as `lorafleet up` runs them;
+  services as separate processes as `lorafleet up` runs them; beside them, the
+  same call through passthrough_proxy.py (a grpcio hop with no code at all),
+  the floor any Python router pays;
 * bad canaries: requests a faulty canary serves before its rollback at
   20 req/s, lorafleet's CanaryPolicy against Flagger's scheduler, on the same
   simulated traffic (see rollout_sim.py); ratio = lorafleet / Flagger medians;
@@ -23,6 +25,7 @@ import os
 import platform
 import random
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -119,32 +122,38 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
-def time_calls(gateway, inference, model_id: str, calls: int, warmup: int) -> dict:
-    """Alternates gateway and direct calls (swapping which goes first each
-    round) so background load hits both alike; milliseconds per call."""
+def time_calls(paths: dict, calls: int, warmup: int) -> dict:
+    """Calls each path once per round, rotating which goes first, so load
+    that comes and goes hits every path alike; milliseconds per call."""
+    names = list(paths)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(warmup + calls):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            paths[name]()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - started) * 1000.0)
+    return times
+
+
+def generate_paths(gateway, inference, proxied, model_id: str) -> dict:
+    """The same generation three ways: through the gateway, straight to
+    inference, and to inference through the no-code pass-through proxy."""
     from lorafleet.v1 import gateway_pb2, inference_pb2
 
     params = common_pb2.GenerationParams(prompt="Order for Ana", max_new_tokens=1)
-    kinds = {
+    direct = inference_pb2.InferenceServiceGenerateRequest(
+        model_id=model_id, params=params
+    )
+    return {
         "gateway": lambda: gateway.Generate(
             gateway_pb2.GenerateRequest(deployment=DEPLOYMENT, params=params),
             timeout=60,
         ),
-        "direct": lambda: inference.Generate(
-            inference_pb2.InferenceServiceGenerateRequest(
-                model_id=model_id, params=params
-            ),
-            timeout=60,
-        ),
+        "direct": lambda: inference.Generate(direct, timeout=60),
+        "passthrough": lambda: proxied.Generate(direct, timeout=60),
     }
-    times: dict[str, list[float]] = {"gateway": [], "direct": []}
-    for i in range(warmup + calls):
-        for kind in ("gateway", "direct") if i % 2 == 0 else ("direct", "gateway"):
-            started = time.perf_counter()
-            kinds[kind]()
-            if i >= warmup:
-                times[kind].append((time.perf_counter() - started) * 1000.0)
-    return times
 
 
 def router_overhead(calls: int, warmup: int = 100) -> dict:
@@ -173,13 +182,29 @@ def router_overhead(calls: int, warmup: int = 100) -> dict:
             log_dir=work / "logs",
             names=("registry", "inference", "gateway"),
         )
-        channels = []
+        channels, proxy = [], None
         try:
             suite.start()
-            channels = [grpc.insecure_channel(suite.address(n)) for n in suite.names]
+            proxy_port = free_port_block(1)
+            proxy = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "passthrough_proxy.py"),
+                    "--port",
+                    str(proxy_port),
+                    "--upstream",
+                    suite.address("inference"),
+                ],
+                env=suite.env(),
+            )
+            addresses = [suite.address(n) for n in suite.names]
+            addresses.append(f"127.0.0.1:{proxy_port}")
+            channels = [grpc.insecure_channel(a) for a in addresses]
             registry = registry_pb2_grpc.RegistryServiceStub(channels[0])
             inference = inference_pb2_grpc.InferenceServiceStub(channels[1])
             gateway = gateway_pb2_grpc.GatewayServiceStub(channels[2])
+            proxied = inference_pb2_grpc.InferenceServiceStub(channels[3])
+            grpc.channel_ready_future(channels[3]).result(timeout=60)
             model = import_model(
                 source, "rollout-bench-tiny", config.staging_dir, registry
             )
@@ -191,11 +216,15 @@ def router_overhead(calls: int, warmup: int = 100) -> dict:
             )
             gateway_pid = suite.processes["gateway"].pid
             cpu_before = process_cpu_s(gateway_pid)
-            times = time_calls(gateway, inference, model.id, calls, warmup)
+            paths = generate_paths(gateway, inference, proxied, model.id)
+            times = time_calls(paths, calls, warmup)
             cpu_after = process_cpu_s(gateway_pid)
         finally:
             for channel in channels:
                 channel.close()
+            if proxy is not None:
+                proxy.kill()
+                proxy.wait()
             suite.stop()
     out = {"calls": calls, "warmup_calls": warmup, "load_average_before": load}
     out["load_average_after"] = list(os.getloadavg())
@@ -203,13 +232,16 @@ def router_overhead(calls: int, warmup: int = 100) -> dict:
         out[f"{kind}_p50_ms"] = percentile(values, 0.50)
         out[f"{kind}_p99_ms"] = percentile(values, 0.99)
         out[f"{kind}_mean_ms"] = sum(values) / len(values)
-    out["overhead_p50_ms"] = out["gateway_p50_ms"] - out["direct_p50_ms"]
-    out["overhead_p99_ms"] = out["gateway_p99_ms"] - out["direct_p99_ms"]
-    # Each round's gateway call minus its direct call: less swayed by load
-    # that comes and goes than the difference of two separate percentiles.
-    paired = [g - d for g, d in zip(times["gateway"], times["direct"], strict=True)]
-    out["paired_overhead_p50_ms"] = percentile(paired, 0.50)
-    out["paired_overhead_p99_ms"] = percentile(paired, 0.99)
+    for hop in ("gateway", "passthrough"):
+        prefix = "" if hop == "gateway" else "passthrough_"
+        for q in ("p50", "p99"):
+            direct = out[f"direct_{q}_ms"]
+            out[f"{prefix}overhead_{q}_ms"] = out[f"{hop}_{q}_ms"] - direct
+        # Each round's call minus its direct call: less swayed by load that
+        # comes and goes than the difference of two separate percentiles.
+        paired = [a - d for a, d in zip(times[hop], times["direct"], strict=True)]
+        out[f"{prefix}paired_overhead_p50_ms"] = percentile(paired, 0.50)
+        out[f"{prefix}paired_overhead_p99_ms"] = percentile(paired, 0.99)
     # The gateway process's CPU time per routed call (its background work
     # included): the router's own cost, which load on the machine barely
     # changes, unlike the latencies above.
@@ -262,6 +294,9 @@ def build_report(args: argparse.Namespace) -> dict:
             router_overhead_p99_ms=overhead["overhead_p99_ms"],
             router_overhead_p50_ms=overhead["overhead_p50_ms"],
             router_overhead_target_met=overhead["overhead_p99_ms"] <= 1.0,
+            # The floor: what a Python hop that does nothing costs here.
+            passthrough_overhead_p99_ms=overhead["passthrough_overhead_p99_ms"],
+            passthrough_overhead_p50_ms=overhead["passthrough_overhead_p50_ms"],
         )
     bad = timed("bad_canaries", sim.bad_canaries, args.seeds)
     report.update(

@@ -113,6 +113,14 @@ class Config:
     max_loaded_models: int = 3
     # Inference: upper bound on max_new_tokens of one request.
     max_new_tokens_limit: int = 1024
+    # Inference: torch's intra-op CPU threads (0 = torch's default, one per
+    # core). One request at a time decodes with small matrix products that
+    # extra threads do not speed up (SmolLM2-135M on 2 cores: 16.4 tok/s on 1
+    # thread, 15.7 on 2), while OpenMP's idle threads spin after every op and
+    # take the cores from the other services on the machine (a tiny model's
+    # Generate: 10.8 ms on 2 threads, 7.0 ms on 1). Raise it on a machine of
+    # its own serving big models or batches.
+    inference_threads: int = 1
     # Trainer: SQLAlchemy URL of the trainer's own job database (its queue,
     # never the registry's tables); empty = SQLite under data_dir. Replicas
     # that share one Postgres database share one queue.

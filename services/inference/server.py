@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from lorafleet.v1 import common_pb2, inference_pb2, inference_pb2_grpc, registry_pb2
 from services.common.clients import ServiceClient
-from services.common.config import Config
+from services.common.config import Config, ConfigError
 from services.common.convert import from_struct
 from services.common.errors import NotFound, shorten
 from services.common.modeling import resolve_device
@@ -17,6 +18,8 @@ from services.inference.engine import (
     GenerationResult,
     InferenceEngine,
 )
+
+log = logging.getLogger(__name__)
 
 _FINISH = {
     "eos": common_pb2.FINISH_REASON_EOS,
@@ -110,7 +113,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             yield inference_pb2.InferenceServiceGenerateStreamResponse(chunk=chunk)
 
 
+def apply_cpu_threads(threads: int) -> int:
+    """Sets torch's intra-op threads (0 keeps torch's default); returns the
+    count in use. Called before any model loads, so every op uses it."""
+    if threads < 0:
+        raise ConfigError(
+            f"inference_threads must be 0 (one per core) or more, got {threads} "
+            "(LORAFLEET_INFERENCE_THREADS)"
+        )
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def create(config: Config, port: int | None = None) -> RunningServer:
+    threads = apply_cpu_threads(config.inference_threads)
     registry = ServiceClient("registry", config)
 
     def resolve(artifact_id: str) -> ArtifactRef:
@@ -142,5 +161,6 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         return [inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name]
 
     running = create_server("inference", config, register, port)
+    log.info("inference uses %d CPU thread(s) per operation", threads)
     running.on_stop.append(registry.close)
     return running

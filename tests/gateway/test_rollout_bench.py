@@ -86,3 +86,62 @@ def test_simulated_faulty_canary_is_rolled_back_by_both(bench):
     broken = replace(sim.BASELINE, error_p=0.5)
     assert sim.run_lorafleet(broken, random.Random(1)).end == "rollback"
     assert sim.run_flagger(broken, random.Random(1)).end == "rollback"
+
+
+def test_time_calls_rotates_which_path_goes_first(bench):
+    order: list[str] = []
+    paths = {name: (lambda n=name: order.append(n)) for name in ("a", "b", "c")}
+    times = bench.time_calls(paths, calls=3, warmup=1)
+    assert order[:6] == ["a", "b", "c", "b", "c", "a"]
+    assert {name: len(values) for name, values in times.items()} == {
+        "a": 3,
+        "b": 3,
+        "c": 3,
+    }
+
+
+def test_the_passthrough_proxy_forwards_bytes_and_relays_errors():
+    """The overhead floor is only a floor if the proxy really forwards."""
+    from concurrent import futures
+
+    import grpc
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from passthrough_proxy import PassThrough
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def echo(request: bytes, context) -> bytes:
+        if request == b"missing":
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        return request[::-1]
+
+    upstream = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    upstream.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "probe.Echo", {"Call": grpc.unary_unary_rpc_method_handler(echo)}
+            ),
+        )
+    )
+    up_port = upstream.add_insecure_port("127.0.0.1:0")
+    upstream.start()
+    to_upstream = grpc.insecure_channel(f"127.0.0.1:{up_port}")
+    proxy = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    proxy.add_generic_rpc_handlers((PassThrough(to_upstream, 60.0),))
+    proxy_port = proxy.add_insecure_port("127.0.0.1:0")
+    proxy.start()
+    client = grpc.insecure_channel(f"127.0.0.1:{proxy_port}")
+    try:
+        call = client.unary_unary("/probe.Echo/Call")
+        assert call(b"abc", timeout=60) == b"cba"
+        with pytest.raises(grpc.RpcError) as failed:
+            call(b"missing", timeout=60)
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+        assert failed.value.details() == "no such thing"
+    finally:
+        client.close()
+        proxy.stop(0)
+        to_upstream.close()
+        upstream.stop(0)
