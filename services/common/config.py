@@ -121,6 +121,13 @@ class Config:
     # Generate: 10.8 ms on 2 threads, 7.0 ms on 1). Raise it on a machine of
     # its own serving big models or batches.
     inference_threads: int = 1
+    # Inference: requests of one model decoding together in one batch, ...
+    inference_max_batch: int = 8
+    # ... waiting to join it (more are refused with RESOURCE_EXHAUSTED and a
+    # retry hint), and prompt tokens prefilled per decode step (a long prompt
+    # joining stalls the batch's other rows for at most about this much work).
+    inference_max_queue: int = 64
+    inference_prefill_tokens: int = 2048
     # Trainer: SQLAlchemy URL of the trainer's own job database (its queue,
     # never the registry's tables); empty = SQLite under data_dir. Replicas
     # that share one Postgres database share one queue.

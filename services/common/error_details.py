@@ -14,10 +14,13 @@ import re
 from typing import Any
 
 from google.protobuf import any_pb2
+from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 
 BadRequest = error_details_pb2.BadRequest
 PreconditionFailure = error_details_pb2.PreconditionFailure
+QuotaFailure = error_details_pb2.QuotaFailure
+RetryInfo = error_details_pb2.RetryInfo
 
 
 def _in_text(renames: dict[str, str]):
@@ -81,13 +84,37 @@ def bad_request_field(details: list[Any]) -> str | None:
 
 
 def details_for(
-    code: str, field: str | None, message: str, relayed: list[Any]
+    code: str,
+    field: str | None,
+    message: str,
+    relayed: list[Any],
+    *,
+    retry_after_s: float | None = None,
+    quota_subject: str = "",
 ) -> list[Any]:
-    """The details to send: relayed ones as they are, else one naming `field`."""
+    """The details to send: relayed ones as they are, else one naming `field`
+    (plus, for load shedding, when to retry and what ran out)."""
     if relayed:
         return list(relayed)
+    shed: list[Any] = []
+    if quota_subject:
+        shed.append(
+            _pack(
+                QuotaFailure(
+                    violations=[
+                        QuotaFailure.Violation(
+                            subject=quota_subject, description=message
+                        )
+                    ]
+                )
+            )
+        )
+    if retry_after_s is not None:
+        delay = Duration()
+        delay.FromNanoseconds(int(retry_after_s * 1e9))
+        shed.append(_pack(RetryInfo(retry_delay=delay)))
     if not field:
-        return []
+        return shed
     if code == "FAILED_PRECONDITION":
         return [
             _pack(
@@ -98,7 +125,8 @@ def details_for(
                         )
                     ]
                 )
-            )
+            ),
+            *shed,
         ]
     return [
         _pack(
@@ -107,5 +135,6 @@ def details_for(
                     BadRequest.FieldViolation(field=field, description=message)
                 ]
             )
-        )
+        ),
+        *shed,
     ]

@@ -13,11 +13,22 @@ class LorafleetError(Exception):
 
     code = "INTERNAL"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after_s: float | None = None,
+        quota_subject: str = "",
+    ) -> None:
         super().__init__(message)
         self.message = message
         # The request field at fault, sent as a google.rpc.BadRequest detail.
         self.field = field
+        # Load shedding (RESOURCE_EXHAUSTED): when to try again, sent as a
+        # google.rpc.RetryInfo, and the exhausted resource, as a QuotaFailure.
+        self.retry_after_s = retry_after_s
+        self.quota_subject = quota_subject
         # google.rpc details (packed google.protobuf.Any) of an error relayed
         # from another service: sent on unchanged (after `rename_fields`).
         self.details: list = []

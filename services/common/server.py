@@ -40,7 +40,16 @@ log = logging.getLogger(__name__)
 def _status_for(exc: LorafleetError) -> status_pb2.Status:
     code = getattr(code_pb2, exc.code, code_pb2.INTERNAL)
     status = status_pb2.Status(code=code, message=exc.message)
-    status.details.extend(details_for(exc.code, exc.field, exc.message, exc.details))
+    status.details.extend(
+        details_for(
+            exc.code,
+            exc.field,
+            exc.message,
+            exc.details,
+            retry_after_s=exc.retry_after_s,
+            quota_subject=exc.quota_subject,
+        )
+    )
     return status
 
 
@@ -149,6 +158,9 @@ def create_server(
     config: Config,
     register: Callable[[grpc.Server], Iterable[str]],
     port: int | None = None,
+    *,
+    max_workers: int | None = None,
+    max_concurrent_rpcs: int | None = None,
 ) -> RunningServer:
     """Builds and starts a server; `register` adds servicers, returns their names.
 
@@ -172,11 +184,12 @@ def create_server(
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(
-            max_workers=config.max_workers, thread_name_prefix=f"{name}-rpc"
+            max_workers=max_workers or config.max_workers,
+            thread_name_prefix=f"{name}-rpc",
         ),
         interceptors=[tracing_server_interceptor(), ErrorMappingInterceptor()],
         options=options,
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        maximum_concurrent_rpcs=max_concurrent_rpcs or config.max_concurrent_rpcs,
     )
     service_names = list(register(server))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -44,7 +44,7 @@ def prefill(model: Any, input_ids: list[int], adapter: str) -> Prefilled:
 
     cache = DynamicCache()
     out = model(
-        input_ids=torch.tensor([input_ids]),
+        input_ids=torch.tensor([input_ids], device=device_of(model)),
         cache=cache,
         use_cache=True,
         logits_to_keep=1,
@@ -119,7 +119,7 @@ class DecodeBatch:
             return
         import torch
 
-        index = torch.tensor(keep)
+        index = torch.tensor(keep, device=self._layers[0][0].device)
         trim = self._width - max(self.lengths)  # padding every row has
         self._layers = [
             (
@@ -135,15 +135,15 @@ class DecodeBatch:
         import torch
         from transformers import DynamicCache
 
-        rows = len(self.keys)
+        rows, device = len(self.keys), device_of(model)
         mask = torch.zeros(rows, self._width + 1, dtype=torch.long)
         for i, length in enumerate(self.lengths):
             mask[i, self._width - length :] = 1
         cache = DynamicCache(self._layers)
         out = model(
-            input_ids=torch.tensor(tokens).view(rows, 1),
-            attention_mask=mask,
-            position_ids=torch.tensor(self.lengths).view(rows, 1),
+            input_ids=torch.tensor(tokens, device=device).view(rows, 1),
+            attention_mask=mask.to(device),
+            position_ids=torch.tensor(self.lengths, device=device).view(rows, 1),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
@@ -153,6 +153,10 @@ class DecodeBatch:
         self._width += 1
         self.lengths = [n + 1 for n in self.lengths]
         return out.logits[:, -1]
+
+
+def device_of(model: Any) -> Any:
+    return next(model.parameters()).device
 
 
 def _layers_of(cache: Any) -> list[tuple[Any, Any]]:

@@ -43,6 +43,7 @@ class SchedulerSettings:
     max_batch: int = 8  # rows decoding together
     max_queue: int = 64  # requests waiting to join; more are refused
     prefill_tokens_per_step: int = 2048  # prompt tokens prefilled per turn
+    retry_after_s: float = 1.0  # the hint a refused caller gets
 
 
 @dataclass
@@ -131,14 +132,13 @@ class BatchScheduler:
             if self._closed:
                 raise Cancelled(f"model {self.name} was unloaded; retry the request")
             if len(self._waiting) >= self.settings.max_queue:
-                err = ResourceExhausted(
+                raise ResourceExhausted(
                     f"inference queue for {self.name} is full "
-                    f"({self.settings.max_queue} requests waiting); retry shortly "
-                    "or raise max_queue"
+                    f"({self.settings.max_queue} requests waiting); retry shortly, "
+                    "or raise inference_max_queue",
+                    retry_after_s=self.settings.retry_after_s,
+                    quota_subject=f"inference queue of {self.name}",
                 )
-                err.retry_after_s = 1.0
-                err.quota_subject = f"model:{self.name}"
-                raise err
             seq.submitted_at = self._clock()
             self._waiting.append(seq)
             self._cond.notify()

@@ -13,11 +13,10 @@ from services.common.convert import from_struct
 from services.common.errors import NotFound, shorten
 from services.common.modeling import resolve_device
 from services.common.server import RunningServer, create_server
-from services.inference.engine import (
-    GenerationRequest,
-    GenerationResult,
-    InferenceEngine,
-)
+from services.inference.engine import Engine
+from services.inference.requests import GenerationRequest, GenerationResult
+from services.inference.scheduler import SchedulerSettings
+from services.inference.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +63,15 @@ def output_to_pb(r: GenerationResult) -> common_pb2.GenerationOutput:
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, engine: InferenceEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    def _deadline(self, context) -> float | None:
+        """The caller's deadline on the engine's clock (None: it set none)."""
+        remaining = context.time_remaining()
+        if remaining is None or remaining > 10**8:
+            return None
+        return self._engine.now() + remaining
 
     def _loaded_to_pb(self, entry) -> inference_pb2.LoadedModel:
         kind = getattr(common_pb2, f"ARTIFACT_KIND_{entry.artifact.kind_name}")
@@ -96,7 +102,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     def Generate(self, request, context):
         req = request_from_pb(request.params, self._engine.max_new_tokens_limit)
-        result = self._engine.generate(request.model_id, request.adapter_id, req)
+        result = self._engine.generate(
+            request.model_id,
+            request.adapter_id,
+            req,
+            self._deadline(context),
+            context.add_callback,
+        )
         return inference_pb2.InferenceServiceGenerateResponse(
             output=output_to_pb(result)
         )
@@ -104,13 +116,31 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def GenerateStream(self, request, context):
         req = request_from_pb(request.params, self._engine.max_new_tokens_limit)
         for delta, final in self._engine.stream(
-            request.model_id, request.adapter_id, req
+            request.model_id,
+            request.adapter_id,
+            req,
+            self._deadline(context),
+            context.add_callback,
         ):
             chunk = common_pb2.GenerationChunk(text_delta=delta)
             if final is not None:
                 chunk.finish_reason = _FINISH[final.finish_reason]
                 chunk.completion_tokens = final.completion_tokens
             yield inference_pb2.InferenceServiceGenerateStreamResponse(chunk=chunk)
+
+
+RESERVED_THREADS = 8
+
+
+def check_settings(settings: SchedulerSettings) -> None:
+    for name in ("max_batch", "max_queue", "prefill_tokens_per_step"):
+        value = getattr(settings, name)
+        if value < 1:
+            env = {"prefill_tokens_per_step": "PREFILL_TOKENS"}.get(name, name.upper())
+            raise ConfigError(
+                f"inference {name} must be at least 1, got {value} "
+                f"(LORAFLEET_INFERENCE_{env})"
+            )
 
 
 def apply_cpu_threads(threads: int) -> int:
@@ -147,11 +177,18 @@ def create(config: Config, port: int | None = None) -> RunningServer:
             metadata=from_struct(a.metadata),
         )
 
-    engine = InferenceEngine(
+    settings = SchedulerSettings(
+        max_batch=config.inference_max_batch,
+        max_queue=config.inference_max_queue,
+        prefill_tokens_per_step=config.inference_prefill_tokens,
+    )
+    check_settings(settings)
+    engine = TorchEngine(
         resolve,
         resolve_device(config.device),
         config.max_loaded_models,
         config.max_new_tokens_limit,
+        settings,
     )
 
     def register(server):
@@ -160,7 +197,22 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         )
         return [inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name]
 
-    running = create_server("inference", config, register, port)
+    # Every request the engines admit (queued or decoding, per loaded model)
+    # holds a server thread while it waits; the rest of the pool stays free
+    # for health checks, ListLoadedModels and loads whatever the load.
+    admitted = config.max_loaded_models * (settings.max_queue + settings.max_batch)
+    running = create_server(
+        "inference",
+        config,
+        register,
+        port,
+        max_workers=max(config.max_workers, admitted + RESERVED_THREADS),
+        max_concurrent_rpcs=max(
+            config.max_concurrent_rpcs, admitted + 2 * RESERVED_THREADS
+        ),
+    )
+    running.parts["engine"] = engine
+    running.on_stop.append(engine.close)
     log.info("inference uses %d CPU thread(s) per operation", threads)
     running.on_stop.append(registry.close)
     return running
