@@ -1,6 +1,7 @@
 """Traced, deadline-bound clients for calling one lorafleet service from another.
 
-Every call carries a deadline (the configured default unless given), the W3C
+Every call carries a deadline (the configured default unless given, and never
+past the deadline of the call being served that caused it), the W3C
 trace context in its metadata, and comes back either as the response or as the
 domain error matching the remote status, so callers never handle grpc errors.
 """
@@ -23,6 +24,7 @@ from lorafleet.v1 import (
     validator_pb2_grpc,
 )
 from services.common.config import Config
+from services.common.deadlines import budget
 from services.common.error_details import bad_request_field
 from services.common.errors import from_code
 from services.common.telemetry import tracing_client_interceptor
@@ -102,12 +104,14 @@ class ServiceClient:
         )
 
     def _unary(self, method: str, call: Any, request: Any, timeout: float) -> Any:
+        timeout = budget(timeout, f"{self.service}.{method}")
         try:
             return call(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise _translate(exc, self.service, method) from None
 
     def _stream(self, method: str, call: Any, request: Any, timeout: float) -> Iterator:
+        timeout = budget(timeout, f"{self.service}.{method}")
         try:
             yield from call(request, timeout=timeout)
         except grpc.RpcError as exc:

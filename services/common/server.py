@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from services.common.config import Config, ConfigError
+from services.common.deadlines import serving
 from services.common.error_details import details_for
 from services.common.errors import LorafleetError
 from services.common.telemetry import (
@@ -75,7 +76,8 @@ def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> No
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """Turns domain errors into their gRPC status in one place."""
+    """Turns domain errors into their gRPC status in one place, and records
+    each unary-request call's deadline for the calls it causes (deadlines.py)."""
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -87,7 +89,8 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
 
             def unary_unary(request, context):
                 try:
-                    return inner_uu(request, context)
+                    with serving(context.time_remaining()):
+                        return inner_uu(request, context)
                 except Exception as exc:  # noqa: BLE001
                     _abort(context, method, exc)
 
@@ -97,7 +100,8 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
 
             def unary_stream(request, context):
                 try:
-                    yield from inner_us(request, context)
+                    with serving(context.time_remaining()):
+                        yield from inner_us(request, context)
                 except Exception as exc:  # noqa: BLE001
                     _abort(context, method, exc)
 

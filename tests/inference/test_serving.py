@@ -19,7 +19,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from lorafleet.models import import_model
-from lorafleet.v1 import common_pb2, inference_pb2, inference_pb2_grpc, registry_pb2
+from lorafleet.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    registry_pb2,
+)
 from services.common.convert import struct
 from tests.merger.helpers import make_adapter
 from tests.suite import Suite, start_suite
@@ -85,9 +92,10 @@ def request(model_id, adapter_id="", prompt="Order for Ana", new=8, **params):
 def test_concurrent_mixed_adapter_calls_match_sequential_ones(bed):
     suite, base, adapters = bed
     inference = suite.stub("inference")
+    # Six: never more than the queue holds (6), so none is refused.
     asks = [
         request(base.id, adapter, prompt=f"Order {i} for Ana", new=6 + i)
-        for i, adapter in enumerate(["", adapters[0].id, adapters[1].id] * 3)
+        for i, adapter in enumerate(["", adapters[0].id, adapters[1].id] * 2)
     ]
     alone = [inference.Generate(r, timeout=120).output for r in asks]
     with ThreadPoolExecutor(len(asks)) as pool:
@@ -227,3 +235,65 @@ def test_one_thread_per_request_never_starves_the_rest(bed):
     assert len(results) == 40
     assert set(results) <= {4, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert 4 in results
+
+
+def test_the_callers_deadline_reaches_inference_through_the_gateway(bed, monkeypatch):
+    """The gateway gives inference only the time its own caller has left, so
+    a call given up by its caller is dropped by inference too (not kept for
+    the 30 s default deadline)."""
+    suite, base, _ = bed
+    suite.stub("gateway").Deploy(
+        gateway_pb2.DeployRequest(
+            deployment="serving-deadline", model_id=base.id, reason="test"
+        ),
+        timeout=120,
+    )
+    channel = grpc.insecure_channel(suite.address("gateway"))
+    gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+    entry = next(e for e in engine(suite).loaded() if e.artifact.id == base.id)
+    seen = []
+    submit = entry.scheduler.submit
+
+    def record(seq):
+        seen.append((seq, engine(suite).now()))
+        return submit(seq)
+
+    monkeypatch.setattr(entry.scheduler, "submit", record)
+    try:
+        with entry.scheduler.model_lock:
+            with pytest.raises(grpc.RpcError) as late:
+                gateway.Generate(
+                    gateway_pb2.GenerateRequest(
+                        deployment="serving-deadline",
+                        params=common_pb2.GenerationParams(
+                            prompt="Order for Ana", max_new_tokens=400
+                        ),
+                    ),
+                    timeout=5.0,
+                )
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        [(seq, submitted)] = seen
+        # What the caller gave the gateway (5 s; grpc rounds deadlines up to
+        # whole milliseconds on each hop), not the 30 s default.
+        assert seq.deadline is not None and seq.deadline - submitted < 6.0
+        wait_until(
+            lambda: entry.scheduler.pending() == (0, 0),
+            "inference to drop the abandoned request",
+        )
+    finally:
+        channel.close()
+
+
+def test_budget_is_the_served_calls_time_left():
+    from services.common.deadlines import budget, remaining_s, serving
+    from services.common.errors import DeadlineExceeded
+
+    assert remaining_s() is None and budget(30.0, "x") == 30.0
+    with serving(5.0):
+        assert 0 < budget(30.0, "x") <= 5.0
+        assert budget(1.0, "x") == 1.0
+    with serving(None):
+        assert budget(30.0, "x") == 30.0
+    with serving(-0.001), pytest.raises(DeadlineExceeded, match="before x was called"):
+        budget(30.0, "x")
+    assert remaining_s() is None  # restored after each call
