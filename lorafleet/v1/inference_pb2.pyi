@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from lorafleet.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -8,28 +11,88 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoadedModel(_message.Message):
-    __slots__ = ("model_id", "kind", "name", "adapter_ids", "parameters", "device")
+    __slots__ = ("model_id", "kind", "name", "adapter_ids", "parameters", "device", "bytes", "pinned", "last_used", "adapters", "queued_requests", "batch_rows", "decode_steps", "mean_batch_rows", "base_stats")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_IDS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    BASE_STATS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     kind: _common_pb2.ArtifactKind
     name: str
     adapter_ids: _containers.RepeatedScalarFieldContainer[str]
     parameters: int
     device: str
-    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., name: _Optional[str] = ..., adapter_ids: _Optional[_Iterable[str]] = ..., parameters: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    bytes: int
+    pinned: bool
+    last_used: _timestamp_pb2.Timestamp
+    adapters: _containers.RepeatedCompositeFieldContainer[LoadedAdapter]
+    queued_requests: int
+    batch_rows: int
+    decode_steps: int
+    mean_batch_rows: float
+    base_stats: ServingStats
+    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., name: _Optional[str] = ..., adapter_ids: _Optional[_Iterable[str]] = ..., parameters: _Optional[int] = ..., device: _Optional[str] = ..., bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., adapters: _Optional[_Iterable[_Union[LoadedAdapter, _Mapping]]] = ..., queued_requests: _Optional[int] = ..., batch_rows: _Optional[int] = ..., decode_steps: _Optional[int] = ..., mean_batch_rows: _Optional[float] = ..., base_stats: _Optional[_Union[ServingStats, _Mapping]] = ...) -> None: ...
+
+class LoadedAdapter(_message.Message):
+    __slots__ = ("adapter_ids", "digest", "bytes", "hits", "loads", "last_used", "pinned", "active_requests", "stats")
+    ADAPTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    adapter_ids: _containers.RepeatedScalarFieldContainer[str]
+    digest: str
+    bytes: int
+    hits: int
+    loads: int
+    last_used: _timestamp_pb2.Timestamp
+    pinned: bool
+    active_requests: int
+    stats: ServingStats
+    def __init__(self, adapter_ids: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., bytes: _Optional[int] = ..., hits: _Optional[int] = ..., loads: _Optional[int] = ..., last_used: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pinned: _Optional[bool] = ..., active_requests: _Optional[int] = ..., stats: _Optional[_Union[ServingStats, _Mapping]] = ...) -> None: ...
+
+class ServingStats(_message.Message):
+    __slots__ = ("requests", "abandoned", "prompt_tokens", "completion_tokens", "mean_queue_ms", "mean_first_token_ms", "mean_ms_per_token")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_MS_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    abandoned: int
+    prompt_tokens: int
+    completion_tokens: int
+    mean_queue_ms: float
+    mean_first_token_ms: float
+    mean_ms_per_token: float
+    def __init__(self, requests: _Optional[int] = ..., abandoned: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., mean_queue_ms: _Optional[float] = ..., mean_first_token_ms: _Optional[float] = ..., mean_ms_per_token: _Optional[float] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("model_id", "adapter_id")
+    __slots__ = ("model_id", "adapter_id", "pin")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PIN_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     adapter_id: str
-    def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ...) -> None: ...
+    pin: bool
+    def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., pin: _Optional[bool] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -38,10 +101,12 @@ class LoadModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[LoadedModel, _Mapping]] = ...) -> None: ...
 
 class UnloadModelRequest(_message.Message):
-    __slots__ = ("model_id",)
+    __slots__ = ("model_id", "adapter_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
-    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+    adapter_id: str
+    def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ...) -> None: ...
 
 class UnloadModelResponse(_message.Message):
     __slots__ = ()

@@ -69,24 +69,30 @@ class InferenceServiceServicer:
     """
 
     def LoadModel(self, request, context):
-        """Loads a model (and optionally an adapter) ahead of traffic.
+        """Loads a model (and optionally an adapter) ahead of traffic; `pin` keeps
+        it loaded (the LRU caches never evict a pinned model or adapter).
         Errors: NOT_FOUND if an id is unknown; FAILED_PRECONDITION if the artifact
         is not servable or the adapter's base differs from the model;
-        RESOURCE_EXHAUSTED if loading would exceed the configured model budget.
+        RESOURCE_EXHAUSTED if the adapter does not fit the adapter byte budget
+        beside the pinned and busy ones.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnloadModel(self, request, context):
-        """Errors: NOT_FOUND if the model is not loaded.
+        """Unloads a model, or only one adapter of it when adapter_id is set.
+        Errors: NOT_FOUND if the model (or adapter) is not loaded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListLoadedModels(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """What is loaded, with each model's and adapter's bytes, cache hits, last
+        use, pin and serving statistics (requests, tokens, queue wait, time to
+        first token, time per token, batch occupancy).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -128,6 +128,12 @@ class Config:
     # joining stalls the batch's other rows for at most about this much work).
     inference_max_queue: int = 64
     inference_prefill_tokens: int = 2048
+    # Inference: bytes of LoRA weights held, over all models (least recently
+    # used adapters that are neither pinned nor serving leave first).
+    inference_adapter_budget_mb: int = 1024
+    # Inference: how long a registry read of an artifact is reused (ids name
+    # fixed weights; the re-read notices archived artifacts).
+    inference_resolve_ttl_s: float = 10.0
     # Trainer: SQLAlchemy URL of the trainer's own job database (its queue,
     # never the registry's tables); empty = SQLite under data_dir. Replicas
     # that share one Postgres database share one queue.

@@ -12,12 +12,61 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.inference.requests import GenerationRequest, GenerationResult
+from services.inference.stats import ServingStats
 
 # Resolves a registry id to its Artifact (an ArtifactRef: id, kind, path, digest…).
 Resolver = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """The facts about a registry artifact an engine needs, without protobuf."""
+
+    id: str
+    name: str
+    kind_name: str
+    local_path: str
+    digest: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class AdapterInfo:
+    """An adapter loaded on a model, as ListLoadedModels shows it."""
+
+    adapter_ids: list[str]
+    digest: str
+    bytes: int
+    hits: int
+    loads: int
+    last_used: float  # epoch seconds
+    pinned: bool
+    active_requests: int
+    stats: ServingStats
+
+
+@dataclass
+class ModelInfo:
+    """A loaded model, its adapters and what it served."""
+
+    model_id: str
+    kind_name: str  # BASE_MODEL | MERGED_MODEL
+    name: str
+    parameters: int
+    device: str
+    bytes: int
+    pinned: bool
+    last_used: float
+    queued_requests: int
+    batch_rows: int
+    decode_steps: int
+    mean_batch_rows: float
+    base_stats: ServingStats
+    adapters: list[AdapterInfo] = field(default_factory=list)
 
 
 class Handle(Protocol):
@@ -37,16 +86,17 @@ class Engine(abc.ABC):
     max_new_tokens_limit: int
 
     @abc.abstractmethod
-    def load(self, model_id: str, adapter_id: str = "") -> Any:
-        """Loads a model (and an adapter on it) now; returns the loaded entry."""
+    def load(self, model_id: str, adapter_id: str = "", pin: bool = False) -> ModelInfo:
+        """Loads a model (and an adapter on it) now, and describes it. `pin`
+        keeps the adapter (or, without one, the model) loaded."""
 
     @abc.abstractmethod
-    def unload(self, model_id: str) -> bool:
-        """Drops a model; False if it was not loaded."""
+    def unload(self, model_id: str, adapter_id: str = "") -> bool:
+        """Drops a model, or one adapter of it; False if it was not loaded."""
 
     @abc.abstractmethod
-    def loaded(self) -> list[Any]:
-        """The loaded entries, least recently used first."""
+    def loaded(self) -> list[ModelInfo]:
+        """The loaded models, least recently used first."""
 
     @abc.abstractmethod
     def submit(

@@ -76,6 +76,9 @@ class Sequence:
     submitted_at: float = 0.0
     started_at: float = 0.0
     first_token_at: float = 0.0
+    # Called once when the request ends, however: (it, Finished or the error).
+    on_end: Callable[[Sequence, Any], None] | None = None
+    ended: bool = False
 
     def cancel(self) -> None:
         """The caller is gone: the row leaves at the next turn."""
@@ -121,6 +124,7 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._closed = False
         self.steps = 0  # decode steps run (tests and stats)
+        self.rows_stepped = 0  # rows over all steps: occupancy = this / steps
         self._thread = threading.Thread(
             target=self._loop, name=f"batch-{name}", daemon=True
         )
@@ -174,7 +178,7 @@ class BatchScheduler:
                     log.exception("batch step for %s failed", self.name)
                     error = Internal(f"generation on {self.name} failed: {exc}")
                     for seq in [*admitted, *self._rows]:
-                        seq.events.put(("error", error))
+                        _end(seq, "error", error)
                     self._rows.clear()
                     self._batch = DecodeBatch()
         error = Cancelled(f"model {self.name} was unloaded; retry the request")
@@ -182,7 +186,7 @@ class BatchScheduler:
             gone = [*self._waiting, *self._rows]
             self._waiting.clear()
         for seq in gone:
-            seq.events.put(("error", error))
+            _end(seq, "error", error)
 
     def _take_waiting(self) -> list[Sequence]:
         """Waiting requests that fit this turn (under the lock)."""
@@ -215,6 +219,7 @@ class BatchScheduler:
         with self.model_lock:
             logits = self._batch.step(self.model, [self._rows[k] for k in keys])
         self.steps += 1
+        self.rows_stepped += len(keys)
         done = set()
         for i, seq in enumerate(keys):
             token = seq.sampler.choose(logits[i])
@@ -240,17 +245,16 @@ class BatchScheduler:
     def _gone(self, seq: Sequence) -> bool:
         """Whether a request's caller has left; tells the caller why if so."""
         if seq.cancelled.is_set():
-            seq.events.put(("error", Cancelled("the request was cancelled")))
+            _end(seq, "error", Cancelled("the request was cancelled"))
             return True
         if seq.deadline is not None and self._clock() >= seq.deadline:
-            seq.events.put(
-                (
-                    "error",
-                    DeadlineExceeded(
-                        f"the deadline passed after {len(seq.generated)} of "
-                        f"{seq.max_new_tokens} new tokens"
-                    ),
-                )
+            _end(
+                seq,
+                "error",
+                DeadlineExceeded(
+                    f"the deadline passed after {len(seq.generated)} of "
+                    f"{seq.max_new_tokens} new tokens"
+                ),
             )
             return True
         return False
@@ -272,7 +276,7 @@ class BatchScheduler:
             reason = "length"
         if reason:
             self._send(seq, text)
-            seq.events.put(("done", self._finished(seq, text, reason, now)))
+            _end(seq, "done", self._finished(seq, text, reason, now))
             return True
         self._send(seq, text[: _safe_end(text, seq.stop)])
         return False
@@ -293,6 +297,20 @@ class BatchScheduler:
             queue_ms=(seq.started_at - seq.submitted_at) * 1000.0,
             first_token_ms=(seq.first_token_at - seq.submitted_at) * 1000.0,
         )
+
+
+def _end(seq: Sequence, kind: str, value: Any) -> None:
+    """Delivers a request's last event ("done" or "error") and tells its
+    owner, once: a request can only end one way."""
+    if seq.ended:
+        return
+    seq.ended = True
+    seq.events.put((kind, value))
+    if seq.on_end is not None:
+        try:
+            seq.on_end(seq, value)
+        except Exception:  # noqa: BLE001 - bookkeeping must not stop the batch
+            log.exception("recording the end of a request failed")
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:

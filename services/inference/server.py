@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 from lorafleet.v1 import common_pb2, inference_pb2, inference_pb2_grpc, registry_pb2
 from services.common.clients import ServiceClient
@@ -13,53 +11,17 @@ from services.common.convert import from_struct
 from services.common.errors import NotFound, shorten
 from services.common.modeling import resolve_device
 from services.common.server import RunningServer, create_server
-from services.inference.engine import Engine
-from services.inference.requests import GenerationRequest, GenerationResult
+from services.inference.convert import (
+    FINISH,
+    model_to_pb,
+    output_to_pb,
+    request_from_pb,
+)
+from services.inference.engine import ArtifactRef, Engine
 from services.inference.scheduler import SchedulerSettings
 from services.inference.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
-
-_FINISH = {
-    "eos": common_pb2.FINISH_REASON_EOS,
-    "length": common_pb2.FINISH_REASON_LENGTH,
-    "stop": common_pb2.FINISH_REASON_STOP_SEQUENCE,
-}
-
-
-@dataclass(frozen=True)
-class ArtifactRef:
-    """The facts about a registry artifact the engine needs, without protobuf."""
-
-    id: str
-    name: str
-    kind_name: str
-    local_path: str
-    digest: str
-    metadata: dict[str, Any]
-
-
-def request_from_pb(p: common_pb2.GenerationParams, limit: int) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=p.prompt,
-        messages=[{"role": m.role, "content": m.content} for m in p.messages],
-        raw=p.raw,
-        max_new_tokens=p.max_new_tokens or min(64, limit),
-        temperature=p.temperature,
-        top_p=p.top_p or 1.0,
-        seed=p.seed,
-        stop=list(p.stop),
-    )
-
-
-def output_to_pb(r: GenerationResult) -> common_pb2.GenerationOutput:
-    return common_pb2.GenerationOutput(
-        text=r.text,
-        prompt_tokens=r.prompt_tokens,
-        completion_tokens=r.completion_tokens,
-        finish_reason=_FINISH[r.finish_reason],
-        latency_ms=r.latency_ms,
-    )
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -73,31 +35,26 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             return None
         return self._engine.now() + remaining
 
-    def _loaded_to_pb(self, entry) -> inference_pb2.LoadedModel:
-        kind = getattr(common_pb2, f"ARTIFACT_KIND_{entry.artifact.kind_name}")
-        return inference_pb2.LoadedModel(
-            model_id=entry.artifact.id,
-            kind=kind,
-            name=entry.artifact.name,
-            adapter_ids=sorted(entry.adapters),
-            parameters=entry.parameters,
-            device=str(next(entry.model.parameters()).device),
-        )
-
     def LoadModel(self, request, context):
-        entry = self._engine.load(request.model_id, request.adapter_id)
-        return inference_pb2.LoadModelResponse(model=self._loaded_to_pb(entry))
+        loaded = self._engine.load(request.model_id, request.adapter_id, request.pin)
+        return inference_pb2.LoadModelResponse(model=model_to_pb(loaded))
 
     def UnloadModel(self, request, context):
-        if not self._engine.unload(request.model_id):
+        if not self._engine.unload(request.model_id, request.adapter_id):
+            what = (
+                f"adapter {shorten(request.adapter_id)!r} of model"
+                if request.adapter_id
+                else "model"
+            )
             raise NotFound(
-                f"model {shorten(request.model_id)!r} is not loaded", field="model_id"
+                f"{what} {shorten(request.model_id)!r} is not loaded",
+                field="adapter_id" if request.adapter_id else "model_id",
             )
         return inference_pb2.UnloadModelResponse()
 
     def ListLoadedModels(self, request, context):
         return inference_pb2.ListLoadedModelsResponse(
-            models=[self._loaded_to_pb(e) for e in self._engine.loaded()]
+            models=[model_to_pb(m) for m in self._engine.loaded()]
         )
 
     def Generate(self, request, context):
@@ -124,7 +81,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         ):
             chunk = common_pb2.GenerationChunk(text_delta=delta)
             if final is not None:
-                chunk.finish_reason = _FINISH[final.finish_reason]
+                chunk.finish_reason = FINISH[final.finish_reason]
                 chunk.completion_tokens = final.completion_tokens
             yield inference_pb2.InferenceServiceGenerateStreamResponse(chunk=chunk)
 
@@ -189,6 +146,8 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         config.max_loaded_models,
         config.max_new_tokens_limit,
         settings,
+        adapter_budget_bytes=config.inference_adapter_budget_mb * 1024 * 1024,
+        resolve_ttl_s=config.inference_resolve_ttl_s,
     )
 
     def register(server):

@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from services.common import datasets
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.common.generation import eos_ids
 from services.common.modeling import (
     check_adapter_base,
@@ -31,11 +36,13 @@ from services.common.modeling import (
     load_tokenizer,
     require_safetensors_adapter,
 )
+from services.inference.adapters import AdapterCache, AdapterSlot
 from services.inference.batch import BASE_ADAPTER
-from services.inference.engine import Engine, Resolver
+from services.inference.engine import AdapterInfo, Engine, ModelInfo, Resolver
 from services.inference.requests import GenerationRequest
 from services.inference.sampling import RowSampler
 from services.inference.scheduler import BatchScheduler, SchedulerSettings, Sequence
+from services.inference.stats import ServingStats
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +59,12 @@ class LoadedModel:
     scheduler: BatchScheduler
     context_tokens: int | None  # the model's positions; None if it has no limit
     eos: frozenset[int]
-    adapters: dict[str, Any] = field(default_factory=dict)  # adapter id -> artifact
-    names: dict[str, str] = field(default_factory=dict)  # digest -> PEFT name
-    gates: dict[str, threading.Lock] = field(default_factory=dict)
-
-    @property
-    def parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    def adapter_name(self, adapter_id: str) -> str:
-        if not adapter_id:
-            return BASE_ADAPTER
-        return self.names[self.adapters[adapter_id].digest]
+    parameters: int = 0
+    bytes: int = 0  # its own weights (adapters not included)
+    pinned: bool = False
+    last_used: float = 0.0  # wall clock
+    base_stats: ServingStats = field(default_factory=ServingStats)
+    gates: dict[str, threading.Lock] = field(default_factory=dict)  # per digest
 
 
 def _peft_name(digest: str) -> str:
@@ -90,9 +91,14 @@ class TorchEngine(Engine):
         max_new_tokens_limit: int,
         settings: SchedulerSettings = SchedulerSettings(),
         *,
+        adapter_budget_bytes: int = 1 << 30,
+        resolve_ttl_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._resolve = resolve
+        self._resolve_remote = resolve
+        self._resolve_ttl = resolve_ttl_s
+        self._resolved: dict[str, tuple[float, Any]] = {}
+        self.adapters = AdapterCache(adapter_budget_bytes)
         self._device = device
         self._max_models = max(1, max_models)
         self.max_new_tokens_limit = max_new_tokens_limit
@@ -105,8 +111,69 @@ class TorchEngine(Engine):
     def now(self) -> float:
         return self._clock()
 
+    def _resolve(self, artifact_id: str) -> Any:
+        """The registry's record of an artifact, read at most every
+        `resolve_ttl_s` (a registry id always names the same weights; the
+        re-read only notices an archived artifact)."""
+        now = self._clock()
+        hit = self._resolved.get(artifact_id)
+        if hit is not None and now - hit[0] < self._resolve_ttl:
+            return hit[1]
+        artifact = self._resolve_remote(artifact_id)
+        self._resolved[artifact_id] = (now, artifact)
+        if len(self._resolved) > 4096:  # forget the oldest reads
+            for key in sorted(self._resolved, key=lambda k: self._resolved[k][0])[
+                :1024
+            ]:
+                self._resolved.pop(key, None)
+        return artifact
+
     # --- loading --------------------------------------------------------------------
-    def load(self, model_id: str, adapter_id: str = "") -> LoadedModel:
+    def load(self, model_id: str, adapter_id: str = "", pin: bool = False) -> ModelInfo:
+        entry = self._model(model_id)
+        if adapter_id:
+            slot = self._adapter(entry, adapter_id)
+            if pin:
+                self.adapters.pin(model_id, slot.digest)
+            self.adapters.release(slot)
+        elif pin:
+            entry.pinned = True
+        return self._info(entry)
+
+    def _info(self, entry: LoadedModel) -> ModelInfo:
+        sched = entry.scheduler
+        waiting, decoding = sched.pending()
+        return ModelInfo(
+            model_id=entry.artifact.id,
+            kind_name=entry.artifact.kind_name,
+            name=entry.artifact.name,
+            parameters=entry.parameters,
+            device=str(next(entry.model.parameters()).device),
+            bytes=entry.bytes,
+            pinned=entry.pinned,
+            last_used=entry.last_used,
+            queued_requests=waiting,
+            batch_rows=decoding,
+            decode_steps=sched.steps,
+            mean_batch_rows=sched.rows_stepped / sched.steps if sched.steps else 0.0,
+            base_stats=entry.base_stats,
+            adapters=[
+                AdapterInfo(
+                    adapter_ids=sorted(slot.ids),
+                    digest=slot.digest,
+                    bytes=slot.bytes,
+                    hits=slot.hits,
+                    loads=slot.loads,
+                    last_used=slot.last_used,
+                    pinned=slot.pinned,
+                    active_requests=slot.active,
+                    stats=slot.stats,
+                )
+                for slot in self.adapters.of_model(entry.artifact.id)
+            ],
+        )
+
+    def _model(self, model_id: str) -> LoadedModel:
         with self._lock:
             entry = self._models.get(model_id)
             if entry is not None:
@@ -119,9 +186,36 @@ class TorchEngine(Engine):
                     "pass adapters as adapter_id with their base model as model_id"
                 )
             entry = self._load_model(artifact)
-        if adapter_id and adapter_id not in entry.adapters:
-            self._attach_adapter(entry, adapter_id)
+        entry.last_used = time.time()
         return entry
+
+    def _adapter(self, entry: LoadedModel, adapter_id: str) -> AdapterSlot:
+        """The adapter's slot on the model, loaded if need be, in use by the
+        caller (release it when done)."""
+        adapter = self._resolve(adapter_id)
+        if adapter.kind_name != "ADAPTER":
+            raise FailedPrecondition(
+                f"{adapter_id} is a {adapter.kind_name}, not an adapter"
+            )
+        model_id = entry.artifact.id
+        loaded = False
+        for _ in range(3):  # a load racing an eviction: load again
+            slot = self.adapters.acquire(
+                model_id, adapter.digest, adapter_id, hit=not loaded
+            )
+            if slot is not None:
+                return slot
+            check_adapter_base(adapter, entry.artifact)
+            with entry.scheduler.model_lock:
+                gate = entry.gates.setdefault(adapter.digest, threading.Lock())
+            with gate:  # one loader per adapter digest
+                if self.adapters.get(model_id, adapter.digest) is None:
+                    self._read_and_attach(entry, adapter)
+                    loaded = True
+        raise Unavailable(
+            f"adapter {adapter_id} was evicted as fast as it loaded; the adapter "
+            "budget is too small for the traffic (inference_adapter_budget_mb)"
+        )
 
     def _load_model(self, artifact: Any) -> LoadedModel:
         with self._lock:
@@ -135,7 +229,10 @@ class TorchEngine(Engine):
             model = load_causal_lm(path, self._device)
             model.eval()
             tokenizer = load_tokenizer(path)
+            weights = list(model.parameters())
             entry = LoadedModel(
+                parameters=sum(p.numel() for p in weights),
+                bytes=sum(p.numel() * p.element_size() for p in weights),
                 artifact=artifact,
                 model=model,
                 tokenizer=tokenizer,
@@ -152,29 +249,24 @@ class TorchEngine(Engine):
                 time.perf_counter() - started,
             )
             with self._lock:
-                self._models[artifact.id] = entry
-                evicted = []
-                while len(self._models) > self._max_models:
-                    evicted.append(self._models.popitem(last=False)[1])
                 self._loading.pop(artifact.id, None)
+                unpinned = [k for k, e in self._models.items() if not e.pinned]
+                over = len(self._models) + 1 - self._max_models
+                if over > len(unpinned):
+                    entry.scheduler.close()
+                    raise ResourceExhausted(
+                        f"cannot load {artifact.id}: all {len(self._models)} "
+                        f"loaded models are pinned (max_loaded_models "
+                        f"{self._max_models}); unload one or raise the limit",
+                        quota_subject="inference max_loaded_models",
+                    )
+                evicted = [self._models.pop(k) for k in unpinned[: max(0, over)]]
+                self._models[artifact.id] = entry
             for old in evicted:
                 log.info("unloaded %s (least recently used)", old.artifact.id)
+                self.adapters.drop_model(old.artifact.id)
                 old.scheduler.close()
             return entry
-
-    def _attach_adapter(self, entry: LoadedModel, adapter_id: str) -> None:
-        adapter = self._resolve(adapter_id)
-        if adapter.kind_name != "ADAPTER":
-            raise FailedPrecondition(
-                f"{adapter_id} is a {adapter.kind_name}, not an adapter"
-            )
-        check_adapter_base(adapter, entry.artifact)
-        with entry.scheduler.model_lock:
-            gate = entry.gates.setdefault(adapter.digest, threading.Lock())
-        with gate:  # one loader per adapter digest
-            if adapter.digest not in entry.names:
-                self._read_and_attach(entry, adapter)
-        entry.adapters[adapter_id] = adapter
 
     def _read_and_attach(self, entry: LoadedModel, adapter: Any) -> None:
         from peft import PeftConfig, PeftModel, set_peft_model_state_dict
@@ -186,6 +278,9 @@ class TorchEngine(Engine):
         config.inference_mode = True
         device = str(next(entry.model.parameters()).device)
         weights = load_peft_weights(str(path), device=device)  # outside the lock
+        size = sum(t.numel() * t.element_size() for t in weights.values())
+        for old in self.adapters.make_room(size, f"adapter {adapter.id}"):
+            self._delete_weights(old)
         name = _peft_name(adapter.digest)
         started = time.perf_counter()
         with entry.scheduler.model_lock:
@@ -203,7 +298,9 @@ class TorchEngine(Engine):
                 )
             entry.model.eval()
             entry.scheduler.model = entry.model
-            entry.names[adapter.digest] = name
+        self.adapters.add(
+            AdapterSlot(entry.artifact.id, adapter.digest, name, size, {adapter.id})
+        )
         log.info(
             "attached adapter %s to %s (model paused %.1f ms)",
             adapter.id,
@@ -211,15 +308,41 @@ class TorchEngine(Engine):
             (time.perf_counter() - started) * 1000.0,
         )
 
-    def unload(self, model_id: str) -> bool:
+    def _delete_weights(self, slot: AdapterSlot) -> None:
+        """Frees an adapter the cache let go of (evicted or unloaded)."""
+        with self._lock:
+            entry = self._models.get(slot.model_id)
+        if entry is None:
+            return  # its model left memory, and the adapter with it
+        with entry.scheduler.model_lock:
+            if slot.name in getattr(entry.model, "peft_config", {}):
+                entry.model.delete_adapter(slot.name)
+        log.info("unloaded adapter %s from %s", slot.digest, slot.model_id)
+
+    def unload(self, model_id: str, adapter_id: str = "") -> bool:
+        if adapter_id:
+            with self._lock:
+                loaded = model_id in self._models
+            if not loaded:
+                return False
+            digest = self._resolve(adapter_id).digest
+            if self.adapters.get(model_id, digest) is None:
+                return False
+            self._delete_weights(self.adapters.remove(model_id, digest))
+            return True
         with self._lock:
             entry = self._models.pop(model_id, None)
         if entry is None:
             return False
+        self.adapters.drop_model(model_id)
         entry.scheduler.close()
         return True
 
-    def loaded(self) -> list[LoadedModel]:
+    def loaded(self) -> list[ModelInfo]:
+        return [self._info(entry) for entry in self.entries()]
+
+    def entries(self) -> list[LoadedModel]:
+        """The loaded models' own records (tests reach their schedulers)."""
         with self._lock:
             return list(self._models.values())
 
@@ -239,18 +362,35 @@ class TorchEngine(Engine):
         deadline: float | None = None,
     ) -> Sequence:
         req.check(self.max_new_tokens_limit)
-        entry = self.load(model_id, adapter_id)
+        entry = self._model(model_id)
         ids = self._tokenize(entry, req)
-        seq = Sequence(
-            input_ids=ids,
-            adapter=entry.adapter_name(adapter_id),
-            max_new_tokens=req.max_new_tokens,
-            sampler=RowSampler(req.temperature, req.top_p, req.seed),
-            eos=entry.eos,
-            stop=tuple(s for s in req.stop if s),
-            deadline=deadline,
-        )
-        return entry.scheduler.submit(seq)
+        slot = self._adapter(entry, adapter_id) if adapter_id else None
+        try:
+            seq = Sequence(
+                input_ids=ids,
+                adapter=slot.name if slot else BASE_ADAPTER,
+                max_new_tokens=req.max_new_tokens,
+                sampler=RowSampler(req.temperature, req.top_p, req.seed),
+                eos=entry.eos,
+                stop=tuple(s for s in req.stop if s),
+                deadline=deadline,
+                on_end=self._ended(entry, slot),
+            )
+            return entry.scheduler.submit(seq)
+        except BaseException:
+            if slot is not None:
+                self.adapters.release(slot)
+            raise
+
+    def _ended(self, entry: LoadedModel, slot: AdapterSlot | None):
+        def ended(seq: Sequence, outcome: Any) -> None:
+            if slot is None:
+                entry.base_stats.record(seq, outcome)
+            else:
+                slot.stats.record(seq, outcome)
+                self.adapters.release(slot)
+
+        return ended
 
     def _tokenize(self, entry: LoadedModel, req: GenerationRequest) -> list[int]:
         limit = entry.context_tokens
@@ -282,12 +422,12 @@ class TorchEngine(Engine):
 
     def stats(self) -> dict[str, Any]:
         out = {}
-        for entry in self.loaded():
+        for entry in self.entries():
             waiting, decoding = entry.scheduler.pending()
             out[entry.artifact.id] = {
                 "waiting": waiting,
                 "decoding": decoding,
                 "steps": entry.scheduler.steps,
-                "adapters": len(entry.names),
+                "adapters": len(self.adapters.of_model(entry.artifact.id)),
             }
         return out
