@@ -82,7 +82,8 @@ class InferenceServiceServicer:
 
     def UnloadModel(self, request, context):
         """Unloads a model, or only one adapter of it when adapter_id is set.
-        Errors: NOT_FOUND if the model (or adapter) is not loaded.
+        Errors: NOT_FOUND if the model (or adapter) is not loaded;
+        FAILED_PRECONDITION if requests are using the adapter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

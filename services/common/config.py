@@ -121,6 +121,8 @@ class Config:
     # Generate: 10.8 ms on 2 threads, 7.0 ms on 1). Raise it on a machine of
     # its own serving big models or batches.
     inference_threads: int = 1
+    # Inference: the engine serving generations (services/inference/engines.py).
+    inference_engine: str = "torch"
     # Inference: requests of one model decoding together in one batch, ...
     inference_max_batch: int = 8
     # ... waiting to join it (more are refused with RESOURCE_EXHAUSTED and a

@@ -85,6 +85,16 @@ class Engine(abc.ABC):
 
     max_new_tokens_limit: int
 
+    @property
+    @abc.abstractmethod
+    def max_admitted(self) -> int:
+        """The most requests it holds at once (queued or running): the server
+        sizes its thread pool above this, so health checks always get one."""
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        return type(self).__name__
+
     @abc.abstractmethod
     def load(self, model_id: str, adapter_id: str = "", pin: bool = False) -> ModelInfo:
         """Loads a model (and an adapter on it) now, and describes it. `pin`

@@ -6,10 +6,9 @@ import logging
 
 from lorafleet.v1 import common_pb2, inference_pb2, inference_pb2_grpc, registry_pb2
 from services.common.clients import ServiceClient
-from services.common.config import Config, ConfigError
+from services.common.config import Config
 from services.common.convert import from_struct
 from services.common.errors import NotFound, shorten
-from services.common.modeling import resolve_device
 from services.common.server import RunningServer, create_server
 from services.inference.convert import (
     FINISH,
@@ -18,8 +17,7 @@ from services.inference.convert import (
     request_from_pb,
 )
 from services.inference.engine import ArtifactRef, Engine
-from services.inference.scheduler import SchedulerSettings
-from services.inference.torch_engine import TorchEngine
+from services.inference.engines import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -89,34 +87,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 RESERVED_THREADS = 8
 
 
-def check_settings(settings: SchedulerSettings) -> None:
-    for name in ("max_batch", "max_queue", "prefill_tokens_per_step"):
-        value = getattr(settings, name)
-        if value < 1:
-            env = {"prefill_tokens_per_step": "PREFILL_TOKENS"}.get(name, name.upper())
-            raise ConfigError(
-                f"inference {name} must be at least 1, got {value} "
-                f"(LORAFLEET_INFERENCE_{env})"
-            )
-
-
-def apply_cpu_threads(threads: int) -> int:
-    """Sets torch's intra-op threads (0 keeps torch's default); returns the
-    count in use. Called before any model loads, so every op uses it."""
-    if threads < 0:
-        raise ConfigError(
-            f"inference_threads must be 0 (one per core) or more, got {threads} "
-            "(LORAFLEET_INFERENCE_THREADS)"
-        )
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
 def create(config: Config, port: int | None = None) -> RunningServer:
-    threads = apply_cpu_threads(config.inference_threads)
     registry = ServiceClient("registry", config)
 
     def resolve(artifact_id: str) -> ArtifactRef:
@@ -134,21 +105,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
             metadata=from_struct(a.metadata),
         )
 
-    settings = SchedulerSettings(
-        max_batch=config.inference_max_batch,
-        max_queue=config.inference_max_queue,
-        prefill_tokens_per_step=config.inference_prefill_tokens,
-    )
-    check_settings(settings)
-    engine = TorchEngine(
-        resolve,
-        resolve_device(config.device),
-        config.max_loaded_models,
-        config.max_new_tokens_limit,
-        settings,
-        adapter_budget_bytes=config.inference_adapter_budget_mb * 1024 * 1024,
-        resolve_ttl_s=config.inference_resolve_ttl_s,
-    )
+    engine = make_engine(config, resolve)
 
     def register(server):
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
@@ -159,7 +116,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     # Every request the engines admit (queued or decoding, per loaded model)
     # holds a server thread while it waits; the rest of the pool stays free
     # for health checks, ListLoadedModels and loads whatever the load.
-    admitted = config.max_loaded_models * (settings.max_queue + settings.max_batch)
+    admitted = engine.max_admitted
     running = create_server(
         "inference",
         config,
@@ -172,6 +129,6 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     )
     running.parts["engine"] = engine
     running.on_stop.append(engine.close)
-    log.info("inference uses %d CPU thread(s) per operation", threads)
+    log.info("inference engine %s: %s", config.inference_engine, engine.describe())
     running.on_stop.append(registry.close)
     return running

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common import datasets
+from services.common.config import Config, ConfigError
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -35,6 +36,7 @@ from services.common.modeling import (
     load_causal_lm,
     load_tokenizer,
     require_safetensors_adapter,
+    resolve_device,
 )
 from services.inference.adapters import AdapterCache, AdapterSlot
 from services.inference.batch import BASE_ADAPTER
@@ -110,6 +112,18 @@ class TorchEngine(Engine):
 
     def now(self) -> float:
         return self._clock()
+
+    @property
+    def max_admitted(self) -> int:
+        return self._max_models * (self._settings.max_queue + self._settings.max_batch)
+
+    def describe(self) -> str:
+        import torch
+
+        return (
+            f"{torch.get_num_threads()} CPU thread(s) per op, device {self._device}, "
+            f"batches of {self._settings.max_batch}, queue {self._settings.max_queue}"
+        )
 
     def _resolve(self, artifact_id: str) -> Any:
         """The registry's record of an artifact, read at most every
@@ -431,3 +445,48 @@ class TorchEngine(Engine):
                 "adapters": len(self.adapters.of_model(entry.artifact.id)),
             }
         return out
+
+
+def check_settings(settings: SchedulerSettings) -> None:
+    for name in ("max_batch", "max_queue", "prefill_tokens_per_step"):
+        value = getattr(settings, name)
+        if value < 1:
+            env = {"prefill_tokens_per_step": "PREFILL_TOKENS"}.get(name, name.upper())
+            raise ConfigError(
+                f"inference {name} must be at least 1, got {value} "
+                f"(LORAFLEET_INFERENCE_{env})"
+            )
+
+
+def apply_cpu_threads(threads: int) -> int:
+    """Sets torch's intra-op threads (0 keeps torch's default); returns the
+    count in use. Called before any model loads, so every op uses it."""
+    if threads < 0:
+        raise ConfigError(
+            f"inference_threads must be 0 (one per core) or more, got {threads} "
+            "(LORAFLEET_INFERENCE_THREADS)"
+        )
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def from_config(config: Config, resolve: Resolver) -> TorchEngine:
+    settings = SchedulerSettings(
+        max_batch=config.inference_max_batch,
+        max_queue=config.inference_max_queue,
+        prefill_tokens_per_step=config.inference_prefill_tokens,
+    )
+    check_settings(settings)
+    apply_cpu_threads(config.inference_threads)
+    return TorchEngine(
+        resolve,
+        resolve_device(config.device),
+        config.max_loaded_models,
+        config.max_new_tokens_limit,
+        settings,
+        adapter_budget_bytes=config.inference_adapter_budget_mb * 1024 * 1024,
+        resolve_ttl_s=config.inference_resolve_ttl_s,
+    )

@@ -1,4 +1,4 @@
-"""The inference service's torch CPU threads come from the config.
+"""The inference service's engine settings: CPU threads, engine name, batch sizes.
 
 Each case runs in its own process: torch's thread count is process-wide and
 the rest of the suite must keep its own.
@@ -15,7 +15,7 @@ import pytest
 _PROBE = """
 import sys
 from services.common.config import load_config
-from services.inference.server import apply_cpu_threads
+from services.inference.torch_engine import apply_cpu_threads
 
 config = load_config(env={"LORAFLEET_INFERENCE_THREADS": sys.argv[1]})
 print(config.inference_threads, apply_cpu_threads(config.inference_threads))
@@ -72,9 +72,34 @@ def test_apply_refuses_a_negative_count_before_touching_torch():
     import torch
 
     from services.common.config import ConfigError
-    from services.inference.server import apply_cpu_threads
+    from services.inference.torch_engine import apply_cpu_threads
 
     before = torch.get_num_threads()
     with pytest.raises(ConfigError, match="LORAFLEET_INFERENCE_THREADS"):
         apply_cpu_threads(-1)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"LORAFLEET_INFERENCE_ENGINE": "vllm"},
+            "unknown inference_engine 'vllm'; known: torch",
+        ),
+        (
+            {"LORAFLEET_INFERENCE_MAX_BATCH": "0"},
+            "inference max_batch must be at least 1, got 0",
+        ),
+    ],
+)
+def test_bad_engine_settings_stop_the_service_with_a_message(tmp_path, env, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "services.inference", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, LORAFLEET_DATA_DIR=str(tmp_path), **env),
+    )
+    assert done.returncode == 1
+    assert message in done.stderr
