@@ -39,6 +39,7 @@ class AdapterSlot:
     pinned: bool = False
     active: int = 0  # requests using it now
     stats: ServingStats = field(default_factory=ServingStats)
+    solo: bool = False  # PEFT cannot mix it with others in one forward (DoRA)
 
 
 class AdapterCache:

@@ -37,8 +37,12 @@ def forward_kwargs(model: Any, adapters: list[str]) -> dict[str, Any]:
     return {}
 
 
-def prefill(model: Any, input_ids: list[int], adapter: str) -> Prefilled:
-    """Runs one prompt with its adapter; the caller holds torch.inference_mode."""
+def prefill(
+    model: Any, input_ids: list[int], adapter: str, solo: bool = False
+) -> Prefilled:
+    """Runs one prompt with its adapter; the caller holds torch.inference_mode
+    and the model's lock. `solo`: the adapter is made the model's active one
+    instead of being named per row (adapters PEFT cannot mix, e.g. DoRA)."""
     import torch
     from transformers import DynamicCache
 
@@ -48,7 +52,7 @@ def prefill(model: Any, input_ids: list[int], adapter: str) -> Prefilled:
         cache=cache,
         use_cache=True,
         logits_to_keep=1,
-        **forward_kwargs(model, [adapter]),
+        **_adapter_kwargs(model, [adapter], solo),
     )
     return Prefilled(cache=cache, logits=out.logits[0, -1], length=len(input_ids))
 
@@ -60,7 +64,8 @@ class DecodeBatch:
     `lengths[i]` is how many real tokens its cache holds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, solo: bool = False) -> None:
+        self.solo = solo  # rows of one adapter PEFT cannot mix (see prefill)
         self.keys: list[Any] = []
         self.adapters: list[str] = []
         self.lengths: list[int] = []
@@ -147,12 +152,20 @@ class DecodeBatch:
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
-            **forward_kwargs(model, self.adapters),
+            **_adapter_kwargs(model, self.adapters, self.solo),
         )
         self._layers = _layers_of(cache)
         self._width += 1
         self.lengths = [n + 1 for n in self.lengths]
         return out.logits[:, -1]
+
+
+def _adapter_kwargs(model: Any, adapters: list[str], solo: bool) -> dict[str, Any]:
+    if not solo:
+        return forward_kwargs(model, adapters)
+    model.set_adapter(adapters[0])  # every row of a solo batch has this adapter
+    model.base_model.enable_adapter_layers()
+    return {}
 
 
 def device_of(model: Any) -> Any:

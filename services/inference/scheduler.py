@@ -78,6 +78,9 @@ class Sequence:
     first_token_at: float = 0.0
     # Called once when the request ends, however: (it, Finished or the error).
     on_end: Callable[[Sequence, Any], None] | None = None
+    # Its adapter cannot share a mixed-adapter forward (PEFT refuses DoRA in
+    # one): it decodes in a batch of its own adapter's rows.
+    solo: bool = False
     ended: bool = False
 
     def cancel(self) -> None:
@@ -119,7 +122,9 @@ class BatchScheduler:
         self.model_lock = model_lock or threading.Lock()
         self._clock = clock
         self._waiting: deque[Sequence] = deque()
-        self._batch = DecodeBatch()
+        # One batch per forward group: every row that PEFT can mix shares "",
+        # each adapter it cannot mix (DoRA) has its own (see batch.py).
+        self._batches: dict[str, DecodeBatch] = {}
         self._rows: dict[Sequence, int] = {}  # row -> its last token
         self._cond = threading.Condition()
         self._closed = False
@@ -151,7 +156,7 @@ class BatchScheduler:
     def pending(self) -> tuple[int, int]:
         """(waiting, decoding) right now."""
         with self._cond:
-            return len(self._waiting), len(self._batch)
+            return len(self._waiting), len(self._rows)
 
     def close(self) -> None:
         """Stops the loop; every request still here ends with CANCELLED."""
@@ -180,7 +185,7 @@ class BatchScheduler:
                     for seq in [*admitted, *self._rows]:
                         _end(seq, "error", error)
                     self._rows.clear()
-                    self._batch = DecodeBatch()
+                    self._batches = {}
         error = Cancelled(f"model {self.name} was unloaded; retry the request")
         with self._cond:
             gone = [*self._waiting, *self._rows]
@@ -209,24 +214,25 @@ class BatchScheduler:
                 continue
             seq.started_at = self._clock()
             with self.model_lock:
-                first = prefill(self.model, seq.input_ids, seq.adapter)
+                first = prefill(self.model, seq.input_ids, seq.adapter, seq.solo)
             if not self._advance(seq, seq.sampler.choose(first.logits)):
-                self._batch.join(seq, seq.adapter, first)
+                group = seq.adapter if seq.solo else ""
+                batch = self._batches.setdefault(group, DecodeBatch(solo=seq.solo))
+                batch.join(seq, seq.adapter, first)
                 self._rows[seq] = seq.generated[-1]
-        if not self._rows:
-            return
-        keys = list(self._batch.keys)
-        with self.model_lock:
-            logits = self._batch.step(self.model, [self._rows[k] for k in keys])
-        self.steps += 1
-        self.rows_stepped += len(keys)
         done = set()
-        for i, seq in enumerate(keys):
-            token = seq.sampler.choose(logits[i])
-            if self._advance(seq, token):
-                done.add(seq)
-            else:
-                self._rows[seq] = token
+        for batch in list(self._batches.values()):
+            keys = list(batch.keys)
+            with self.model_lock:
+                logits = batch.step(self.model, [self._rows[k] for k in keys])
+            self.steps += 1
+            self.rows_stepped += len(keys)
+            for i, seq in enumerate(keys):
+                token = seq.sampler.choose(logits[i])
+                if self._advance(seq, token):
+                    done.add(seq)
+                else:
+                    self._rows[seq] = token
         self._leave(done)
 
     def _drop_gone(self) -> None:
@@ -238,7 +244,10 @@ class BatchScheduler:
 
     def _leave(self, gone: set[Sequence]) -> None:
         if gone:
-            self._batch.leave(gone)
+            for group, batch in list(self._batches.items()):
+                batch.leave(gone)
+                if not len(batch):
+                    del self._batches[group]
             for seq in gone:
                 self._rows.pop(seq, None)
 

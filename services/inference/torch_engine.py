@@ -313,7 +313,14 @@ class TorchEngine(Engine):
             entry.model.eval()
             entry.scheduler.model = entry.model
         self.adapters.add(
-            AdapterSlot(entry.artifact.id, adapter.digest, name, size, {adapter.id})
+            AdapterSlot(
+                entry.artifact.id,
+                adapter.digest,
+                name,
+                size,
+                {adapter.id},
+                solo=bool(getattr(config, "use_dora", False)),
+            )
         )
         log.info(
             "attached adapter %s to %s (model paused %.1f ms)",
@@ -383,6 +390,7 @@ class TorchEngine(Engine):
             seq = Sequence(
                 input_ids=ids,
                 adapter=slot.name if slot else BASE_ADAPTER,
+                solo=bool(slot and slot.solo),
                 max_new_tokens=req.max_new_tokens,
                 sampler=RowSampler(req.temperature, req.top_p, req.seed),
                 eos=entry.eos,

@@ -79,6 +79,11 @@ def artifacts(tmp_path_factory, tiny_model_dir):
             f"sha256:{seed}",
             {"base_model_id": "base", "base_model_digest": "sha256:base"},
         )
+    make_adapter(tiny_model_dir, root / "dora", seed=4, use_dora=True)
+    found["dora"] = ArtifactRef(
+        "dora", "dora", "ADAPTER", str(root / "dora"), "sha256:dora",
+        {"base_model_id": "base", "base_model_digest": "sha256:base"},
+    )  # fmt: skip
     # The same weights registered again: another id, the same digest.
     found["lora-1-again"] = ArtifactRef(
         "lora-1-again", "lora-1", "ADAPTER", str(root / "lora-1"), "sha256:1",
@@ -140,5 +145,22 @@ def test_the_engine_keeps_adapters_within_its_budget(artifacts):
         assert not engine.unload("base", "lora-3")
         [model] = engine.loaded()
         assert [a.adapter_ids for a in model.adapters] == [["lora-1", "lora-1-again"]]
+    finally:
+        engine.close()
+
+
+def test_a_dora_adapter_serves_beside_lora_ones(artifacts):
+    """PEFT refuses DoRA in a mixed-adapter forward: the engine decodes its
+    rows in their own batch, concurrently with the others."""
+    engine = TorchEngine(artifacts.__getitem__, "cpu", 1, 64)
+    try:
+        alone = {a: generate(engine, a) for a in ("dora", "lora-1", "")}
+        req = GenerationRequest(prompt="Order for Ana", max_new_tokens=6)
+        handles = {a: engine.submit("base", a, req) for a in ("dora", "lora-1", "")}
+        together = {a: list(h.results())[-1][1].text for a, h in handles.items()}
+        assert together == alone
+        [model] = engine.loaded()
+        solo = {a.adapter_ids[0]: a for a in model.adapters}
+        assert solo["dora"].stats.requests == 2
     finally:
         engine.close()

@@ -35,6 +35,7 @@ def tiny(tmp_path_factory):
     lora = dict(target_modules="all-linear", init_lora_weights=False)
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, **lora), "a1")
     model.add_adapter("a2", LoraConfig(r=4, lora_alpha=8, **lora))
+    model.add_adapter("d1", LoraConfig(r=4, lora_alpha=8, use_dora=True, **lora))
     model.eval()
     return model, AutoTokenizer.from_pretrained(path)
 
@@ -220,3 +221,21 @@ def test_closing_ends_every_request_with_cancelled(tiny):
     sched.close()
     with pytest.raises(Cancelled, match="unloaded"):
         finish(seq)
+
+
+def test_dora_rows_decode_in_their_own_batch_beside_mixed_ones(tiny, scheduler):
+    """PEFT cannot mix a DoRA adapter into a mixed-adapter forward; its rows
+    run as a batch of their own and still match generating alone."""
+    model, _ = tiny
+    asks = [
+        ([5, 9, 33, 12, 7], "d1", 10),
+        ([40, 41, 42], "a1", 8),
+        ([3, 4], "d1", 6),
+        ([8] * 5, BASE_ADAPTER, 7),
+    ]
+    expected = [alone(model, *r) for r in asks]
+    sched = scheduler(max_batch=8)
+    seqs = [sched.submit(greedy(*r, solo=r[1] == "d1")) for r in asks]
+    for seq in seqs:
+        finish(seq)
+    assert [s.generated for s in seqs] == expected
