@@ -53,3 +53,46 @@ def test_the_imported_model_answers_sensibly(suite, smollm2):
     )
     assert "Paris" in reply.output.text
     assert reply.output.finish_reason == common_pb2.FINISH_REASON_EOS
+
+
+def test_64_concurrent_calls_all_finish_and_health_keeps_answering(suite, smollm2):
+    """The hostile-user case of the batching issue: 64 concurrent Generate
+    calls on the real model used to end in 60 DEADLINE_EXCEEDED with the
+    service's own health check timing out. Now they share decode batches:
+    all finish, and health answers while they run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    inference = suite.stub("inference")
+    health = health_pb2_grpc.HealthStub(
+        grpc.insecure_channel(suite.address("inference"))
+    )
+
+    def call(i: int):
+        return inference.Generate(
+            inference_pb2.InferenceServiceGenerateRequest(
+                model_id=smollm2.id,
+                params=common_pb2.GenerationParams(
+                    prompt=f"Order {i} for Ana: 2 x socks.", max_new_tokens=6
+                ),
+            ),
+            timeout=600,
+        ).output
+
+    with ThreadPoolExecutor(64) as pool:
+        calls = [pool.submit(call, i) for i in range(64)]
+        answers = []
+        while not all(c.done() for c in calls):
+            answers.append(
+                health.Check(health_pb2.HealthCheckRequest(), timeout=60).status
+            )
+        outputs = [c.result() for c in calls]
+    assert all(o.completion_tokens >= 1 for o in outputs)
+    assert answers and set(answers) == {health_pb2.HealthCheckResponse.SERVING}
+    listed = inference.ListLoadedModels(
+        inference_pb2.ListLoadedModelsRequest(), timeout=60
+    )
+    [model] = [m for m in listed.models if m.model_id == smollm2.id]
+    assert model.mean_batch_rows > 1.0  # they really shared steps

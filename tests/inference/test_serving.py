@@ -344,3 +344,26 @@ def test_list_loaded_models_shows_adapters_with_their_books_and_stats(bed):
     # It comes back on the next request for it.
     out = inference.Generate(request(base.id, adapters[0].id, new=3), timeout=120)
     assert out.output.completion_tokens >= 1
+
+
+def test_a_stream_gets_its_text_piece_by_piece(bed):
+    """Chunks come as tokens are made (many chunks, not one at the end), and
+    add up to the unary answer."""
+    suite, base, adapters = bed
+    inference = suite.stub("inference")
+    ask = request(base.id, adapters[0].id, prompt="Order 7 for Ana", new=40)
+    whole = inference.Generate(ask, timeout=120).output
+    entry = next(e for e in engine(suite).entries() if e.artifact.id == base.id)
+    stream = inference.GenerateStream(
+        inference_pb2.InferenceServiceGenerateStreamRequest(
+            model_id=ask.model_id, adapter_id=ask.adapter_id, params=ask.params
+        ),
+        timeout=120,
+    )
+    chunks = list(stream)
+    text = "".join(c.chunk.text_delta for c in chunks)
+    assert text == whole.text
+    assert chunks[-1].chunk.completion_tokens == whole.completion_tokens
+    assert whole.completion_tokens > 2  # else this proves nothing
+    assert len(chunks) > 2  # piece by piece, not one chunk at the end
+    assert entry.scheduler.pending() == (0, 0)
