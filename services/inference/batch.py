@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from services.inference import lora_rows
+
 # PEFT's name for "no adapter" in a mixed-adapter forward (adapter_names=).
 BASE_ADAPTER = "__base__"
 
@@ -47,12 +49,14 @@ def prefill(
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    out = model(
+    out = run_forward(
+        model,
+        [adapter],
+        solo,
         input_ids=torch.tensor([input_ids], device=device_of(model)),
         cache=cache,
         use_cache=True,
         logits_to_keep=1,
-        **_adapter_kwargs(model, [adapter], solo),
     )
     return Prefilled(cache=cache, logits=out.logits[0, -1], length=len(input_ids))
 
@@ -145,14 +149,16 @@ class DecodeBatch:
         for i, length in enumerate(self.lengths):
             mask[i, self._width - length :] = 1
         cache = DynamicCache(self._layers)
-        out = model(
+        out = run_forward(
+            model,
+            self.adapters,
+            self.solo,
             input_ids=torch.tensor(tokens, device=device).view(rows, 1),
             attention_mask=mask.to(device),
             position_ids=torch.tensor(self.lengths, device=device).view(rows, 1),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
-            **_adapter_kwargs(model, self.adapters, self.solo),
         )
         self._layers = _layers_of(cache)
         self._width += 1
@@ -160,12 +166,26 @@ class DecodeBatch:
         return out.logits[:, -1]
 
 
-def _adapter_kwargs(model: Any, adapters: list[str], solo: bool) -> dict[str, Any]:
-    if not solo:
-        return forward_kwargs(model, adapters)
-    model.set_adapter(adapters[0])  # every row of a solo batch has this adapter
-    model.base_model.enable_adapter_layers()
-    return {}
+def run_forward(model: Any, adapters: list[str], solo: bool, **inputs: Any) -> Any:
+    """One forward with row i under adapters[i].
+
+    A solo batch (adapters PEFT cannot mix, e.g. DoRA) makes its adapter the
+    active one. A mixed batch of plain LoRA adapters (named in the model's
+    `lorafleet_plain`, kept by the engine) runs through lora_rows, which is
+    bit-identical to PEFT's mixed-batch forward and cheaper; any other mixed
+    batch goes through PEFT's `adapter_names`.
+    """
+    if solo:
+        model.set_adapter(adapters[0])  # every row of a solo batch has it
+        model.base_model.enable_adapter_layers()
+        return model(**inputs)
+    if not getattr(model, "peft_config", None):
+        return model(**inputs)  # a plain or merged model: no adapters at all
+    plain = getattr(model, "lorafleet_plain", None)
+    if plain is not None and all(a == BASE_ADAPTER or a in plain for a in adapters):
+        with lora_rows.rows(adapters):
+            return lora_rows.inner_model(model)(**inputs)
+    return model(**inputs, **forward_kwargs(model, adapters))
 
 
 def device_of(model: Any) -> Any:

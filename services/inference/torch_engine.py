@@ -38,6 +38,7 @@ from services.common.modeling import (
     require_safetensors_adapter,
     resolve_device,
 )
+from services.inference import lora_rows
 from services.inference.adapters import AdapterCache, AdapterSlot
 from services.inference.batch import BASE_ADAPTER
 from services.inference.engine import AdapterInfo, Engine, ModelInfo, Resolver
@@ -311,6 +312,10 @@ class TorchEngine(Engine):
                     f"{len(stray)} weights match no layer (e.g. {stray[0]})"
                 )
             entry.model.eval()
+            lora_rows.install(entry.model)  # new LoRA layers too (idempotent)
+            plain = entry.model.__dict__.setdefault("lorafleet_plain", set())
+            if lora_rows.plain_adapter(config):
+                plain.add(name)
             entry.scheduler.model = entry.model
         self.adapters.add(
             AdapterSlot(
@@ -338,6 +343,7 @@ class TorchEngine(Engine):
         with entry.scheduler.model_lock:
             if slot.name in getattr(entry.model, "peft_config", {}):
                 entry.model.delete_adapter(slot.name)
+            entry.model.__dict__.get("lorafleet_plain", set()).discard(slot.name)
         log.info("unloaded adapter %s from %s", slot.digest, slot.model_id)
 
     def unload(self, model_id: str, adapter_id: str = "") -> bool:

@@ -239,3 +239,34 @@ def test_dora_rows_decode_in_their_own_batch_beside_mixed_ones(tiny, scheduler):
     for seq in seqs:
         finish(seq)
     assert [s.generated for s in seqs] == expected
+
+
+def test_the_lean_lora_path_matches_peft_and_generating_alone(tiny, scheduler):
+    """With the adapters marked plain (as the engine does), mixed batches run
+    through lora_rows instead of PEFT's adapter_names: same tokens as
+    generating alone, DoRA rows beside them still in their own batch."""
+    from services.inference import lora_rows
+
+    model, _ = tiny
+    asks = [*REQUESTS, ([5, 9, 33], "d1", 9)]
+    expected = [alone(model, *r) for r in asks]
+    assert lora_rows.install(model) > 0
+    model.__dict__["lorafleet_plain"] = {"a1", "a2"}
+    calls = []
+    real_rows = lora_rows.rows
+
+    def counting(names):
+        calls.append(tuple(names))
+        return real_rows(names)
+
+    lora_rows.rows = counting
+    try:
+        sched = scheduler(max_batch=8)
+        seqs = [sched.submit(greedy(*r, solo=r[1] == "d1")) for r in asks]
+        for seq in seqs:
+            finish(seq)
+    finally:
+        lora_rows.rows = real_rows
+        del model.__dict__["lorafleet_plain"]
+    assert [s.generated for s in seqs] == expected
+    assert calls and all("d1" not in names for names in calls)
