@@ -133,6 +133,9 @@ class Config:
     # Inference: bytes of LoRA weights held, over all models (least recently
     # used adapters that are neither pinned nor serving leave first).
     inference_adapter_budget_mb: int = 1024
+    # Inference: keys and values of shared prompt prefixes kept per model
+    # (a chat template's system turn is prefilled once per adapter); 0 = off.
+    inference_prefix_cache_mb: int = 256
     # Inference: how long a registry read of an artifact is reused (ids name
     # fixed weights; the re-read notices archived artifacts).
     inference_resolve_ttl_s: float = 10.0

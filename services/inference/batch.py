@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.inference import lora_rows
+from services.inference.prefix_cache import PrefixCache
 
 # PEFT's name for "no adapter" in a mixed-adapter forward (adapter_names=).
 BASE_ADAPTER = "__base__"
@@ -40,24 +41,34 @@ def forward_kwargs(model: Any, adapters: list[str]) -> dict[str, Any]:
 
 
 def prefill(
-    model: Any, input_ids: list[int], adapter: str, solo: bool = False
+    model: Any,
+    input_ids: list[int],
+    adapter: str,
+    solo: bool = False,
+    prefixes: PrefixCache | None = None,
 ) -> Prefilled:
-    """Runs one prompt with its adapter; the caller holds torch.inference_mode
-    and the model's lock. `solo`: the adapter is made the model's active one
-    instead of being named per row (adapters PEFT cannot mix, e.g. DoRA)."""
+    """Runs one prompt with its adapter, from the longest kept prefix of it
+    when `prefixes` has one; the caller holds torch.inference_mode and the
+    model's lock. `solo`: see run_forward."""
     import torch
     from transformers import DynamicCache
 
-    cache = DynamicCache()
+    start, kept = (
+        (0, None) if prefixes is None else prefixes.longest(adapter, input_ids)
+    )
+    cache = DynamicCache(kept) if kept else DynamicCache()
     out = run_forward(
         model,
         [adapter],
         solo,
-        input_ids=torch.tensor([input_ids], device=device_of(model)),
+        input_ids=torch.tensor([input_ids[start:]], device=device_of(model)),
         cache=cache,
         use_cache=True,
         logits_to_keep=1,
     )
+    if prefixes is not None:
+        prefixes.stats.tokens_prefilled += len(input_ids) - start
+        prefixes.keep(adapter, input_ids, _layers_of(cache))
     return Prefilled(cache=cache, logits=out.logits[0, -1], length=len(input_ids))
 
 

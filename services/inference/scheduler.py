@@ -31,6 +31,7 @@ from services.common.errors import (
     ResourceExhausted,
 )
 from services.inference.batch import DecodeBatch, prefill
+from services.inference.prefix_cache import PrefixCache
 from services.inference.sampling import RowSampler
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class SchedulerSettings:
     max_queue: int = 64  # requests waiting to join; more are refused
     prefill_tokens_per_step: int = 2048  # prompt tokens prefilled per turn
     retry_after_s: float = 1.0  # the hint a refused caller gets
+    prefix_cache_bytes: int = 256 << 20  # kept prompt prefixes (0: none)
 
 
 @dataclass
@@ -128,6 +130,7 @@ class BatchScheduler:
         self._rows: dict[Sequence, int] = {}  # row -> its last token
         self._cond = threading.Condition()
         self._closed = False
+        self.prefixes = PrefixCache(settings.prefix_cache_bytes)
         self.steps = 0  # decode steps run (tests and stats)
         self.rows_stepped = 0  # rows over all steps: occupancy = this / steps
         self._thread = threading.Thread(
@@ -214,7 +217,9 @@ class BatchScheduler:
                 continue
             seq.started_at = self._clock()
             with self.model_lock:
-                first = prefill(self.model, seq.input_ids, seq.adapter, seq.solo)
+                first = prefill(
+                    self.model, seq.input_ids, seq.adapter, seq.solo, self.prefixes
+                )
             if not self._advance(seq, seq.sampler.choose(first.logits)):
                 group = seq.adapter if seq.solo else ""
                 batch = self._batches.setdefault(group, DecodeBatch(solo=seq.solo))

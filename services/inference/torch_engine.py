@@ -344,6 +344,7 @@ class TorchEngine(Engine):
             if slot.name in getattr(entry.model, "peft_config", {}):
                 entry.model.delete_adapter(slot.name)
             entry.model.__dict__.get("lorafleet_plain", set()).discard(slot.name)
+            entry.scheduler.prefixes.clear_adapter(slot.name)
         log.info("unloaded adapter %s from %s", slot.digest, slot.model_id)
 
     def unload(self, model_id: str, adapter_id: str = "") -> bool:
@@ -492,6 +493,7 @@ def from_config(config: Config, resolve: Resolver) -> TorchEngine:
         max_batch=config.inference_max_batch,
         max_queue=config.inference_max_queue,
         prefill_tokens_per_step=config.inference_prefill_tokens,
+        prefix_cache_bytes=config.inference_prefix_cache_mb * 1024 * 1024,
     )
     check_settings(settings)
     apply_cpu_threads(config.inference_threads)

@@ -16,48 +16,7 @@ from services.common.errors import Cancelled, DeadlineExceeded, ResourceExhauste
 from services.inference.batch import BASE_ADAPTER
 from services.inference.sampling import RowSampler
 from services.inference.scheduler import BatchScheduler, SchedulerSettings, Sequence
-from tests.tiny_models import build_tiny_model, build_tokenizer
-
-CORPUS = ["hello world, an order for Ana: two coffees and a cake, please."] * 20
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root = tmp_path_factory.mktemp("batch")
-    build_tokenizer(root / "tok", CORPUS)
-    path = build_tiny_model(root / "model", root / "tok")
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    lora = dict(target_modules="all-linear", init_lora_weights=False)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, **lora), "a1")
-    model.add_adapter("a2", LoraConfig(r=4, lora_alpha=8, **lora))
-    model.add_adapter("d1", LoraConfig(r=4, lora_alpha=8, use_dora=True, **lora))
-    model.eval()
-    return model, AutoTokenizer.from_pretrained(path)
-
-
-def alone(model, ids: list[int], adapter: str, new: int) -> list[int]:
-    """The reference: `generate` with this request's adapter and nothing else."""
-    import torch
-
-    with torch.inference_mode():
-        if adapter == BASE_ADAPTER:
-            with model.disable_adapter():
-                out = model.generate(
-                    torch.tensor([ids]), max_new_tokens=new, min_new_tokens=new,
-                    do_sample=False, pad_token_id=0,
-                )  # fmt: skip
-        else:
-            model.set_adapter(adapter)
-            out = model.generate(
-                torch.tensor([ids]), max_new_tokens=new, min_new_tokens=new,
-                do_sample=False, pad_token_id=0,
-            )  # fmt: skip
-    return out[0, len(ids) :].tolist()
+from tests.inference.helpers import alone
 
 
 def greedy(ids, adapter, new, **kw) -> Sequence:
