@@ -172,7 +172,8 @@ def register_adapters(registry, base, paths: list[Path]) -> list[str]:
 
 def swap_ms(stub, model_id: str, adapter_ids: list[str], calls: int) -> dict:
     """Per resident count: mean latency of 1-token requests cycling over the
-    resident adapters minus the mean on one adapter (after loading all)."""
+    resident adapters minus the mean on one adapter (after loading all and
+    serving each once, so the prefix cache favours neither)."""
     from lorafleet.v1 import common_pb2, inference_pb2
 
     def timed(adapter: str) -> float:
@@ -194,6 +195,8 @@ def swap_ms(stub, model_id: str, adapter_ids: list[str], calls: int) -> dict:
                 inference_pb2.LoadModelRequest(model_id=model_id, adapter_id=adapter),
                 timeout=600,
             )
+        for adapter in adapter_ids[:resident]:  # warm: its prompt prefix kept
+            timed(adapter)
         same, cycling = [], []
         for i in range(calls):  # interleaved, so load drifts hit both alike
             same.append(timed(adapter_ids[0]))
