@@ -200,7 +200,9 @@ def test_dora_rows_decode_in_their_own_batch_beside_mixed_ones(tiny, scheduler):
     assert [s.generated for s in seqs] == expected
 
 
-def test_the_lean_lora_path_matches_peft_and_generating_alone(tiny, scheduler):
+def test_the_lean_lora_path_matches_peft_and_generating_alone(
+    tiny, scheduler, monkeypatch
+):
     """With the adapters marked plain (as the engine does), mixed batches run
     through lora_rows instead of PEFT's adapter_names: same tokens as
     generating alone, DoRA rows beside them still in their own batch."""
@@ -210,7 +212,7 @@ def test_the_lean_lora_path_matches_peft_and_generating_alone(tiny, scheduler):
     asks = [*REQUESTS, ([5, 9, 33], "d1", 9)]
     expected = [alone(model, *r) for r in asks]
     assert lora_rows.install(model) > 0
-    model.__dict__["lorafleet_plain"] = {"a1", "a2"}
+    monkeypatch.setitem(model.__dict__, "lorafleet_plain", {"a1", "a2"})
     calls = []
     real_rows = lora_rows.rows
 
@@ -218,14 +220,10 @@ def test_the_lean_lora_path_matches_peft_and_generating_alone(tiny, scheduler):
         calls.append(tuple(names))
         return real_rows(names)
 
-    lora_rows.rows = counting
-    try:
-        sched = scheduler(max_batch=8)
-        seqs = [sched.submit(greedy(*r, solo=r[1] == "d1")) for r in asks]
-        for seq in seqs:
-            finish(seq)
-    finally:
-        lora_rows.rows = real_rows
-        del model.__dict__["lorafleet_plain"]
+    monkeypatch.setattr(lora_rows, "rows", counting)
+    sched = scheduler(max_batch=8)
+    seqs = [sched.submit(greedy(*r, solo=r[1] == "d1")) for r in asks]
+    for seq in seqs:
+        finish(seq)
     assert [s.generated for s in seqs] == expected
     assert calls and all("d1" not in names for names in calls)
