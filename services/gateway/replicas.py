@@ -1,0 +1,96 @@
+"""Choosing the inference replica for a request: adapter affinity, bounded load.
+
+Each (model, adapter) ranks the replicas by a hash of the pair and the
+replica's address (rendezvous hashing): every gateway replica ranks them
+alike with no shared state, an adapter stays hot on the replica at the top
+of its ranking, and a replica that drops out only moves the adapters it was
+serving (everyone else's top replica is unchanged). So that one popular
+adapter cannot swamp its replica, no replica takes more than
+max(min_bound, ceil((1 + epsilon) x average)) of the requests in flight;
+past that a request goes to the next replica in its ranking (consistent
+hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam 2018).
+`min_bound` (a replica's batch size) keeps a few concurrent requests of one
+adapter together rather than spreading them from the second one on.
+
+Not yet wired into the gateway's router (issue 11, item 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+
+
+def score(key: str, replica: str) -> int:
+    digest = hashlib.sha256(f"{key}\0{replica}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class ReplicaChooser:
+    def __init__(
+        self, replicas: list[str], epsilon: float = 0.25, min_bound: int = 8
+    ) -> None:
+        if not replicas:
+            raise ValueError("at least one inference replica is needed")
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon}")
+        self._replicas = list(dict.fromkeys(replicas))
+        self._epsilon = epsilon
+        # A replica batches this many requests at no extra cost: below it,
+        # affinity wins over spreading (inference_max_batch).
+        self._min_bound = max(1, min_bound)
+        self._load = {r: 0 for r in self._replicas}
+        self._lock = threading.Lock()
+
+    @property
+    def replicas(self) -> list[str]:
+        with self._lock:
+            return list(self._replicas)
+
+    def rank(self, key: str) -> list[str]:
+        """Every replica, the one `key` prefers first."""
+        with self._lock:
+            replicas = list(self._replicas)
+        return sorted(replicas, key=lambda r: score(key, r), reverse=True)
+
+    def bound(self) -> int:
+        """The most requests one replica may have in flight if one more came."""
+        with self._lock:
+            return self._bound()
+
+    def _bound(self) -> int:
+        total = sum(self._load.values()) + 1
+        fair = math.ceil((1 + self._epsilon) * total / len(self._replicas))
+        return max(self._min_bound, fair)
+
+    def acquire(self, key: str) -> str:
+        """The replica for one request (counted in flight until `release`)."""
+        ranking = self.rank(key)
+        with self._lock:
+            limit = self._bound()
+            for replica in ranking:
+                if replica in self._load and self._load[replica] + 1 <= limit:
+                    self._load[replica] += 1
+                    return replica
+            # Unreachable while the bound is at least the mean; kept as a guard.
+            replica = min(self._load, key=self._load.__getitem__)
+            self._load[replica] += 1
+            return replica
+
+    def release(self, replica: str) -> None:
+        with self._lock:
+            if self._load.get(replica, 0) > 0:
+                self._load[replica] -= 1
+
+    def in_flight(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._load)
+
+    def set_replicas(self, replicas: list[str]) -> None:
+        """Replicas came or went (health, configuration); loads carry over."""
+        if not replicas:
+            raise ValueError("at least one inference replica is needed")
+        with self._lock:
+            self._replicas = list(dict.fromkeys(replicas))
+            self._load = {r: self._load.get(r, 0) for r in self._replicas}
