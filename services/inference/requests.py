@@ -54,4 +54,6 @@ class GenerationResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "eos" | "length" | "stop"
-    latency_ms: float
+    latency_ms: float  # from its prefill to its last token
+    queue_ms: float = 0.0  # waiting to join the batch
+    first_token_ms: float = 0.0  # from arrival to its first token

@@ -32,6 +32,7 @@ from services.common.errors import (
 )
 from services.inference.batch import DecodeBatch, prefill
 from services.inference.prefix_cache import PrefixCache
+from services.inference.requests import GenerationResult
 from services.inference.sampling import RowSampler
 
 log = logging.getLogger(__name__)
@@ -46,17 +47,6 @@ class SchedulerSettings:
     prefill_tokens_per_step: int = 2048  # prompt tokens prefilled per turn
     retry_after_s: float = 1.0  # the hint a refused caller gets
     prefix_cache_bytes: int = 256 << 20  # kept prompt prefixes (0: none)
-
-
-@dataclass
-class Finished:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "eos" | "length" | "stop"
-    latency_ms: float
-    queue_ms: float
-    first_token_ms: float
 
 
 @dataclass(eq=False)
@@ -78,7 +68,7 @@ class Sequence:
     submitted_at: float = 0.0
     started_at: float = 0.0
     first_token_at: float = 0.0
-    # Called once when the request ends, however: (it, Finished or the error).
+    # Called once when the request ends, however: (it, its result or the error).
     on_end: Callable[[Sequence, Any], None] | None = None
     # Its adapter cannot share a mixed-adapter forward (PEFT refuses DoRA in
     # one): it decodes in a batch of its own adapter's rows.
@@ -89,8 +79,8 @@ class Sequence:
         """The caller is gone: the row leaves at the next turn."""
         self.cancelled.set()
 
-    def results(self) -> Iterator[tuple[str, Finished | None]]:
-        """(text delta, None) as text appears, then ("", Finished); raises the
+    def results(self) -> Iterator[tuple[str, GenerationResult | None]]:
+        """(text delta, None) as text appears, then ("", its result); raises the
         request's error. Blocks between events."""
         while True:
             kind, value = self.events.get()
@@ -301,8 +291,10 @@ class BatchScheduler:
             seq.events.put(("delta", text[len(seq.emitted) :]))
             seq.emitted = text
 
-    def _finished(self, seq: Sequence, text: str, reason: str, now: float) -> Finished:
-        return Finished(
+    def _finished(
+        self, seq: Sequence, text: str, reason: str, now: float
+    ) -> GenerationResult:
+        return GenerationResult(
             text=text,
             prompt_tokens=len(seq.input_ids),
             completion_tokens=len(seq.generated),

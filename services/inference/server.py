@@ -8,6 +8,7 @@ from lorafleet.v1 import common_pb2, inference_pb2, inference_pb2_grpc, registry
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.convert import from_struct
+from services.common.deadlines import remaining_s
 from services.common.errors import NotFound, shorten
 from services.common.server import RunningServer, create_server
 from services.inference.convert import (
@@ -26,12 +27,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def _deadline(self, context) -> float | None:
-        """The caller's deadline on the engine's clock (None: it set none)."""
-        remaining = context.time_remaining()
-        if remaining is None or remaining > 10**8:
-            return None
-        return self._engine.now() + remaining
+    def _deadline(self) -> float | None:
+        """The served call's deadline (recorded by the shared interceptor) on
+        the engine's clock; None when the caller set none."""
+        left = remaining_s()
+        return None if left is None else self._engine.now() + left
 
     def LoadModel(self, request, context):
         loaded = self._engine.load(request.model_id, request.adapter_id, request.pin)
@@ -61,7 +61,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             request.model_id,
             request.adapter_id,
             req,
-            self._deadline(context),
+            self._deadline(),
             context.add_callback,
         )
         return inference_pb2.InferenceServiceGenerateResponse(
@@ -74,7 +74,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             request.model_id,
             request.adapter_id,
             req,
-            self._deadline(context),
+            self._deadline(),
             context.add_callback,
         ):
             chunk = common_pb2.GenerationChunk(text_delta=delta)

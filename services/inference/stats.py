@@ -21,7 +21,7 @@ class ServingStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, seq: Any, outcome: Any) -> None:
-        """One request ended: `outcome` is its Finished, or the error."""
+        """One request ended: `outcome` is its GenerationResult, or the error."""
         with self._lock:
             self.requests += 1
             self.prompt_tokens += len(seq.input_ids)

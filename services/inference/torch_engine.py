@@ -22,11 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common import datasets
-from services.common.config import Config, ConfigError
 from services.common.errors import (
     FailedPrecondition,
-    InvalidArgument,
     ResourceExhausted,
     Unavailable,
 )
@@ -36,22 +33,18 @@ from services.common.modeling import (
     load_causal_lm,
     load_tokenizer,
     require_safetensors_adapter,
-    resolve_device,
 )
 from services.inference import lora_rows
 from services.inference.adapters import AdapterCache, AdapterSlot
 from services.inference.batch import BASE_ADAPTER
 from services.inference.engine import AdapterInfo, Engine, ModelInfo, Resolver
+from services.inference.prompting import context_of, prompt_ids
 from services.inference.requests import GenerationRequest
 from services.inference.sampling import RowSampler
 from services.inference.scheduler import BatchScheduler, SchedulerSettings, Sequence
 from services.inference.stats import ServingStats
 
 log = logging.getLogger(__name__)
-
-# Prompts longer than this many characters per context token are refused
-# before tokenizing (no tokenizer packs more into one token).
-MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclass
@@ -72,15 +65,6 @@ class LoadedModel:
 
 def _peft_name(digest: str) -> str:
     return "d_" + "".join(c for c in digest if c.isalnum())[:40]
-
-
-def context_of(model: Any) -> int | None:
-    config = model.config
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 class TorchEngine(Engine):
@@ -136,11 +120,8 @@ class TorchEngine(Engine):
             return hit[1]
         artifact = self._resolve_remote(artifact_id)
         self._resolved[artifact_id] = (now, artifact)
-        if len(self._resolved) > 4096:  # forget the oldest reads
-            for key in sorted(self._resolved, key=lambda k: self._resolved[k][0])[
-                :1024
-            ]:
-                self._resolved.pop(key, None)
+        if len(self._resolved) > 4096:  # a bound: start again (reads are cheap)
+            self._resolved = {artifact_id: (now, artifact)}
         return artifact
 
     # --- loading --------------------------------------------------------------------
@@ -239,6 +220,7 @@ class TorchEngine(Engine):
             with self._lock:
                 if artifact.id in self._models:
                     return self._models[artifact.id]
+                self._check_room(artifact.id)  # before the costly load
             started = time.perf_counter()
             path = Path(artifact.local_path)
             model = load_causal_lm(path, self._device)
@@ -265,16 +247,11 @@ class TorchEngine(Engine):
             )
             with self._lock:
                 self._loading.pop(artifact.id, None)
-                unpinned = [k for k, e in self._models.items() if not e.pinned]
-                over = len(self._models) + 1 - self._max_models
-                if over > len(unpinned):
+                try:
+                    unpinned, over = self._check_room(artifact.id)
+                except ResourceExhausted:  # pinned by others while it loaded
                     entry.scheduler.close()
-                    raise ResourceExhausted(
-                        f"cannot load {artifact.id}: all {len(self._models)} "
-                        f"loaded models are pinned (max_loaded_models "
-                        f"{self._max_models}); unload one or raise the limit",
-                        quota_subject="inference max_loaded_models",
-                    )
+                    raise
                 evicted = [self._models.pop(k) for k in unpinned[: max(0, over)]]
                 self._models[artifact.id] = entry
             for old in evicted:
@@ -282,6 +259,20 @@ class TorchEngine(Engine):
                 self.adapters.drop_model(old.artifact.id)
                 old.scheduler.close()
             return entry
+
+    def _check_room(self, model_id: str) -> tuple[list[str], int]:
+        """(unpinned models, how many must leave) for one more model; refuses
+        when the pinned ones leave no room. Under the lock."""
+        unpinned = [k for k, e in self._models.items() if not e.pinned]
+        over = len(self._models) + 1 - self._max_models
+        if over > len(unpinned):
+            raise ResourceExhausted(
+                f"cannot load {model_id}: all {len(self._models)} loaded models "
+                f"are pinned (max_loaded_models {self._max_models}); unload one "
+                "or raise the limit",
+                quota_subject="inference max_loaded_models",
+            )
+        return unpinned, over
 
     def _read_and_attach(self, entry: LoadedModel, adapter: Any) -> None:
         from peft import PeftConfig, PeftModel, set_peft_model_state_dict
@@ -391,7 +382,7 @@ class TorchEngine(Engine):
     ) -> Sequence:
         req.check(self.max_new_tokens_limit)
         entry = self._model(model_id)
-        ids = self._tokenize(entry, req)
+        ids = prompt_ids(entry.tokenizer, req, entry.context_tokens, entry.artifact.id)
         slot = self._adapter(entry, adapter_id) if adapter_id else None
         try:
             seq = Sequence(
@@ -420,89 +411,3 @@ class TorchEngine(Engine):
                 self.adapters.release(slot)
 
         return ended
-
-    def _tokenize(self, entry: LoadedModel, req: GenerationRequest) -> list[int]:
-        limit = entry.context_tokens
-        chars = len(req.prompt) + sum(len(m["content"]) for m in req.messages)
-        if limit is not None and chars > limit * MAX_CHARS_PER_TOKEN:
-            raise InvalidArgument(
-                f"the prompt has {chars} characters, more than model "
-                f"{entry.artifact.id}'s context of {limit} tokens can hold; "
-                "shorten it",
-                field="params.prompt",
-            )
-        if req.raw:
-            text = req.prompt
-        else:
-            messages = req.messages or [{"role": "user", "content": req.prompt}]
-            text = datasets.render_prompt(entry.tokenizer, messages)
-        ids = entry.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise InvalidArgument("the prompt is empty", field="params.prompt")
-        if limit is not None and len(ids) + req.max_new_tokens > limit:
-            raise InvalidArgument(
-                f"prompt tokens ({len(ids)}) plus max_new_tokens "
-                f"({req.max_new_tokens}) = {len(ids) + req.max_new_tokens} exceed "
-                f"model {entry.artifact.id}'s context of {limit} tokens; shorten "
-                "the prompt or lower params.max_new_tokens",
-                field="params.max_new_tokens",
-            )
-        return ids
-
-    def stats(self) -> dict[str, Any]:
-        out = {}
-        for entry in self.entries():
-            waiting, decoding = entry.scheduler.pending()
-            out[entry.artifact.id] = {
-                "waiting": waiting,
-                "decoding": decoding,
-                "steps": entry.scheduler.steps,
-                "adapters": len(self.adapters.of_model(entry.artifact.id)),
-            }
-        return out
-
-
-def check_settings(settings: SchedulerSettings) -> None:
-    for name in ("max_batch", "max_queue", "prefill_tokens_per_step"):
-        value = getattr(settings, name)
-        if value < 1:
-            env = {"prefill_tokens_per_step": "PREFILL_TOKENS"}.get(name, name.upper())
-            raise ConfigError(
-                f"inference {name} must be at least 1, got {value} "
-                f"(LORAFLEET_INFERENCE_{env})"
-            )
-
-
-def apply_cpu_threads(threads: int) -> int:
-    """Sets torch's intra-op threads (0 keeps torch's default); returns the
-    count in use. Called before any model loads, so every op uses it."""
-    if threads < 0:
-        raise ConfigError(
-            f"inference_threads must be 0 (one per core) or more, got {threads} "
-            "(LORAFLEET_INFERENCE_THREADS)"
-        )
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
-def from_config(config: Config, resolve: Resolver) -> TorchEngine:
-    settings = SchedulerSettings(
-        max_batch=config.inference_max_batch,
-        max_queue=config.inference_max_queue,
-        prefill_tokens_per_step=config.inference_prefill_tokens,
-        prefix_cache_bytes=config.inference_prefix_cache_mb * 1024 * 1024,
-    )
-    check_settings(settings)
-    apply_cpu_threads(config.inference_threads)
-    return TorchEngine(
-        resolve,
-        resolve_device(config.device),
-        config.max_loaded_models,
-        config.max_new_tokens_limit,
-        settings,
-        adapter_budget_bytes=config.inference_adapter_budget_mb * 1024 * 1024,
-        resolve_ttl_s=config.inference_resolve_ttl_s,
-    )

@@ -15,7 +15,7 @@ import pytest
 _PROBE = """
 import sys
 from services.common.config import load_config
-from services.inference.torch_engine import apply_cpu_threads
+from services.inference.torch_config import apply_cpu_threads
 
 config = load_config(env={"LORAFLEET_INFERENCE_THREADS": sys.argv[1]})
 print(config.inference_threads, apply_cpu_threads(config.inference_threads))
@@ -72,7 +72,7 @@ def test_apply_refuses_a_negative_count_before_touching_torch():
     import torch
 
     from services.common.config import ConfigError
-    from services.inference.torch_engine import apply_cpu_threads
+    from services.inference.torch_config import apply_cpu_threads
 
     before = torch.get_num_threads()
     with pytest.raises(ConfigError, match="LORAFLEET_INFERENCE_THREADS"):
