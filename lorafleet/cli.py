@@ -35,7 +35,7 @@ def cmd_serve(args) -> int:
 
 def cmd_up(args) -> int:
     """Runs the suite under a supervisor until Ctrl-C/SIGTERM or a crash loop."""
-    from lorafleet.launcher import LocalSuite, plan_ports
+    from lorafleet.launcher import LocalSuite, plan_ports, start_order
     from lorafleet.restart_policy import RestartPolicy
     from lorafleet.supervisor import Supervisor
 
@@ -49,11 +49,15 @@ def cmd_up(args) -> int:
     except ValueError as exc:
         print(f"lorafleet up: {exc}", file=sys.stderr)
         return 2
+    if args.inference_replicas < 1:
+        print("lorafleet up: --inference-replicas must be at least 1", file=sys.stderr)
+        return 2
     config = _config(args)
     suite = LocalSuite(
         config=config,
-        ports=plan_ports(args.base_port),
+        ports=plan_ports(args.base_port, args.inference_replicas),
         log_dir=config.data_dir / "logs",
+        names=start_order(args.inference_replicas),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -227,7 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
             "last. Logs: <data-dir>/logs/<service>.log."
         ),
     )
-    s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
+    s.add_argument(
+        "--base-port",
+        type=int,
+        help="gateway port; others follow (+1..+5, more inference replicas after)",
+    )
+    s.add_argument(
+        "--inference-replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run inference as N processes (inference, inference-2, ...; ports "
+        "after the others); the gateway routes each model and adapter to one of "
+        "them (default 1)",
+    )
     s.add_argument(
         "--max-restarts",
         type=int,

@@ -21,9 +21,25 @@ from services.common.config import DEFAULT_PORTS, Config
 START_ORDER = ("registry", "trainer", "merger", "validator", "inference", "gateway")
 
 
+def service_of(name: str) -> str:
+    """The service a process runs: ``inference-2`` is an inference replica."""
+    return name.split("-", 1)[0]
+
+
+def start_order(inference_replicas: int = 1) -> tuple[str, ...]:
+    """START_ORDER with inference as `inference_replicas` processes
+    (``inference``, ``inference-2``, ...), all before the gateway."""
+    if inference_replicas < 1:
+        raise ValueError(
+            f"inference replicas must be at least 1, got {inference_replicas}"
+        )
+    extra = tuple(f"inference-{i}" for i in range(2, inference_replicas + 1))
+    return START_ORDER[:-1] + extra + START_ORDER[-1:]
+
+
 def service_command(name: str, port: int) -> list[str]:
     """How a service is started: ``python -m services.<name> --port <port>``."""
-    return [sys.executable, "-m", f"services.{name}", "--port", str(port)]
+    return [sys.executable, "-m", f"services.{service_of(name)}", "--port", str(port)]
 
 
 def _sleep(seconds: float) -> bool:
@@ -69,7 +85,11 @@ class LocalSuite:
         env.update(self.config.as_env())
         env.pop("LORAFLEET_PORT", None)
         for name in self.ports:
-            env[f"LORAFLEET_{name.upper()}_ADDRESS"] = self.address(name)
+            if service_of(name) == name:
+                env[f"LORAFLEET_{name.upper()}_ADDRESS"] = self.address(name)
+        replicas = [self.address(n) for n in self.names if service_of(n) == "inference"]
+        if len(replicas) > 1:  # the gateway routes across them all
+            env["LORAFLEET_INFERENCE_REPLICAS"] = ",".join(replicas)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -205,15 +225,22 @@ def check_health(address: str, timeout_s: float = 1.0) -> str:
         return "UNREACHABLE"
 
 
-def plan_ports(base_port: int | None) -> dict[str, int]:
+def plan_ports(base_port: int | None, inference_replicas: int = 1) -> dict[str, int]:
+    """Each process's port: the defaults (or `base_port` + 0..5), then more
+    inference replicas on the ports after those."""
     if base_port is None:
-        return dict(DEFAULT_PORTS)
-    return {
-        name: base_port + i
-        for i, name in enumerate(
-            ("gateway", "registry", "trainer", "merger", "validator", "inference")
-        )
-    }
+        ports = dict(DEFAULT_PORTS)
+    else:
+        ports = {
+            name: base_port + i
+            for i, name in enumerate(
+                ("gateway", "registry", "trainer", "merger", "validator", "inference")
+            )
+        }
+    after = max(ports.values()) + 1
+    for i, name in enumerate(start_order(inference_replicas)[5:-1]):
+        ports[name] = after + i
+    return ports
 
 
 def free_port_block(size: int = 6) -> int:

@@ -136,14 +136,22 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(tmp_path):
 def test_compose_file_wires_the_six_services():
     compose = ROOT / "deploy" / "compose" / "docker-compose.yml"
     spec = yaml.safe_load(compose.read_text())
-    assert set(SERVICES) | {"postgres"} == set(spec["services"])
+    # Inference runs as two replicas; the gateway routes across both.
+    replicas = ["inference-1", "inference-2"]
+    containers = {s for s in SERVICES if s != "inference"} | set(replicas)
+    assert containers | {"postgres"} == set(spec["services"])
     registry_env = spec["services"]["registry"]["environment"]
     assert registry_env["LORAFLEET_REGISTRY_DSN"].startswith("postgresql+psycopg://")
-    for name in SERVICES:
+    for name in containers:
         service = spec["services"][name]
-        assert service["command"][0] == name
+        assert service["command"][0] == name.split("-")[0]
         assert service["environment"]["LORAFLEET_DATA_DIR"] == "/data"
         assert "lorafleet.healthcheck" in service["healthcheck"]["test"]
+    gateway = spec["services"]["gateway"]
+    assert gateway["environment"]["LORAFLEET_INFERENCE_REPLICAS"] == (
+        "inference-1:50055,inference-2:50055"
+    )
+    assert set(replicas) <= set(gateway["depends_on"])
     if shutil.which("docker-compose"):  # Debian's package; CI installs it
         out = subprocess.run(
             ["docker-compose", "config", "-q"],

@@ -17,6 +17,8 @@ from lorafleet.launcher import (
     describe_exit,
     free_port_block,
     plan_ports,
+    service_command,
+    start_order,
     stop_stages,
 )
 from lorafleet.restart_policy import RestartPolicy, RestartTracker
@@ -253,6 +255,46 @@ def test_every_service_gets_a_stable_worker_id_and_the_shared_env(tmp_path):
     assert suite.service_env("trainer")["LORAFLEET_TRAINER_WORKER_ID"] == (
         "box-trainer-7000"
     )
+
+
+def test_more_inference_replicas_run_the_inference_service_and_feed_the_gateway(
+    tmp_path,
+):
+    names = start_order(3)
+    assert names[-1] == "gateway" and names[4:7] == (
+        "inference",
+        "inference-2",
+        "inference-3",
+    )
+    ports = plan_ports(7000, 3)
+    assert (ports["inference"], ports["inference-2"], ports["inference-3"]) == (
+        7005,
+        7006,
+        7007,
+    )
+    assert plan_ports(None, 2)["inference-2"] == 50056
+    suite = LocalSuite(
+        config=Config(data_dir=tmp_path), ports=ports, names=names, hostname="box"
+    )
+    assert service_command("inference-3", 7007)[1:] == [
+        "-m",
+        "services.inference",
+        "--port",
+        "7007",
+    ]
+    env = suite.service_env("inference-2")
+    assert env["LORAFLEET_WORKER_ID"] == "box-inference-2-7000"
+    assert env["LORAFLEET_INFERENCE_REPLICAS"] == (
+        "127.0.0.1:7005,127.0.0.1:7006,127.0.0.1:7007"
+    )
+    assert not any("-" in key for key in env if key.startswith("LORAFLEET_"))
+    # One replica: no list, the gateway uses inference_address.
+    single = LocalSuite(config=Config(data_dir=tmp_path), ports=plan_ports(7000))
+    assert single.service_env("gateway").get("LORAFLEET_INFERENCE_REPLICAS") == ""
+    # Stopped with the other workers, after the gateway.
+    assert stop_stages(names)[1][:3] == ["inference-3", "inference-2", "inference"]
+    with pytest.raises(ValueError, match="at least 1"):
+        start_order(0)
 
 
 # --- the supervisor with stand-in processes and a fake clock ---

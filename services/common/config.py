@@ -139,6 +139,13 @@ class Config:
     # Inference: how long a registry read of an artifact is reused (ids name
     # fixed weights; the re-read notices archived artifacts).
     inference_resolve_ttl_s: float = 10.0
+    # Gateway: every inference replica it routes across (host:port each; a
+    # comma-separated list in LORAFLEET_INFERENCE_REPLICAS); empty = the one
+    # at inference_address. Each (model, adapter) sticks to a replica.
+    inference_replicas: list[str] = field(default_factory=list)
+    # Gateway: how long a replica that refused connections is skipped before
+    # one request tries it again.
+    inference_replica_cooldown_s: float = 5.0
     # Trainer: SQLAlchemy URL of the trainer's own job database (its queue,
     # never the registry's tables); empty = SQLite under data_dir. Replicas
     # that share one Postgres database share one queue.
@@ -159,6 +166,25 @@ class Config:
     def address_of(self, name: str) -> str:
         explicit = getattr(self, f"{name}_address")
         return explicit or f"{self.host}:{DEFAULT_PORTS[name]}"
+
+    def inference_addresses(self) -> list[str]:
+        """Every inference replica the gateway routes across, in order, once each."""
+        addresses = list(dict.fromkeys(self.inference_replicas)) or [
+            self.address_of("inference")
+        ]
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(
+                    f"inference_replicas: {address!r} is not host:port; list each "
+                    "replica as host:port, e.g. inference-1:50055,inference-2:50055"
+                )
+        if self.inference_replica_cooldown_s <= 0:
+            raise ConfigError(
+                "inference_replica_cooldown_s must be positive, got "
+                f"{self.inference_replica_cooldown_s}"
+            )
+        return addresses
 
     @property
     def store_dir(self) -> Path:
@@ -210,7 +236,9 @@ class Config:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            if isinstance(value, list):
+            if isinstance(value, list) and f.type == "list[str]":
+                value = ",".join(value)  # addresses hold ':' (os.pathsep)
+            elif isinstance(value, list):
                 value = os.pathsep.join(str(v) for v in value)
             elif isinstance(value, bool):
                 value = "1" if value else "0"
@@ -220,6 +248,10 @@ class Config:
 
 def _coerce(name: str, raw: Any, annotation: str) -> Any:
     try:
+        if annotation == "list[str]":
+            if isinstance(raw, str):
+                raw = raw.split(",")
+            return [str(v).strip() for v in raw if str(v).strip()]
         if "list[Path]" in annotation:
             if isinstance(raw, str):
                 raw = [p for p in raw.split(os.pathsep) if p]

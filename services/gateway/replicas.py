@@ -12,7 +12,8 @@ hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam 2018).
 `min_bound` (a replica's batch size) keeps a few concurrent requests of one
 adapter together rather than spreading them from the second one on.
 
-Not yet wired into the gateway's router (issue 11, item 4).
+`inference_pool.InferencePool` uses this for every call the gateway makes to
+inference.
 """
 
 from __future__ import annotations
@@ -64,17 +65,23 @@ class ReplicaChooser:
         fair = math.ceil((1 + self._epsilon) * total / len(self._replicas))
         return max(self._min_bound, fair)
 
-    def acquire(self, key: str) -> str:
-        """The replica for one request (counted in flight until `release`)."""
-        ranking = self.rank(key)
+    def acquire(self, key: str, exclude: frozenset[str] = frozenset()) -> str | None:
+        """The replica for one request (counted in flight until `release`),
+        skipping `exclude` (replicas this request already failed on); None
+        when every replica is excluded."""
+        ranking = [r for r in self.rank(key) if r not in exclude]
         with self._lock:
+            ranking = [r for r in ranking if r in self._load]
+            if not ranking:
+                return None
             limit = self._bound()
             for replica in ranking:
-                if replica in self._load and self._load[replica] + 1 <= limit:
+                if self._load[replica] + 1 <= limit:
                     self._load[replica] += 1
                     return replica
-            # Unreachable while the bound is at least the mean; kept as a guard.
-            replica = min(self._load, key=self._load.__getitem__)
+            # Only when exclusions leave replicas that are all full: the least
+            # loaded one still beats refusing.
+            replica = min(ranking, key=self._load.__getitem__)
             self._load[replica] += 1
             return replica
 

@@ -10,6 +10,7 @@ from services.common.database import Transactions
 from services.common.jobqueue import default_worker_id, open_store
 from services.common.server import RunningServer, create_server
 from services.gateway.convert import arm_metrics_to_pb, job_to_pb
+from services.gateway.inference_pool import InferencePool
 from services.gateway.metrics import MetricsRecorder
 from services.gateway.rollout_convert import (
     event_to_pb,
@@ -180,7 +181,13 @@ def create(config: Config, port: int | None = None) -> RunningServer:
     store = open_store(config, QUEUE)
     # The gateway's own tables (metrics) live in the same database.
     upgrade_state(config.job_dsn(QUEUE))
-    clients = {name: ServiceClient(name, config) for name in DEPENDENCIES}
+    clients: dict = {
+        name: ServiceClient(name, config)
+        for name in DEPENDENCIES
+        if name != "inference"
+    }
+    # Inference may run as several replicas: one pool routes across them all.
+    clients["inference"] = InferencePool.from_config(config)
     recorder = MetricsRecorder(
         Transactions(store.engine, what="the gateway database"),
         config.worker_id_of("gateway") or default_worker_id(),

@@ -43,6 +43,7 @@ class Behaviour:
     delay_s: float = 0.0  # hangs this long unless `release` is set
     sleep_s: float = 0.0  # always answers this much later
     loadable: bool = True
+    refuse: grpc.StatusCode | None = None  # every request fails with this code
 
 
 @dataclass
@@ -76,9 +77,28 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
             time.sleep(behaviour.sleep_s)
         if behaviour.error_every and n % behaviour.error_every == 0:
             context.abort(grpc.StatusCode.UNAVAILABLE, "injected fault")
+        if behaviour.refuse is not None:
+            context.abort(behaviour.refuse, "injected refusal")
         return inference_pb2.InferenceServiceGenerateResponse(
             output=common_pb2.GenerationOutput(text=behaviour.text, completion_tokens=3)
         )
+
+    def GenerateStream(self, request, context):
+        """The answer in one chunk per word, counted like Generate."""
+        key = request.adapter_id or request.model_id
+        behaviour = self._behaviour(request.model_id, request.adapter_id)
+        with self.lock:
+            self.calls[key] = self.calls.get(key, 0) + 1
+        if behaviour.refuse is not None:
+            context.abort(behaviour.refuse, "injected refusal")
+        words = behaviour.text.split(" ")
+        for i, word in enumerate(words):
+            yield inference_pb2.InferenceServiceGenerateStreamResponse(
+                chunk=common_pb2.GenerationChunk(
+                    text_delta=word if i == 0 else " " + word,
+                    completion_tokens=i + 1,
+                )
+            )
 
 
 class RolloutBed:

@@ -1,0 +1,207 @@
+"""The gateway's inference client across replicas (issue 11, item 4).
+
+Every call the gateway makes to inference (routed generations, shadow
+copies, deploy and rollout loads, blue-green warm-ups) goes through one
+`InferencePool`, which stands in for a single inference client: same
+methods, same domain errors. Each call is keyed by its (model, adapter) and
+sent to that key's replica (`ReplicaChooser`: rendezvous hashing with
+bounded load), so an adapter stays hot on one replica, or a few under heavy
+load, instead of being loaded on all of them.
+
+A replica that answers UNAVAILABLE (not running, unreachable) is skipped for
+`cooldown_s`, then one request tries it again; meanwhile only its own keys
+move, each to the next replica in that key's ranking. A call that failed
+with UNAVAILABLE or RESOURCE_EXHAUSTED (that replica's queue is full) before
+any output is retried on the next replica; a stream that has already sent
+output is never retried (the caller has part of an answer). With one
+replica this is exactly a plain client.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from opentelemetry import trace
+
+from services.common.clients import ServiceClient
+from services.common.config import Config
+from services.common.errors import LorafleetError, ResourceExhausted, Unavailable
+from services.gateway.replicas import ReplicaChooser, score
+
+log = logging.getLogger(__name__)
+
+# Errors after which another replica may well succeed.
+_RETRYABLE = (Unavailable, ResourceExhausted)
+
+
+def key_of(request: Any) -> str:
+    """The affinity key: requests for one (model, adapter) share a replica."""
+    return f"{request.model_id}/{request.adapter_id}"
+
+
+class InferencePool:
+    def __init__(
+        self,
+        clients: dict[str, Any],
+        *,
+        cooldown_s: float = 5.0,
+        min_bound: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not clients:
+            raise ValueError("at least one inference replica is needed")
+        self._clients = dict(clients)
+        self._chooser = ReplicaChooser(list(clients), min_bound=min_bound)
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._down: dict[str, float] = {}  # replica -> when it was marked down
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Config) -> InferencePool:
+        addresses = config.inference_addresses()
+        return cls(
+            {a: ServiceClient("inference", config, address=a) for a in addresses},
+            cooldown_s=config.inference_replica_cooldown_s,
+            # A replica batches this many requests at no extra cost.
+            min_bound=config.inference_max_batch,
+        )
+
+    # --- the inference methods the gateway calls ------------------------------
+    def Generate(self, request: Any, timeout: float | None = None) -> Any:
+        return self._unary("Generate", request, timeout)
+
+    def LoadModel(self, request: Any, timeout: float | None = None) -> Any:
+        """Loads on the key's replica: where its requests will go."""
+        last: LorafleetError | None = None
+        for replica in self._ranking(key_of(request)):
+            try:
+                return self._call(replica, "LoadModel", request, timeout)
+            except Unavailable as exc:
+                self._mark_down(replica, exc)
+                last = exc
+        assert last is not None
+        raise last
+
+    def GenerateStream(self, request: Any, timeout: float | None = None) -> Iterator:
+        key, tried = key_of(request), frozenset()
+        last: LorafleetError | None = None
+        while True:
+            replica = self._acquire(key, tried)
+            if replica is None:
+                assert last is not None
+                raise last
+            sent = False
+            try:
+                stream = self._clients[replica].GenerateStream(request, timeout=timeout)
+                self._annotate(replica)
+                for response in stream:
+                    sent = True
+                    yield response
+                return
+            except _RETRYABLE as exc:
+                if sent:
+                    raise
+                self._failed(replica, exc)
+                last, tried = exc, tried | {replica}
+            finally:
+                self._chooser.release(replica)
+
+    # --- state ---------------------------------------------------------------
+    @property
+    def replicas(self) -> list[str]:
+        return list(self._clients)
+
+    def in_flight(self) -> dict[str, int]:
+        return self._chooser.in_flight()
+
+    def live(self) -> list[str]:
+        self._refresh()
+        return self._chooser.replicas
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    # --- internals -----------------------------------------------------------
+    def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
+        key, tried = key_of(request), frozenset()
+        last: LorafleetError | None = None
+        while True:
+            replica = self._acquire(key, tried)
+            if replica is None:
+                assert last is not None
+                raise last
+            try:
+                return self._call(replica, method, request, timeout)
+            except _RETRYABLE as exc:
+                self._failed(replica, exc)
+                last, tried = exc, tried | {replica}
+            finally:
+                self._chooser.release(replica)
+
+    def _call(self, replica: str, method: str, request: Any, timeout: float | None):
+        self._annotate(replica)
+        return getattr(self._clients[replica], method)(request, timeout=timeout)
+
+    def _ranking(self, key: str) -> list[str]:
+        """Every replica for `key`, live ones first, each group by preference."""
+        self._refresh()
+        live = self._chooser.rank(key)
+        return live + [
+            r
+            for r in sorted(self._clients, key=lambda r: score(key, r), reverse=True)
+            if r not in live
+        ]
+
+    def _acquire(self, key: str, tried: frozenset[str]) -> str | None:
+        self._refresh()
+        replica = self._chooser.acquire(key, exclude=tried)
+        if replica is None and len(tried) < len(self._clients):
+            # Every live replica failed this request: the ones resting may
+            # be back (a restarted replica before its cooldown is over).
+            resting = [r for r in self._clients if r not in tried]
+            self._chooser.set_replicas(resting)
+            replica = self._chooser.acquire(key, exclude=tried)
+        return replica
+
+    def _failed(self, replica: str, exc: LorafleetError) -> None:
+        if isinstance(exc, Unavailable):
+            self._mark_down(replica, exc)
+
+    def _mark_down(self, replica: str, exc: LorafleetError) -> None:
+        with self._lock:
+            first = replica not in self._down
+            self._down[replica] = self._clock()
+        if first and len(self._clients) > 1:
+            log.warning(
+                "inference replica %s is unavailable (%s); its adapters move to "
+                "the next replica for %gs",
+                replica,
+                exc.message,
+                self._cooldown_s,
+            )
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Brings the chooser's replica set in line with who is resting."""
+        now = self._clock()
+        with self._lock:
+            for replica, since in list(self._down.items()):
+                if now - since >= self._cooldown_s:
+                    del self._down[replica]  # half-open: the next request tries it
+            live = [r for r in self._clients if r not in self._down]
+        if not live:  # all resting: keep trying them all rather than none
+            live = list(self._clients)
+        if live != self._chooser.replicas:
+            self._chooser.set_replicas(live)
+
+    def _annotate(self, replica: str) -> None:
+        if len(self._clients) > 1:
+            trace.get_current_span().set_attribute(
+                "lorafleet.inference_replica", replica
+            )
