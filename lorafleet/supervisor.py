@@ -106,7 +106,7 @@ class Supervisor:
             watch.serving = True
             watch.tracker.serving(now)
             pid = self.suite.processes[name].pid
-            self.say(f"{name:<10} {self.suite.address(name):<21} pid {pid}")
+            self.say(f"{name:<11} {self.suite.address(name):<21} pid {pid}")
         config, logs = self.suite.config, self.suite.log_dir
         self.say(
             f"all services SERVING; state in {config.data_dir.resolve()}, logs in "

@@ -6,7 +6,9 @@ copies, deploy and rollout loads, blue-green warm-ups) goes through one
 methods, same domain errors. Each call is keyed by its (model, adapter) and
 sent to that key's replica (`ReplicaChooser`: rendezvous hashing with
 bounded load), so an adapter stays hot on one replica, or a few under heavy
-load, instead of being loaded on all of them.
+load, instead of being loaded on all of them. Names and aliases are resolved
+to ids first (`RefResolver`), so a deploy by name loads the model where the
+requests routed by id will go.
 
 A replica that answers UNAVAILABLE (not running, unreachable) is skipped for
 `cooldown_s`, then one request tries it again; meanwhile only its own keys
@@ -20,6 +22,7 @@ replica this is exactly a plain client.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +30,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from lorafleet.v1 import registry_pb2
 from services.common.clients import ServiceClient
 from services.common.config import Config
 from services.common.errors import LorafleetError, ResourceExhausted, Unavailable
@@ -38,9 +42,54 @@ log = logging.getLogger(__name__)
 _RETRYABLE = (Unavailable, ResourceExhausted)
 
 
-def key_of(request: Any) -> str:
-    """The affinity key: requests for one (model, adapter) share a replica."""
-    return f"{request.model_id}/{request.adapter_id}"
+# Registry ids (uuid4 hex); anything else is a name, "name:version" or
+# "name@alias" that the registry resolves to one.
+_ID_RE = re.compile(r"[0-9a-f]{32}")
+_MAX_RESOLVED = 4096
+
+
+class RefResolver:
+    """Names and aliases to artifact ids, so a deploy by name and the routed
+    requests that follow (by id) share one affinity key and one replica.
+
+    Ids pass through untouched; other references are asked of the registry
+    and kept for `ttl_s` (an alias can move). When the registry cannot say
+    (down, unknown name) the reference is used as it is: affinity suffers a
+    little, the request does not, and inference reports a bad reference
+    in its own words.
+    """
+
+    def __init__(
+        self,
+        registry: Any | None,
+        ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, ref: str) -> str:
+        if not ref or self._registry is None or _ID_RE.fullmatch(ref):
+            return ref
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(ref)
+        if hit is not None and now - hit[0] < self._ttl_s:
+            return hit[1]
+        try:
+            resolved = self._registry.GetArtifact(
+                registry_pb2.GetArtifactRequest(id=ref)
+            ).artifact.id
+        except LorafleetError:
+            return ref
+        with self._lock:
+            if len(self._cache) >= _MAX_RESOLVED:
+                self._cache.pop(next(iter(self._cache)))  # the oldest entry
+            self._cache[ref] = (now, resolved)
+        return resolved
 
 
 class InferencePool:
@@ -51,10 +100,12 @@ class InferencePool:
         cooldown_s: float = 5.0,
         min_bound: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        resolve: Callable[[str], str] = lambda ref: ref,
     ) -> None:
         if not clients:
             raise ValueError("at least one inference replica is needed")
         self._clients = dict(clients)
+        self._resolve = resolve
         self._chooser = ReplicaChooser(list(clients), min_bound=min_bound)
         self._cooldown_s = cooldown_s
         self._clock = clock
@@ -62,14 +113,23 @@ class InferencePool:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Config) -> InferencePool:
+    def from_config(cls, config: Config, registry: Any | None = None) -> InferencePool:
         addresses = config.inference_addresses()
         return cls(
             {a: ServiceClient("inference", config, address=a) for a in addresses},
             cooldown_s=config.inference_replica_cooldown_s,
             # A replica batches this many requests at no extra cost.
             min_bound=config.inference_max_batch,
+            resolve=RefResolver(registry, config.inference_resolve_ttl_s),
         )
+
+    def key_of(self, request: Any) -> str:
+        """The affinity key: requests for one (model, adapter) share a
+        replica, however each names them."""
+        if len(self._clients) == 1:
+            return ""  # one replica: nothing to choose, nothing to resolve
+        model, adapter = request.model_id, request.adapter_id
+        return f"{self._resolve(model)}/{self._resolve(adapter)}"
 
     # --- the inference methods the gateway calls ------------------------------
     def Generate(self, request: Any, timeout: float | None = None) -> Any:
@@ -78,7 +138,7 @@ class InferencePool:
     def LoadModel(self, request: Any, timeout: float | None = None) -> Any:
         """Loads on the key's replica: where its requests will go."""
         last: LorafleetError | None = None
-        for replica in self._ranking(key_of(request)):
+        for replica in self._ranking(self.key_of(request)):
             try:
                 return self._call(replica, "LoadModel", request, timeout)
             except Unavailable as exc:
@@ -88,7 +148,7 @@ class InferencePool:
         raise last
 
     def GenerateStream(self, request: Any, timeout: float | None = None) -> Iterator:
-        key, tried = key_of(request), frozenset()
+        key, tried = self.key_of(request), frozenset()
         last: LorafleetError | None = None
         while True:
             replica = self._acquire(key, tried)
@@ -129,7 +189,7 @@ class InferencePool:
 
     # --- internals -----------------------------------------------------------
     def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
-        key, tried = key_of(request), frozenset()
+        key, tried = self.key_of(request), frozenset()
         last: LorafleetError | None = None
         while True:
             replica = self._acquire(key, tried)

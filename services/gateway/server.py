@@ -187,7 +187,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         if name != "inference"
     }
     # Inference may run as several replicas: one pool routes across them all.
-    clients["inference"] = InferencePool.from_config(config)
+    clients["inference"] = InferencePool.from_config(config, clients["registry"])
     recorder = MetricsRecorder(
         Transactions(store.engine, what="the gateway database"),
         config.worker_id_of("gateway") or default_worker_id(),

@@ -19,7 +19,7 @@ from lorafleet.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from services.common.clients import ServiceClient
 from services.common.config import ConfigError, load_config
 from services.common.errors import Unavailable
-from services.gateway.inference_pool import InferencePool
+from services.gateway.inference_pool import InferencePool, RefResolver
 from services.gateway.replicas import ReplicaChooser
 from tests.gateway.rollout_support import Behaviour, FakeInference
 
@@ -283,3 +283,40 @@ def test_one_replica_behaves_as_a_plain_client(replicas):
         assert pool.Generate(ask("steady")).output.text == '{"ok": true}'
     finally:
         pool.close()
+
+
+class FakeRegistry:
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names, self.asked = names, []
+
+    def GetArtifact(self, request):
+        from types import SimpleNamespace
+
+        from services.common.errors import NotFound
+
+        self.asked.append(request.id)
+        if request.id not in self.names:
+            raise NotFound(f"no artifact {request.id!r}", field="id")
+        return SimpleNamespace(artifact=SimpleNamespace(id=self.names[request.id]))
+
+
+def test_names_and_aliases_share_their_ids_replica():
+    base, adapter = "a" * 32, "b" * 32
+    registry = FakeRegistry({"base": base, "orders@prod": adapter})
+    clock = Clock()
+    resolve = RefResolver(registry, ttl_s=10.0, clock=clock)
+    pool = InferencePool(
+        {"r1:1": object(), "r2:1": object()}, resolve=resolve, clock=clock
+    )
+    by_name = inference_pb2.LoadModelRequest(model_id="base", adapter_id="orders@prod")
+    by_id = inference_pb2.LoadModelRequest(model_id=base, adapter_id=adapter)
+    assert pool.key_of(by_name) == pool.key_of(by_id) == f"{base}/{adapter}"
+    assert registry.asked == ["base", "orders@prod"]  # ids are never asked
+    pool.key_of(by_name)
+    assert len(registry.asked) == 2  # cached ...
+    clock.now += 10.0
+    pool.key_of(by_name)
+    assert len(registry.asked) == 4  # ... for ttl_s (an alias can move)
+    # What the registry cannot resolve is keyed as written (inference will
+    # say what is wrong with it); the request is not refused here.
+    assert resolve("nope") == "nope"

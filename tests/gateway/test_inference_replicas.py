@@ -95,14 +95,19 @@ def test_adapters_stay_on_their_replica_and_only_the_lost_ones_move(bed):
     gateway = suite.stub("gateway")
     replicas = list(stubs)
     ranking = {a: ReplicaChooser(replicas).rank(f"{base.id}/{a}") for a in adapters}
-    for i, adapter in enumerate(adapters):
-        # Deploy loads the adapter on its replica before any traffic.
+    for i in range(ADAPTERS):
+        # Deploy loads the adapter on its replica before any traffic; by
+        # name here, while requests are routed by id: the same replica.
         gateway.Deploy(
             gateway_pb2.DeployRequest(
-                deployment=f"rep-{i}", model_id=base.id, adapter_id=adapter
+                deployment=f"rep-{i}",
+                model_id="tiny-replicas",
+                adapter_id=f"tiny-replicas-lora-{i}",
             ),
             timeout=120,
         )
+        held = {r: loaded_adapters(stubs[r]) for r in replicas}
+        assert adapters[i] in held[ranking[adapters[i]][0]]
     first = {a: generate(gateway, f"rep-{i}") for i, a in enumerate(adapters)}
     held = {r: loaded_adapters(stubs[r]) for r in replicas}
     for adapter in adapters:
