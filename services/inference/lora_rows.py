@@ -51,18 +51,30 @@ def _forward(self, x, *args, **kwargs):
     batch = _ROWS.get()
     if batch is None:
         return self._lorafleet_peft_forward(x, *args, **kwargs)
+    import torch.nn.functional as F
+
     result = self.base_layer(x, *args, **kwargs)
     dtype = result.dtype
-    for name, index in batch[1].items():
+    groups = batch[1]
+    whole = len(groups) == 1  # every row on one adapter: no gather, no scatter
+    for name, index in groups.items():
         if name not in self.lora_A:
             continue  # "__base__", or an adapter that leaves this layer alone
-        lora_a = self.lora_A[name]
-        # What PEFT's _mixed_batch_forward does for a vanilla LoRA adapter.
-        sub = x[index].to(lora_a.weight.dtype)
-        out = (
-            self.lora_B[name](lora_a(self.lora_dropout[name](sub))) * self.scaling[name]
-        )
-        result[index] += out.to(dtype)
+        # What PEFT's _mixed_batch_forward does for a vanilla LoRA adapter,
+        # with the products as F.linear (nn.Linear's own forward, bias-free)
+        # rather than module calls, and dropout only while training: the
+        # same operations on the same values, so the same bits.
+        lora_a = self.lora_A[name].weight
+        sub = (x if whole else x[index]).to(lora_a.dtype)
+        dropout = self.lora_dropout[name]
+        if dropout.training:
+            sub = dropout(sub)
+        out = F.linear(F.linear(sub, lora_a), self.lora_B[name].weight)
+        out = (out * self.scaling[name]).to(dtype)
+        if whole:
+            result += out
+        else:
+            result.index_add_(0, index, out)
     return result
 
 
