@@ -65,12 +65,16 @@ def _forward(self, x, *args, **kwargs):
         # rather than module calls, and dropout only while training: the
         # same operations on the same values, so the same bits.
         lora_a = self.lora_A[name].weight
-        sub = (x if whole else x[index]).to(lora_a.dtype)
+        sub = x if whole else x[index]
+        if sub.dtype != lora_a.dtype:  # (.to is a dispatch even when a no-op)
+            sub = sub.to(lora_a.dtype)
         dropout = self.lora_dropout[name]
         if dropout.training:
             sub = dropout(sub)
         out = F.linear(F.linear(sub, lora_a), self.lora_B[name].weight)
-        out = (out * self.scaling[name]).to(dtype)
+        out = out * self.scaling[name]
+        if out.dtype != dtype:
+            out = out.to(dtype)
         if whole:
             result += out
         else:
