@@ -99,7 +99,7 @@ def test_degeneracy_detectors_see_loops_and_one_answer_for_everything():
     loop = [[5, 6, 7] * 6]
     assert distinct_n(varied) == 1.0
     assert distinct_n(loop) < 0.25
-    assert top_ngram_share(varied) < 0.2 < 0.3 < top_ngram_share(loop)
+    assert top_ngram_share(varied) <= 0.25 < 0.35 < top_ngram_share(loop)
     assert distinct_n([[1]]) == 1.0  # too short to repeat anything
     assert same_output_share(["ok", " ok ", "ok"]) == 1.0
     assert same_output_share(["a", "b", "c", "a"]) == 0.5
