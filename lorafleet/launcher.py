@@ -237,9 +237,9 @@ def plan_ports(base_port: int | None, inference_replicas: int = 1) -> dict[str, 
                 ("gateway", "registry", "trainer", "merger", "validator", "inference")
             )
         }
+    extra = [n for n in start_order(inference_replicas) if n not in ports]
     after = max(ports.values()) + 1
-    for i, name in enumerate(start_order(inference_replicas)[5:-1]):
-        ports[name] = after + i
+    ports.update({name: after + i for i, name in enumerate(extra)})
     return ports
 
 

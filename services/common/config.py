@@ -179,11 +179,6 @@ class Config:
                     f"inference_replicas: {address!r} is not host:port; list each "
                     "replica as host:port, e.g. inference-1:50055,inference-2:50055"
                 )
-        if self.inference_replica_cooldown_s <= 0:
-            raise ConfigError(
-                "inference_replica_cooldown_s must be positive, got "
-                f"{self.inference_replica_cooldown_s}"
-            )
         return addresses
 
     @property

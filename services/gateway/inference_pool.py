@@ -25,16 +25,16 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry import trace
 
 from lorafleet.v1 import registry_pb2
 from services.common.clients import ServiceClient
-from services.common.config import Config
+from services.common.config import Config, ConfigError
 from services.common.errors import LorafleetError, ResourceExhausted, Unavailable
-from services.gateway.replicas import ReplicaChooser, score
+from services.gateway.replicas import ReplicaChooser
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,11 @@ class InferencePool:
     @classmethod
     def from_config(cls, config: Config, registry: Any | None = None) -> InferencePool:
         addresses = config.inference_addresses()
+        if config.inference_replica_cooldown_s <= 0:
+            raise ConfigError(
+                "inference_replica_cooldown_s must be positive, got "
+                f"{config.inference_replica_cooldown_s:g}"
+            )
         return cls(
             {a: ServiceClient("inference", config, address=a) for a in addresses},
             cooldown_s=config.inference_replica_cooldown_s,
@@ -133,43 +138,32 @@ class InferencePool:
 
     # --- the inference methods the gateway calls ------------------------------
     def Generate(self, request: Any, timeout: float | None = None) -> Any:
-        return self._unary("Generate", request, timeout)
+        (response,) = self._failover(
+            self.key_of(request),
+            lambda client: [client.Generate(request, timeout=timeout)],
+        )
+        return response
+
+    def GenerateStream(self, request: Any, timeout: float | None = None) -> Iterator:
+        return self._failover(
+            self.key_of(request),
+            lambda client: client.GenerateStream(request, timeout=timeout),
+        )
 
     def LoadModel(self, request: Any, timeout: float | None = None) -> Any:
         """Loads on the key's replica: where its requests will go."""
+        key, resting = self.key_of(request), self._resting()
+        ranking = self._chooser.rank(key)
         last: LorafleetError | None = None
-        for replica in self._ranking(self.key_of(request)):
+        for replica in sorted(ranking, key=lambda r: r in resting):  # live first
+            self._annotate(replica)
             try:
-                return self._call(replica, "LoadModel", request, timeout)
+                return self._clients[replica].LoadModel(request, timeout=timeout)
             except Unavailable as exc:
                 self._mark_down(replica, exc)
                 last = exc
         assert last is not None
         raise last
-
-    def GenerateStream(self, request: Any, timeout: float | None = None) -> Iterator:
-        key, tried = self.key_of(request), frozenset()
-        last: LorafleetError | None = None
-        while True:
-            replica = self._acquire(key, tried)
-            if replica is None:
-                assert last is not None
-                raise last
-            sent = False
-            try:
-                stream = self._clients[replica].GenerateStream(request, timeout=timeout)
-                self._annotate(replica)
-                for response in stream:
-                    sent = True
-                    yield response
-                return
-            except _RETRYABLE as exc:
-                if sent:
-                    raise
-                self._failed(replica, exc)
-                last, tried = exc, tried | {replica}
-            finally:
-                self._chooser.release(replica)
 
     # --- state ---------------------------------------------------------------
     @property
@@ -180,58 +174,60 @@ class InferencePool:
         return self._chooser.in_flight()
 
     def live(self) -> list[str]:
-        self._refresh()
-        return self._chooser.replicas
+        """The replicas requests go to now (all of them when all rest)."""
+        resting = self._resting()
+        return [r for r in self._clients if r not in resting] or list(self._clients)
 
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
 
     # --- internals -----------------------------------------------------------
-    def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
-        key, tried = self.key_of(request), frozenset()
+    def _failover(self, key: str, call: Callable[[Any], Iterable]) -> Iterator:
+        """What `call(client)` yields, from the first replica that answers.
+
+        Replicas are tried in `key`'s order, live ones first, each held in
+        flight while tried; after UNAVAILABLE or RESOURCE_EXHAUSTED the next
+        one is tried, unless output was already passed on (the caller has
+        part of an answer: never start it again elsewhere).
+        """
+        tried: frozenset[str] = frozenset()
         last: LorafleetError | None = None
-        while True:
-            replica = self._acquire(key, tried)
-            if replica is None:
-                assert last is not None
-                raise last
+        while (replica := self._acquire(key, tried)) is not None:
+            sent = False
+            self._annotate(replica)
             try:
-                return self._call(replica, method, request, timeout)
+                for item in call(self._clients[replica]):
+                    sent = True
+                    yield item
+                return
             except _RETRYABLE as exc:
-                self._failed(replica, exc)
+                if sent:
+                    raise
+                if isinstance(exc, Unavailable):
+                    self._mark_down(replica, exc)
                 last, tried = exc, tried | {replica}
             finally:
                 self._chooser.release(replica)
-
-    def _call(self, replica: str, method: str, request: Any, timeout: float | None):
-        self._annotate(replica)
-        return getattr(self._clients[replica], method)(request, timeout=timeout)
-
-    def _ranking(self, key: str) -> list[str]:
-        """Every replica for `key`, live ones first, each group by preference."""
-        self._refresh()
-        live = self._chooser.rank(key)
-        return live + [
-            r
-            for r in sorted(self._clients, key=lambda r: score(key, r), reverse=True)
-            if r not in live
-        ]
+        assert last is not None  # the first attempt always has a replica
+        raise last
 
     def _acquire(self, key: str, tried: frozenset[str]) -> str | None:
-        self._refresh()
-        replica = self._chooser.acquire(key, exclude=tried)
-        if replica is None and len(tried) < len(self._clients):
-            # Every live replica failed this request: the ones resting may
-            # be back (a restarted replica before its cooldown is over).
-            resting = [r for r in self._clients if r not in tried]
-            self._chooser.set_replicas(resting)
-            replica = self._chooser.acquire(key, exclude=tried)
-        return replica
+        """A live replica not yet tried; failing that, a resting one (it may
+        be back before its cooldown is over); None when all were tried."""
+        return self._chooser.acquire(
+            key, exclude=tried | self._resting()
+        ) or self._chooser.acquire(key, exclude=tried)
 
-    def _failed(self, replica: str, exc: LorafleetError) -> None:
-        if isinstance(exc, Unavailable):
-            self._mark_down(replica, exc)
+    def _resting(self) -> frozenset[str]:
+        """Replicas marked down less than `cooldown_s` ago; older marks go
+        (half-open: the next request tries that replica again)."""
+        now = self._clock()
+        with self._lock:
+            for replica, since in list(self._down.items()):
+                if now - since >= self._cooldown_s:
+                    del self._down[replica]
+            return frozenset(self._down)
 
     def _mark_down(self, replica: str, exc: LorafleetError) -> None:
         with self._lock:
@@ -245,20 +241,6 @@ class InferencePool:
                 exc.message,
                 self._cooldown_s,
             )
-        self._refresh()
-
-    def _refresh(self) -> None:
-        """Brings the chooser's replica set in line with who is resting."""
-        now = self._clock()
-        with self._lock:
-            for replica, since in list(self._down.items()):
-                if now - since >= self._cooldown_s:
-                    del self._down[replica]  # half-open: the next request tries it
-            live = [r for r in self._clients if r not in self._down]
-        if not live:  # all resting: keep trying them all rather than none
-            live = list(self._clients)
-        if live != self._chooser.replicas:
-            self._chooser.set_replicas(live)
 
     def _annotate(self, replica: str) -> None:
         if len(self._clients) > 1:

@@ -29,6 +29,12 @@ def score(key: str, replica: str) -> int:
 
 
 class ReplicaChooser:
+    """Rendezvous ranking over a fixed list of replicas, with loads in flight.
+
+    Replicas that are down are not removed but excluded per call (`exclude`),
+    so their loads and everyone's ranking carry over when they come back.
+    """
+
     def __init__(
         self, replicas: list[str], epsilon: float = 0.25, min_bound: int = 8
     ) -> None:
@@ -36,52 +42,34 @@ class ReplicaChooser:
             raise ValueError("at least one inference replica is needed")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
-        self._replicas = list(dict.fromkeys(replicas))
+        self._replicas = tuple(dict.fromkeys(replicas))
         self._epsilon = epsilon
         # A replica batches this many requests at no extra cost: below it,
         # affinity wins over spreading (inference_max_batch).
         self._min_bound = max(1, min_bound)
-        self._load = {r: 0 for r in self._replicas}
+        self._load = dict.fromkeys(self._replicas, 0)
         self._lock = threading.Lock()
-
-    @property
-    def replicas(self) -> list[str]:
-        with self._lock:
-            return list(self._replicas)
 
     def rank(self, key: str) -> list[str]:
         """Every replica, the one `key` prefers first."""
-        with self._lock:
-            replicas = list(self._replicas)
-        return sorted(replicas, key=lambda r: score(key, r), reverse=True)
-
-    def bound(self) -> int:
-        """The most requests one replica may have in flight if one more came."""
-        with self._lock:
-            return self._bound()
-
-    def _bound(self) -> int:
-        total = sum(self._load.values()) + 1
-        fair = math.ceil((1 + self._epsilon) * total / len(self._replicas))
-        return max(self._min_bound, fair)
+        return sorted(self._replicas, key=lambda r: score(key, r), reverse=True)
 
     def acquire(self, key: str, exclude: frozenset[str] = frozenset()) -> str | None:
         """The replica for one request (counted in flight until `release`),
-        skipping `exclude` (replicas this request already failed on); None
-        when every replica is excluded."""
+        skipping `exclude` (down, or already failed for this request); None
+        when every replica is excluded. The load bound is the fair share of
+        the replicas left to choose from."""
         ranking = [r for r in self.rank(key) if r not in exclude]
+        if not ranking:
+            return None
         with self._lock:
-            ranking = [r for r in ranking if r in self._load]
-            if not ranking:
-                return None
-            limit = self._bound()
-            for replica in ranking:
-                if self._load[replica] + 1 <= limit:
-                    self._load[replica] += 1
-                    return replica
-            # Only when exclusions leave replicas that are all full: the least
-            # loaded one still beats refusing.
-            replica = min(ranking, key=self._load.__getitem__)
+            total = sum(self._load.values()) + 1
+            fair = math.ceil((1 + self._epsilon) * total / len(ranking))
+            limit = max(self._min_bound, fair)
+            # The bound is above the candidates' mean, so one is under it.
+            replica = next(
+                (r for r in ranking if self._load[r] + 1 <= limit), ranking[0]
+            )
             self._load[replica] += 1
             return replica
 
@@ -93,11 +81,3 @@ class ReplicaChooser:
     def in_flight(self) -> dict[str, int]:
         with self._lock:
             return dict(self._load)
-
-    def set_replicas(self, replicas: list[str]) -> None:
-        """Replicas came or went (health, configuration); loads carry over."""
-        if not replicas:
-            raise ValueError("at least one inference replica is needed")
-        with self._lock:
-            self._replicas = list(dict.fromkeys(replicas))
-            self._load = {r: self._load.get(r, 0) for r in self._replicas}

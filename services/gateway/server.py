@@ -178,16 +178,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
-    store = open_store(config, QUEUE)
-    # The gateway's own tables (metrics) live in the same database.
-    upgrade_state(config.job_dsn(QUEUE))
     clients: dict = {
         name: ServiceClient(name, config)
         for name in DEPENDENCIES
         if name != "inference"
     }
     # Inference may run as several replicas: one pool routes across them all.
+    # (First: a bad replica list stops start-up before any database work.)
     clients["inference"] = InferencePool.from_config(config, clients["registry"])
+    store = open_store(config, QUEUE)
+    # The gateway's own tables (metrics) live in the same database.
+    upgrade_state(config.job_dsn(QUEUE))
     recorder = MetricsRecorder(
         Transactions(store.engine, what="the gateway database"),
         config.worker_id_of("gateway") or default_worker_id(),

@@ -21,6 +21,7 @@ from services.common.config import ConfigError, load_config
 from services.common.errors import Unavailable
 from services.gateway.inference_pool import InferencePool, RefResolver
 from services.gateway.replicas import ReplicaChooser
+from tests.common.jobqueue.support import wait_for
 from tests.gateway.rollout_support import Behaviour, FakeInference
 
 GUARD_S = 60.0
@@ -59,15 +60,30 @@ def replicas():
         replica.server.stop(0)
 
 
-def pool_of(replicas, clock=None, min_bound=8) -> InferencePool:
-    config = load_config(env={}, rpc_timeout_s=30)
-    clients = {
-        r.address: ServiceClient("inference", config, address=r.address)
-        for r in replicas
-    }
-    return InferencePool(
-        clients, cooldown_s=5.0, min_bound=min_bound, clock=clock or time.monotonic
-    )
+@pytest.fixture
+def pool_of():
+    """Builds pools over real gRPC clients; closes them after the test."""
+    made: list[InferencePool] = []
+
+    def make(replicas, clock=None, min_bound=8) -> InferencePool:
+        config = load_config(env={}, rpc_timeout_s=30)
+        clients = {
+            r.address: ServiceClient("inference", config, address=r.address)
+            for r in replicas
+        }
+        made.append(
+            InferencePool(
+                clients,
+                cooldown_s=5.0,
+                min_bound=min_bound,
+                clock=clock or time.monotonic,
+            )
+        )
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool.close()
 
 
 def ask(adapter: str, model: str = "base-1"):
@@ -88,65 +104,51 @@ def served_by(replicas) -> dict[str, str]:
     return where
 
 
-def wait_for(predicate, what: str) -> None:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > GUARD_S:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
-
-
 def favourite(replicas, adapter: str, model: str = "base-1") -> str:
     ranking = ReplicaChooser([r.address for r in replicas]).rank(f"{model}/{adapter}")
     return ranking[0]
 
 
-def test_each_adapter_sticks_to_its_favourite_replica(replicas):
+def test_each_adapter_sticks_to_its_favourite_replica(replicas, pool_of):
     pool = pool_of(replicas)
-    try:
-        for _ in range(3):
-            for adapter in KEYS:
-                assert pool.Generate(ask(adapter)).output.text == '{"ok": true}'
-        where = served_by(replicas)  # and never by two
-        assert where == {a: favourite(replicas, a) for a in KEYS}
-        # Spread over all three, each adapter's calls all on one replica.
-        assert len(set(where.values())) == 3
-        assert all(r.fake.calls[a] == 3 for r in replicas for a in r.fake.calls)
-        assert sum(pool.in_flight().values()) == 0
-    finally:
-        pool.close()
+    for _ in range(3):
+        for adapter in KEYS:
+            assert pool.Generate(ask(adapter)).output.text == '{"ok": true}'
+    where = served_by(replicas)  # and never by two
+    assert where == {a: favourite(replicas, a) for a in KEYS}
+    # Spread over all three, each adapter's calls all on one replica.
+    assert len(set(where.values())) == 3
+    assert all(r.fake.calls[a] == 3 for r in replicas for a in r.fake.calls)
+    assert sum(pool.in_flight().values()) == 0
 
 
-def test_a_replica_dropping_out_moves_only_its_own_adapters(replicas):
+def test_a_replica_dropping_out_moves_only_its_own_adapters(replicas, pool_of):
     clock = Clock()
     pool = pool_of(replicas, clock)
-    try:
-        for adapter in KEYS:
-            pool.Generate(ask(adapter))
-        before = served_by(replicas)
-        gone = replicas[2]
-        gone.server.stop(0)
-        for replica in replicas:
-            replica.fake.calls.clear()
-        for adapter in KEYS:  # every call still answered
-            assert pool.Generate(ask(adapter)).output.text == '{"ok": true}'
-        after = served_by(replicas)
-        moved = {a for a in KEYS if after[a] != before[a]}
-        assert moved == {a for a in KEYS if before[a] == gone.address} != set()
-        # Each moved adapter went to its second choice, and stays there.
-        chooser = ReplicaChooser([r.address for r in replicas])
-        assert all(after[a] == chooser.rank(f"base-1/{a}")[1] for a in moved)
-        assert gone.address not in pool.live()
-        # After the cooldown one request tries it again (half-open).
-        clock.now += 5.0
-        assert gone.address in pool.live()
-        pool.Generate(ask(sorted(moved)[0]))
-        assert gone.address not in pool.live()
-    finally:
-        pool.close()
+    for adapter in KEYS:
+        pool.Generate(ask(adapter))
+    before = served_by(replicas)
+    gone = replicas[2]
+    gone.server.stop(0)
+    for replica in replicas:
+        replica.fake.calls.clear()
+    for adapter in KEYS:  # every call still answered
+        assert pool.Generate(ask(adapter)).output.text == '{"ok": true}'
+    after = served_by(replicas)
+    moved = {a for a in KEYS if after[a] != before[a]}
+    assert moved == {a for a in KEYS if before[a] == gone.address} != set()
+    # Each moved adapter went to its second choice, and stays there.
+    chooser = ReplicaChooser([r.address for r in replicas])
+    assert all(after[a] == chooser.rank(f"base-1/{a}")[1] for a in moved)
+    assert gone.address not in pool.live()
+    # After the cooldown one request tries it again (half-open).
+    clock.now += 5.0
+    assert gone.address in pool.live()
+    pool.Generate(ask(sorted(moved)[0]))
+    assert gone.address not in pool.live()
 
 
-def test_a_hot_adapter_spills_over_within_the_load_bound(replicas):
+def test_a_hot_adapter_spills_over_within_the_load_bound(replicas, pool_of):
     pool = pool_of(replicas, min_bound=4)
     hot = "adapter-hot"
     for replica in replicas:
@@ -154,105 +156,85 @@ def test_a_hot_adapter_spills_over_within_the_load_bound(replicas):
         replica.fake.release.clear()
     ranking = ReplicaChooser([r.address for r in replicas]).rank(f"base-1/{hot}")
     by_address = {r.address: r for r in replicas}
-    try:
-        with futures.ThreadPoolExecutor(12) as threads:
-            calls = [threads.submit(pool.Generate, ask(hot)) for _ in range(12)]
-            wait_for(
-                lambda: sum(r.fake.calls.get(hot, 0) for r in replicas) == 12,
-                "12 requests in flight",
-            )
-            held = {a: by_address[a].fake.calls.get(hot, 0) for a in ranking}
-            assert pool.in_flight() == held
-            for replica in replicas:
-                replica.fake.release.set()
-            assert all(c.result(timeout=GUARD_S).output.text for c in calls)
-        # A batch's worth (4) stays home, then max(4, ceil(1.25 x 12 / 3)) = 5
-        # per replica: the favourite fills first, the rest spill in order.
-        assert held[ranking[0]] == 5 and held[ranking[1]] == 5
-        assert held[ranking[2]] == 2
-        assert sum(pool.in_flight().values()) == 0
-    finally:
-        pool.close()
+    with futures.ThreadPoolExecutor(12) as threads:
+        calls = [threads.submit(pool.Generate, ask(hot)) for _ in range(12)]
+        # Every one of the 12 is in flight.
+        wait_for(lambda: sum(r.fake.calls.get(hot, 0) for r in replicas) == 12)
+        held = {a: by_address[a].fake.calls.get(hot, 0) for a in ranking}
+        assert pool.in_flight() == held
+        for replica in replicas:
+            replica.fake.release.set()
+        assert all(c.result(timeout=GUARD_S).output.text for c in calls)
+    # A batch's worth (4) stays home, then max(4, ceil(1.25 x 12 / 3)) = 5
+    # per replica: the favourite fills first, the rest spill in order.
+    assert held[ranking[0]] == 5 and held[ranking[1]] == 5
+    assert held[ranking[2]] == 2
+    assert sum(pool.in_flight().values()) == 0
 
 
-def test_a_full_replica_sends_the_request_to_the_next_one(replicas):
+def test_a_full_replica_sends_the_request_to_the_next_one(replicas, pool_of):
     pool = pool_of(replicas)
     adapter = "adapter-7"
     home = favourite(replicas, adapter)
     full = next(r for r in replicas if r.address == home)
     full.fake.behaviours[adapter] = Behaviour(refuse=grpc.StatusCode.RESOURCE_EXHAUSTED)
-    try:
-        assert pool.Generate(ask(adapter)).output.text == '{"ok": true}'
-        assert full.fake.calls[adapter] == 1  # tried home first
-        assert sum(r.fake.calls.get(adapter, 0) for r in replicas) == 2
-        assert home in pool.live()  # full is not down
-    finally:
-        pool.close()
+    assert pool.Generate(ask(adapter)).output.text == '{"ok": true}'
+    assert full.fake.calls[adapter] == 1  # tried home first
+    assert sum(r.fake.calls.get(adapter, 0) for r in replicas) == 2
+    assert home in pool.live()  # full is not down
 
 
-def test_when_every_replica_is_gone_the_caller_gets_unavailable(replicas):
+def test_when_every_replica_is_gone_the_caller_gets_unavailable(replicas, pool_of):
     pool = pool_of(replicas)
     for replica in replicas:
         replica.server.stop(0)
-    try:
-        with pytest.raises(Unavailable) as caught:
-            pool.Generate(ask("adapter-1"))
-        assert "is it running?" in caught.value.message
-        # Still tries every replica next time rather than none.
-        assert sorted(pool.live()) == sorted(r.address for r in replicas)
-    finally:
-        pool.close()
+    with pytest.raises(Unavailable) as caught:
+        pool.Generate(ask("adapter-1"))
+    assert "is it running?" in caught.value.message
+    # Still tries every replica next time rather than none.
+    assert sorted(pool.live()) == sorted(r.address for r in replicas)
 
 
-def test_streams_follow_affinity_and_fail_over_before_any_output(replicas):
+def test_streams_follow_affinity_and_fail_over_before_any_output(replicas, pool_of):
     pool = pool_of(replicas)
     adapter = "adapter-3"
     home = favourite(replicas, adapter)
     by_address = {r.address: r for r in replicas}
     for replica in replicas:
         replica.fake.behaviours[adapter] = Behaviour(text="one two three")
-    try:
-        chunks = list(pool.GenerateStream(ask(adapter)))
-        assert "".join(c.chunk.text_delta for c in chunks) == "one two three"
-        assert served_by(replicas) == {adapter: home}
-        by_address[home].server.stop(0)
-        by_address[home].fake.calls.clear()
-        chunks = list(pool.GenerateStream(ask(adapter)))
-        assert "".join(c.chunk.text_delta for c in chunks) == "one two three"
-        assert served_by(replicas)[adapter] != home
-        assert sum(pool.in_flight().values()) == 0
-    finally:
-        pool.close()
+    chunks = list(pool.GenerateStream(ask(adapter)))
+    assert "".join(c.chunk.text_delta for c in chunks) == "one two three"
+    assert served_by(replicas) == {adapter: home}
+    by_address[home].server.stop(0)
+    by_address[home].fake.calls.clear()
+    chunks = list(pool.GenerateStream(ask(adapter)))
+    assert "".join(c.chunk.text_delta for c in chunks) == "one two three"
+    assert served_by(replicas)[adapter] != home
+    assert sum(pool.in_flight().values()) == 0
 
 
-def test_a_stream_abandoned_by_its_reader_frees_its_slot(replicas):
+def test_a_stream_abandoned_by_its_reader_frees_its_slot(replicas, pool_of):
     pool = pool_of(replicas)
     adapter = "adapter-4"
     for replica in replicas:
         replica.fake.behaviours[adapter] = Behaviour(text="a b c d e f")
-    try:
-        stream = pool.GenerateStream(ask(adapter))
-        next(stream)
-        assert sum(pool.in_flight().values()) == 1
-        stream.close()
-        assert sum(pool.in_flight().values()) == 0
-    finally:
-        pool.close()
+    stream = pool.GenerateStream(ask(adapter))
+    next(stream)
+    assert sum(pool.in_flight().values()) == 1
+    stream.close()
+    assert sum(pool.in_flight().values()) == 0
 
 
-def test_load_model_loads_on_the_favourite_only(replicas):
+def test_load_model_loads_on_the_favourite_only(replicas, pool_of):
     pool = pool_of(replicas)
-    try:
-        for adapter in KEYS[:12]:
-            pool.LoadModel(
-                inference_pb2.LoadModelRequest(model_id="base-1", adapter_id=adapter)
-            )
-        loaded = {r.address: set(r.fake.loaded) for r in replicas}
-        for adapter in KEYS[:12]:
-            holders = [a for a, names in loaded.items() if adapter in names]
-            assert holders == [favourite(replicas, adapter)]
-    finally:
-        pool.close()
+    for adapter in KEYS[:12]:
+        pool.LoadModel(
+            inference_pb2.LoadModelRequest(model_id="base-1", adapter_id=adapter)
+        )
+    loaded = {r.address: set(r.fake.loaded) for r in replicas}
+    for adapter in KEYS[:12]:
+        holders = [a for a, names in loaded.items() if adapter in names]
+        assert holders == [favourite(replicas, adapter)]
 
 
 def test_replicas_come_from_configuration():
@@ -271,18 +253,15 @@ def test_replicas_come_from_configuration():
         ).inference_addresses()
 
 
-def test_one_replica_behaves_as_a_plain_client(replicas):
+def test_one_replica_behaves_as_a_plain_client(replicas, pool_of):
     """The rollout analysis counts errors per arm: with one replica a
     failure comes back as it happened, not retried away."""
     pool = pool_of(replicas[:1])
     replicas[0].fake.behaviours["flaky"] = Behaviour(error_every=1)
-    try:
-        with pytest.raises(Unavailable, match="injected fault"):
-            pool.Generate(ask("flaky"))
-        assert replicas[0].fake.calls["flaky"] == 1
-        assert pool.Generate(ask("steady")).output.text == '{"ok": true}'
-    finally:
-        pool.close()
+    with pytest.raises(Unavailable, match="injected fault"):
+        pool.Generate(ask("flaky"))
+    assert replicas[0].fake.calls["flaky"] == 1
+    assert pool.Generate(ask("steady")).output.text == '{"ok": true}'
 
 
 class FakeRegistry:

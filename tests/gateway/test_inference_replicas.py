@@ -9,22 +9,18 @@ real gRPC; nothing waits on the wall clock.
 from __future__ import annotations
 
 import importlib
-import shutil
 
 import pytest
 
 from lorafleet.models import import_model
 from lorafleet.v1 import (
-    common_pb2,
     gateway_pb2,
     inference_pb2,
     inference_pb2_grpc,
-    registry_pb2,
 )
-from services.common.convert import struct
 from services.gateway.replicas import ReplicaChooser
 from tests.deadlines import stretched_channel
-from tests.merger.helpers import make_adapter
+from tests.inference.helpers import register_random_adapter
 from tests.suite import start_suite
 
 ADAPTERS = 5
@@ -45,24 +41,17 @@ def bed(tmp_path_factory, tiny_model_dir):
     base = import_model(
         tiny_model_dir, "tiny-replicas", suite.config.staging_dir, registry
     )
-    adapters = []
-    for seed in range(ADAPTERS):
-        staging = suite.config.staging_dir / f"adapter-{seed}"
-        make_adapter(tiny_model_dir, staging, seed=seed)
-        adapters.append(
-            registry.RegisterArtifact(
-                registry_pb2.RegisterArtifactRequest(
-                    kind=common_pb2.ARTIFACT_KIND_ADAPTER,
-                    name=f"tiny-replicas-lora-{seed}",
-                    source_path=str(staging),
-                    metadata=struct(
-                        {"base_model_id": base.id, "base_model_digest": base.digest}
-                    ),
-                ),
-                timeout=120,
-            ).artifact.id
-        )
-        shutil.rmtree(staging, ignore_errors=True)
+    adapters = [
+        register_random_adapter(
+            registry,
+            tiny_model_dir,
+            base,
+            suite.config.staging_dir / f"adapter-{seed}",
+            f"tiny-replicas-lora-{seed}",
+            seed,
+        ).id
+        for seed in range(ADAPTERS)
+    ]
     channels = {a: stretched_channel(a) for a in replicas}
     stubs = {a: inference_pb2_grpc.InferenceServiceStub(c) for a, c in channels.items()}
     servers = {replicas[0]: suite.servers["inference"], replicas[1]: second}

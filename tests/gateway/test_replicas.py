@@ -28,16 +28,22 @@ def test_keys_spread_evenly_over_the_replicas():
     assert all(abs(n - 1000) < 150 for n in counts.values()), counts
 
 
+def pick(chooser: ReplicaChooser, key: str, exclude=frozenset()) -> str:
+    replica = chooser.acquire(key, exclude)
+    chooser.release(replica)
+    return replica
+
+
 def test_a_replica_dropping_out_only_moves_its_own_keys():
     chooser = ReplicaChooser(REPLICAS)
-    before = {k: top(chooser, k) for k in KEYS}
-    chooser.set_replicas(REPLICAS[:2])
-    after = {k: top(chooser, k) for k in KEYS}
+    before = {k: pick(chooser, k) for k in KEYS}
+    assert before == {k: top(chooser, k) for k in KEYS}
+    after = {k: pick(chooser, k, frozenset({REPLICAS[2]})) for k in KEYS}
     moved = {k for k in KEYS if before[k] != after[k]}
     assert moved == {k for k in KEYS if before[k] == REPLICAS[2]}
     # And coming back takes exactly those keys back.
-    chooser.set_replicas(REPLICAS)
-    assert {k: top(chooser, k) for k in KEYS} == before
+    assert {k: pick(chooser, k) for k in KEYS} == before
+    assert chooser.acquire(KEYS[0], frozenset(REPLICAS)) is None
 
 
 def test_a_hot_key_overflows_to_its_next_replica_within_the_bound():

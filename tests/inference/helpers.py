@@ -25,3 +25,29 @@ def alone(model, ids: list[int], adapter: str, new: int) -> list[int]:
                 do_sample=False, pad_token_id=0,
             )  # fmt: skip
     return out[0, len(ids) :].tolist()
+
+
+def register_random_adapter(registry, tiny_model_dir, base, staging, name, seed):
+    """A random LoRA adapter on `base`, registered (with the base it was
+    made for) as `name`; its staging copy is removed. Returns the artifact."""
+    import shutil
+
+    from lorafleet.v1 import common_pb2, registry_pb2
+    from services.common.convert import struct
+    from tests.merger.helpers import make_adapter
+
+    make_adapter(tiny_model_dir, staging, seed=seed)
+    try:
+        return registry.RegisterArtifact(
+            registry_pb2.RegisterArtifactRequest(
+                kind=common_pb2.ARTIFACT_KIND_ADAPTER,
+                name=name,
+                source_path=str(staging),
+                metadata=struct(
+                    {"base_model_id": base.id, "base_model_digest": base.digest}
+                ),
+            ),
+            timeout=120,
+        ).artifact
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -7,7 +7,6 @@ a generous guard that only stops a hung test.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,8 @@ from lorafleet.v1 import (
     gateway_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
-    registry_pb2,
 )
-from services.common.convert import struct
-from tests.merger.helpers import make_adapter
+from tests.inference.helpers import register_random_adapter
 from tests.suite import Suite, start_suite
 
 GUARD_S = 300.0
@@ -52,24 +49,17 @@ def bed(tmp_path_factory, tiny_model_dir):
     base = import_model(
         tiny_model_dir, "tiny-serving", suite.config.staging_dir, registry
     )
-    adapters = []
-    for seed in (1, 2):
-        staging = suite.config.staging_dir / f"adapter-{seed}"
-        make_adapter(tiny_model_dir, staging, seed=seed)
-        adapters.append(
-            registry.RegisterArtifact(
-                registry_pb2.RegisterArtifactRequest(
-                    kind=common_pb2.ARTIFACT_KIND_ADAPTER,
-                    name=f"tiny-serving-lora-{seed}",
-                    source_path=str(staging),
-                    metadata=struct(
-                        {"base_model_id": base.id, "base_model_digest": base.digest}
-                    ),
-                ),
-                timeout=120,
-            ).artifact
+    adapters = [
+        register_random_adapter(
+            registry,
+            tiny_model_dir,
+            base,
+            suite.config.staging_dir / f"adapter-{seed}",
+            f"tiny-serving-lora-{seed}",
+            seed,
         )
-        shutil.rmtree(staging, ignore_errors=True)
+        for seed in (1, 2)
+    ]
     yield suite, base, adapters
     suite.stop()
 

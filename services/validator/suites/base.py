@@ -31,10 +31,14 @@ class Check:
     # Contribution to the suite score in [0, 1] (1 when passed unless the
     # check grades partially, e.g. a ratio of a metric to its target).
     score: float = 1.0
+    # What to do about it when failed (cleared when passed).
+    recommendation: str = ""
     weight: float = 1.0
     critical: bool = False
-    # What to do about it when failed; empty when passed.
-    recommendation: str = ""
+
+    def __post_init__(self) -> None:
+        if self.passed:
+            self.recommendation = ""  # advice is only for what failed
 
 
 def at_least(
@@ -43,30 +47,10 @@ def at_least(
     threshold: float,
     message: str,
     recommendation: str = "",
-    *,
-    weight: float = 1.0,
-    critical: bool = False,
+    **kw: Any,
 ) -> Check:
     """value >= threshold; partial credit value/threshold below it."""
-    passed = math.isfinite(value) and value >= threshold
-    if passed:
-        score = 1.0
-    elif not math.isfinite(value) or threshold <= 0:
-        score = 0.0
-    else:
-        score = max(0.0, min(1.0, value / threshold))
-    return Check(
-        name,
-        passed,
-        value,
-        threshold,
-        "min",
-        message,
-        score=score,
-        weight=weight,
-        critical=critical,
-        recommendation="" if passed else recommendation,
-    )
+    return _graded(name, value, threshold, "min", message, recommendation, **kw)
 
 
 def at_most(
@@ -75,52 +59,48 @@ def at_most(
     threshold: float,
     message: str,
     recommendation: str = "",
+    **kw: Any,
+) -> Check:
+    """value <= threshold; partial credit threshold/value above it."""
+    return _graded(name, value, threshold, "max", message, recommendation, **kw)
+
+
+def holds(
+    name: str, ok: bool, message: str, recommendation: str = "", **kw: Any
+) -> Check:
+    """A yes/no check: full credit or none."""
+    value = 1.0 if ok else 0.0
+    return Check(name, ok, value, 1.0, "bool", message, value, recommendation, **kw)
+
+
+def _graded(
+    name: str,
+    value: float,
+    threshold: float,
+    direction: str,
+    message: str,
+    recommendation: str,
     *,
     weight: float = 1.0,
     critical: bool = False,
 ) -> Check:
-    """value <= threshold; partial credit threshold/value above it."""
-    passed = math.isfinite(value) and value <= threshold
-    if passed:
-        score = 1.0
-    elif not math.isfinite(value) or value <= 0:
-        score = 0.0
-    else:
-        score = max(0.0, min(1.0, threshold / value))
+    at_least = direction == "min"
+    finite = math.isfinite(value)
+    passed = finite and (value >= threshold if at_least else value <= threshold)
+    # The share of the target reached (0 for no measurement, or no scale).
+    num, den = (value, threshold) if at_least else (threshold, value)
+    score = 1.0 if passed else (num / den if finite and den > 0 else 0.0)
     return Check(
         name,
         passed,
         value,
         threshold,
-        "max",
+        direction,
         message,
-        score=score,
+        max(0.0, min(1.0, score)),
+        recommendation,
         weight=weight,
         critical=critical,
-        recommendation="" if passed else recommendation,
-    )
-
-
-def holds(
-    name: str,
-    ok: bool,
-    message: str,
-    recommendation: str = "",
-    *,
-    weight: float = 1.0,
-    critical: bool = False,
-) -> Check:
-    return Check(
-        name,
-        ok,
-        1.0 if ok else 0.0,
-        1.0,
-        "bool",
-        message,
-        score=1.0 if ok else 0.0,
-        weight=weight,
-        critical=critical,
-        recommendation="" if ok else recommendation,
     )
 
 
