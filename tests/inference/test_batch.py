@@ -236,11 +236,13 @@ def test_the_lean_lora_path_matches_peft_and_generating_alone(
         ["a2", "a2", "a2"],  # one adapter for every row: no gather
     ],
 )
-def test_lean_lora_logits_are_bit_identical_to_peft(tiny, names):
+def test_lean_lora_logits_are_bit_identical_to_peft(tiny, names, monkeypatch):
+    """Adapter by adapter on its own rows (the stacked path off)."""
     import torch
 
     from services.inference import lora_rows
 
+    monkeypatch.setattr(lora_rows, "STACK_MIN_ADAPTERS", 99)
     model, _ = tiny
     lora_rows.install(model)
     torch.manual_seed(3)
@@ -254,3 +256,36 @@ def test_lean_lora_logits_are_bit_identical_to_peft(tiny, names):
     assert torch.equal(lean, expected)
     # And the adapters matter (else equality would prove nothing).
     assert not torch.equal(lean[0], plain[0])
+
+
+def test_stacked_lora_matches_peft_to_the_last_bits(tiny):
+    """All adapters of a mixed batch in two products per layer: PEFT's
+    logits within float rounding, the same greedy tokens; the stacks are
+    rebuilt when an adapter's weights are replaced under the same name."""
+    import torch
+
+    from services.inference import lora_rows
+
+    model, _ = tiny
+    lora_rows.install(model)
+    names = ["a1", "a2", "__base__", "a1", "a2"]
+    torch.manual_seed(3)
+    ids = torch.randint(4, 60, (len(names), 7))
+    inner = lora_rows.inner_model(model)
+    with torch.inference_mode():
+        expected = model(input_ids=ids, adapter_names=names).logits
+        with lora_rows.rows(names):
+            stacked = inner(input_ids=ids).logits
+        assert torch.allclose(stacked, expected, rtol=0, atol=1e-5)
+        assert torch.equal(stacked.argmax(-1), expected.argmax(-1))
+        layer = next(m for m in model.modules() if "_lorafleet_stacks" in m.__dict__)
+        old = layer.lora_B["a2"].weight
+        try:
+            layer.lora_B["a2"].weight = torch.nn.Parameter(old * 3)
+            changed = model(input_ids=ids, adapter_names=names).logits
+            with lora_rows.rows(names):
+                restacked = inner(input_ids=ids).logits
+        finally:
+            layer.lora_B["a2"].weight = old
+    assert not torch.allclose(changed, expected, atol=1e-4)
+    assert torch.allclose(restacked, changed, rtol=0, atol=1e-5)
