@@ -7,11 +7,13 @@ machinery costs about as much as the LoRA products themselves.
 
 Here the caller names each row's adapter once per forward (`rows(...)`, a
 context manager) and calls the transformers model inside the PeftModel
-directly; every PEFT LoRA Linear, patched by `install`, reads the names and
-applies each adapter to its own rows with the same operations as PEFT's
-mixed-batch forward (so the results are bit-identical to it, and to
-generating with the adapter alone). Outside `rows(...)` the layers run
-PEFT's own forward unchanged.
+directly; every PEFT LoRA Linear, patched by `install`, reads the names.
+A layer whose rows use one adapter (and base rows) applies it with the same
+operations as PEFT's mixed-batch forward, so the results are bit-identical
+to it and to generating with the adapter alone (`_grouped`); a layer mixing
+several adapters applies them all in two stacked products (`_stacked`),
+equal to PEFT's up to the last bits of the sums. Outside `rows(...)` the
+layers run PEFT's own forward unchanged.
 
 Only adapters PEFT would run as plain LoRA qualify (no DoRA or other variant,
 no bias on lora_B, no modules_to_save); `plain_adapter` says which.
@@ -97,8 +99,10 @@ def _forward(self, x, *args, **kwargs):
     if batch is None:
         return self._lorafleet_peft_forward(x, *args, **kwargs)
     result = self.base_layer(x, *args, **kwargs)
-    present = [name for name in batch.groups if name in self.lora_A]
-    # (None: base rows only, or adapters that leave this layer alone.)
+    # Adapters with weights here (not "__base__", nor ones that leave this
+    # layer alone), sorted: a set of adapters has one stack, whatever the
+    # rows' order.
+    present = sorted(name for name in batch.groups if name in self.lora_A)
     if len(present) >= STACK_MIN_ADAPTERS and not self.training:
         out = _stacked(self, batch, present, x)
         result += out if out.dtype == result.dtype else out.to(result.dtype)
