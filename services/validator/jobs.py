@@ -22,7 +22,13 @@ from services.common.modeling import (
     require_safetensors_adapter,
     resolve_device,
 )
-from services.validator.evaluation import ModelScores, score_model
+from services.validator.evaluation import (
+    LATENCY_TOKENS,
+    ModelScores,
+    latency_prompts,
+    score_model,
+    time_alternately,
+)
 from services.validator.gates import GateResult, Gates, evaluate_gates
 
 MODEL_KINDS = (
@@ -181,18 +187,33 @@ class Validator:
             progress=0.05,
             message=f"scoring {candidate_id} on {len(examples)} held-out examples",
         )
-        candidate = self._score(candidate_id, job.model, job.adapter, examples, spec)
-        ctx.check_cancelled()
-        baseline = None
-        if job.baseline is not None:
-            ctx.report(
-                stage="baseline",
-                progress=0.5,
-                message=f"scoring baseline {job.baseline.id}",
-                metrics=_metrics("candidate", candidate),
+        loaded: list[tuple[ModelScores, Any, Any]] = []
+        try:
+            candidate = self._score(
+                candidate_id, job.model, job.adapter, examples, spec, loaded
             )
-            baseline = self._score(job.baseline.id, job.baseline, None, examples, spec)
             ctx.check_cancelled()
+            baseline = None
+            if job.baseline is not None:
+                ctx.report(
+                    stage="baseline",
+                    progress=0.5,
+                    message=f"scoring baseline {job.baseline.id}",
+                    metrics=_metrics("candidate", candidate),
+                )
+                baseline = self._score(
+                    job.baseline.id, job.baseline, None, examples, spec, loaded
+                )
+                ctx.check_cancelled()
+            ctx.report(
+                stage="timing",
+                progress=0.8,
+                message=f"timing {len(loaded)} model(s) in turn on a fixed workload",
+            )
+            self._time(loaded, examples)
+        finally:
+            loaded.clear()
+            gc.collect()
         score, metric, gates = evaluate_gates(spec.gates, candidate, baseline)
         passed = all(g.passed for g in gates)
         outcome = ValidationOutcome(
@@ -233,7 +254,10 @@ class Validator:
         adapter: Any | None,
         examples: list[datasets.Example],
         spec: ValidationSpec,
+        loaded: list[tuple[ModelScores, Any, Any]],
     ) -> ModelScores:
+        """Loads and scores one model; a model that loads stays in `loaded`
+        (scores, model, tokenizer) until every model is timed."""
         path = Path(model_artifact.local_path)
         try:
             tokenizer = load_tokenizer(path)
@@ -252,18 +276,33 @@ class Validator:
                 loads=False,
                 samples=[("", f"load failed: {type(exc).__name__}: {exc}", "")],
             )
-        try:
-            return score_model(
-                model_id,
-                model,
-                tokenizer,
-                examples,
-                max_new_tokens=spec.max_new_tokens,
-                max_length=2048,
-            )
-        finally:
-            del model
-            gc.collect()
+        scores = score_model(
+            model_id,
+            model,
+            tokenizer,
+            examples,
+            max_new_tokens=spec.max_new_tokens,
+            max_length=2048,
+        )
+        loaded.append((scores, model, tokenizer))
+        return scores
+
+    @staticmethod
+    def _time(
+        loaded: list[tuple[ModelScores, Any, Any]],
+        examples: list[datasets.Example],
+    ) -> None:
+        """Times the loaded models in turn on the same fixed workload (so a
+        speed ratio is not skewed by when each ran) and records each one's
+        ms per token."""
+        if not loaded:
+            return
+        ms = time_alternately(
+            [(m, t, latency_prompts(t, examples)) for _, m, t in loaded]
+        )
+        for (scores, _, _), per_token in zip(loaded, ms, strict=True):
+            scores.latency_ms_per_token = per_token
+            scores.latency_ms_per_request = per_token * LATENCY_TOKENS
 
 
 def _metrics(prefix: str, scores: ModelScores) -> dict[str, float]:
