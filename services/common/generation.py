@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -12,6 +12,8 @@ class Generated:
     prompt_tokens: int
     completion_tokens: int
     hit_eos: bool
+    # The answer's token ids, the end token left out.
+    token_ids: list[int] = field(default_factory=list)
 
 
 def eos_ids(model, tokenizer) -> list[int]:
@@ -79,6 +81,7 @@ def generate_batch(
                         prompt_tokens=int(mask.sum()),
                         completion_tokens=len(new) + (1 if hit else 0),
                         hit_eos=hit,
+                        token_ids=new,
                     )
                 )
     finally:

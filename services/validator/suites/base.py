@@ -147,3 +147,20 @@ class Suite(ABC):
     @abstractmethod
     def run(self, ctx: Any) -> SuiteResult:
         """Measures `ctx.candidate` (and compares where it says so)."""
+
+
+@dataclass
+class SuiteContext:
+    """What a suite runs against: the candidate, the base model it was made
+    from (the reference for relative checks; None when the candidate is the
+    base itself), its thresholds (overrides of each suite's defaults) and
+    the evaluation's sample sizes."""
+
+    candidate: Subject
+    base: Subject | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    max_new_tokens: int = 48
+    seed: int = 42
+
+    def threshold(self, name: str, default: float) -> float:
+        return self.thresholds.get(name, default)
