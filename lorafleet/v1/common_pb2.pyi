@@ -393,7 +393,21 @@ class SampleGeneration(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., output: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class ValidationReport(_message.Message):
-    __slots__ = ("id", "candidate_id", "baseline_id", "dataset_id", "candidate", "baseline", "score", "score_metric", "passed", "gates", "create_time")
+    __slots__ = ("id", "candidate_id", "baseline_id", "dataset_id", "candidate", "baseline", "score", "score_metric", "passed", "gates", "create_time", "mode", "suites", "overall_score", "grade", "recommendations", "comparisons", "weights", "grade_bounds", "deployment", "probe_set_id", "base_model_id", "skipped_suites")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class SkippedSuitesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -405,6 +419,18 @@ class ValidationReport(_message.Message):
     PASSED_FIELD_NUMBER: _ClassVar[int]
     GATES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SUITES_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    GRADE_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATIONS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    GRADE_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    PROBE_SET_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_SUITES_FIELD_NUMBER: _ClassVar[int]
     id: str
     candidate_id: str
     baseline_id: str
@@ -416,21 +442,143 @@ class ValidationReport(_message.Message):
     passed: bool
     gates: _containers.RepeatedCompositeFieldContainer[GateResult]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., candidate: _Optional[_Union[ModelScores, _Mapping]] = ..., baseline: _Optional[_Union[ModelScores, _Mapping]] = ..., score: _Optional[float] = ..., score_metric: _Optional[str] = ..., passed: _Optional[bool] = ..., gates: _Optional[_Iterable[_Union[GateResult, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    mode: str
+    suites: _containers.RepeatedCompositeFieldContainer[SuiteReport]
+    overall_score: float
+    grade: str
+    recommendations: _containers.RepeatedScalarFieldContainer[str]
+    comparisons: _containers.RepeatedCompositeFieldContainer[Comparison]
+    weights: _containers.ScalarMap[str, float]
+    grade_bounds: _containers.RepeatedCompositeFieldContainer[GradeBound]
+    deployment: str
+    probe_set_id: str
+    base_model_id: str
+    skipped_suites: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., candidate: _Optional[_Union[ModelScores, _Mapping]] = ..., baseline: _Optional[_Union[ModelScores, _Mapping]] = ..., score: _Optional[float] = ..., score_metric: _Optional[str] = ..., passed: _Optional[bool] = ..., gates: _Optional[_Iterable[_Union[GateResult, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mode: _Optional[str] = ..., suites: _Optional[_Iterable[_Union[SuiteReport, _Mapping]]] = ..., overall_score: _Optional[float] = ..., grade: _Optional[str] = ..., recommendations: _Optional[_Iterable[str]] = ..., comparisons: _Optional[_Iterable[_Union[Comparison, _Mapping]]] = ..., weights: _Optional[_Mapping[str, float]] = ..., grade_bounds: _Optional[_Iterable[_Union[GradeBound, _Mapping]]] = ..., deployment: _Optional[str] = ..., probe_set_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., skipped_suites: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CheckResult(_message.Message):
+    __slots__ = ("name", "passed", "value", "threshold", "direction", "message", "score", "weight", "critical", "recommendation")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CRITICAL_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    direction: str
+    message: str
+    score: float
+    weight: float
+    critical: bool
+    recommendation: str
+    def __init__(self, name: _Optional[str] = ..., passed: _Optional[bool] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., direction: _Optional[str] = ..., message: _Optional[str] = ..., score: _Optional[float] = ..., weight: _Optional[float] = ..., critical: _Optional[bool] = ..., recommendation: _Optional[str] = ...) -> None: ...
+
+class SuiteReport(_message.Message):
+    __slots__ = ("name", "score", "weight", "passed", "checks", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    score: float
+    weight: float
+    passed: bool
+    checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., weight: _Optional[float] = ..., passed: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Comparison(_message.Message):
+    __slots__ = ("target", "model_id", "adapter_id", "overall_score", "suite_scores", "suite_deltas", "overall_delta", "task_metric", "task_value", "task_improvement", "meets_task_bar")
+    class SuiteScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class SuiteDeltasEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SUITE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    SUITE_DELTAS_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_DELTA_FIELD_NUMBER: _ClassVar[int]
+    TASK_METRIC_FIELD_NUMBER: _ClassVar[int]
+    TASK_VALUE_FIELD_NUMBER: _ClassVar[int]
+    TASK_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
+    MEETS_TASK_BAR_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    model_id: str
+    adapter_id: str
+    overall_score: float
+    suite_scores: _containers.ScalarMap[str, float]
+    suite_deltas: _containers.ScalarMap[str, float]
+    overall_delta: float
+    task_metric: str
+    task_value: float
+    task_improvement: float
+    meets_task_bar: bool
+    def __init__(self, target: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., overall_score: _Optional[float] = ..., suite_scores: _Optional[_Mapping[str, float]] = ..., suite_deltas: _Optional[_Mapping[str, float]] = ..., overall_delta: _Optional[float] = ..., task_metric: _Optional[str] = ..., task_value: _Optional[float] = ..., task_improvement: _Optional[float] = ..., meets_task_bar: _Optional[bool] = ...) -> None: ...
+
+class GradeBound(_message.Message):
+    __slots__ = ("grade", "min_score")
+    GRADE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    grade: str
+    min_score: float
+    def __init__(self, grade: _Optional[str] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class ValidationGates(_message.Message):
-    __slots__ = ("min_score", "max_perplexity_ratio", "max_latency_ratio", "min_score_delta", "require_no_regression")
+    __slots__ = ("min_score", "max_perplexity_ratio", "max_latency_ratio", "min_score_delta", "require_no_regression", "min_overall_score", "min_safety_score", "max_suite_regression", "max_regression")
+    class MaxRegressionEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     MAX_PERPLEXITY_RATIO_FIELD_NUMBER: _ClassVar[int]
     MAX_LATENCY_RATIO_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_DELTA_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_NO_REGRESSION_FIELD_NUMBER: _ClassVar[int]
+    MIN_OVERALL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAFETY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SUITE_REGRESSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_REGRESSION_FIELD_NUMBER: _ClassVar[int]
     min_score: float
     max_perplexity_ratio: float
     max_latency_ratio: float
     min_score_delta: float
     require_no_regression: bool
-    def __init__(self, min_score: _Optional[float] = ..., max_perplexity_ratio: _Optional[float] = ..., max_latency_ratio: _Optional[float] = ..., min_score_delta: _Optional[float] = ..., require_no_regression: _Optional[bool] = ...) -> None: ...
+    min_overall_score: float
+    min_safety_score: float
+    max_suite_regression: float
+    max_regression: _containers.ScalarMap[str, float]
+    def __init__(self, min_score: _Optional[float] = ..., max_perplexity_ratio: _Optional[float] = ..., max_latency_ratio: _Optional[float] = ..., min_score_delta: _Optional[float] = ..., require_no_regression: _Optional[bool] = ..., min_overall_score: _Optional[float] = ..., min_safety_score: _Optional[float] = ..., max_suite_regression: _Optional[float] = ..., max_regression: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class DeploymentTarget(_message.Message):
     __slots__ = ("model_id", "adapter_id", "digest", "weight_bps", "arm", "role", "mirror_bps")

@@ -31,7 +31,7 @@ ROLLOUT_STATE_ROLLED_BACK: RolloutState
 ROLLOUT_STATE_FAILED: RolloutState
 
 class RunWorkflowRequest(_message.Message):
-    __slots__ = ("base_model_id", "dataset_id", "dataset_path", "name", "train_config", "gates", "deployment", "skip_deploy", "strategy", "validation_examples", "validation_max_new_tokens", "request_id", "rollout")
+    __slots__ = ("base_model_id", "dataset_id", "dataset_path", "name", "train_config", "gates", "deployment", "skip_deploy", "strategy", "validation_examples", "validation_max_new_tokens", "request_id", "rollout", "validation_mode", "force", "force_reason")
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_PATH_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,9 @@ class RunWorkflowRequest(_message.Message):
     VALIDATION_MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_MODE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_REASON_FIELD_NUMBER: _ClassVar[int]
     base_model_id: str
     dataset_id: str
     dataset_path: str
@@ -58,7 +61,10 @@ class RunWorkflowRequest(_message.Message):
     validation_max_new_tokens: int
     request_id: str
     rollout: RolloutSettings
-    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., dataset_path: _Optional[str] = ..., name: _Optional[str] = ..., train_config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., gates: _Optional[_Union[_common_pb2.ValidationGates, _Mapping]] = ..., deployment: _Optional[str] = ..., skip_deploy: _Optional[bool] = ..., strategy: _Optional[_Union[_common_pb2.DeploymentStrategy, str]] = ..., validation_examples: _Optional[int] = ..., validation_max_new_tokens: _Optional[int] = ..., request_id: _Optional[str] = ..., rollout: _Optional[_Union[RolloutSettings, _Mapping]] = ...) -> None: ...
+    validation_mode: str
+    force: bool
+    force_reason: str
+    def __init__(self, base_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., dataset_path: _Optional[str] = ..., name: _Optional[str] = ..., train_config: _Optional[_Union[_common_pb2.TrainConfig, _Mapping]] = ..., gates: _Optional[_Union[_common_pb2.ValidationGates, _Mapping]] = ..., deployment: _Optional[str] = ..., skip_deploy: _Optional[bool] = ..., strategy: _Optional[_Union[_common_pb2.DeploymentStrategy, str]] = ..., validation_examples: _Optional[int] = ..., validation_max_new_tokens: _Optional[int] = ..., request_id: _Optional[str] = ..., rollout: _Optional[_Union[RolloutSettings, _Mapping]] = ..., validation_mode: _Optional[str] = ..., force: _Optional[bool] = ..., force_reason: _Optional[str] = ...) -> None: ...
 
 class RunWorkflowResponse(_message.Message):
     __slots__ = ("job",)

@@ -25,35 +25,43 @@ _sym_db = _symbol_database.Default()
 from lorafleet.v1 import common_pb2 as lorafleet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clorafleet/v1/validator.proto\x12\x0clorafleet.v1\x1a\x19lorafleet/v1/common.proto\"\x85\x02\n\x19StartValidationJobRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12\x19\n\x11\x62\x61seline_model_id\x18\x03 \x01(\t\x12\x12\n\ndataset_id\x18\x04 \x01(\t\x12,\n\x05gates\x18\x05 \x01(\x0b\x32\x1d.lorafleet.v1.ValidationGates\x12\x14\n\x0cmax_examples\x18\x06 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x07 \x01(\x05\x12\x15\n\reval_fraction\x18\x08 \x01(\x01\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x12\n\nrequest_id\x18\n \x01(\t\"F\n\x1aStartValidationJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ValidationJob\"\xc6\x01\n\rValidationJob\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.lorafleet.v1.JobStatus\x12\x38\n\x07request\x18\x02 \x01(\x0b\x32\'.lorafleet.v1.StartValidationJobRequest\x12.\n\x06report\x18\x03 \x01(\x0b\x32\x1e.lorafleet.v1.ValidationReport\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\")\n\x17GetValidationJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"D\n\x18GetValidationJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ValidationJob\"i\n\x19ListValidationJobsRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.lorafleet.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x1aListValidationJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.lorafleet.v1.ValidationJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x1a\x43\x61ncelValidationJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"G\n\x1b\x43\x61ncelValidationJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ValidationJob\"C\n\x19WatchValidationJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"r\n\x1aWatchValidationJobResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ProgressEvent\x12(\n\x03job\x18\x02 \x01(\x0b\x32\x1b.lorafleet.v1.ValidationJob2\x9e\x04\n\x10ValidatorService\x12g\n\x12StartValidationJob\x12\'.lorafleet.v1.StartValidationJobRequest\x1a(.lorafleet.v1.StartValidationJobResponse\x12\x61\n\x10GetValidationJob\x12%.lorafleet.v1.GetValidationJobRequest\x1a&.lorafleet.v1.GetValidationJobResponse\x12g\n\x12ListValidationJobs\x12\'.lorafleet.v1.ListValidationJobsRequest\x1a(.lorafleet.v1.ListValidationJobsResponse\x12j\n\x13\x43\x61ncelValidationJob\x12(.lorafleet.v1.CancelValidationJobRequest\x1a).lorafleet.v1.CancelValidationJobResponse\x12i\n\x12WatchValidationJob\x12\'.lorafleet.v1.WatchValidationJobRequest\x1a(.lorafleet.v1.WatchValidationJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clorafleet/v1/validator.proto\x12\x0clorafleet.v1\x1a\x19lorafleet/v1/common.proto\"\xfb\x04\n\x19StartValidationJobRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12\x19\n\x11\x62\x61seline_model_id\x18\x03 \x01(\t\x12\x12\n\ndataset_id\x18\x04 \x01(\t\x12,\n\x05gates\x18\x05 \x01(\x0b\x32\x1d.lorafleet.v1.ValidationGates\x12\x14\n\x0cmax_examples\x18\x06 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x07 \x01(\x05\x12\x15\n\reval_fraction\x18\x08 \x01(\x01\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x0c\n\x04mode\x18\x0b \x01(\t\x12\x0e\n\x06suites\x18\x0c \x03(\t\x12\x45\n\x07weights\x18\r \x03(\x0b\x32\x34.lorafleet.v1.StartValidationJobRequest.WeightsEntry\x12K\n\nthresholds\x18\x0e \x03(\x0b\x32\x37.lorafleet.v1.StartValidationJobRequest.ThresholdsEntry\x12\x12\n\ndeployment\x18\x0f \x01(\t\x12\x1b\n\x13safety_probe_set_id\x18\x10 \x01(\t\x12.\n\x0cgrade_bounds\x18\x11 \x03(\x0b\x32\x18.lorafleet.v1.GradeBound\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fThresholdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"F\n\x1aStartValidationJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ValidationJob\"\xc6\x01\n\rValidationJob\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.lorafleet.v1.JobStatus\x12\x38\n\x07request\x18\x02 \x01(\x0b\x32\'.lorafleet.v1.StartValidationJobRequest\x12.\n\x06report\x18\x03 \x01(\x0b\x32\x1e.lorafleet.v1.ValidationReport\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\")\n\x17GetValidationJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"D\n\x18GetValidationJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ValidationJob\"i\n\x19ListValidationJobsRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.lorafleet.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x1aListValidationJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.lorafleet.v1.ValidationJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x1a\x43\x61ncelValidationJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"G\n\x1b\x43\x61ncelValidationJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ValidationJob\"C\n\x19WatchValidationJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"r\n\x1aWatchValidationJobResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ProgressEvent\x12(\n\x03job\x18\x02 \x01(\x0b\x32\x1b.lorafleet.v1.ValidationJob2\x9e\x04\n\x10ValidatorService\x12g\n\x12StartValidationJob\x12\'.lorafleet.v1.StartValidationJobRequest\x1a(.lorafleet.v1.StartValidationJobResponse\x12\x61\n\x10GetValidationJob\x12%.lorafleet.v1.GetValidationJobRequest\x1a&.lorafleet.v1.GetValidationJobResponse\x12g\n\x12ListValidationJobs\x12\'.lorafleet.v1.ListValidationJobsRequest\x1a(.lorafleet.v1.ListValidationJobsResponse\x12j\n\x13\x43\x61ncelValidationJob\x12(.lorafleet.v1.CancelValidationJobRequest\x1a).lorafleet.v1.CancelValidationJobResponse\x12i\n\x12WatchValidationJob\x12\'.lorafleet.v1.WatchValidationJobRequest\x1a(.lorafleet.v1.WatchValidationJobResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lorafleet.v1.validator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STARTVALIDATIONJOBREQUEST_WEIGHTSENTRY']._loaded_options = None
+  _globals['_STARTVALIDATIONJOBREQUEST_WEIGHTSENTRY']._serialized_options = b'8\001'
+  _globals['_STARTVALIDATIONJOBREQUEST_THRESHOLDSENTRY']._loaded_options = None
+  _globals['_STARTVALIDATIONJOBREQUEST_THRESHOLDSENTRY']._serialized_options = b'8\001'
   _globals['_STARTVALIDATIONJOBREQUEST']._serialized_start=74
-  _globals['_STARTVALIDATIONJOBREQUEST']._serialized_end=335
-  _globals['_STARTVALIDATIONJOBRESPONSE']._serialized_start=337
-  _globals['_STARTVALIDATIONJOBRESPONSE']._serialized_end=407
-  _globals['_VALIDATIONJOB']._serialized_start=410
-  _globals['_VALIDATIONJOB']._serialized_end=608
-  _globals['_GETVALIDATIONJOBREQUEST']._serialized_start=610
-  _globals['_GETVALIDATIONJOBREQUEST']._serialized_end=651
-  _globals['_GETVALIDATIONJOBRESPONSE']._serialized_start=653
-  _globals['_GETVALIDATIONJOBRESPONSE']._serialized_end=721
-  _globals['_LISTVALIDATIONJOBSREQUEST']._serialized_start=723
-  _globals['_LISTVALIDATIONJOBSREQUEST']._serialized_end=828
-  _globals['_LISTVALIDATIONJOBSRESPONSE']._serialized_start=830
-  _globals['_LISTVALIDATIONJOBSRESPONSE']._serialized_end=926
-  _globals['_CANCELVALIDATIONJOBREQUEST']._serialized_start=928
-  _globals['_CANCELVALIDATIONJOBREQUEST']._serialized_end=972
-  _globals['_CANCELVALIDATIONJOBRESPONSE']._serialized_start=974
-  _globals['_CANCELVALIDATIONJOBRESPONSE']._serialized_end=1045
-  _globals['_WATCHVALIDATIONJOBREQUEST']._serialized_start=1047
-  _globals['_WATCHVALIDATIONJOBREQUEST']._serialized_end=1114
-  _globals['_WATCHVALIDATIONJOBRESPONSE']._serialized_start=1116
-  _globals['_WATCHVALIDATIONJOBRESPONSE']._serialized_end=1230
-  _globals['_VALIDATORSERVICE']._serialized_start=1233
-  _globals['_VALIDATORSERVICE']._serialized_end=1775
+  _globals['_STARTVALIDATIONJOBREQUEST']._serialized_end=709
+  _globals['_STARTVALIDATIONJOBREQUEST_WEIGHTSENTRY']._serialized_start=612
+  _globals['_STARTVALIDATIONJOBREQUEST_WEIGHTSENTRY']._serialized_end=658
+  _globals['_STARTVALIDATIONJOBREQUEST_THRESHOLDSENTRY']._serialized_start=660
+  _globals['_STARTVALIDATIONJOBREQUEST_THRESHOLDSENTRY']._serialized_end=709
+  _globals['_STARTVALIDATIONJOBRESPONSE']._serialized_start=711
+  _globals['_STARTVALIDATIONJOBRESPONSE']._serialized_end=781
+  _globals['_VALIDATIONJOB']._serialized_start=784
+  _globals['_VALIDATIONJOB']._serialized_end=982
+  _globals['_GETVALIDATIONJOBREQUEST']._serialized_start=984
+  _globals['_GETVALIDATIONJOBREQUEST']._serialized_end=1025
+  _globals['_GETVALIDATIONJOBRESPONSE']._serialized_start=1027
+  _globals['_GETVALIDATIONJOBRESPONSE']._serialized_end=1095
+  _globals['_LISTVALIDATIONJOBSREQUEST']._serialized_start=1097
+  _globals['_LISTVALIDATIONJOBSREQUEST']._serialized_end=1202
+  _globals['_LISTVALIDATIONJOBSRESPONSE']._serialized_start=1204
+  _globals['_LISTVALIDATIONJOBSRESPONSE']._serialized_end=1300
+  _globals['_CANCELVALIDATIONJOBREQUEST']._serialized_start=1302
+  _globals['_CANCELVALIDATIONJOBREQUEST']._serialized_end=1346
+  _globals['_CANCELVALIDATIONJOBRESPONSE']._serialized_start=1348
+  _globals['_CANCELVALIDATIONJOBRESPONSE']._serialized_end=1419
+  _globals['_WATCHVALIDATIONJOBREQUEST']._serialized_start=1421
+  _globals['_WATCHVALIDATIONJOBREQUEST']._serialized_end=1488
+  _globals['_WATCHVALIDATIONJOBRESPONSE']._serialized_start=1490
+  _globals['_WATCHVALIDATIONJOBRESPONSE']._serialized_end=1604
+  _globals['_VALIDATORSERVICE']._serialized_start=1607
+  _globals['_VALIDATORSERVICE']._serialized_end=2149
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartValidationJobRequest(_message.Message):
-    __slots__ = ("model_id", "adapter_id", "baseline_model_id", "dataset_id", "gates", "max_examples", "max_new_tokens", "eval_fraction", "seed", "request_id")
+    __slots__ = ("model_id", "adapter_id", "baseline_model_id", "dataset_id", "gates", "max_examples", "max_new_tokens", "eval_fraction", "seed", "request_id", "mode", "suites", "weights", "thresholds", "deployment", "safety_probe_set_id", "grade_bounds")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +33,13 @@ class StartValidationJobRequest(_message.Message):
     EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SUITES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_PROBE_SET_ID_FIELD_NUMBER: _ClassVar[int]
+    GRADE_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     adapter_id: str
     baseline_model_id: str
@@ -29,7 +50,14 @@ class StartValidationJobRequest(_message.Message):
     eval_fraction: float
     seed: int
     request_id: str
-    def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., baseline_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., gates: _Optional[_Union[_common_pb2.ValidationGates, _Mapping]] = ..., max_examples: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    mode: str
+    suites: _containers.RepeatedScalarFieldContainer[str]
+    weights: _containers.ScalarMap[str, float]
+    thresholds: _containers.ScalarMap[str, float]
+    deployment: str
+    safety_probe_set_id: str
+    grade_bounds: _containers.RepeatedCompositeFieldContainer[_common_pb2.GradeBound]
+    def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., baseline_model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., gates: _Optional[_Union[_common_pb2.ValidationGates, _Mapping]] = ..., max_examples: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., eval_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., request_id: _Optional[str] = ..., mode: _Optional[str] = ..., suites: _Optional[_Iterable[str]] = ..., weights: _Optional[_Mapping[str, float]] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., deployment: _Optional[str] = ..., safety_probe_set_id: _Optional[str] = ..., grade_bounds: _Optional[_Iterable[_Union[_common_pb2.GradeBound, _Mapping]]] = ...) -> None: ...
 
 class StartValidationJobResponse(_message.Message):
     __slots__ = ("job",)
