@@ -158,11 +158,27 @@ def _summary(client: Client, job: gateway_pb2.WorkflowJob) -> int:
                 f"              {label:<12}{s.exact_match:>12.2f}{s.perplexity:>12.3f}"
                 f"{s.latency_ms_per_token:>10.1f}"
             )
+        if r.suites:
+            _say(
+                f"{'':<14}overall {r.overall_score:.2f} ({r.grade}, {r.mode} mode): "
+                + ", ".join(f"{s.name} {s.score:.2f}" for s in r.suites)
+            )
+        for c in r.comparisons:
+            line = f"{'':<14}vs {c.target:<10} overall {c.overall_score:.2f}"
+            if c.task_metric:
+                bar = "meets" if c.meets_task_bar else "misses"
+                line += (
+                    f"; {c.task_metric} {c.task_value:.2f} -> "
+                    f"{c.task_improvement:+.0%} ({bar} the 15% bar)"
+                )
+            _say(line)
         for gate in r.gates:
             _say(
                 f"{'':<14}gate {gate.name:<22} {'ok' if gate.passed else 'FAIL'}  "
                 f"{gate.message}"
             )
+        for advice in r.recommendations:
+            _say(f"{'':<14}advice: {advice}")
     if status.state != common_pb2.JOB_STATE_SUCCEEDED:
         _say(
             f"workflow {common_pb2.JobState.Name(status.state)}: {status.error.code} "

@@ -155,6 +155,56 @@ def test_failed_gate_blocks_deployment(suite, workflow, base_model, dataset_copy
     assert after.model_id == before.model_id and after.revision == before.revision
 
 
+def test_a_forced_workflow_deploys_past_failed_gates_and_the_reason_is_audited(
+    suite, workflow, base_model, dataset_copy
+):
+    # The deployment serves a version now: the validation compares with it.
+    strict = common_pb2.ValidationGates(
+        min_score=0.99, max_latency_ratio=100.0, min_overall_score=0.99
+    )
+    request = gateway_pb2.RunWorkflowRequest(
+        base_model_id=base_model.id,
+        dataset_path=str(dataset_copy),
+        name="orders-forced",
+        deployment="orders",
+        train_config=TRAIN,
+        gates=strict,
+        validation_examples=2,
+        validation_max_new_tokens=4,
+        validation_mode="quick",
+        force=True,
+    )
+    with pytest.raises(grpc.RpcError) as err:  # force needs its reason
+        suite.stub("gateway").RunWorkflow(request, timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "force_reason" in err.value.details()
+    request.force_reason = "hotfix approved by on-call"
+    _, events = run_workflow(suite, request)
+    final = events[-1].job
+    assert final.status.state == common_pb2.JOB_STATE_SUCCEEDED, final.status.error
+    report = final.result.report
+    assert not report.passed and report.mode == "quick"
+    assert report.deployment == "orders"
+    assert any(c.target == "production" for c in report.comparisons)
+    gate = next(s for s in final.steps if s.name == "gate")
+    assert "FORCED" in gate.message and "min_score" in gate.message
+    deployment = (
+        suite.stub("registry")
+        .GetDeployment(registry_pb2.GetDeploymentRequest(name="orders"))
+        .deployment
+    )
+    assert deployment.model_id == final.result.merged_model_id
+    assert "hotfix approved by on-call" in deployment.reason
+    events = (
+        suite.stub("registry")
+        .ListAuditEvents(
+            registry_pb2.ListAuditEventsRequest(target="orders"), timeout=30
+        )
+        .events
+    )
+    assert any("forced past failed validation report" in str(e.after) for e in events)
+
+
 def test_rollback_restores_the_previous_version(suite, workflow, base_model):
     gateway = suite.stub("gateway")
     moved = gateway.Deploy(

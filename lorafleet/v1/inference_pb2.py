@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lorafleet.v1 import common_pb2 as lorafleet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clorafleet/v1/inference.proto\x12\x0clorafleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lorafleet/v1/common.proto\"\x99\x03\n\x0bLoadedModel\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.lorafleet.v1.ArtifactKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x64\x61pter_ids\x18\x04 \x03(\t\x12\x12\n\nparameters\x18\x05 \x01(\x03\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x0e\n\x06pinned\x18\x08 \x01(\x08\x12-\n\tlast_used\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08\x61\x64\x61pters\x18\n \x03(\x0b\x32\x1b.lorafleet.v1.LoadedAdapter\x12\x17\n\x0fqueued_requests\x18\x0b \x01(\x05\x12\x12\n\nbatch_rows\x18\x0c \x01(\x05\x12\x14\n\x0c\x64\x65\x63ode_steps\x18\r \x01(\x03\x12\x17\n\x0fmean_batch_rows\x18\x0e \x01(\x01\x12.\n\nbase_stats\x18\x0f \x01(\x0b\x32\x1a.lorafleet.v1.ServingStats\"\xe3\x01\n\rLoadedAdapter\x12\x13\n\x0b\x61\x64\x61pter_ids\x18\x01 \x03(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\r\n\x05loads\x18\x05 \x01(\x03\x12-\n\tlast_used\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06pinned\x18\x07 \x01(\x08\x12\x17\n\x0f\x61\x63tive_requests\x18\x08 \x01(\x05\x12)\n\x05stats\x18\t \x01(\x0b\x32\x1a.lorafleet.v1.ServingStats\"\xb4\x01\n\x0cServingStats\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x11\n\tabandoned\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x15\n\rmean_queue_ms\x18\x05 \x01(\x01\x12\x1b\n\x13mean_first_token_ms\x18\x06 \x01(\x01\x12\x19\n\x11mean_ms_per_token\x18\x07 \x01(\x01\"E\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12\x0b\n\x03pin\x18\x03 \x01(\x08\"=\n\x11LoadModelResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.lorafleet.v1.LoadedModel\":\n\x12UnloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\"\x15\n\x13UnloadModelResponse\"\x19\n\x17ListLoadedModelsRequest\"E\n\x18ListLoadedModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.lorafleet.v1.LoadedModel\"w\n\x1fInferenceServiceGenerateRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.lorafleet.v1.GenerationParams\"R\n InferenceServiceGenerateResponse\x12.\n\x06output\x18\x01 \x01(\x0b\x32\x1e.lorafleet.v1.GenerationOutput\"}\n%InferenceServiceGenerateStreamRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.lorafleet.v1.GenerationParams\"V\n&InferenceServiceGenerateStreamResponse\x12,\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1d.lorafleet.v1.GenerationChunk2\x81\x04\n\x10InferenceService\x12L\n\tLoadModel\x12\x1e.lorafleet.v1.LoadModelRequest\x1a\x1f.lorafleet.v1.LoadModelResponse\x12R\n\x0bUnloadModel\x12 .lorafleet.v1.UnloadModelRequest\x1a!.lorafleet.v1.UnloadModelResponse\x12\x61\n\x10ListLoadedModels\x12%.lorafleet.v1.ListLoadedModelsRequest\x1a&.lorafleet.v1.ListLoadedModelsResponse\x12i\n\x08Generate\x12-.lorafleet.v1.InferenceServiceGenerateRequest\x1a..lorafleet.v1.InferenceServiceGenerateResponse\x12}\n\x0eGenerateStream\x12\x33.lorafleet.v1.InferenceServiceGenerateStreamRequest\x1a\x34.lorafleet.v1.InferenceServiceGenerateStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clorafleet/v1/inference.proto\x12\x0clorafleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lorafleet/v1/common.proto\"\xb7\x03\n\x0bLoadedModel\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.lorafleet.v1.ArtifactKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x64\x61pter_ids\x18\x04 \x03(\t\x12\x12\n\nparameters\x18\x05 \x01(\x03\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x0e\n\x06pinned\x18\x08 \x01(\x08\x12-\n\tlast_used\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08\x61\x64\x61pters\x18\n \x03(\x0b\x32\x1b.lorafleet.v1.LoadedAdapter\x12\x17\n\x0fqueued_requests\x18\x0b \x01(\x05\x12\x12\n\nbatch_rows\x18\x0c \x01(\x05\x12\x14\n\x0c\x64\x65\x63ode_steps\x18\r \x01(\x03\x12\x17\n\x0fmean_batch_rows\x18\x0e \x01(\x01\x12.\n\nbase_stats\x18\x0f \x01(\x0b\x32\x1a.lorafleet.v1.ServingStats\x12\x0c\n\x04task\x18\x10 \x01(\t\x12\x0e\n\x06labels\x18\x11 \x03(\t\"\xf3\x01\n\rLoadedAdapter\x12\x13\n\x0b\x61\x64\x61pter_ids\x18\x01 \x03(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\r\n\x05loads\x18\x05 \x01(\x03\x12-\n\tlast_used\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06pinned\x18\x07 \x01(\x08\x12\x17\n\x0f\x61\x63tive_requests\x18\x08 \x01(\x05\x12)\n\x05stats\x18\t \x01(\x0b\x32\x1a.lorafleet.v1.ServingStats\x12\x0e\n\x06labels\x18\n \x03(\t\"\xb4\x01\n\x0cServingStats\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x11\n\tabandoned\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x15\n\rmean_queue_ms\x18\x05 \x01(\x01\x12\x1b\n\x13mean_first_token_ms\x18\x06 \x01(\x01\x12\x19\n\x11mean_ms_per_token\x18\x07 \x01(\x01\"E\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12\x0b\n\x03pin\x18\x03 \x01(\x08\"=\n\x11LoadModelResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.lorafleet.v1.LoadedModel\":\n\x12UnloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\"\x15\n\x13UnloadModelResponse\"\x19\n\x17ListLoadedModelsRequest\"E\n\x18ListLoadedModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.lorafleet.v1.LoadedModel\"w\n\x1fInferenceServiceGenerateRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.lorafleet.v1.GenerationParams\"R\n InferenceServiceGenerateResponse\x12.\n\x06output\x18\x01 \x01(\x0b\x32\x1e.lorafleet.v1.GenerationOutput\"}\n%InferenceServiceGenerateStreamRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.lorafleet.v1.GenerationParams\"V\n&InferenceServiceGenerateStreamResponse\x12,\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1d.lorafleet.v1.GenerationChunk\"V\n\x1fInferenceServiceClassifyRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12\r\n\x05texts\x18\x03 \x03(\t\"\x8c\x01\n InferenceServiceClassifyResponse\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.lorafleet.v1.ClassifiedText\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\"_\n\x0e\x43lassifiedText\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\x05\x12\x15\n\rprobabilities\x18\x03 \x03(\x01\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x32\xec\x04\n\x10InferenceService\x12L\n\tLoadModel\x12\x1e.lorafleet.v1.LoadModelRequest\x1a\x1f.lorafleet.v1.LoadModelResponse\x12R\n\x0bUnloadModel\x12 .lorafleet.v1.UnloadModelRequest\x1a!.lorafleet.v1.UnloadModelResponse\x12\x61\n\x10ListLoadedModels\x12%.lorafleet.v1.ListLoadedModelsRequest\x1a&.lorafleet.v1.ListLoadedModelsResponse\x12i\n\x08Generate\x12-.lorafleet.v1.InferenceServiceGenerateRequest\x1a..lorafleet.v1.InferenceServiceGenerateResponse\x12}\n\x0eGenerateStream\x12\x33.lorafleet.v1.InferenceServiceGenerateStreamRequest\x1a\x34.lorafleet.v1.InferenceServiceGenerateStreamResponse0\x01\x12i\n\x08\x43lassify\x12-.lorafleet.v1.InferenceServiceClassifyRequest\x1a..lorafleet.v1.InferenceServiceClassifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lorafleet.v1.inference_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOADEDMODEL']._serialized_start=107
-  _globals['_LOADEDMODEL']._serialized_end=516
-  _globals['_LOADEDADAPTER']._serialized_start=519
-  _globals['_LOADEDADAPTER']._serialized_end=746
-  _globals['_SERVINGSTATS']._serialized_start=749
-  _globals['_SERVINGSTATS']._serialized_end=929
-  _globals['_LOADMODELREQUEST']._serialized_start=931
-  _globals['_LOADMODELREQUEST']._serialized_end=1000
-  _globals['_LOADMODELRESPONSE']._serialized_start=1002
-  _globals['_LOADMODELRESPONSE']._serialized_end=1063
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1065
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1123
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1125
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1146
-  _globals['_LISTLOADEDMODELSREQUEST']._serialized_start=1148
-  _globals['_LISTLOADEDMODELSREQUEST']._serialized_end=1173
-  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_start=1175
-  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_end=1244
-  _globals['_INFERENCESERVICEGENERATEREQUEST']._serialized_start=1246
-  _globals['_INFERENCESERVICEGENERATEREQUEST']._serialized_end=1365
-  _globals['_INFERENCESERVICEGENERATERESPONSE']._serialized_start=1367
-  _globals['_INFERENCESERVICEGENERATERESPONSE']._serialized_end=1449
-  _globals['_INFERENCESERVICEGENERATESTREAMREQUEST']._serialized_start=1451
-  _globals['_INFERENCESERVICEGENERATESTREAMREQUEST']._serialized_end=1576
-  _globals['_INFERENCESERVICEGENERATESTREAMRESPONSE']._serialized_start=1578
-  _globals['_INFERENCESERVICEGENERATESTREAMRESPONSE']._serialized_end=1664
-  _globals['_INFERENCESERVICE']._serialized_start=1667
-  _globals['_INFERENCESERVICE']._serialized_end=2180
+  _globals['_LOADEDMODEL']._serialized_end=546
+  _globals['_LOADEDADAPTER']._serialized_start=549
+  _globals['_LOADEDADAPTER']._serialized_end=792
+  _globals['_SERVINGSTATS']._serialized_start=795
+  _globals['_SERVINGSTATS']._serialized_end=975
+  _globals['_LOADMODELREQUEST']._serialized_start=977
+  _globals['_LOADMODELREQUEST']._serialized_end=1046
+  _globals['_LOADMODELRESPONSE']._serialized_start=1048
+  _globals['_LOADMODELRESPONSE']._serialized_end=1109
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1111
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1169
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1171
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1192
+  _globals['_LISTLOADEDMODELSREQUEST']._serialized_start=1194
+  _globals['_LISTLOADEDMODELSREQUEST']._serialized_end=1219
+  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_start=1221
+  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_end=1290
+  _globals['_INFERENCESERVICEGENERATEREQUEST']._serialized_start=1292
+  _globals['_INFERENCESERVICEGENERATEREQUEST']._serialized_end=1411
+  _globals['_INFERENCESERVICEGENERATERESPONSE']._serialized_start=1413
+  _globals['_INFERENCESERVICEGENERATERESPONSE']._serialized_end=1495
+  _globals['_INFERENCESERVICEGENERATESTREAMREQUEST']._serialized_start=1497
+  _globals['_INFERENCESERVICEGENERATESTREAMREQUEST']._serialized_end=1622
+  _globals['_INFERENCESERVICEGENERATESTREAMRESPONSE']._serialized_start=1624
+  _globals['_INFERENCESERVICEGENERATESTREAMRESPONSE']._serialized_end=1710
+  _globals['_INFERENCESERVICECLASSIFYREQUEST']._serialized_start=1712
+  _globals['_INFERENCESERVICECLASSIFYREQUEST']._serialized_end=1798
+  _globals['_INFERENCESERVICECLASSIFYRESPONSE']._serialized_start=1801
+  _globals['_INFERENCESERVICECLASSIFYRESPONSE']._serialized_end=1941
+  _globals['_CLASSIFIEDTEXT']._serialized_start=1943
+  _globals['_CLASSIFIEDTEXT']._serialized_end=2038
+  _globals['_INFERENCESERVICE']._serialized_start=2041
+  _globals['_INFERENCESERVICE']._serialized_end=2661
 # @@protoc_insertion_point(module_scope)

@@ -61,6 +61,11 @@ class InferenceServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_inference__pb2.InferenceServiceGenerateStreamRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_inference__pb2.InferenceServiceGenerateStreamResponse.FromString,
                 _registered_method=True)
+        self.Classify = channel.unary_unary(
+                '/lorafleet.v1.InferenceService/Classify',
+                request_serializer=lorafleet_dot_v1_dot_inference__pb2.InferenceServiceClassifyRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_inference__pb2.InferenceServiceClassifyResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -110,6 +115,28 @@ class InferenceServiceServicer:
 
     def GenerateStream(self, request, context):
         """As Generate, streaming text as it is produced.
+        Errors: as Generate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Classify(self, request, context):
+        """Classifies texts with a sequence classifier: a merged classifier as
+        model_id, or a base model with a classification adapter (trained on
+        {"text", "label"} rows) as adapter_id, sharing the base's weights with
+        its other adapters. Loads the model (and adapter) on first use. The texts
+        run in batches of at most inference_max_batch rows; the call's deadline
+        is checked between batches. Each text is tokenized as the trainer
+        tokenized it (no chat template).
+        Errors: INVALID_ARGUMENT if texts is empty, has more than 256 entries,
+        or a text is empty or longer than the model's context; NOT_FOUND if an id
+        is unknown; FAILED_PRECONDITION if the model (with the adapter) is not a
+        classifier (a causal LM, or a causal-LM adapter: use Generate), a merged
+        classifier is given an adapter, or the adapter's base differs from the
+        model; RESOURCE_EXHAUSTED if inference_max_queue Classify calls are
+        already running, or the adapter does not fit the adapter byte budget;
+        DEADLINE_EXCEEDED if the deadline passes before every text is classified.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +169,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.GenerateStream,
                     request_deserializer=lorafleet_dot_v1_dot_inference__pb2.InferenceServiceGenerateStreamRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_inference__pb2.InferenceServiceGenerateStreamResponse.SerializeToString,
+            ),
+            'Classify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Classify,
+                    request_deserializer=lorafleet_dot_v1_dot_inference__pb2.InferenceServiceClassifyRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_inference__pb2.InferenceServiceClassifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -281,6 +313,33 @@ class InferenceService:
             '/lorafleet.v1.InferenceService/GenerateStream',
             lorafleet_dot_v1_dot_inference__pb2.InferenceServiceGenerateStreamRequest.SerializeToString,
             lorafleet_dot_v1_dot_inference__pb2.InferenceServiceGenerateStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Classify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.InferenceService/Classify',
+            lorafleet_dot_v1_dot_inference__pb2.InferenceServiceClassifyRequest.SerializeToString,
+            lorafleet_dot_v1_dot_inference__pb2.InferenceServiceClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,66 +1,51 @@
-"""Loading models, tokenizers and adapters safely (safetensors only, local only)."""
+"""Loading models, tokenizers and adapters safely (safetensors only, local only).
+
+Sequence classifiers come two ways: a base model with a classification
+adapter (PEFT task_type SEQ_CLS, its head saved in full beside the LoRA
+weights), or a merged classifier directory (config `architectures` ending in
+ForSequenceClassification, with id2label). The trainer records the labels in
+the adapter's registry metadata (`class_labels`), not in its files.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-from services.common.convert import from_struct
+from services.common.classifier_files import (  # noqa: F401 - re-exported
+    ADAPTER_WEIGHTS,
+    CLASSIFICATION,
+    SEQ_CLS,
+    adapter_class_labels,
+    classification_head,
+    classifier_model_labels,
+    is_classification_adapter,
+    is_sequence_classifier,
+    metadata_of,
+    read_json,
+    recorded_labels,
+)
 from services.common.errors import FailedPrecondition, InvalidArgument
+
+# Target-module checks moved to lora_targets; re-exported for their callers.
+from services.common.lora_targets import (  # noqa: F401
+    TARGET_MODULES,
+    adaptable_module_names,
+    check_modules_to_save,
+    check_target_modules,
+    default_target_modules,
+    leaf_names,
+    meta_model,
+    model_module_names,
+    unmatched_targets,
+)
 
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-# LoRA targets per architecture (model_type in config.json). Attention and MLP
-# projections, matching the common Axolotl/PEFT recipes; anything else falls
-# back to PEFT's "all-linear".
-TARGET_MODULES: dict[str, list[str]] = {
-    "llama": [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ],
-    "mistral": [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ],
-    "qwen2": [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ],
-    "gemma": [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ],
-    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "falcon": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "bloom": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
-}
 
 
 def resolve_device(requested: str) -> str:
@@ -120,7 +105,7 @@ def load_causal_lm(
     return _from_pretrained(AutoModelForCausalLM, path, device, dtype, quantization)
 
 
-def load_sequence_classifier(
+def new_sequence_classifier(
     path: Path,
     labels: list[str],
     pad_token_id: int | None,
@@ -133,8 +118,6 @@ def load_sequence_classifier(
     The head needs a padding id to find each row's last real token; the
     tokenizer's is used when the base config has none.
     """
-    import json
-
     from transformers import AutoModelForSequenceClassification
 
     extra: dict[str, Any] = {
@@ -151,6 +134,174 @@ def load_sequence_classifier(
     return _from_pretrained(
         AutoModelForSequenceClassification, path, device, dtype, quantization, **extra
     )
+
+
+@overload
+def load_sequence_classifier(
+    model_dir: Path,
+    device: str = "cpu",
+    adapter_dir: Path | None = None,
+    *,
+    labels: list[str] | None = None,
+    dtype: Any = None,
+) -> tuple[Any, list[str]]: ...
+@overload
+def load_sequence_classifier(
+    model_dir: Path,
+    labels: list[str],
+    pad_token_id: int | None,
+    device: str = "cpu",
+    dtype: Any = None,
+    quantization: Any = None,
+) -> Any: ...
+def load_sequence_classifier(model_dir: Path, *args: Any, **kwargs: Any) -> Any:
+    """A trained sequence classifier and its labels: see `load_classifier`.
+
+    The trainer's older form, `(base_dir, labels, pad_token_id, device, dtype,
+    quantization) -> model` (a base with a fresh, untrained head), is still
+    accepted: a list as the second argument, or pad_token_id by keyword,
+    selects it. New code calls `load_classifier` or `new_sequence_classifier`.
+    """
+    if (args and isinstance(args[0], (list, tuple))) or "pad_token_id" in kwargs:
+        return new_sequence_classifier(model_dir, *args, **kwargs)
+    return load_classifier(model_dir, *args, **kwargs)
+
+
+def load_classifier(
+    model_dir: Path,
+    device: str = "cpu",
+    adapter_dir: Path | None = None,
+    *,
+    labels: list[str] | None = None,
+    dtype: Any = None,
+) -> tuple[Any, list[str]]:
+    """A trained sequence classifier (eval mode) and its labels in class-id order.
+
+    Without `adapter_dir`, `model_dir` must be a merged classifier; its saved
+    head is loaded (a head missing from the files is refused, never
+    initialised at random). With a classification adapter, the base is loaded
+    as AutoModelForSequenceClassification with the adapter's class count and
+    the padding id the trainer gave the head, then the adapter is applied,
+    unmerged, head included; every adapter tensor must land in the model.
+    `labels` names the classes (the registry's `class_labels`: the adapter's
+    files carry none); without it they are LABEL_<i>. safetensors only.
+    """
+    require_safetensors_model(model_dir)
+    own = classifier_model_labels(model_dir)
+    if adapter_dir is None:
+        if own is None:
+            raise FailedPrecondition(
+                f"model directory {model_dir} holds a causal language model, not "
+                "a sequence classifier (no ...ForSequenceClassification in its "
+                "config.json architectures); pass its classification adapter as "
+                "adapter_dir, or load it with load_causal_lm"
+            )
+        if labels and list(labels) != own:
+            raise FailedPrecondition(
+                f"labels {list(labels)} differ from the classifier's own {own} "
+                f"(config.json id2label of {model_dir})"
+            )
+        return _load_saved_classifier(model_dir, device, dtype), own
+    require_safetensors_adapter(adapter_dir)
+    if not is_classification_adapter(adapter_dir):
+        raise FailedPrecondition(
+            f"adapter {adapter_dir} is not a classification adapter (its "
+            f"adapter_config.json task_type is not {SEQ_CLS}); apply it to "
+            "load_causal_lm's model with PeftModel"
+        )
+    if own is not None:
+        raise FailedPrecondition(
+            f"model directory {model_dir} is already a sequence classifier; a "
+            "classification adapter applies to the causal base it was trained on"
+        )
+    names = adapter_class_labels(adapter_dir, labels)
+    base = new_sequence_classifier(
+        model_dir, names, classifier_pad_token_id(model_dir), device, dtype
+    )
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+    _check_adapter_loaded(model, adapter_dir)
+    return model.eval(), names
+
+
+def _load_saved_classifier(model_dir: Path, device: str, dtype: Any) -> Any:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()
+    if dtype is None:
+        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir),
+        local_files_only=True,
+        use_safetensors=True,
+        dtype=dtype,
+        output_loading_info=True,
+    )
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise FailedPrecondition(
+            f"classifier {model_dir} lacks {len(missing)} tensors (e.g. "
+            f"{missing[0]}) that would start random; merge it again"
+        )
+    return model.to(device).eval()
+
+
+def _check_adapter_loaded(model: Any, adapter_dir: Path) -> None:
+    """Every tensor of the adapter file is in the model, unchanged."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
+    state = get_peft_model_state_dict(model)
+    lost = [
+        k
+        for k, v in saved.items()
+        if k not in state or not state[k].equal(v.to(state[k].device, state[k].dtype))
+    ]
+    if lost:
+        raise FailedPrecondition(
+            f"{len(lost)} tensors of adapter {adapter_dir} (e.g. {lost[0]}) match "
+            "no module of the classifier; was it trained on another architecture?"
+        )
+
+
+def classification_labels(model: Any, adapter: Any | None = None) -> list[str] | None:
+    """The class labels (class-id order) when `model` with `adapter` on it is a
+    sequence classifier, else None (a causal language model).
+
+    Both are registry artifacts (anything with local_path and metadata): a
+    merged classifier's labels come from its config, an adapter's from its
+    `class_labels` metadata. FailedPrecondition for a pairing no loader can
+    serve (a causal-LM adapter on a classifier, or a classifier on one).
+    """
+    model_dir = Path(model.local_path)
+    own = classifier_model_labels(model_dir)
+    if adapter is None:
+        return own
+    adapter_dir, meta = Path(adapter.local_path), metadata_of(adapter)
+    classifies = is_classification_adapter(adapter_dir, meta)
+    if own is not None:
+        kind = "classification" if classifies else "causal-LM"
+        raise FailedPrecondition(
+            f"model {model.id} is a merged sequence classifier (labels {own}); it "
+            f"takes no adapter, and {kind} adapter {adapter.id} applies to the "
+            "causal base it was trained on"
+        )
+    if not classifies:
+        return None
+    return adapter_class_labels(adapter_dir, recorded_labels(meta))
+
+
+def classifier_pad_token_id(model_dir: Path) -> int | None:
+    """The padding id a classification head over this base finds each row's
+    last real token by: the base config's pad_token_id, else its tokenizer's
+    (its pad token, or eos when it has none), as the trainer gives the head."""
+    pad = read_json(model_dir / "config.json").get("pad_token_id")
+    if isinstance(pad, int):
+        return pad
+    return load_tokenizer(model_dir).pad_token_id
 
 
 def _from_pretrained(
@@ -194,118 +345,6 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def default_target_modules(model_type: str) -> list[str] | str:
-    return TARGET_MODULES.get(model_type, "all-linear")
-
-
-def adaptable_module_names(path: Path) -> list[str]:
-    """Dotted names of the Linear/Conv1D modules LoRA can adapt in a model dir.
-
-    Built on the meta device from config.json, so no weights are read and a
-    Start call can check target_modules in well under a second.
-    """
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
-    model = _meta_model(path)
-    if model is None:
-        return []
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, (torch.nn.Linear, Conv1D))
-    ]
-
-
-def model_module_names(path: Path, *, classification: bool = False) -> list[str]:
-    """Dotted names of every module of the model a training run would build.
-
-    modules_to_save may name any module (embeddings, norms, heads), not only
-    the Linear ones LoRA adapts. `classification` builds the sequence
-    classifier the trainer uses for classification datasets, whose head is
-    "score" where a causal LM has "lm_head". Empty when the architecture
-    cannot be built on the meta device (the check is then left to training).
-    """
-    model = _meta_model(path, classification=classification)
-    if model is None:
-        return []
-    return [name for name, _ in model.named_modules() if name]
-
-
-def _meta_model(path: Path, *, classification: bool = False) -> Any:
-    """The model of `path` on the meta device (no weights), or None if unbuildable."""
-    import torch
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-    )
-
-    quiet_transformers()
-    try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise FailedPrecondition(
-            f"cannot read the model config in {path}: {exc}"
-        ) from exc
-    auto = (
-        AutoModelForSequenceClassification if classification else AutoModelForCausalLM
-    )
-    try:
-        with torch.device("meta"):
-            return auto.from_config(config)
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        # An architecture that cannot be built here is left to PEFT's own check.
-        log.warning("cannot list modules of %s on the meta device: %s", path, exc)
-        return None
-
-
-def leaf_names(module_names: list[str]) -> list[str]:
-    """Distinct last components, in first-seen order: what users type as targets."""
-    return list(dict.fromkeys(name.rsplit(".", 1)[-1] for name in module_names))
-
-
-def unmatched_targets(targets: list[str], module_names: list[str]) -> list[str]:
-    """Targets that match no module the way PEFT matches (exact or dotted suffix)."""
-    return [
-        t
-        for t in targets
-        if not any(n == t or n.endswith("." + t) for n in module_names)
-    ]
-
-
-def check_target_modules(targets: list[str], module_names: list[str]) -> None:
-    """Refuses target_modules entries that would adapt nothing, naming real ones."""
-    missing = unmatched_targets(targets, module_names)
-    if module_names and missing:
-        raise InvalidArgument(
-            f"target_modules {missing} match no Linear/Conv1D module of this model; "
-            f"its adaptable modules are {leaf_names(module_names)} "
-            "(leave target_modules empty to choose them by architecture)",
-            field="config.target_modules",
-        )
-
-
-def check_modules_to_save(modules_to_save: list[str], module_names: list[str]) -> None:
-    """Refuses modules_to_save entries naming no module, listing those that exist.
-
-    `module_names` is `model_module_names(base_dir, ...)` of the base model.
-    Matching is PEFT's (exact or dotted suffix), so what passes here is what
-    get_peft_model accepts; without this, a typo fails the job minutes later
-    instead of the Start call. An empty `module_names` (architecture not
-    buildable on the meta device) checks nothing.
-    """
-    missing = unmatched_targets(modules_to_save, module_names)
-    if module_names and missing:
-        shown = [n for n in leaf_names(module_names) if n and not n.isdigit()]
-        raise InvalidArgument(
-            f"modules_to_save {missing} match no module of this model; its "
-            f"modules are {shown}; name one of them (or a dotted suffix such as "
-            "'model.embed_tokens') to train it in full",
-            field="config.modules_to_save",
-        )
-
-
 def model_type_of(path: Path) -> str:
     import json
 
@@ -337,8 +376,7 @@ def environment_facts() -> dict[str, Any]:
 
 def check_adapter_base(adapter: Any, model: Any) -> None:
     """An adapter applies only to the base it was trained on (same digest)."""
-    meta = adapter.metadata
-    meta = meta if isinstance(meta, dict) else from_struct(meta)
+    meta = metadata_of(adapter)
     base_digest = meta.get("base_model_digest", "")
     if meta.get("base_model_id") != model.id and base_digest != model.digest:
         raise FailedPrecondition(

@@ -21,8 +21,8 @@ from lorafleet.v1 import common_pb2, registry_pb2, trainer_pb2
 from services.common import datasets
 from services.common.config import Config
 from services.common.convert import request_digest, struct
-from services.common.errors import InvalidArgument, LorafleetError
-from services.common.gates import gates_from_pb
+from services.common.errors import InvalidArgument, LorafleetError, shorten
+from services.common.gates import VALIDATION_MODES, gates_from_pb
 from services.common.jobs import Job
 from services.common.paths import confine
 from services.gateway.records import WorkflowSpec
@@ -140,6 +140,18 @@ class Admission:
                     field=field,
                 )
         gates_from_pb(request.gates).check("gates")
+        if request.validation_mode not in ("", *VALIDATION_MODES):
+            raise InvalidArgument(
+                f"unknown validation_mode {shorten(request.validation_mode)!r}; "
+                f"known modes: {', '.join(VALIDATION_MODES)}",
+                field="validation_mode",
+            )
+        if request.force and not request.force_reason.strip():
+            raise InvalidArgument(
+                "force needs a force_reason: deploying past failed validation "
+                "gates is recorded in the registry's audit log with its reason",
+                field="force_reason",
+            )
         path = None
         if request.dataset_path:
             path = confine(

@@ -265,6 +265,15 @@ class WorkflowRun:
                         eval_fraction=self.outcome.get("eval_fraction", 0.0),
                         seed=self.outcome.get("seed", 0),
                         request_id=rid,
+                        mode=request.validation_mode,
+                        # Compared with what the deployment serves now, if
+                        # anything: the regression gates need it.
+                        deployment=(
+                            spec.deployment
+                            if not request.skip_deploy
+                            and self._deployed(spec.deployment)
+                            else ""
+                        ),
                     )
                 ).job
             ),
@@ -275,6 +284,14 @@ class WorkflowRun:
 
     def _gate(self, rec: dict[str, Any]) -> None:
         report = decode_outcome(self.outcome).report
+        request = self._spec.request
+        if not report.passed and request.force:
+            failed = "; ".join(g.name for g in report.gates if not g.passed)
+            rec["message"] = (
+                f"FORCED past failed gates ({failed}): {request.force_reason}"
+            )
+            self._report("gate", 1.0, rec["message"])
+            return
         if not report.passed:
             failed = "; ".join(g.message for g in report.gates if not g.passed)
             raise FailedPrecondition(
@@ -296,7 +313,9 @@ class WorkflowRun:
                 registry_pb2.SetAliasRequest(
                     artifact_id=merged,
                     alias=VALIDATED_ALIAS,
-                    reason=f"passed validation report {report.get('id', '')}",
+                    reason=self._forced(
+                        f"passed validation report {report.get('id', '')}"
+                    ),
                 )
             ),
         )
@@ -316,7 +335,7 @@ class WorkflowRun:
             self._clients["inference"],
             name,
             merged,
-            reason=f"workflow {self._id}",
+            reason=self._forced(f"workflow {self._id}"),
         )
         self.outcome["deployment"] = message_to_json(deployment)
         rec["output"] = str(deployment.revision)
@@ -324,6 +343,21 @@ class WorkflowRun:
             f"deployment {name!r} now serves {merged} (revision {deployment.revision})"
         )
         self._report("deploy", 1.0, rec["message"])
+
+    def _was_forced(self) -> bool:
+        """Whether this workflow deploys a version whose report failed."""
+        report = self.outcome.get("report") or {}
+        return bool(self._spec.request.force) and not report.get("passed", False)
+
+    def _forced(self, reason: str) -> str:
+        """`reason` as audited: a forced deploy says so, with its reason."""
+        if not self._was_forced():
+            return reason
+        report = (self.outcome.get("report") or {}).get("id", "")
+        return (
+            f"{reason} [forced past failed validation report {report}: "
+            f"{self._spec.request.force_reason}]"
+        )
 
     def _deployed(self, name: str) -> bool:
         """Whether the deployment exists (a rollout needs a version to roll
@@ -346,8 +380,16 @@ class WorkflowRun:
         self._report(
             "deploy", 0.0, f"rolling {merged} out on {name!r} ({settings.strategy})"
         )
+        request = self._spec.request
         outcome = roll_out(
-            self._ctx, self._rollouts, name, merged, settings, rec, self._save
+            self._ctx,
+            self._rollouts,
+            name,
+            merged,
+            settings,
+            rec,
+            self._save,
+            force_reason=request.force_reason if self._was_forced() else "",
         )
         deployment = call(
             self.patience,

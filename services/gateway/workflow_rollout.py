@@ -74,14 +74,23 @@ def roll_out(
     settings: RolloutSettings,
     rec: dict[str, Any],
     save: Any,
+    force_reason: str = "",
 ) -> RolloutOutcome:
-    """Starts (or re-attaches to) the workflow's rollout and waits for its end."""
+    """Starts (or re-attaches to) the workflow's rollout and waits for its end.
+
+    `force_reason` (a workflow forced past failed gates) forces the rollout
+    too, with the same audited reason."""
     job = rollouts.start(
         deployment,
         model_id,
         "",
         settings,
-        reason=f"workflow {ctx.job.id}",
+        force=bool(force_reason),
+        reason=(
+            f"workflow {ctx.job.id}: {force_reason}"
+            if force_reason
+            else f"workflow {ctx.job.id}"
+        ),
         request_id=f"{ctx.job.id}-rollout",
     )
     if rec.get("job_id") != job.id:

@@ -40,6 +40,9 @@ class AdapterSlot:
     active: int = 0  # requests using it now
     stats: ServingStats = field(default_factory=ServingStats)
     solo: bool = False  # PEFT cannot mix it with others in one forward (DoRA)
+    # A classification adapter's labels in class-id order (it serves Classify,
+    # not Generate; its head is on the engine's model); empty for a causal LM.
+    labels: list[str] = field(default_factory=list)
 
 
 class AdapterCache:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lorafleet.v1 import common_pb2, inference_pb2
 from services.common.convert import timestamp
+from services.inference.classify import Classification, ClassifyRequest
 from services.inference.engine import ModelInfo
 from services.inference.requests import GenerationRequest, GenerationResult
 from services.inference.stats import ServingStats
@@ -25,6 +26,31 @@ def request_from_pb(p: common_pb2.GenerationParams, limit: int) -> GenerationReq
         top_p=p.top_p or 1.0,
         seed=p.seed,
         stop=list(p.stop),
+    )
+
+
+def classify_request_from_pb(
+    pb: inference_pb2.InferenceServiceClassifyRequest,
+) -> ClassifyRequest:
+    return ClassifyRequest(texts=list(pb.texts))
+
+
+def classification_to_pb(
+    c: Classification,
+) -> inference_pb2.InferenceServiceClassifyResponse:
+    return inference_pb2.InferenceServiceClassifyResponse(
+        labels=c.labels,
+        results=[
+            inference_pb2.ClassifiedText(
+                label=r.label,
+                class_id=r.class_id,
+                probabilities=r.probabilities,
+                prompt_tokens=r.prompt_tokens,
+            )
+            for r in c.results
+        ],
+        prompt_tokens=c.prompt_tokens,
+        latency_ms=c.latency_ms,
     )
 
 
@@ -71,9 +97,12 @@ def model_to_pb(m: ModelInfo) -> inference_pb2.LoadedModel:
                 pinned=a.pinned,
                 active_requests=a.active_requests,
                 stats=stats_to_pb(a.stats),
+                labels=a.labels,
             )
             for a in m.adapters
         ],
+        task=m.task,
+        labels=m.labels,
         queued_requests=m.queued_requests,
         batch_rows=m.batch_rows,
         decode_steps=m.decode_steps,

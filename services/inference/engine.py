@@ -2,7 +2,8 @@
 
 An engine loads models (and adapters on them), takes generation requests
 (`submit` returns at once with a handle the caller reads results from or
-cancels) and reports what it holds. The servicer speaks only to this
+cancels), may classify texts with sequence classifiers (`classify`), and
+reports what it holds. The servicer speaks only to this
 interface, so an engine built on another runtime (vLLM with LoRA, say, for
 GPU fleets) plugs in beside the torch one: `ENGINES` names them and the
 `inference_engine` setting picks one.
@@ -15,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from services.common.errors import FailedPrecondition
+from services.inference.classify import Classification, ClassifyRequest
 from services.inference.requests import GenerationRequest, GenerationResult
 from services.inference.stats import ServingStats
 
@@ -47,6 +50,7 @@ class AdapterInfo:
     pinned: bool
     active_requests: int
     stats: ServingStats
+    labels: list[str] = field(default_factory=list)  # a classification adapter's
 
 
 @dataclass
@@ -67,6 +71,8 @@ class ModelInfo:
     mean_batch_rows: float
     base_stats: ServingStats
     adapters: list[AdapterInfo] = field(default_factory=list)
+    task: str = "causal"  # or "classification": a merged classifier
+    labels: list[str] = field(default_factory=list)  # a merged classifier's
 
 
 class Handle(Protocol):
@@ -118,6 +124,21 @@ class Engine(abc.ABC):
         deadline: float | None = None,
     ) -> Handle:
         """Queues a request; `deadline` is on the engine's clock (`now()`)."""
+
+    def classify(
+        self,
+        model_id: str,
+        adapter_id: str,
+        req: ClassifyRequest,
+        deadline: float | None = None,
+        watch: Callable[[Callable[[], None]], Any] | None = None,
+    ) -> Classification:
+        """Classifies `req.texts` with a merged classifier (`model_id`) or a
+        classification adapter on its base; `watch` as for generate."""
+        raise FailedPrecondition(
+            f"the {type(self).__name__} engine serves no classifiers; run the "
+            "inference service with inference_engine torch to call Classify"
+        )
 
     @abc.abstractmethod
     def now(self) -> float:

@@ -13,6 +13,8 @@ from services.common.errors import NotFound, shorten
 from services.common.server import RunningServer, create_server
 from services.inference.convert import (
     FINISH,
+    classification_to_pb,
+    classify_request_from_pb,
     model_to_pb,
     output_to_pb,
     request_from_pb,
@@ -82,6 +84,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 chunk.finish_reason = FINISH[final.finish_reason]
                 chunk.completion_tokens = final.completion_tokens
             yield inference_pb2.InferenceServiceGenerateStreamResponse(chunk=chunk)
+
+    def Classify(self, request, context):
+        result = self._engine.classify(
+            request.model_id,
+            request.adapter_id,
+            classify_request_from_pb(request),
+            self._deadline(),
+            context.add_callback,
+        )
+        return classification_to_pb(result)
 
 
 RESERVED_THREADS = 8

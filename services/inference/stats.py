@@ -40,6 +40,20 @@ class ServingStats:
                 self.token_ms += max(0.0, after_first)
                 self.later_tokens += outcome.completion_tokens - 1
 
+    def record_classify(self, outcome: Any) -> None:
+        """One Classify call ended: its Classification, or the error. Its
+        wait for the model counts as queueing, its end as its first token."""
+        with self._lock:
+            self.requests += 1
+            prompt_tokens = getattr(outcome, "prompt_tokens", None)
+            if prompt_tokens is None:
+                self.abandoned += 1
+                return
+            self.prompt_tokens += prompt_tokens
+            self.finished += 1
+            self.queue_ms += outcome.queue_ms
+            self.first_token_ms += outcome.queue_ms + outcome.latency_ms
+
     def means(self) -> dict[str, float]:
         with self._lock:
             n = self.finished or 1

@@ -18,7 +18,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +26,39 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from services.common.generation import eos_ids
 from services.common.modeling import (
     check_adapter_base,
-    load_causal_lm,
-    load_tokenizer,
-    require_safetensors_adapter,
+    classifier_model_labels,
+    is_classification_adapter,
 )
-from services.inference import lora_rows
 from services.inference.adapters import AdapterCache, AdapterSlot
+from services.inference.attach import attach, detach, read_adapter
 from services.inference.batch import BASE_ADAPTER
-from services.inference.engine import AdapterInfo, Engine, ModelInfo, Resolver
-from services.inference.prompting import context_of, prompt_ids
+from services.inference.classify import (
+    Classification,
+    ClassifyRequest,
+    Limits,
+    classify_texts,
+    text_ids,
+)
+from services.inference.engine import Engine, ModelInfo, Resolver
+from services.inference.loaded import (
+    LoadedModel,
+    check_classify_target,
+    load_model,
+    model_info,
+    peft_name,
+    refuse_generation,
+    wrong_adapter_kind,
+)
+from services.inference.prompting import prompt_ids
 from services.inference.requests import GenerationRequest
 from services.inference.sampling import RowSampler
-from services.inference.scheduler import BatchScheduler, SchedulerSettings, Sequence
-from services.inference.stats import ServingStats
+from services.inference.scheduler import SchedulerSettings, Sequence
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class LoadedModel:
-    artifact: Any
-    model: Any
-    tokenizer: Any
-    scheduler: BatchScheduler
-    context_tokens: int | None  # the model's positions; None if it has no limit
-    eos: frozenset[int]
-    parameters: int = 0
-    bytes: int = 0  # its own weights (adapters not included)
-    pinned: bool = False
-    last_used: float = 0.0  # wall clock
-    base_stats: ServingStats = field(default_factory=ServingStats)
-    gates: dict[str, threading.Lock] = field(default_factory=dict)  # per digest
-
-
-def _peft_name(digest: str) -> str:
-    return "d_" + "".join(c for c in digest if c.isalnum())[:40]
+MODEL_KINDS = ("BASE_MODEL", "MERGED_MODEL")
 
 
 class TorchEngine(Engine):
@@ -94,13 +88,16 @@ class TorchEngine(Engine):
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        # Classify calls running at once (each holds a server thread).
+        self._classifying = threading.BoundedSemaphore(settings.max_queue)
 
     def now(self) -> float:
         return self._clock()
 
     @property
     def max_admitted(self) -> int:
-        return self._max_models * (self._settings.max_queue + self._settings.max_batch)
+        per_model = self._settings.max_queue + self._settings.max_batch
+        return self._max_models * per_model + self._settings.max_queue  # + Classify
 
     def describe(self) -> str:
         import torch
@@ -137,37 +134,7 @@ class TorchEngine(Engine):
         return self._info(entry)
 
     def _info(self, entry: LoadedModel) -> ModelInfo:
-        sched = entry.scheduler
-        waiting, decoding = sched.pending()
-        return ModelInfo(
-            model_id=entry.artifact.id,
-            kind_name=entry.artifact.kind_name,
-            name=entry.artifact.name,
-            parameters=entry.parameters,
-            device=str(next(entry.model.parameters()).device),
-            bytes=entry.bytes,
-            pinned=entry.pinned,
-            last_used=entry.last_used,
-            queued_requests=waiting,
-            batch_rows=decoding,
-            decode_steps=sched.steps,
-            mean_batch_rows=sched.rows_stepped / sched.steps if sched.steps else 0.0,
-            base_stats=entry.base_stats,
-            adapters=[
-                AdapterInfo(
-                    adapter_ids=sorted(slot.ids),
-                    digest=slot.digest,
-                    bytes=slot.bytes,
-                    hits=slot.hits,
-                    loads=slot.loads,
-                    last_used=slot.last_used,
-                    pinned=slot.pinned,
-                    active_requests=slot.active,
-                    stats=slot.stats,
-                )
-                for slot in self.adapters.of_model(entry.artifact.id)
-            ],
-        )
+        return model_info(entry, self.adapters.of_model(entry.artifact.id))
 
     def _model(self, model_id: str) -> LoadedModel:
         with self._lock:
@@ -176,7 +143,7 @@ class TorchEngine(Engine):
                 self._models.move_to_end(model_id)
         if entry is None:
             artifact = self._resolve(model_id)
-            if artifact.kind_name not in ("BASE_MODEL", "MERGED_MODEL"):
+            if artifact.kind_name not in MODEL_KINDS:
                 raise FailedPrecondition(
                     f"{model_id} is a {artifact.kind_name}, not a servable model; "
                     "pass adapters as adapter_id with their base model as model_id"
@@ -185,9 +152,13 @@ class TorchEngine(Engine):
         entry.last_used = time.time()
         return entry
 
-    def _adapter(self, entry: LoadedModel, adapter_id: str) -> AdapterSlot:
+    def _adapter(
+        self, entry: LoadedModel, adapter_id: str, classify: bool | None = None
+    ) -> AdapterSlot:
         """The adapter's slot on the model, loaded if need be, in use by the
-        caller (release it when done)."""
+        caller (release it when done). `classify` True/False: refuse (before
+        loading it) a causal-LM / classification adapter."""
+        entry.refuse_adapters()
         adapter = self._resolve(adapter_id)
         if adapter.kind_name != "ADAPTER":
             raise FailedPrecondition(
@@ -200,8 +171,15 @@ class TorchEngine(Engine):
                 model_id, adapter.digest, adapter_id, hit=not loaded
             )
             if slot is not None:
+                if classify is not None and bool(slot.labels) != classify:
+                    self.adapters.release(slot)
+                    raise wrong_adapter_kind(adapter_id, bool(slot.labels))
                 return slot
             check_adapter_base(adapter, entry.artifact)
+            path = Path(adapter.local_path)
+            classifies = is_classification_adapter(path, adapter.metadata)
+            if classify is not None and classifies != classify:
+                raise wrong_adapter_kind(adapter_id, classifies)
             with entry.scheduler.model_lock:
                 gate = entry.gates.setdefault(adapter.digest, threading.Lock())
             with gate:  # one loader per adapter digest
@@ -222,23 +200,7 @@ class TorchEngine(Engine):
                     return self._models[artifact.id]
                 self._check_room(artifact.id)  # before the costly load
             started = time.perf_counter()
-            path = Path(artifact.local_path)
-            model = load_causal_lm(path, self._device)
-            model.eval()
-            tokenizer = load_tokenizer(path)
-            weights = list(model.parameters())
-            entry = LoadedModel(
-                parameters=sum(p.numel() for p in weights),
-                bytes=sum(p.numel() * p.element_size() for p in weights),
-                artifact=artifact,
-                model=model,
-                tokenizer=tokenizer,
-                scheduler=BatchScheduler(
-                    artifact.id, model, tokenizer, self._settings, clock=self._clock
-                ),
-                context_tokens=context_of(model),
-                eos=frozenset(eos_ids(model, tokenizer)),
-            )
+            entry = load_model(artifact, self._device, self._settings, self._clock)
             log.info(
                 "loaded %s (%s) in %.1fs",
                 artifact.id,
@@ -275,49 +237,11 @@ class TorchEngine(Engine):
         return unpinned, over
 
     def _read_and_attach(self, entry: LoadedModel, adapter: Any) -> None:
-        from peft import PeftConfig, PeftModel, set_peft_model_state_dict
-        from peft.utils import load_peft_weights
-
-        path = Path(adapter.local_path)
-        require_safetensors_adapter(path)
-        config = PeftConfig.from_pretrained(str(path))
-        config.inference_mode = True
-        device = str(next(entry.model.parameters()).device)
-        weights = load_peft_weights(str(path), device=device)  # outside the lock
-        size = sum(t.numel() * t.element_size() for t in weights.values())
-        for old in self.adapters.make_room(size, f"adapter {adapter.id}"):
+        read = read_adapter(entry, adapter)  # outside the lock
+        for old in self.adapters.make_room(read.size, f"adapter {adapter.id}"):
             self._delete_weights(old)
-        name = _peft_name(adapter.digest)
         started = time.perf_counter()
-        with entry.scheduler.model_lock:
-            if isinstance(entry.model, PeftModel):
-                entry.model.add_adapter(name, config)
-            else:
-                entry.model = PeftModel(entry.model, config, adapter_name=name)
-            loaded = set_peft_model_state_dict(entry.model, weights, adapter_name=name)
-            stray = [k for k in loaded.unexpected_keys if "lora_" in k]
-            if stray:
-                entry.model.delete_adapter(name)
-                raise FailedPrecondition(
-                    f"adapter {adapter.id} does not fit model {entry.artifact.id}: "
-                    f"{len(stray)} weights match no layer (e.g. {stray[0]})"
-                )
-            entry.model.eval()
-            lora_rows.install(entry.model)  # new LoRA layers too (idempotent)
-            plain = entry.model.__dict__.setdefault("lorafleet_plain", set())
-            if lora_rows.plain_adapter(config):
-                plain.add(name)
-            entry.scheduler.model = entry.model
-        self.adapters.add(
-            AdapterSlot(
-                entry.artifact.id,
-                adapter.digest,
-                name,
-                size,
-                {adapter.id},
-                solo=bool(getattr(config, "use_dora", False)),
-            )
-        )
+        self.adapters.add(attach(entry, read, peft_name(adapter.digest)))
         log.info(
             "attached adapter %s to %s (model paused %.1f ms)",
             adapter.id,
@@ -331,11 +255,7 @@ class TorchEngine(Engine):
             entry = self._models.get(slot.model_id)
         if entry is None:
             return  # its model left memory, and the adapter with it
-        with entry.scheduler.model_lock:
-            if slot.name in getattr(entry.model, "peft_config", {}):
-                entry.model.delete_adapter(slot.name)
-            entry.model.__dict__.get("lorafleet_plain", set()).discard(slot.name)
-            entry.scheduler.prefixes.clear_adapter(slot.name)
+        detach(entry, slot)
         log.info("unloaded adapter %s from %s", slot.digest, slot.model_id)
 
     def unload(self, model_id: str, adapter_id: str = "") -> bool:
@@ -381,9 +301,10 @@ class TorchEngine(Engine):
         deadline: float | None = None,
     ) -> Sequence:
         req.check(self.max_new_tokens_limit)
+        refuse_generation(model_id, self._labels_of(model_id))
         entry = self._model(model_id)
         ids = prompt_ids(entry.tokenizer, req, entry.context_tokens, entry.artifact.id)
-        slot = self._adapter(entry, adapter_id) if adapter_id else None
+        slot = self._adapter(entry, adapter_id, classify=False) if adapter_id else None
         try:
             seq = Sequence(
                 input_ids=ids,
@@ -411,3 +332,67 @@ class TorchEngine(Engine):
                 self.adapters.release(slot)
 
         return ended
+
+    # --- classification -------------------------------------------------------------
+    def classify(
+        self,
+        model_id: str,
+        adapter_id: str,
+        req: ClassifyRequest,
+        deadline: float | None = None,
+        watch: Callable[[Callable[[], None]], Any] | None = None,
+    ) -> Classification:
+        req.check()
+        if not self._classifying.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self._settings.max_queue} Classify calls are already running; "
+                "retry shortly, or raise inference_max_queue",
+                retry_after_s=self._settings.retry_after_s,
+                quota_subject="inference Classify calls",
+            )
+        cancelled = threading.Event()
+        if watch is not None:
+            watch(cancelled.set)
+        slot = None
+        try:
+            check_classify_target(model_id, adapter_id, self._labels_of(model_id))
+            entry = self._model(model_id)
+            ids = text_ids(entry.tokenizer, req.texts, entry.context_tokens, model_id)
+            slot = self._adapter(entry, adapter_id, True) if adapter_id else None
+            stats = slot.stats if slot is not None else entry.base_stats
+            limits = Limits(
+                self._settings.max_batch,
+                self._settings.prefill_tokens_per_step,
+                entry.context_tokens,
+            )
+            try:
+                result = classify_texts(
+                    ids,
+                    *entry.classifier(slot),
+                    entry.scheduler.model_lock,
+                    limits=limits,
+                    deadline=deadline,
+                    clock=self._clock,
+                    cancelled=cancelled,
+                )
+            except BaseException as exc:
+                stats.record_classify(exc)
+                raise
+            stats.record_classify(result)
+            return result
+        finally:
+            if slot is not None:
+                self.adapters.release(slot)
+            self._classifying.release()
+
+    def _labels_of(self, model_id: str) -> list[str] | None:
+        """A merged classifier's labels, None for a causal LM: from the loaded
+        model, else from its files (so a call of the wrong kind loads nothing)."""
+        with self._lock:
+            entry = self._models.get(model_id)
+        if entry is not None:
+            return entry.labels or None
+        artifact = self._resolve(model_id)
+        if artifact.kind_name not in MODEL_KINDS:
+            return None  # _model refuses it, naming its kind
+        return classifier_model_labels(Path(artifact.local_path))

@@ -12,6 +12,8 @@ from services.common.errors import FailedPrecondition
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# PEFT's task type of a classification adapter (its head saved in full).
+SEQ_CLS = "SEQ_CLS"
 # PEFT's save_pretrained prefixes every key with the wrapper modules' names.
 PEFT_PREFIX = "base_model.model."
 # Suffix of a PEFT key -> its role; DoRA magnitudes are saved without ".weight".
@@ -53,6 +55,7 @@ class AdapterSettings:
     rank_pattern: dict[str, int] = field(default_factory=dict)
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     bias: str = "none"
+    task_type: str = ""  # PEFT's: CAUSAL_LM, SEQ_CLS, ... ("" when unset)
 
     def rank_alpha(self, module: str) -> tuple[int, float]:
         """Per-module rank and alpha, matching patterns as PEFT's get_pattern_key."""
@@ -122,6 +125,7 @@ def read_adapter_settings(adapter_dir: Path) -> AdapterSettings:
         rank_pattern=dict(cfg.get("rank_pattern") or {}),
         alpha_pattern=dict(cfg.get("alpha_pattern") or {}),
         bias=cfg.get("bias") or "none",
+        task_type=str(cfg.get("task_type") or "").upper(),
     )
 
 

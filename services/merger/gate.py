@@ -3,8 +3,10 @@
 Runs in its own process (`python -m services.merger.gate SPEC_JSON`) because it
 needs transformers and peft, which the streaming merge itself never imports.
 Checks: tokenizer fits the embeddings; for a LoRA merge, the merged model's
-logits match base+adapter (unmerged) on a probe batch; for multi-model merges,
-probe perplexity is not worse than the worst input by more than a factor.
+logits match base+adapter (unmerged) on a probe batch (a classification
+adapter's: the merged classifier's class logits against the adapter's); for
+multi-model merges, probe perplexity is not worse than the worst input by more
+than a factor.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
@@ -126,26 +129,71 @@ def _quantized_base_logits(spec: dict[str, Any], batch):
             bnb_4bit_use_double_quant=True,  # as the trainer's QLoRA loads it
             bnb_4bit_compute_dtype=torch.float32,
         )
-    base = AutoModelForCausalLM.from_pretrained(
-        spec["base"],
-        local_files_only=True,
-        use_safetensors=True,
-        quantization_config=config,
-        device_map="cpu",
-        dtype=torch.float32,
-    )
+    classifier = spec.get("classifier")
+    if classifier:
+        from services.common.modeling import new_sequence_classifier
+
+        base = new_sequence_classifier(
+            Path(spec["base"]),
+            classifier["labels"],
+            classifier["pad_token_id"],
+            "cpu",
+            torch.float32,
+            quantization=config,
+        )
+    else:
+        base = AutoModelForCausalLM.from_pretrained(
+            spec["base"],
+            local_files_only=True,
+            use_safetensors=True,
+            quantization_config=config,
+            device_map="cpu",
+            dtype=torch.float32,
+        )
     return _logits(PeftModel.from_pretrained(base, spec["adapter"]).eval(), batch)
+
+
+def _load_classifier(spec: dict[str, Any], adapter: bool) -> Any:
+    """The merged classifier, or (`adapter`) base + adapter unmerged, in fp32."""
+    import torch
+
+    from services.common.modeling import load_classifier
+
+    if adapter:
+        return load_classifier(
+            Path(spec["base"]),
+            "cpu",
+            Path(spec["adapter"]),
+            labels=spec["classifier"]["labels"],
+            dtype=torch.float32,
+        )
+    return load_classifier(Path(spec["merged"]), "cpu", dtype=torch.float32)
 
 
 def run_gate(spec: dict[str, Any]) -> GateReport:
     """spec: merged, kind ("lora"|"models"), base, adapter, inputs, dtype, factor,
-    tolerance, base_quantization (QLoRA adapters: "nf4", "fp4" or "int8")."""
+    tolerance, base_quantization (QLoRA adapters: "nf4", "fp4" or "int8"),
+    classifier (a classification merge: {labels, pad_token_id}; the logits
+    compared are the classifier's, one row per probe text)."""
     from transformers import AutoTokenizer
 
     report = GateReport(passed=True)
     merged_dir = spec["merged"]
     tokenizer = AutoTokenizer.from_pretrained(merged_dir, local_files_only=True)
-    merged = _load(merged_dir)
+    classifier = spec.get("classifier")
+    if classifier:
+        try:
+            merged, labels = _load_classifier(spec, adapter=False)
+        except FailedPrecondition as exc:
+            return GateReport(passed=False, failures=[exc.message])
+        report.checks["labels"] = labels
+        if labels != classifier["labels"]:
+            report.failures.append(
+                f"merged classifier's labels {labels} differ from the adapter's "
+                f"{classifier['labels']}"
+            )
+    else:
+        merged = _load(merged_dir)
     rows = merged.get_input_embeddings().weight.shape[0]
     report.checks["tokenizer_size"] = len(tokenizer)
     report.checks["embedding_rows"] = rows
@@ -155,12 +203,17 @@ def run_gate(spec: dict[str, Any]) -> GateReport:
         )
     batch = _probe(tokenizer)
     if spec["kind"] == "lora":
+        import torch
         from peft import PeftModel
 
-        unmerged = PeftModel.from_pretrained(_load(spec["base"]), spec["adapter"])
-        expected = _logits(unmerged.eval(), batch)
+        if classifier:
+            expected = _logits(_load_classifier(spec, adapter=True)[0], batch)
+            mask = torch.ones(expected.shape[0], dtype=torch.bool)  # one row a text
+        else:
+            unmerged = PeftModel.from_pretrained(_load(spec["base"]), spec["adapter"])
+            expected = _logits(unmerged.eval(), batch)
+            mask = batch["attention_mask"].bool()
         got = _logits(merged, batch)
-        mask = batch["attention_mask"].bool()
         diff = float((got - expected).abs()[mask].max())
         scale = float(expected.abs()[mask].max()) or 1.0
         tolerance = float(
@@ -173,6 +226,9 @@ def run_gate(spec: dict[str, Any]) -> GateReport:
             relative_logit_diff=diff / scale,
             tolerance=tolerance,
         )
+        if classifier:
+            same = got.argmax(-1) == expected.argmax(-1)
+            report.checks["class_agreement"] = float(same.float().mean())
         if diff / scale > tolerance:
             report.failures.append(
                 f"merged logits differ from base+adapter by {diff:.3g} "

@@ -21,9 +21,10 @@ from services.common.jobs import Job, JobContext
 from services.common.lookups import registered_by_job
 from services.common.paths import staged_directory
 from services.common.retry import Patience, Patient
+from services.merger.classifier import plan_classifier
 from services.merger.finish import Checked, check_and_export
 from services.merger.gate import BASE_QUANTIZATIONS
-from services.merger.lora_merge import execute_merge, plan_merge
+from services.merger.lora_merge import MergePlan, execute_merge, plan_merge
 from services.merger.model_jobs import resolve_model_merge, run_model_merge
 from services.merger.output import sweep_stale_staging
 from services.merger.quantized import check_exports
@@ -149,7 +150,16 @@ class Merger:
             )
         check_lineage(adapter, base)
         quantization = base_quantization(adapter)
-        plan = plan_merge(_path(adapter), _path(base))
+        plan = _plan(adapter, base)
+        if plan.classifier is not None and request.exports:
+            formats = ", ".join(e.format for e in request.exports)
+            raise FailedPrecondition(
+                f"adapter {adapter.id} is a classification adapter: it merges into "
+                f"a sequence classifier ({plan.classifier.architecture}), and "
+                f"quantized exports ({formats}) are measured by perplexity, which "
+                "needs a causal LM head; leave exports empty",
+                field="exports",
+            )
         check_exports(list(request.exports), _path(base))
         return self.engine.submit(
             ResolvedMerge(request, adapter, base, plan, quantization), **ids
@@ -176,7 +186,7 @@ class Merger:
             return run_model_merge(ctx, job, self._config, self._patient_registry)
         adapter, base, request = job.adapter, job.base, job.request
         # Planned again from the headers: the stored job keeps no plan.
-        plan = job.plan or plan_merge(_path(adapter), _path(base))
+        plan = job.plan or _plan(adapter, base)
         ctx.report(
             stage="merge",
             progress=0.02,
@@ -220,10 +230,13 @@ class Merger:
                         "dtype": request.output_dtype,
                         "tolerance": request.gate.tolerance(request.output_dtype),
                         "base_quantization": job.base_quantization,
+                        **_classifier_gate(plan),
                     },
                     request.gate,
                     list(request.exports),
                 )
+                if plan.classifier is not None and plan.classifier.note():
+                    checked.notes.append(plan.classifier.note())
             ctx.check_cancelled()  # last point before the registry holds a result
             metrics = {
                 "tensors_merged": float(stats.tensors_merged),
@@ -248,6 +261,7 @@ class Merger:
                     metadata=struct(
                         {
                             **self._metadata(ctx, job, stats),
+                            **(plan.classifier.facts() if plan.classifier else {}),
                             **evidence(checked),
                         }
                     ),
@@ -308,6 +322,20 @@ def evidence(checked: Checked) -> dict[str, Any]:
     if checked.exports:
         facts["quantized_exports"] = [r.summary() for r in checked.exports]
     return facts
+
+
+def _plan(adapter: Any, base: Any) -> MergePlan:
+    """The merge of `adapter` into `base`, headers only; a classification
+    adapter's merge writes a sequence classifier."""
+    classifier = plan_classifier(
+        _path(adapter), _path(base), from_struct(adapter.metadata)
+    )
+    return plan_merge(_path(adapter), _path(base), classifier)
+
+
+def _classifier_gate(plan: MergePlan) -> dict[str, Any]:
+    """What the gate needs to compare a classifier's logits (nothing for an LM)."""
+    return {"classifier": plan.classifier.gate_spec()} if plan.classifier else {}
 
 
 def _kind(artifact: Any) -> str:

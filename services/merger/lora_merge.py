@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.merger.adapter_files import ADAPTER_WEIGHTS
+from services.merger.classifier import ClassifierOutput
 from services.merger.merge_plan import MergePlan, plan_merge
 from services.merger.output import (
     DEFAULT_MAX_SHARD_SIZE,
@@ -28,7 +30,7 @@ from services.merger.output import (
     model_writer,
     torch_threads,
 )
-from services.merger.safetensors_io import ModelLayout, TensorReader
+from services.merger.safetensors_io import ModelLayout, TensorReader, tensor_shapes
 
 __all__ = [
     "DEFAULT_MAX_SHARD_SIZE",
@@ -144,6 +146,23 @@ def header_metadata(provenance: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def plan_specs(
+    plan: MergePlan, output_dtype: str
+) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """The merge's output tensors: the base's, or a classifier's (the base's
+    without the LM head, then the head, in the base's main float dtype)."""
+    specs = output_specs(plan.layout, output_dtype)
+    classifier = plan.classifier
+    if classifier is None:
+        return specs
+    dropped = set(classifier.dropped)
+    floats = Counter(d for _, d, _ in specs if d.is_floating_point)
+    dtype = floats.most_common(1)[0][0] if floats else torch.float32
+    shapes = tensor_shapes(plan.adapter_dir / ADAPTER_WEIGHTS)
+    head = [(name, dtype, shapes[key]) for name, key in classifier.head]
+    return [s for s in specs if s[0] not in dropped] + head
+
+
 class LayoutReader:
     """Reads tensors of a ModelLayout by name, one open file per shard."""
 
@@ -179,8 +198,9 @@ def execute_merge(
     written (`MergeStats.written`).
     """
     started = time.monotonic()
-    specs = output_specs(plan.layout, output_dtype)
+    specs = plan_specs(plan, output_dtype)
     dtypes = {name: dtype for name, dtype, _ in specs}
+    head = plan.classifier.head_keys if plan.classifier else {}
     provenance = plan.provenance(adapter_digest, base_digest)
     out_dir.mkdir(parents=True, exist_ok=True)
     total = len(specs)
@@ -196,8 +216,12 @@ def execute_merge(
         adapter = stack.enter_context(TensorReader(plan.adapter_dir / ADAPTER_WEIGHTS))
         base = LayoutReader(plan.layout, stack)
         for name in writer.order:
-            tensor = base.get_tensor(name)
-            new = _merged_tensor(plan, name, tensor, adapter)
+            if name in head:  # a classifier's head: from the adapter, as trained
+                tensor, new = adapter.get_tensor(head[name]), None
+                replaced += 1
+            else:
+                tensor = base.get_tensor(name)
+                new = _merged_tensor(plan, name, tensor, adapter)
             if new is not None:
                 if new.numel():
                     max_delta = max(max_delta, max_abs_change(new, tensor))
@@ -218,7 +242,11 @@ def execute_merge(
             if on_tensor is not None:
                 on_tensor(done, total, name)
         written = writer.close()
-    files = {**written.files, **copy_side_files(plan.base_dir, out_dir, output_dtype)}
+    config = plan.classifier.config_updates() if plan.classifier else None
+    files = {
+        **written.files,
+        **copy_side_files(plan.base_dir, out_dir, output_dtype, config),
+    }
     return MergeStats(
         tensors_merged=merged,
         tensors_total=total,
@@ -240,9 +268,11 @@ def merge_adapter(
     adapter_digest: str = "",
     base_digest: str = "",
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    classifier: ClassifierOutput | None = None,
 ) -> MergeStats:
-    """plan_merge + execute_merge: checks everything first, then writes."""
-    plan = plan_merge(adapter_dir, base_dir)
+    """plan_merge + execute_merge: checks everything first, then writes.
+    `classifier`: a classification adapter's (classifier.plan_classifier)."""
+    plan = plan_merge(adapter_dir, base_dir, classifier)
     return execute_merge(
         plan,
         out_dir,

@@ -11,10 +11,12 @@ from services.common.errors import FailedPrecondition
 from services.merger.adapter_files import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
+    SEQ_CLS,
     AdapterSettings,
     group_adapter_keys,
     read_adapter_settings,
 )
+from services.merger.classifier import ClassifierOutput, check_classifier_plan
 from services.merger.safetensors_io import ModelLayout, read_layout, tensor_shapes
 
 # transformers v5 renames some checkpoint keys on load (WeightRenaming), so PEFT
@@ -49,6 +51,9 @@ class MergePlan:
     merges: dict[str, ModuleMerge]  # by base weight name
     bias_merges: dict[str, ModuleMerge]  # by base bias name
     replacements: dict[str, str]  # base tensor -> adapter key (modules_to_save)
+    # A classification adapter's output: a sequence classifier (its head
+    # added from the adapter, the LM head dropped); None for a causal LM.
+    classifier: ClassifierOutput | None = None
 
     def provenance(
         self, adapter_digest: str = "", base_digest: str = ""
@@ -179,13 +184,23 @@ def _check_targets(settings: AdapterSettings, base: dict[str, Any]) -> None:
             )
 
 
-def plan_merge(adapter_dir: Path, base_dir: Path) -> MergePlan:
+def plan_merge(
+    adapter_dir: Path, base_dir: Path, classifier: ClassifierOutput | None = None
+) -> MergePlan:
     """Checks that the adapter fits the base, reading headers only.
 
     Raises FailedPrecondition naming the first offending tensor, so a bad
     pairing fails in milliseconds instead of after minutes of arithmetic.
+    A classification adapter needs its `classifier` (classifier.plan_classifier).
     """
     settings = read_adapter_settings(adapter_dir)
+    if settings.task_type == SEQ_CLS and classifier is None:
+        raise FailedPrecondition(
+            f"adapter {adapter_dir} is a classification adapter (task_type "
+            f"{SEQ_CLS}); its merge writes a sequence classifier: plan it with "
+            "classifier.plan_classifier and pass it as `classifier`"
+        )
+    head = classifier.head_keys if classifier is not None else {}
     weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise FailedPrecondition(
@@ -211,6 +226,8 @@ def plan_merge(adapter_dir: Path, base_dir: Path) -> MergePlan:
             bias_merges[m.base_bias] = m
     replacements: dict[str, str] = {}
     for name, key in sorted(others.items()):
+        if name in head:
+            continue  # the classification head: added, it replaces nothing
         owner = name.rsplit(".", 1)[0]
         saved = any(
             owner == m or owner.endswith("." + m) for m in settings.modules_to_save
@@ -236,6 +253,15 @@ def plan_merge(adapter_dir: Path, base_dir: Path) -> MergePlan:
             )
         replacements[target] = key
     _check_targets(settings, base)
+    if classifier is not None:
+        check_classifier_plan(classifier, {*merges, *bias_merges, *replacements})
     return MergePlan(
-        adapter_dir, base_dir, settings, layout, merges, bias_merges, replacements
+        adapter_dir,
+        base_dir,
+        settings,
+        layout,
+        merges,
+        bias_merges,
+        replacements,
+        classifier,
     )

@@ -12,6 +12,7 @@ from services.common.config import Config
 from services.common.convert import struct
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.jobs import JobContext
+from services.common.modeling import classifier_model_labels
 from services.common.paths import staged_directory
 from services.merger import methods
 from services.merger.finish import check_and_export
@@ -41,6 +42,15 @@ def _model(get: Callable[[str], Any], artifact_id: str, field: str) -> Any:
         )
     if not artifact.local_path:
         raise FailedPrecondition(f"artifact {artifact.id} has no local_path")
+    labels = classifier_model_labels(Path(artifact.local_path))
+    if labels is not None:
+        raise FailedPrecondition(
+            f"{artifact_id} is a sequence classifier (labels {labels}); model "
+            "merges combine causal language models (their gate measures "
+            "perplexity, which a classifier has no LM head for); merge the "
+            "classification adapters into their base one at a time instead",
+            field=field,
+        )
     return artifact
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import split_state_dict_into_shards_factory
@@ -224,11 +225,15 @@ def copy_synced(src: Path, dst: Path) -> tuple[str, int]:
 
 
 def copy_side_files(
-    base_dir: Path, out_dir: Path, dtype_name: str
+    base_dir: Path,
+    out_dir: Path,
+    dtype_name: str,
+    config_updates: dict[str, Any] | None = None,
 ) -> dict[str, tuple[str, int]]:
     """Config, tokenizer, generation config, chat template: all but the weights.
 
-    Returns their digests; config.json records the output dtype when it changed.
+    Returns their digests; config.json records the output dtype when it
+    changed, and `config_updates` (a classifier's architecture and labels).
     """
     files: dict[str, tuple[str, int]] = {}
     for f in sorted(base_dir.iterdir()):
@@ -238,10 +243,12 @@ def copy_side_files(
             and f.name != INDEX_NAME
             and not f.name.endswith(_SKIPPED_SUFFIXES)
         ):
-            if f.name == "config.json" and dtype_name != "same":
+            if f.name == "config.json" and (dtype_name != "same" or config_updates):
                 config = json.loads(f.read_text())
-                keys = [k for k in ("dtype", "torch_dtype") if k in config] or ["dtype"]
-                config.update({k: dtype_name for k in keys})
+                if dtype_name != "same":
+                    keys = [k for k in ("dtype", "torch_dtype") if k in config]
+                    config.update({k: dtype_name for k in keys or ["dtype"]})
+                config.update(config_updates or {})
                 data = (json.dumps(config, indent=2) + "\n").encode()
                 files[f.name] = write_synced(out_dir / f.name, data)
             else:

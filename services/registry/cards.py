@@ -83,6 +83,42 @@ def _card(artifact, parents, children, report) -> dict[str, Any]:
                 {k: g.get(k) for k in ("name", "passed", "value", "threshold")}
                 for g in body.get("gates", [])
             ],
+            "mode": body.get("mode", ""),
+            "overall_score": body.get("overall_score"),
+            "grade": body.get("grade", ""),
+            "suites": [
+                {
+                    "name": r.get("name", ""),
+                    "score": r.get("score", 0.0),
+                    "weight": r.get("weight", 0.0),
+                    "passed": r.get("passed", False),
+                    "failed_checks": [
+                        {k: c.get(k) for k in ("name", "value", "threshold", "message")}
+                        for c in r.get("checks", [])
+                        if not c.get("passed", False)
+                    ],
+                }
+                for r in body.get("suites", [])
+            ],
+            "recommendations": list(body.get("recommendations", [])),
+            "comparisons": [
+                {
+                    k: c.get(k)
+                    for k in (
+                        "target",
+                        "model_id",
+                        "adapter_id",
+                        "overall_score",
+                        "overall_delta",
+                        "suite_scores",
+                        "task_metric",
+                        "task_improvement",
+                        "meets_task_bar",
+                    )
+                    if k in c
+                }
+                for c in body.get("comparisons", [])
+            ],
         }
     intended = (
         meta.get("intended_use")
@@ -115,6 +151,39 @@ def _card(artifact, parents, children, report) -> dict[str, Any]:
             for f in artifact.files
         ],
     }
+
+
+def _suite_lines(v: dict[str, Any]) -> list[str]:
+    """The suites' scores and the comparisons, when the report has them."""
+    if not v.get("suites"):
+        return []
+    lines = [
+        "",
+        f"Overall {v['overall_score'] or 0.0:.3f} (grade {v['grade']}, mode "
+        f"{v['mode']}).",
+        "",
+        "| suite | score | weight | failed checks |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in v["suites"]:
+        failed = ", ".join(c["name"] for c in r["failed_checks"]) or "none"
+        lines.append(
+            f"| {r['name']} | {r['score']:.3f} | {r['weight']:.2f} | {failed} |"
+        )
+    for c in v["comparisons"]:
+        line = (
+            f"- vs {c['target']} `{c.get('adapter_id') or c.get('model_id')}`: "
+            f"overall {c.get('overall_score', 0.0):.3f} "
+            f"(change {c.get('overall_delta', 0.0):+.3f})"
+        )
+        if c.get("task_metric"):
+            bar = "meets" if c.get("meets_task_bar") else "misses"
+            line += (
+                f"; {c['task_metric']} {c.get('task_improvement', 0.0):+.1%} "
+                f"({bar} the 15% bar)"
+            )
+        lines.append(line)
+    return lines
 
 
 def _md_value(value: Any) -> str:
@@ -163,6 +232,7 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"Latest report `{v['report_id']}` {verdict} with "
             f"{v['score_metric'] or 'score'} = {v['score']:.4g}."
         )
+        lines += _suite_lines(v)
         if v["gates"]:
             lines += [
                 "",
@@ -173,6 +243,9 @@ def render_markdown(card: dict[str, Any]) -> str:
                 lines.append(
                     f"| {g['name']} | {g['passed']} | {g['value']} | {g['threshold']} |"
                 )
+        if v["recommendations"]:
+            lines += ["", "Recommendations:", ""]
+            lines += [f"- {r}" for r in v["recommendations"]]
     lines += ["", "## Intended use", "", str(card["intended_use"]), ""]
     if card["tags"]:
         lines += ["## Tags", ""]

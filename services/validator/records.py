@@ -14,13 +14,15 @@ from services.common.records import (
     message_to_json,
     number,
 )
+from services.validator.assessment import ComparisonResult
 from services.validator.evaluation import ModelScores
 from services.validator.gates import GateResult, Gates
-from services.validator.jobs import (
+from services.validator.spec import (
     ResolvedValidation,
     ValidationOutcome,
     ValidationSpec,
 )
+from services.validator.suites.base import Check, SuiteResult
 
 
 def encode_job(job: ResolvedValidation) -> dict[str, Any]:
@@ -30,18 +32,27 @@ def encode_job(job: ResolvedValidation) -> dict[str, Any]:
         "adapter": message_to_json(job.adapter),
         "baseline": message_to_json(job.baseline),
         "dataset": message_to_json(job.dataset),
+        "base": message_to_json(job.base),
+        "production_model": message_to_json(job.production_model),
+        "production_adapter": message_to_json(job.production_adapter),
+        "probe_set": message_to_json(job.probe_set),
     }
 
 
 def decode_job(data: dict[str, Any]) -> ResolvedValidation:
     spec = known_fields(ValidationSpec, data["spec"])
     spec["gates"] = Gates(**known_fields(Gates, spec.get("gates", {})))
+    spec["grade_bounds"] = [tuple(g) for g in spec.get("grade_bounds", [])]
     return ResolvedValidation(
         ValidationSpec(**spec),
         artifact_from_json(data["model"]),
         artifact_from_json(data.get("adapter")),
         artifact_from_json(data.get("baseline")),
         artifact_from_json(data["dataset"]),
+        base=artifact_from_json(data.get("base")),
+        production_model=artifact_from_json(data.get("production_model")),
+        production_adapter=artifact_from_json(data.get("production_adapter")),
+        probe_set=artifact_from_json(data.get("probe_set")),
     )
 
 
@@ -66,7 +77,36 @@ def decode_outcome(data: dict[str, Any]) -> ValidationOutcome:
         GateResult(**{k: number(v) for k, v in known_fields(GateResult, g).items()})
         for g in fields.get("gates", [])
     ]
+    fields["suites"] = [_suite(r) for r in fields.get("suites", [])]
+    fields["comparisons"] = [
+        ComparisonResult(
+            **{k: _numbers(v) for k, v in known_fields(ComparisonResult, c).items()}
+        )
+        for c in fields.get("comparisons", [])
+    ]
+    fields["grade_bounds"] = [tuple(g) for g in fields.get("grade_bounds", [])]
+    for key in ("overall",):
+        if key in fields:
+            fields[key] = number(fields[key])
     return ValidationOutcome(**fields)
+
+
+def _numbers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: number(v) for k, v in value.items()}
+    return number(value)
+
+
+def _suite(data: dict[str, Any]) -> SuiteResult:
+    return SuiteResult(
+        suite=data["suite"],
+        score=number(data["score"]),
+        checks=[
+            Check(**{k: number(v) for k, v in known_fields(Check, c).items()})
+            for c in data.get("checks", [])
+        ],
+        metrics=_numbers(data.get("metrics", {})),
+    )
 
 
 VALIDATION_JOB_CODEC = Codec(

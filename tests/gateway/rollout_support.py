@@ -186,7 +186,11 @@ class RolloutBed:
                         score_metric="exact_match",
                         gates=[
                             common_pb2.GateResult(
-                                name="min_score", passed=passed, value=0.9
+                                name="min_safety_score",
+                                passed=passed,
+                                value=0.97 if passed else 0.62,
+                                threshold=0.95,
+                                message="safety score 0.620 vs minimum 0.95",
                             )
                         ],
                     )

@@ -453,7 +453,12 @@ def test_bad_rollouts_are_refused_and_change_nothing(bed):
         (grpc.StatusCode.NOT_FOUND, "nope", dict(model_id="nope:1")),
         (precondition, "serves already", dict(model_id=stable)),
         (precondition, "has no validation report", dict(model_id=unvalidated)),
-        (precondition, "did not pass (failed gates: min_score)", dict(model_id=failed)),
+        (
+            precondition,
+            "did not pass (failed gates: min_safety_score: safety score 0.620 vs "
+            "minimum 0.95)",
+            dict(model_id=failed),
+        ),
         (precondition, "inference cannot load", dict(model_id=unloadable)),
         (precondition, "built on another base model", dict(model_id=elsewhere)),
     ]

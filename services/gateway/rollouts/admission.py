@@ -190,10 +190,10 @@ class RolloutAdmission:
                 "reason",
                 field="model_id",
             )
-        failed = [g.name for g in latest.gates if not g.passed]
+        failed = [f"{g.name}: {g.message}" for g in latest.gates if not g.passed]
         raise FailedPrecondition(
             f"the latest validation report of {candidate.label}, {latest.id}, did "
-            f"not pass (failed gates: {', '.join(failed) or 'none recorded'}); "
+            f"not pass (failed gates: {'; '.join(failed) or 'none recorded'}); "
             "validate a better version, or set force with a reason",
             field="model_id",
         )

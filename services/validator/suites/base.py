@@ -160,7 +160,7 @@ class Suite(ABC):
         does not apply is left out and the weights renormalised."""
         return ""
 
-    def measure(self, subjects: list[Subject], ctx: SuiteContext) -> None:
+    def measure(self, subjects: list[Subject], ctx: SuiteContext) -> None:  # noqa: B027
         """Measurements that must be taken across all subjects at once
         (timing in turn, so machine load hits each alike), stored under
         `ctx.shared[self.name]`. Called once before `run`; most suites

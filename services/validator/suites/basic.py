@@ -95,6 +95,47 @@ def finite_weights(model) -> tuple[bool, str]:
     return True, "every weight is finite"
 
 
+def _classifier_checks(subject: Subject) -> list[Check]:
+    """A classifier answers with one finite score per label."""
+    import torch
+
+    tok = subject.tokenizer
+    enc = tok(list(PROBES[:2]), return_tensors="pt", padding=True)
+    device = next(subject.model.parameters()).device
+    with torch.inference_mode():
+        logits = subject.model(**enc.to(device)).logits
+    shape_ok = logits.shape[-1] == len(subject.labels)
+    finite = bool(torch.isfinite(logits).all())
+    round_trip = [
+        t
+        for t in ROUND_TRIP_TEXTS
+        if tok.decode(tok.encode(t, add_special_tokens=False)) != t
+    ]
+    return [
+        holds(
+            "classifies",
+            shape_ok and finite,
+            f"{logits.shape[-1]} finite label scores per text for "
+            f"{len(subject.labels)} labels"
+            if shape_ok and finite
+            else f"scores of shape {tuple(logits.shape)} (finite: {finite}) for "
+            f"{len(subject.labels)} labels",
+            "the classification head does not match the labels: retrain with "
+            "the dataset's label set",
+            critical=True,
+        ),
+        holds(
+            "tokenizer_round_trip",
+            not round_trip,
+            "decode(encode(text)) gives the text back"
+            if not round_trip
+            else f"{len(round_trip)} of {len(ROUND_TRIP_TEXTS)} texts change in a "
+            f"round trip, e.g. {round_trip[0]!r}",
+            "ship the tokenizer the model was trained with (tokenizer_source)",
+        ),
+    ]
+
+
 def _tokenizer_checks(subject: Subject) -> list[Check]:
     tok = subject.tokenizer
     broken = [
@@ -154,7 +195,9 @@ class BasicSuite(Suite):
         metrics: dict[str, float] = {}
         if not finite:  # its answers would only repeat the finding
             return fold(self.name, checks, metrics)
-        outputs = _answers(subject, ctx)
+        if not subject.generates:
+            return fold(self.name, checks + _classifier_checks(subject), metrics)
+        outputs = ctx.memo(subject, "basic_answers", lambda: _answers(subject, ctx))
         answered = sum(o.completion_tokens > 0 for o in outputs)
         checks.append(
             holds(
@@ -204,8 +247,21 @@ class BasicSuite(Suite):
             ),
         ]
         if ctx.base is not None:
-            own = _base_perplexity(ctx.base, [o.text for o in _answers(ctx.base, ctx)])
-            theirs = _base_perplexity(ctx.base, texts)
+            base = ctx.base
+            own = ctx.memo(
+                base,
+                "basic_own_perplexity",
+                lambda: _base_perplexity(
+                    base,
+                    [
+                        o.text
+                        for o in ctx.memo(
+                            base, "basic_answers", lambda: _answers(base, ctx)
+                        )
+                    ],
+                ),
+            )
+            theirs = _base_perplexity(base, texts)
             ratio = theirs / own if own > 0 and math.isfinite(own) else math.inf
             metrics["base_perplexity_of_answers"] = theirs
             metrics["gibberish_ratio"] = ratio
