@@ -322,3 +322,33 @@ def test_a_classification_adapter_is_validated_as_a_classifier(
     assert names and all(
         s.output in ("lamps", "socks") for s in report.candidate.samples
     )
+
+
+def test_the_same_inputs_give_the_same_report(suite, base_model, dataset):
+    """Seeded sampling and greedy decoding: everything but the timings."""
+
+    def verdict(report):
+        return (
+            report.overall_score,
+            report.grade,
+            list(report.recommendations),
+            [
+                (
+                    s.name,
+                    s.score,
+                    dict(s.metrics),
+                    [(c.name, c.value) for c in s.checks],
+                )
+                for s in report.suites
+            ],
+        )
+
+    request = dict(
+        model_id=base_model.id,
+        dataset_id=dataset.id,
+        suites=["basic", "task", "safety"],
+        max_examples=6,
+    )
+    first, again = validate(suite, **request), validate(suite, **request)
+    assert first.id != again.id
+    assert verdict(first) == verdict(again)
