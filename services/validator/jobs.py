@@ -316,6 +316,8 @@ class Validator:
             ("production", job.production_model, job.production_adapter),
             ("baseline", job.baseline, None),
         ):
+            if target == "baseline" and _key(model, None) == ident["base"]:
+                continue  # the baseline is the base: compared once
             theirs = verdict_of(target) if model is not None else None
             if theirs is not None:
                 comparisons.append(
