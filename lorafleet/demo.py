@@ -166,11 +166,12 @@ def _summary(client: Client, job: gateway_pb2.WorkflowJob) -> int:
         for c in r.comparisons:
             line = f"{'':<14}vs {c.target:<10} overall {c.overall_score:.2f}"
             if c.task_metric:
-                bar = "meets" if c.meets_task_bar else "misses"
                 line += (
-                    f"; {c.task_metric} {c.task_value:.2f} -> "
-                    f"{c.task_improvement:+.0%} ({bar} the 15% bar)"
+                    f"; {c.task_metric} {c.task_value:.2f} -> {c.task_improvement:+.0%}"
                 )
+                if c.target == "base":
+                    bar = "meets" if c.meets_task_bar else "misses"
+                    line += f" ({bar} the 15% bar)"
             _say(line)
         for gate in r.gates:
             _say(

@@ -100,7 +100,7 @@ def comparison_to_pb(c: ComparisonResult) -> common_pb2.Comparison:
         task_metric=c.task_metric,
         task_value=c.task_value if math.isfinite(c.task_value) else 0.0,
         task_improvement=(
-            c.task_improvement if math.isfinite(c.task_improvement) else 0.0
+            0.0 if math.isnan(c.task_improvement) else c.task_improvement
         ),
         meets_task_bar=c.meets_task_bar,
     )

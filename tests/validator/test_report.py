@@ -103,3 +103,23 @@ def test_degeneracy_detectors_see_loops_and_one_answer_for_everything():
     assert distinct_n([[1]]) == 1.0  # too short to repeat anything
     assert same_output_share(["ok", " ok ", "ok"]) == 1.0
     assert same_output_share(["a", "b", "c", "a"]) == 0.5
+
+
+def test_the_task_bar_is_judged_against_the_base_only():
+    import math
+
+    from services.validator.assessment import compare, improvement
+    from services.validator.report import fold_suites
+    from services.validator.suites.base import fold
+
+    def verdict(exact: float):
+        return fold_suites([fold("task", [], {"exact_match": exact})])
+
+    assert improvement("exact_match", 0.9, 0.6) == pytest.approx(0.5)
+    assert improvement("exact_match", 1.0, 0.0) == math.inf  # from nothing
+    assert improvement("perplexity", 2.0, 3.0) == pytest.approx(0.5)
+    vs_base = compare("base", "b", "", verdict(1.0), verdict(0.0), "exact_match")
+    assert vs_base.meets_task_bar and vs_base.task_improvement == math.inf
+    vs_prod = compare("production", "p", "", verdict(1.0), verdict(0.5), "exact_match")
+    assert vs_prod.task_improvement == pytest.approx(1.0)
+    assert not vs_prod.meets_task_bar
