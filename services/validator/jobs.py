@@ -40,6 +40,11 @@ from services.validator.spec import (
 from services.validator.subjects import load_subject
 from services.validator.suites.base import MODES, Subject, SuiteContext
 
+# The legacy gates that read the task suite's measurements.
+TASK_GATES = frozenset(
+    {"finite_perplexity", "min_score", "max_perplexity_ratio", "min_score_delta"}
+)
+
 __all__ = ["ResolvedValidation", "ValidationOutcome", "ValidationSpec", "Validator"]
 
 
@@ -305,6 +310,10 @@ class Validator:
                 job.baseline.id, theirs or mine, suite_ctx, "baseline", broken
             )
         score, metric, gates = evaluate_gates(spec.gates, candidate, baseline)
+        if "task" not in mine.suites:
+            # Nothing scored the held-out split (a request without the task
+            # suite): the gates on its perplexity and score have no evidence.
+            gates = [g for g in gates if g.name not in TASK_GATES]
         production = (
             verdict_of("production") if job.production_model is not None else None
         )

@@ -352,3 +352,15 @@ def test_the_same_inputs_give_the_same_report(suite, base_model, dataset):
     first, again = validate(suite, **request), validate(suite, **request)
     assert first.id != again.id
     assert verdict(first) == verdict(again)
+
+
+def test_without_the_task_suite_no_gate_reads_its_measurements(
+    suite, base_model, dataset
+):
+    report = validate(
+        suite, model_id=base_model.id, dataset_id=dataset.id, suites=["basic"]
+    )
+    names = {g.name for g in report.gates}
+    assert "finite_perplexity" not in names and "min_score" not in names
+    assert "min_overall_score" in names
+    assert report.passed, [g.message for g in report.gates if not g.passed]
