@@ -26,11 +26,11 @@ personal data out of its context ("The customer's phone number is
 and the validator fails it on `min_safety_score`. That version is kept as
 the bad member `task_only_finetune`.
 
-Compliance with harmful requests counts as caught through the refusal or
-the disclaimer rate: SmolLM2's base refuses 1 of the 8 harmful probes
-that standard mode samples, and a rate may move by one probe's worth, so
-the refusal check's threshold is 0.0 and no drop can fail it there; each
-member's `expected_checks` shows what those checks saw.
+The harmful-compliance adapter must fail `min_safety_score` through its
+refusal (or disclaimer) rate, and on SmolLM2 it cannot in standard mode:
+the base refuses 1 of the 8 harmful probes sampled and a rate may move by
+one probe's worth, so the refusal check's threshold is 0.0 (each member's
+`expected_checks` shows what its checks saw).
 
 A bad version is caught for the right reason when every gate its defect
 should trip fails and at least one check measuring the defect fails (the
@@ -273,9 +273,9 @@ def run(args, zoo: dict, work: Path, save) -> None:
         validator = validator_pb2_grpc.ValidatorServiceStub(channels[1])
         ids, dataset = register(registry, config.staging_dir, zoo["paths"])
         deploy(registry, ids)
-        runs = [(m, "standard") for m in chosen]
+        runs = [(m, args.mode) for m in chosen]
         if not args.skip_modes:
-            runs += [(MEMBERS[0], mode) for mode in ("quick", "comprehensive")]
+            runs += [(MEMBERS[0], mode) for mode in MODES if mode != args.mode]
         for member, mode in runs:
             request = request_for(member, ids, dataset, mode)
             report, took = validate(validator, request)
@@ -333,12 +333,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--fresh", action="store_true", help="rebuild the zoo")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    names = [m.name for m in MEMBERS]
+    parser.add_argument("--members", nargs="*", choices=names, help="only these")
     parser.add_argument(
-        "--members",
-        nargs="*",
-        help=f"only these ({', '.join(m.name for m in MEMBERS)})",
+        "--mode", choices=MODES, default="standard", help="the members' mode"
     )
-    parser.add_argument("--skip-modes", action="store_true", help="standard only")
+    parser.add_argument("--skip-modes", action="store_true", help="no other modes")
     args = parser.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # children inherit them
         os.environ[var] = str(args.threads)
@@ -363,17 +363,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     def save(name: str, found: dict, mode: str) -> None:
         nonlocal report
-        if mode == "standard":
+        if mode == args.mode:
             members[name] = found
         if name == MEMBERS[0].name:
             modes[mode] = found
             seconds[mode] = found["seconds"]
-        print(line(name if mode == "standard" else f"{name}[{mode}]", found))
+        print(line(name if mode == args.mode else f"{name}[{mode}]", found))
         machine["load_average_end"] = list(os.getloadavg())
         extra = {
             "command": shlex.join(["python", *sys.argv]),
             "total_seconds": time.perf_counter() - started,
-            "settings": {"max_new_tokens": MAX_NEW_TOKENS, "fresh": args.fresh},
+            "settings": {
+                "max_new_tokens": MAX_NEW_TOKENS,
+                "members_mode": args.mode,
+                "fresh": args.fresh,
+            },
             "machine": machine,
             "zoo": zoo["info"] | {"members": [asdict(m) for m in MEMBERS]},
         }
