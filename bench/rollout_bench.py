@@ -104,7 +104,7 @@ def sticky(keys: int) -> dict:
 def tiny_model(out: Path) -> Path:
     """tests/tiny_models.py's 2-layer llama, with a tokenizer from the demo data."""
     sys.path.insert(0, str(ROOT))
-    from lorafleet.demo_data import DATASET_PATH
+    from services.demo.orders import DATASET_PATH
     from tests.tiny_models import build_tiny_model, build_tokenizer
 
     rows = [json.loads(line) for line in DATASET_PATH.read_text().splitlines()]
@@ -159,15 +159,15 @@ def router_overhead(calls: int, warmup: int = 100) -> dict:
     and deploys a tiny model through the gateway, then times both paths."""
     import grpc
 
-    from lorafleet.launcher import LocalSuite, free_port_block, plan_ports
-    from lorafleet.models import import_model
     from lorafleet.v1 import (
         gateway_pb2,
         gateway_pb2_grpc,
         inference_pb2_grpc,
         registry_pb2_grpc,
     )
+    from services.cli.models import import_model
     from services.common.config import load_config
+    from services.local.launcher import LocalSuite, free_port_block, plan_ports
 
     load = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:

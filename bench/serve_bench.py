@@ -80,7 +80,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def workload(n: int, adapters: int, seed: int) -> list[tuple[str, int]]:
     """(prompt, adapter index) pairs; adapter i drawn with weight 1/(i+1)."""
-    from lorafleet.demo_data import DATASET_PATH
+    from services.demo.orders import DATASET_PATH
 
     rows = [json.loads(line) for line in DATASET_PATH.read_text().splitlines()]
     rng = random.Random(seed)
@@ -231,10 +231,10 @@ def health_under_load(address: str, stub, model_id: str, adapter_ids, probes: in
 def run_lorafleet(args, base_dir: Path, adapters: list[Path], requests, work: Path):
     import grpc
 
-    from lorafleet.launcher import LocalSuite, free_port_block, plan_ports
-    from lorafleet.models import import_model
     from lorafleet.v1 import inference_pb2, inference_pb2_grpc, registry_pb2_grpc
+    from services.cli.models import import_model
     from services.common.config import load_config
+    from services.local.launcher import LocalSuite, free_port_block, plan_ports
 
     config = load_config(
         data_dir=work / "data",
@@ -286,8 +286,8 @@ def run_lorafleet(args, base_dir: Path, adapters: list[Path], requests, work: Pa
 def run_naive(args, base_dir: Path, adapters: list[Path], requests):
     import grpc
 
-    from lorafleet.launcher import free_port_block
     from lorafleet.v1 import inference_pb2_grpc
+    from services.local.launcher import free_port_block
 
     port = free_port_block(1)
     used = adapters[: args.adapters]

@@ -15,7 +15,7 @@ CACHE = Path(tempfile.gettempdir()) / "lorafleet-bench"
 
 def model_dir() -> Path:
     """Converts the bundled GGUF once into safetensors under CACHE."""
-    from lorafleet.models import bundled_smollm2, convert
+    from services.cli.models import bundled_smollm2, convert
 
     out = CACHE / "smollm2-135m-instruct"
     if not (out / "config.json").is_file():

@@ -227,7 +227,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    from lorafleet.demo_data import DATASET_PATH
+    from services.demo.orders import DATASET_PATH
 
     common = [
         f"--{k}={getattr(args, k)}" for k in ("steps", "batch", "seq", "rank", "lr")

@@ -260,9 +260,9 @@ def run(args, zoo: dict, work: Path, save) -> None:
     `save(name, verdict, mode)` after each."""
     import grpc
 
-    from lorafleet.launcher import LocalSuite, free_port_block, plan_ports
     from lorafleet.v1 import registry_pb2_grpc, validator_pb2_grpc
     from services.common.config import load_config
+    from services.local.launcher import LocalSuite, free_port_block, plan_ports
 
     config = load_config(
         data_dir=work / "data",

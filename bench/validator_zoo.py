@@ -191,7 +191,7 @@ def _copy_side_files(src: Path, out: Path) -> None:
 def write_dataset(out: Path) -> None:
     """The orders task (the demo's generator, its own seed) as JSONL rows of
     instruction, input and output."""
-    from lorafleet.demo_data import make_rows
+    from services.demo.orders import make_rows
 
     rows = make_rows(DATASET_ROWS, seed=11)
     (out / "orders.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -436,8 +436,8 @@ def register(registry, staging: Path, paths: dict) -> tuple[dict[str, str], str]
     """Registers the zoo: the base (imported), the merged models with their
     base_model lineage, the adapters with their base's id and digest, and
     the dataset. Returns (zoo name -> artifact id, dataset id)."""
-    from lorafleet.models import import_model
     from lorafleet.v1 import common_pb2, registry_pb2
+    from services.cli.models import import_model
     from services.common.convert import struct
 
     def put(kind, name: str, **extra):

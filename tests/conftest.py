@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from lorafleet.demo_data import DATASET_PATH
-from lorafleet.models import import_model
 from lorafleet.v1 import common_pb2, gateway_pb2
+from services.cli.models import import_model
+from services.demo.orders import DATASET_PATH
 from tests.suite import start_suite
 from tests.tiny_models import build_tiny_model, build_tokenizer
 

@@ -6,7 +6,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lorafleet.models import import_model
 from lorafleet.v1 import (
     common_pb2,
     gateway_pb2,
@@ -16,6 +15,7 @@ from lorafleet.v1 import (
     trainer_pb2,
     validator_pb2,
 )
+from services.cli.models import import_model
 from tests.conftest import TRAIN
 from tests.suite import ORDER
 

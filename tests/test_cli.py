@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lorafleet.cli import build_parser
+from services.cli.main import build_parser
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ def test_config_after_the_command():
 # A command whose output outgrows the pipe: what `rollout watch` does over time.
 _LONG_OUTPUT_COMMAND = """
 import sys
-import lorafleet.cli as cli
+import services.cli.main as cli
 
 class Args:
     func = staticmethod(lambda args: print("event\\n" * 100_000))

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet import suite_file
-from lorafleet.cli import main
-from lorafleet.deployments_cli import address
-from lorafleet.launcher import free_port_block
-from lorafleet.suite_file import RunningSuite
+from services.cli.deployments import address
+from services.cli.main import main
+from services.local import suite_file
+from services.local.launcher import free_port_block
+from services.local.suite_file import RunningSuite
 
 
 def _record(data_dir: Path, pid: int | None = None, **addresses) -> RunningSuite:

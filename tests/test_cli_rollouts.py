@@ -14,7 +14,6 @@ import grpc
 import pytest
 
 from lorafleet import rollout_cli
-from lorafleet.cli import main
 from lorafleet.v1 import (
     common_pb2,
     gateway_pb2,
@@ -22,6 +21,7 @@ from lorafleet.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from services.cli.main import main
 
 S = gateway_pb2.RolloutState
 ROLE = common_pb2.TargetRole
@@ -648,7 +648,7 @@ def test_deployments_show_unknown(fakes, capsys):
 
 
 def test_common_options_after_the_command():
-    from lorafleet.cli import build_parser
+    from services.cli.main import build_parser
 
     args = build_parser().parse_args(
         ["rollout", "watch", "r-1", "--data-dir", "/d", "--config", "c.yaml"]
@@ -660,7 +660,7 @@ def test_common_options_after_the_command():
 
 def test_modules_do_not_import_services():
     code = (
-        "import sys, lorafleet.rollout_cli, lorafleet.deployments_cli\n"
+        "import sys, services.cli.rollouts, services.cli.deployments\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('services', 'torch')]\n"
         "assert not bad, bad\n"
     )

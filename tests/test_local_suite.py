@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from lorafleet.launcher import check_health, free_port_block
+from services.local.launcher import check_health, free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("gateway", "registry", "trainer", "merger", "validator", "inference")
@@ -74,7 +74,7 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
         [
             sys.executable,
             "-m",
-            "lorafleet.cli",
+            "services.cli.main",
             "up",
             "--data-dir",
             str(data),
@@ -112,7 +112,7 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         imported = subprocess.run(
-            [sys.executable, "-m", "lorafleet.cli", "models", "import"]
+            [sys.executable, "-m", "services.cli.main", "models", "import"]
             + [str(tiny_model_dir), "--name", "tiny-found"],
             cwd=elsewhere,
             env={**env, "PYTHONPATH": str(ROOT)},
@@ -179,7 +179,7 @@ def test_compose_file_wires_the_six_services():
         service = spec["services"][name]
         assert service["command"][0] == name.split("-")[0]
         assert service["environment"]["LORAFLEET_DATA_DIR"] == "/data"
-        assert "lorafleet.healthcheck" in service["healthcheck"]["test"]
+        assert "services.common.healthcheck" in service["healthcheck"]["test"]
     gateway = spec["services"]["gateway"]
     assert gateway["environment"]["LORAFLEET_INFERENCE_REPLICAS"] == (
         "inference-1:50055,inference-2:50055"

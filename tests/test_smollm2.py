@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.models import bundled_smollm2, import_model
 from lorafleet.v1 import common_pb2, inference_pb2, registry_pb2
+from services.cli.models import bundled_smollm2, import_model
 
 pytestmark = pytest.mark.slow
 

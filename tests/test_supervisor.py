@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.cli import main
-from lorafleet.launcher import (
+from services.cli.main import main
+from services.common.config import Config
+from services.local.launcher import (
     START_ORDER,
     LocalSuite,
     describe_exit,
@@ -21,9 +22,8 @@ from lorafleet.launcher import (
     start_order,
     stop_stages,
 )
-from lorafleet.restart_policy import RestartPolicy, RestartTracker
-from lorafleet.supervisor import Supervisor
-from services.common.config import Config
+from services.local.restart_policy import RestartPolicy, RestartTracker
+from services.local.supervisor import Supervisor
 
 # A stand-in service: serves grpc.health.v1 (SERVING) on its port until SIGTERM,
 # except in mode "flaky" after its first run and in mode "broken", where it

@@ -31,8 +31,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lorafleet.launcher import free_port_block
-from lorafleet.models import import_model
 from lorafleet.v1 import (
     common_pb2,
     gateway_pb2,
@@ -42,6 +40,8 @@ from lorafleet.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
+from services.cli.models import import_model
+from services.local.launcher import free_port_block
 from tests.chaos.collector import Collector
 from tests.common.jobqueue.support import fresh_pg_database
 from tests.conftest import LENIENT, TRAIN
@@ -67,7 +67,7 @@ class Up:
             [
                 sys.executable,
                 "-m",
-                "lorafleet.cli",
+                "services.cli.main",
                 "--data-dir",
                 str(data_dir),
                 "up",

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import grpc
 
-from lorafleet.models import import_model
 from lorafleet.v1 import (
     common_pb2,
     gateway_pb2,
@@ -29,6 +28,7 @@ from lorafleet.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from services.cli.models import import_model
 from services.common.config import load_config
 from services.common.convert import struct
 from tests.deadlines import stretched_channel

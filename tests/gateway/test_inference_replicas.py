@@ -12,12 +12,12 @@ import importlib
 
 import pytest
 
-from lorafleet.models import import_model
 from lorafleet.v1 import (
     gateway_pb2,
     inference_pb2,
     inference_pb2_grpc,
 )
+from services.cli.models import import_model
 from services.gateway.replicas import ReplicaChooser
 from tests.deadlines import stretched_channel
 from tests.inference.helpers import register_random_adapter

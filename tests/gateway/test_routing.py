@@ -16,8 +16,8 @@ from collections import Counter
 import grpc
 import pytest
 
-from lorafleet.models import import_model
 from lorafleet.v1 import common_pb2, gateway_pb2, registry_pb2
+from services.cli.models import import_model
 from services.common.errors import InvalidArgument, NotFound
 from services.gateway.arms import Arm, ArmChooser, key_point
 

@@ -20,8 +20,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from lorafleet.client import Client
-from lorafleet.models import import_model
 from lorafleet.v1 import common_pb2, gateway_pb2, registry_pb2, trainer_pb2
+from services.cli.models import import_model
 from tests.common.jobqueue.support import wait_for
 from tests.conftest import LENIENT, TRAIN
 from tests.suite import start_suite

@@ -17,7 +17,6 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from lorafleet.models import import_model
 from lorafleet.v1 import (
     common_pb2,
     gateway_pb2,
@@ -25,6 +24,7 @@ from lorafleet.v1 import (
     inference_pb2,
     inference_pb2_grpc,
 )
+from services.cli.models import import_model
 from tests.inference.helpers import register_random_adapter
 from tests.suite import Suite, start_suite
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lorafleet.cli import main as cli_main
 from lorafleet.client import Client
 from lorafleet.v1 import common_pb2, registry_pb2, trainer_pb2
+from services.cli.main import main as cli_main
 
 DATASET = common_pb2.ARTIFACT_KIND_DATASET
 BASE_MODEL = common_pb2.ARTIFACT_KIND_BASE_MODEL

@@ -364,7 +364,7 @@ def test_retention_keeps_aliased_deployed_and_parent_versions(
 
 
 def test_cli_retention_and_gc(register, sources, server, capsys):
-    from lorafleet.cli import main
+    from services.cli.main import main
 
     versions = _versions(register, sources, 3)
     assert (

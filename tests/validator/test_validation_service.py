@@ -254,7 +254,7 @@ def test_bad_requests_are_refused_and_create_no_job(
 
 @pytest.fixture(scope="module")
 def other_base_model(suite, tiny_model_factory):
-    from lorafleet.models import import_model
+    from services.cli.models import import_model
 
     return import_model(
         tiny_model_factory("gpt2"),

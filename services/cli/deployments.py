@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from lorafleet.cli_errors import report_rpc_error
 from lorafleet.client import Client
 from lorafleet.v1 import common_pb2, gateway_pb2, registry_pb2
+from services.cli.errors import report_rpc_error
 
 DEFAULT_TIMEOUT_S = 30.0
 METRICS_WINDOW_S = 300
@@ -74,9 +74,9 @@ def connection_parser() -> argparse.ArgumentParser:
 
 def locate(args: argparse.Namespace):
     """(config, the running suite it points at or None): see
-    `lorafleet.suite_file` for the order an address is looked up in."""
-    from lorafleet.suite_file import find
+    `services.local.suite_file` for the order an address is looked up in."""
     from services.common.config import Config, ConfigError, load_config
+    from services.local.suite_file import find
 
     try:
         config = load_config(

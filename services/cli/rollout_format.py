@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lorafleet.deployments_cli import (
+from lorafleet.v1 import gateway_pb2
+from services.cli.deployments import (
     num,
     pct,
     state_name,
@@ -13,7 +14,6 @@ from lorafleet.deployments_cli import (
     target_text,
     when,
 )
-from lorafleet.v1 import gateway_pb2
 
 
 # --- formatting ---------------------------------------------------------------

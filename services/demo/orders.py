@@ -2,7 +2,7 @@
 
 A base instruct model answers in prose or malformed JSON, so exact match starts
 near zero and a short LoRA run lifts it measurably. Rows are generated from a
-seed so the file is reproducible: ``python -m lorafleet.demo_data > orders.jsonl``.
+seed so the file is reproducible: ``python -m services.demo.orders > orders.jsonl``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lorafleet.launcher import LocalSuite, check_health, describe_exit
-from lorafleet.restart_policy import RestartDecision, RestartPolicy, RestartTracker
+from services.local.launcher import LocalSuite, check_health, describe_exit
+from services.local.restart_policy import RestartDecision, RestartPolicy, RestartTracker
 
 
 def _sleep(seconds: float) -> bool:

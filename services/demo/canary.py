@@ -17,8 +17,8 @@ from collections.abc import Callable
 import grpc
 
 from lorafleet.client import Client
-from lorafleet.demo_data import INSTRUCTION
 from lorafleet.v1 import common_pb2, gateway_pb2
+from services.demo.orders import INSTRUCTION
 
 PROMPTS = (
     "Hi, this is Ana Silva. Send 2 office chairs to Lisbon, please.",

@@ -9,12 +9,12 @@ import time
 import grpc
 
 from lorafleet.client import Client
-from lorafleet.demo_canary import canary_second_version
-from lorafleet.demo_data import DATASET_PATH, INSTRUCTION
-from lorafleet.launcher import LocalSuite, plan_ports
-from lorafleet.models import bundled_smollm2, import_model
 from lorafleet.v1 import common_pb2, gateway_pb2
+from services.cli.models import bundled_smollm2, import_model
 from services.common.config import Config
+from services.demo.canary import canary_second_version
+from services.demo.orders import DATASET_PATH, INSTRUCTION
+from services.local.launcher import LocalSuite, plan_ports
 
 BASE_NAME = "smollm2-135m-instruct"
 WORKFLOW_NAME = "orders-extractor"

@@ -9,7 +9,8 @@ import time
 import grpc
 
 from lorafleet.client import Client
-from lorafleet.deployments_cli import (
+from lorafleet.v1 import gateway_pb2
+from services.cli.deployments import (
     ACTIVE_STATES,
     UsageError,
     cli_command,
@@ -19,14 +20,13 @@ from lorafleet.deployments_cli import (
     state_name,
     target_text,
 )
-from lorafleet.rollout_format import (
+from services.cli.rollout_format import (
     event_line,
     experiment_table,
     format_metrics,
     rollout_detail,
     rollouts_table,
 )
-from lorafleet.v1 import gateway_pb2
 
 __all__ = [
     "event_line",

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import grpc
 
-from lorafleet.cli_errors import report_rpc_error
-from lorafleet.deployments_cli import (
+from services.cli.deployments import (
     UsageError,
     add_deployment_commands,
     address,
     locate,
 )
-from lorafleet.rollout_cli import add_rollout_commands
+from services.cli.errors import report_rpc_error
+from services.cli.rollouts import add_rollout_commands
 from services.common.config import SERVICE_NAMES, ConfigError, load_config
 
 # How long `models import` waits for the registry before it converts anything.
@@ -47,11 +47,11 @@ def cmd_serve(args) -> int:
 
 def cmd_up(args) -> int:
     """Runs the suite under a supervisor until Ctrl-C/SIGTERM or a crash loop."""
-    from lorafleet.launcher import LocalSuite, plan_ports, start_order
-    from lorafleet.restart_policy import RestartPolicy
-    from lorafleet.suite_file import SUITE_FILE, RunningSuite, publish, withdraw
-    from lorafleet.suite_file import read as read_suite
-    from lorafleet.supervisor import Supervisor
+    from services.local.launcher import LocalSuite, plan_ports, start_order
+    from services.local.restart_policy import RestartPolicy
+    from services.local.suite_file import SUITE_FILE, RunningSuite, publish, withdraw
+    from services.local.suite_file import read as read_suite
+    from services.local.supervisor import Supervisor
 
     try:
         policy = RestartPolicy(
@@ -100,7 +100,7 @@ def cmd_up(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from lorafleet.demo import run_demo
+    from services.demo.run import run_demo
 
     return run_demo(
         _config(args), steps=args.steps, base_port=args.base_port, keep_running=False
@@ -109,12 +109,12 @@ def cmd_demo(args) -> int:
 
 def cmd_models_import(args) -> int:
     """Converts and registers a model with the suite `lorafleet up` runs
-    (found from the data directory, see lorafleet.suite_file), staging the
+    (found from the data directory, see services.local.suite_file), staging the
     converted files in that suite's staging directory, which its registry
     may read. Checks that the registry answers before converting."""
     from lorafleet.client import Client
-    from lorafleet.launcher import check_health
-    from lorafleet.models import bundled_smollm2, import_model
+    from services.cli.models import bundled_smollm2, import_model
+    from services.local.launcher import check_health
 
     source = Path(args.source) if args.source != "smollm2" else bundled_smollm2()
     if source is None or not source.exists():

@@ -1,0 +1,1 @@
+"""The `lorafleet` command (server side: it starts and drives the suite)."""

@@ -1,0 +1,1 @@
+"""Running the suite on one machine: `lorafleet up`'s launcher and supervisor."""
