@@ -364,8 +364,8 @@ def test_client_and_cli_append(server, stub, base_dataset, tmp_path, capsys):
     code = cli_main(
         ["datasets", "append", "chats", str(bad), "--registry", server.address]
     )
-    assert code == 1
-    assert "FAILED_PRECONDITION" in capsys.readouterr().err
+    assert code == 2  # a remote error: one line, exit 2
+    assert capsys.readouterr().err.startswith("error: FAILED_PRECONDITION: ")
 
 
 def test_trainer_sees_the_appended_rows(suite, base_model):
