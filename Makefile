@@ -10,7 +10,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test protos check-protos lint up clean
 
-setup: $(STAMP) $(BUF)
+NODE_EXAMPLE := examples/node/node_modules/.package-lock.json
+
+setup: $(STAMP) $(BUF) $(NODE_EXAMPLE)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +26,11 @@ $(STAMP): pyproject.toml
 $(BUF): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $(BUF)
+
+# The Node.js client example (tests/test_node_client.py runs it).
+$(NODE_EXAMPLE): examples/node/package.json examples/node/package-lock.json
+	cd examples/node && npm ci --no-audit --no-fund --silent
+	touch $(NODE_EXAMPLE)
 
 demo: setup
 	$(VENV)/bin/lorafleet demo
@@ -54,4 +61,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check lorafleet services tests $(wildcard bench)
 
 clean:
-	rm -rf $(VENV) node_modules
+	rm -rf $(VENV) node_modules examples/node/node_modules

@@ -29,6 +29,7 @@ class GatewayServiceStub:
     """The entry point: orchestrates train -> merge -> validate -> gate ->
     register -> deploy as one workflow job, and routes generation requests to
     whatever is deployed under a name.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def __init__(self, channel):
@@ -143,6 +144,7 @@ class GatewayServiceServicer:
     """The entry point: orchestrates train -> merge -> validate -> gate ->
     register -> deploy as one workflow job, and routes generation requests to
     whatever is deployed under a name.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def RunWorkflow(self, request, context):
@@ -458,6 +460,7 @@ class GatewayService:
     """The entry point: orchestrates train -> merge -> validate -> gate ->
     register -> deploy as one workflow job, and routes generation requests to
     whatever is deployed under a name.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     @staticmethod

@@ -28,6 +28,7 @@ if _version_not_supported:
 class InferenceServiceStub:
     """Serves base models with LoRA adapters chosen per request, and merged models.
     A base model is loaded once and shared by every adapter on it.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def __init__(self, channel):
@@ -71,6 +72,7 @@ class InferenceServiceStub:
 class InferenceServiceServicer:
     """Serves base models with LoRA adapters chosen per request, and merged models.
     A base model is loaded once and shared by every adapter on it.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def LoadModel(self, request, context):
@@ -186,6 +188,7 @@ def add_InferenceServiceServicer_to_server(servicer, server):
 class InferenceService:
     """Serves base models with LoRA adapters chosen per request, and merged models.
     A base model is loaded once and shared by every adapter on it.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     @staticmethod

@@ -28,6 +28,7 @@ if _version_not_supported:
 class MergerServiceStub:
     """Merges LoRA adapters into their base model's weights and registers the
     merged model with its lineage.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def __init__(self, channel):
@@ -66,6 +67,7 @@ class MergerServiceStub:
 class MergerServiceServicer:
     """Merges LoRA adapters into their base model's weights and registers the
     merged model with its lineage.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def StartMergeJob(self, request, context):
@@ -158,6 +160,7 @@ def add_MergerServiceServicer_to_server(servicer, server):
 class MergerService:
     """Merges LoRA adapters into their base model's weights and registers the
     merged model with its lineage.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     @staticmethod

@@ -29,6 +29,7 @@ class RegistryServiceStub:
     """The source of truth for every artifact, its lineage, validation reports,
     aliases and deployments. Artifacts live in a content-addressed store on the
     shared artifact volume; the registry digests every file it records.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def __init__(self, channel):
@@ -168,6 +169,7 @@ class RegistryServiceServicer:
     """The source of truth for every artifact, its lineage, validation reports,
     aliases and deployments. Artifacts live in a content-addressed store on the
     shared artifact volume; the registry digests every file it records.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def RegisterArtifact(self, request, context):
@@ -544,6 +546,7 @@ class RegistryService:
     """The source of truth for every artifact, its lineage, validation reports,
     aliases and deployments. Artifacts live in a content-addressed store on the
     shared artifact volume; the registry digests every file it records.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     @staticmethod

@@ -29,6 +29,7 @@ class TrainerServiceStub:
     """Fine-tunes LoRA adapters on causal language models. Training runs as a job;
     the finished adapter is registered in the registry with its metrics and
     lineage (base model, dataset).
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def __init__(self, channel):
@@ -73,6 +74,7 @@ class TrainerServiceServicer:
     """Fine-tunes LoRA adapters on causal language models. Training runs as a job;
     the finished adapter is registered in the registry with its metrics and
     lineage (base model, dataset).
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def StartTrainJob(self, request, context):
@@ -179,6 +181,7 @@ class TrainerService:
     """Fine-tunes LoRA adapters on causal language models. Training runs as a job;
     the finished adapter is registered in the registry with its metrics and
     lineage (base model, dataset).
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     @staticmethod

@@ -29,6 +29,7 @@ class ValidatorServiceStub:
     """Checks that a candidate model loads and generates, measures it against a
     baseline on a held-out split and applies the quality and speed gates. The
     report is stored in the registry.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def __init__(self, channel):
@@ -68,6 +69,7 @@ class ValidatorServiceServicer:
     """Checks that a candidate model loads and generates, measures it against a
     baseline on a held-out split and applies the quality and speed gates. The
     report is stored in the registry.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     def StartValidationJob(self, request, context):
@@ -152,6 +154,7 @@ class ValidatorService:
     """Checks that a candidate model loads and generates, measures it against a
     baseline on a held-out split and applies the quality and speed gates. The
     report is stored in the registry.
+    Errors carry google.rpc details: see "Error details" in common.proto.
     """
 
     @staticmethod
