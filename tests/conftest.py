@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -31,9 +33,20 @@ _provider.add_span_processor(SimpleSpanProcessor(SPANS))
 trace.set_tracer_provider(_provider)
 
 
+# Likewise one meter provider: in-process services record into it (their
+# setup_metrics keeps an SDK provider it finds) and tests read it.
+METRICS = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[METRICS]))
+
+
 @pytest.fixture(scope="session")
 def span_exporter() -> InMemorySpanExporter:
     return SPANS
+
+
+@pytest.fixture(scope="session")
+def metric_reader() -> InMemoryMetricReader:
+    return METRICS
 
 
 def _corpus() -> list[str]:

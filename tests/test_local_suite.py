@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -51,6 +52,11 @@ class Output:
         return line
 
 
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        return reply.read().decode()
+
+
 def worker_id_of(pid: int) -> str:
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return next(
@@ -65,7 +71,7 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
 ):
     """One start of the real suite: serve, be found by the other commands,
     survive a SIGKILL, stop in order."""
-    base = free_port_block()
+    base, metrics_base = free_port_block(), free_port_block()
     data, state = tmp_path / "data", tmp_path / "state"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(state)}
     for var in ("LORAFLEET_DATA_DIR", "LORAFLEET_CONFIG", "LORAFLEET_REGISTRY_ADDRESS"):
@@ -80,6 +86,8 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
             str(data),
             "--base-port",
             str(base),
+            "--metrics-base-port",
+            str(metrics_base),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -123,6 +131,20 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
         assert imported.returncode == 0, imported.stderr
         assert imported.stdout.startswith("tiny-found:1 ")
         assert not (elsewhere / ".lorafleet").exists()
+
+        # Each process serves its metrics where its line says.
+        urls = {
+            ln.split()[0]: ln.split()[-1] for ln in out.lines if " metrics http" in ln
+        }
+        assert urls["gateway"] == f"http://127.0.0.1:{metrics_base}/metrics"
+        assert set(urls) == set(SERVICES) and record["metrics"] == urls
+        registry = scrape(urls["registry"])
+        assert 'service_name="lorafleet-registry"' in registry  # target_info
+        assert 'rpc_method="lorafleet.v1.RegistryService/RegisterArtifact"' in registry
+        assert "rpc_server_call_duration_seconds_bucket" in registry
+        trainer = scrape(urls["trainer"])
+        assert "lorafleet_job_queue_depth{" in trainer
+        assert 'lorafleet_job_kind="train"' in trainer
 
         # SIGKILL the trainer: it comes back under the same worker id, alone.
         address, old_pid = listed["trainer"]

@@ -22,6 +22,7 @@ from services.cli.deployments import (
 from services.cli.errors import report_rpc_error
 from services.cli.rollouts import add_rollout_commands
 from services.common.config import SERVICE_NAMES, ConfigError, load_config
+from services.local.launcher import DEFAULT_METRICS_BASE_PORT
 
 # How long `models import` waits for the registry before it converts anything.
 REGISTRY_PROBE_S = 5.0
@@ -47,7 +48,12 @@ def cmd_serve(args) -> int:
 
 def cmd_up(args) -> int:
     """Runs the suite under a supervisor until Ctrl-C/SIGTERM or a crash loop."""
-    from services.local.launcher import LocalSuite, plan_ports, start_order
+    from services.local.launcher import (
+        LocalSuite,
+        plan_metrics_ports,
+        plan_ports,
+        start_order,
+    )
     from services.local.restart_policy import RestartPolicy
     from services.local.suite_file import SUITE_FILE, RunningSuite, publish, withdraw
     from services.local.suite_file import read as read_suite
@@ -74,11 +80,13 @@ def cmd_up(args) -> int:
             f"its gateway at {running.address_of('gateway')}: stop it first, or "
             "give this one another --data-dir"
         )
+    ports = plan_ports(args.base_port, args.inference_replicas)
     suite = LocalSuite(
         config=config,
-        ports=plan_ports(args.base_port, args.inference_replicas),
+        ports=ports,
         log_dir=config.data_dir / "logs",
         names=start_order(args.inference_replicas),
+        metrics_ports=plan_metrics_ports(ports, args.metrics_base_port),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -89,6 +97,7 @@ def cmd_up(args) -> int:
         data_dir=str(config.data_dir.resolve()),
         staging_dir=str(config.staging_dir.resolve()),
         addresses={name: suite.address(name) for name in suite.names},
+        metrics={n: suite.metrics_url(n) for n in suite.names if suite.metrics_url(n)},
     )
     return Supervisor(
         suite,
@@ -278,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run inference as N processes (inference, inference-2, ...; ports "
         "after the others); the gateway routes each model and adapter to one of "
         "them (default 1)",
+    )
+    s.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=DEFAULT_METRICS_BASE_PORT,
+        metavar="PORT",
+        help="Prometheus /metrics of each process on PORT and on (gateway first, "
+        f"in the order of the gRPC ports; default {DEFAULT_METRICS_BASE_PORT}); "
+        "0 serves none",
     )
     s.add_argument(
         "--max-restarts",

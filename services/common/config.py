@@ -56,6 +56,12 @@ class Config:
     # OpenTelemetry: OTLP gRPC endpoint; empty disables export unless trace_console.
     otlp_endpoint: str = ""
     trace_console: bool = False
+    # Prometheus scrape endpoint (/metrics) of this service's OpenTelemetry
+    # metrics: unset = none, 0 = any free port. `lorafleet up` gives each
+    # process one (9464 and on); metrics also go to otlp_endpoint when set.
+    metrics_port: int | None = None
+    # Interface the metrics endpoint binds to; empty = `host`.
+    metrics_host: str = ""
     log_level: str = "INFO"
     log_json: bool = False
     # Seconds in-flight RPCs get to finish on SIGTERM/SIGINT.

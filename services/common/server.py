@@ -28,6 +28,8 @@ from services.common.config import Config, ConfigError
 from services.common.deadlines import serving
 from services.common.error_details import details_for
 from services.common.errors import LorafleetError
+from services.common.metrics import setup_metrics
+from services.common.rpc_metrics import MetricsInterceptor
 from services.common.telemetry import (
     current_trace_id,
     setup_logging,
@@ -138,6 +140,8 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Its Prometheus scrape endpoint ("" when metrics_port is unset).
+    metrics_url: str = ""
     # The service's domain objects by name (e.g. "workflows"), for embedding
     # applications and tests that drive or inspect them directly.
     parts: dict[str, Any] = field(default_factory=dict)
@@ -175,6 +179,7 @@ def create_server(
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     setup_logging(name, config)
     setup_tracing(name, config)
+    endpoint = setup_metrics(name, config)
     if not 0 < config.gil_switch_interval_ms <= 1000:
         raise ConfigError(
             f"gil_switch_interval_ms must be in (0, 1000], got "
@@ -191,7 +196,11 @@ def create_server(
             max_workers=max_workers or config.max_workers,
             thread_name_prefix=f"{name}-rpc",
         ),
-        interceptors=[tracing_server_interceptor(), ErrorMappingInterceptor()],
+        interceptors=[
+            tracing_server_interceptor(),
+            MetricsInterceptor(),
+            ErrorMappingInterceptor(),
+        ],
         options=options,
         maximum_concurrent_rpcs=max_concurrent_rpcs or config.max_concurrent_rpcs,
     )
@@ -211,7 +220,13 @@ def create_server(
     for service in ["", *service_names]:
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s serving on %s:%d", name, config.host, bound)
-    return RunningServer(name=name, server=server, port=bound, health=health_servicer)
+    return RunningServer(
+        name=name,
+        server=server,
+        port=bound,
+        health=health_servicer,
+        metrics_url=endpoint.url if endpoint else "",
+    )
 
 
 def serve_forever(running: RunningServer, config: Config) -> None:

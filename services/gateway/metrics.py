@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.common import instruments
 from services.common.database import Transactions, as_utc
 from services.gateway.quality import Quality
 from services.gateway.state.tables import ArmMetricsRow
@@ -167,6 +168,7 @@ class MetricsRecorder:
         shadow: bool = False,
         agreed: bool | None = None,
     ) -> None:
+        _export(deployment, arm, latency_ms, error_code, shadow)
         with self._lock:
             totals = self._totals(deployment, arm, shadow)
             totals.requests += 1
@@ -296,3 +298,25 @@ def _from_row(row: ArmMetricsRow) -> ArmTotals:
     for name in _COUNTS:
         setattr(totals, name, int(getattr(row, name) or 0))
     return totals
+
+
+def _export(
+    deployment: str, arm: str, latency_ms: float | None, error_code: str, shadow: bool
+) -> None:
+    """The same request as OpenTelemetry series per deployment and arm (the
+    per-arm panels of a rollout dashboard)."""
+    where = {
+        "lorafleet.deployment": deployment,
+        "lorafleet.arm": arm,
+        "lorafleet.shadow": shadow,
+    }
+    status = error_code or "OK"
+    instruments.add(
+        instruments.deployment_requests,
+        1,
+        {**where, "rpc.response.status_code": status},
+    )
+    if not error_code and latency_ms is not None:
+        instruments.record(
+            instruments.deployment_request_duration, latency_ms / 1000.0, where
+        )

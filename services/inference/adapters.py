@@ -20,6 +20,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from opentelemetry.metrics import Observation
+
+from services.common import instruments
 from services.common.errors import FailedPrecondition, ResourceExhausted
 from services.inference.stats import ServingStats
 
@@ -53,6 +56,7 @@ class AdapterCache:
         self._clock = clock
         self._slots: OrderedDict[Key, AdapterSlot] = OrderedDict()  # LRU first
         self._lock = threading.Lock()
+        instruments.adapter_caches.add(self, _cache_bytes)
 
     @property
     def used_bytes(self) -> int:
@@ -73,6 +77,11 @@ class AdapterCache:
             if slot is None:
                 return None
             slot.hits += hit
+            instruments.add(
+                instruments.adapter_cache_requests,
+                1,
+                {"lorafleet.cache.result": "hit" if hit else "miss"},
+            )
             slot.active += 1
             slot.ids.add(adapter_id)
             slot.last_used = self._clock()
@@ -145,3 +154,11 @@ class AdapterCache:
         """The model's adapters, most recently used first."""
         with self._lock:
             return [s for k, s in reversed(self._slots.items()) if k[0] == model_id]
+
+
+def _cache_bytes(cache: AdapterCache) -> list[Observation]:
+    """Bytes of adapter weights held, and the budget they must fit in."""
+    return [
+        Observation(cache.used_bytes, {"lorafleet.cache.measure": "loaded"}),
+        Observation(cache.budget_bytes, {"lorafleet.cache.measure": "budget"}),
+    ]

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common import instruments
 from services.common.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -222,6 +223,11 @@ class BatchScheduler:
                 logits = batch.step(self.model, [self._rows[k] for k in keys])
             self.steps += 1
             self.rows_stepped += len(keys)
+            instruments.record(
+                instruments.batch_occupancy,
+                len(self._rows) / self.settings.max_batch,
+                {"lorafleet.model": self.name},
+            )
             for i, seq in enumerate(keys):
                 token = seq.sampler.choose(logits[i])
                 if self._advance(seq, token):
@@ -294,6 +300,21 @@ class BatchScheduler:
     def _finished(
         self, seq: Sequence, text: str, reason: str, now: float
     ) -> GenerationResult:
+        model = {"lorafleet.model": self.name}
+        instruments.record(
+            instruments.time_to_first_token,
+            seq.first_token_at - seq.submitted_at,
+            model,
+        )
+        for kind, count in (
+            ("prompt", len(seq.input_ids)),
+            ("completion", len(seq.generated)),
+        ):
+            instruments.add(
+                instruments.inference_tokens,
+                count,
+                {**model, "lorafleet.token.type": kind},
+            )
         return GenerationResult(
             text=text,
             prompt_tokens=len(seq.input_ids),

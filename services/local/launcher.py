@@ -64,9 +64,16 @@ class LocalSuite:
     hostname: str = field(default_factory=socket.gethostname)
     # Where each service's current run starts in its (appended) log file.
     log_offsets: dict[str, int] = field(default_factory=dict)
+    # Each process's Prometheus scrape port (none: no metrics endpoints).
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def address(self, name: str) -> str:
         return f"{self.config.host}:{self.ports[name]}"
+
+    def metrics_url(self, name: str) -> str:
+        port = self.metrics_ports.get(name)
+        host = self.config.metrics_host or self.config.host
+        return f"http://{host}:{port}/metrics" if port else ""
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -97,6 +104,10 @@ class LocalSuite:
         """The shared env plus this service's stable ``LORAFLEET_WORKER_ID``."""
         env = self.env()
         env["LORAFLEET_WORKER_ID"] = self.worker_id(name)
+        # One port per process: a configured metrics_port would collide.
+        env.pop("LORAFLEET_METRICS_PORT", None)
+        if name in self.metrics_ports:
+            env["LORAFLEET_METRICS_PORT"] = str(self.metrics_ports[name])
         if name == "trainer" and not getattr(self.config, "trainer_worker_id", ""):
             # Until the trainer reads `worker_id`, its own setting does the same.
             env["LORAFLEET_TRAINER_WORKER_ID"] = self.worker_id(name)
@@ -241,6 +252,19 @@ def plan_ports(base_port: int | None, inference_replicas: int = 1) -> dict[str, 
     after = max(ports.values()) + 1
     ports.update({name: after + i for i, name in enumerate(extra)})
     return ports
+
+
+DEFAULT_METRICS_BASE_PORT = 9464  # OpenTelemetry's Prometheus exporter default
+
+
+def plan_metrics_ports(ports: dict[str, int], metrics_base: int) -> dict[str, int]:
+    """Each process's scrape port: `metrics_base` plus its offset in the
+    gRPC port plan (gateway first, as its port is the lowest), so the two
+    plans line up; 0 plans none."""
+    if not metrics_base:
+        return {}
+    first = min(ports.values())
+    return {name: metrics_base + port - first for name, port in ports.items()}
 
 
 def free_port_block(size: int = 6) -> int:

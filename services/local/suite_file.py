@@ -40,6 +40,7 @@ class RunningSuite:
     staging_dir: str  # absolute: where files to register are put first
     addresses: dict[str, str] = field(default_factory=dict)  # name -> host:port
     format: int = FORMAT
+    metrics: dict[str, str] = field(default_factory=dict)  # name -> /metrics URL
 
     def address_of(self, service: str) -> str | None:
         return self.addresses.get(service)
@@ -111,6 +112,7 @@ def read(path: Path, *, check_alive: bool = True) -> RunningSuite | None:
             staging_dir=str(raw["staging_dir"]),
             addresses={str(k): str(v) for k, v in dict(raw["addresses"]).items()},
             format=int(raw.get("format", FORMAT)),
+            metrics={str(k): str(v) for k, v in dict(raw.get("metrics", {})).items()},
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

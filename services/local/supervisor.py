@@ -113,7 +113,11 @@ class Supervisor:
             watch.serving = True
             watch.tracker.serving(now)
             pid = self.suite.processes[name].pid
-            self.say(f"{name:<11} {self.suite.address(name):<21} pid {pid}")
+            metrics = self.suite.metrics_url(name)
+            self.say(
+                f"{name:<11} {self.suite.address(name):<21} pid {pid:<8}"
+                + (f" metrics {metrics}" if metrics else "")
+            )
         config, logs = self.suite.config, self.suite.log_dir
         self.say(
             f"all services SERVING; state in {config.data_dir.resolve()}, logs in "

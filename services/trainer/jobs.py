@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.v1 import common_pb2, registry_pb2
+from services.common import instruments
 from services.common.config import Config
 from services.common.convert import from_struct
 from services.common.datasets import dataset_file_of
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.instruments import set_gauge
 from services.common.jobqueue import DurableJobEngine, JobStore
 from services.common.jobs import Job, JobContext
 from services.common.modeling import (
@@ -273,6 +275,7 @@ class Trainer:
                 ),
                 "",
             )
+            _record_progress(ctx.job.id, step, metrics)
             ctx.report(
                 stage="train",
                 progress=0.95 * step / max(total, 1),
@@ -321,3 +324,22 @@ def _bounded(cache: dict, size: int = 4) -> None:
     """Keeps a per-base cache small: a trainer serves few bases at a time."""
     if len(cache) >= size:
         cache.pop(next(iter(cache)))
+
+
+def _record_progress(job_id: str, step: int, metrics: dict[str, float]) -> None:
+    """The training's loss, throughput and step as gauges, per job."""
+    job = {"lorafleet.job.id": job_id}
+    set_gauge(instruments.training_steps, step, job)
+    for key, split in (
+        ("loss", "train"),
+        ("train_loss", "train"),
+        ("eval_loss", "eval"),
+    ):
+        if key in metrics:
+            set_gauge(
+                instruments.training_loss,
+                metrics[key],
+                {**job, "lorafleet.loss.split": split},
+            )
+    if "tokens_per_s" in metrics:
+        set_gauge(instruments.training_tokens_per_second, metrics["tokens_per_s"], job)

@@ -32,8 +32,10 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.metrics import Observation
 
 from services.common.errors import Cancelled, LorafleetError
+from services.common.instruments import job_duration, job_queues, record
 from services.common.jobqueue.leases import Held, Leases
 from services.common.jobqueue.snapshots import Codec, snapshot
 from services.common.jobqueue.snapshots import event as event_of
@@ -70,6 +72,18 @@ tracer = trace.get_tracer("lorafleet.jobqueue")
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _queue_depths(engine: DurableJobEngine) -> list[Observation]:
+    """The queue's waiting and running jobs (the database's count: the same
+    for every replica of a service, so aggregate with max, not sum)."""
+    return [
+        Observation(
+            engine.store.count(state),
+            {"lorafleet.job.kind": engine.kind, "lorafleet.job.state": state.lower()},
+        )
+        for state in ("QUEUED", "RUNNING")
+    ]
 
 
 class DurableJobEngine:
@@ -137,6 +151,7 @@ class DurableJobEngine:
             self._leases.start_heartbeat()
         for t in self._threads:
             t.start()
+        job_queues.add(self, _queue_depths)
 
     # --- submission and queries ---------------------------------------------------
     def submit(
@@ -400,23 +415,32 @@ class DurableJobEngine:
 
     def _attempt(self, job: Job, active: Held) -> bool:
         """Runs one attempt and records its end; True when the job ended."""
+        started = time.monotonic()
         try:
             if active.stop.is_set():
                 raise Cancelled("stopped before it started")
             result = self._runner(JobContext(self, job, active), job.spec)
             # Fenced: a replica that lost the job records nothing.
-            return not active.lost and self.store.finish(
+            ended = not active.lost and self.store.finish(
                 job.id,
                 active.fence,
                 SUCCEEDED,
                 "succeeded",
                 result=self._codec.encode_result(result),
             )
+            outcome = "succeeded" if ended else "lost"
         except BaseException as exc:  # noqa: BLE001 - a job must never kill a worker
-            return self._failed(job, active, exc)
+            ended, outcome = self._failed(job, active, exc)
+        record(
+            job_duration,
+            time.monotonic() - started,
+            {"lorafleet.job.kind": self.kind, "lorafleet.job.outcome": outcome},
+        )
+        return ended
 
-    def _failed(self, job: Job, active: Held, exc: BaseException) -> bool:
-        """Records how a run ended early; True when the job reached its end."""
+    def _failed(self, job: Job, active: Held, exc: BaseException) -> tuple[bool, str]:
+        """Records how a run ended early: (whether the job reached its end,
+        the attempt's outcome)."""
         store, fence = self.store, active.fence
         if active.lost:
             log.warning(
@@ -425,13 +449,13 @@ class DurableJobEngine:
                 job.id,
                 self.worker_id,
             )
-            return False
+            return False, "lost"
         stopped = isinstance(exc, Cancelled) or (
             active.stop.is_set() and not isinstance(exc, LorafleetError)
         )
         if stopped and (active.cancelled or not active.shutdown):
             log.info("%s job %s cancelled", self.kind, job.id)
-            return store.finish(job.id, fence, CANCELLED, "cancelled")
+            return store.finish(job.id, fence, CANCELLED, "cancelled"), "cancelled"
         if stopped:
             log.info("%s job %s put back in the queue (shutdown)", self.kind, job.id)
             store.requeue(
@@ -440,9 +464,10 @@ class DurableJobEngine:
                 f"requeued: {self.worker_id} is shutting down; the job resumes "
                 "where it was",
             )
-            return False
+            return False, "requeued"
         code, message = failure(self.kind, job.id, exc, job.trace_id)
-        return store.finish(job.id, fence, FAILED, message, error=(code, message))
+        ended = store.finish(job.id, fence, FAILED, message, error=(code, message))
+        return ended, "failed"
 
     def _ended(self, job_id: str) -> None:
         if self._on_end is not None:
