@@ -131,6 +131,19 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
         assert imported.returncode == 0, imported.stderr
         assert imported.stdout.startswith("tiny-found:1 ")
         assert not (elsewhere / ".lorafleet").exists()
+        # A first-start script runs it again: nothing is converted twice.
+        again = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "models", "import"]
+            + [str(tiny_model_dir), "--name", "tiny-found", "--if-missing"],
+            cwd=elsewhere,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.startswith("tiny-found:1 ")
+        assert again.stdout.rstrip().endswith("(already registered)")
 
         # Each process serves its metrics where its line says.
         urls = {
@@ -194,19 +207,46 @@ def test_compose_file_wires_the_six_services():
     # Inference runs as two replicas; the gateway routes across both.
     replicas = ["inference-1", "inference-2"]
     containers = {s for s in SERVICES if s != "inference"} | set(replicas)
-    assert containers | {"postgres"} == set(spec["services"])
+    telemetry = {"otel-collector", "jaeger", "prometheus", "grafana"}
+    assert containers | {"postgres", "init"} | telemetry == set(spec["services"])
     registry_env = spec["services"]["registry"]["environment"]
     assert registry_env["LORAFLEET_REGISTRY_DSN"].startswith("postgresql+psycopg://")
     for name in containers:
         service = spec["services"][name]
         assert service["command"][0] == name.split("-")[0]
-        assert service["environment"]["LORAFLEET_DATA_DIR"] == "/data"
+        env = service["environment"]
+        assert env["LORAFLEET_DATA_DIR"] == "/data"
+        assert "otel-collector:4317" in env["LORAFLEET_OTLP_ENDPOINT"]
         assert "services.common.healthcheck" in service["healthcheck"]["test"]
+        # Started only once what it needs answers its health check.
+        needs = service["depends_on"]
+        assert needs and all(
+            v["condition"] in ("service_healthy", "service_completed_successfully")
+            for v in needs.values()
+        ), name
+        # Stopped only after its own drain had time to finish.
+        grace = float(env["LORAFLEET_GRACE_PERIOD_S"])
+        assert float(service["stop_grace_period"].rstrip("s")) > grace, name
     gateway = spec["services"]["gateway"]
     assert gateway["environment"]["LORAFLEET_INFERENCE_REPLICAS"] == (
         "inference-1:50055,inference-2:50055"
     )
     assert set(replicas) <= set(gateway["depends_on"])
+    assert gateway["depends_on"]["init"]["condition"] == (
+        "service_completed_successfully"
+    )
+    init = " ".join(spec["services"]["init"]["command"])
+    assert "models import smollm2" in init and "--if-missing" in init
+    assert "/data/datasets/orders.jsonl" in init
+    # Every image is pinned to a release.
+    for name, service in spec["services"].items():
+        image = service["image"]
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+    dockerfile = (compose.parent / "Dockerfile").read_text()
+    assert "FROM python:3.11.11-slim" in dockerfile
+    assert "download.pytorch.org/whl/cpu" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "node_modules", ".lorafleet"} <= set(ignored)
     if shutil.which("docker-compose"):  # Debian's package; CI installs it
         out = subprocess.run(
             ["docker-compose", "config", "-q"],

@@ -143,6 +143,17 @@ def cmd_models_import(args) -> int:
         )
     staging = Path(suite.staging_dir) if suite else config.staging_dir
     with Client(registry=registry) as client:
+        if args.if_missing:
+            from lorafleet.v1 import registry_pb2
+
+            found = client.registry.ListArtifacts(
+                registry_pb2.ListArtifactsRequest(name=args.name, page_size=1),
+                timeout=60,
+            ).artifacts
+            if found:
+                a = found[0]
+                print(f"{a.name}:{a.version} {a.id} {a.digest} (already registered)")
+                return 0
         artifact = import_model(source, args.name, staging, client.registry)
     print(
         f"{artifact.name}:{artifact.version} {artifact.id} {artifact.digest} "
@@ -349,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("source", help="a .gguf file, an HF folder, or 'smollm2' (bundled)")
     s.add_argument("--name", required=True)
+    s.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when a version of --name is registered (first-start "
+        "scripts: the conversion is skipped, not just deduplicated)",
+    )
     s.add_argument("--registry", help="registry host:port (default from config)")
     s.set_defaults(func=cmd_models_import)
 

@@ -74,7 +74,7 @@ time_to_first_token = _meter.create_histogram(
 )
 batch_occupancy = _meter.create_histogram(
     "lorafleet.inference.batch.occupancy",
-    unit="1",
+    unit="",  # a ratio; "1" would be named `_ratio` by some exporters only
     description="Rows decoding together per decode step over the batch's capacity",
     explicit_bucket_boundaries_advisory=[0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0],
 )
