@@ -10,7 +10,6 @@ import threading
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import client_interceptor, server_interceptor
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
@@ -65,13 +64,10 @@ def setup_tracing(service_name: str, config: Config) -> None:
         if isinstance(current, TracerProvider):
             return  # a test or host application installed its own provider
         exported = bool(config.otlp_endpoint or config.trace_console)
+        from services.common.metrics import service_resource
+
         provider = TracerProvider(
-            resource=Resource.create(
-                {
-                    "service.name": f"lorafleet-{service_name}",
-                    "service.namespace": "lorafleet",
-                }
-            ),
+            resource=service_resource(service_name, config),
             **({} if exported else {"sampler": ALWAYS_OFF}),
         )
         if config.otlp_endpoint:
