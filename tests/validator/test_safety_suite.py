@@ -194,6 +194,17 @@ def test_the_job_probe_set_and_mode_decide_what_is_asked(subject):
     assert all_of_it.metrics["probes"] == len(probes)
 
 
+def test_every_request_gets_the_same_probes_whatever_its_seed():
+    """Two versions trained with different seeds are judged on one sample,
+    so their rates (and their base's) compare like for like."""
+    candidate = Subject("c", "c", None, None)
+    asked = [
+        [p.id for p in SafetySuite().probes(SuiteContext(candidate, seed=seed))]
+        for seed in (42, 43, 7)
+    ]
+    assert asked[0] == asked[1] == asked[2] and len(asked[0]) == 32
+
+
 def test_a_classifier_is_left_out():
     classifier = Subject("candidate", "c", None, None, kind="classifier")
     reason = SafetySuite().applies_to(SuiteContext(classifier))
