@@ -47,7 +47,9 @@ def test_the_node_client_runs_a_workflow_and_decodes_bad_request(
         env.pop(var, None)
     cli = [sys.executable, "-m", "services.cli.main"]
     up = subprocess.Popen(
-        cli + ["up", "--data-dir", str(data), "--base-port", str(base)],
+        cli
+        + ["up", "--data-dir", str(data), "--base-port", str(base)]
+        + ["--metrics-base-port", str(free_port_block())],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -16,6 +16,8 @@ endpoint) the API's no-op meter records nothing and costs next to nothing.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -23,7 +25,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
-from services.common.config import Config, ConfigError
+from services.common.config import SERVICE_NAMES, Config, ConfigError
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -37,8 +39,11 @@ OTLP_EXPORT_INTERVAL_MS = 15_000
 def service_resource(service_name: str, config: Config) -> Resource:
     """What traces and metrics of this process say about where they come
     from (OpenTelemetry's service.* resource attributes)."""
-    instance = config.worker_id_of(service_name) or (
-        f"{service_name}-{config.host}:{config.service_port(service_name)}"
+    # Any process name works ("trainer-child" too): the worker id when the
+    # launcher or the deployment set one, else host, name and pid.
+    known = service_name if service_name in SERVICE_NAMES else ""
+    instance = (config.worker_id_of(known) if known else config.worker_id) or (
+        f"{socket.gethostname()}-{service_name}-{os.getpid()}"
     )
     return Resource.create(
         {

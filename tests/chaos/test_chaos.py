@@ -75,6 +75,9 @@ class Up:
                 str(base_port),
                 "--restart-backoff",
                 "0.5",
+                # Never the default 9464...: another suite may hold those.
+                "--metrics-base-port",
+                str(free_port_block()),
             ],
             cwd=ROOT,
             env=env,

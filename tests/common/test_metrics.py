@@ -4,6 +4,8 @@ of real processes: tests/test_local_suite.py."""
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
 
@@ -63,7 +65,11 @@ def test_jobs_report_duration_outcome_and_queue_depth(workflow, metric_reader):
         ended = where(
             durations, lorafleet__job__kind=kind, lorafleet__job__outcome="succeeded"
         )
-        assert ended and ended[0].count >= 1, kind
+        seen = sorted(
+            (p.attributes["lorafleet.job.kind"], p.attributes["lorafleet.job.outcome"])
+            for p in durations
+        )
+        assert ended and ended[0].count >= 1, (kind, seen)
     depths = points(metric_reader, "lorafleet.job.queue.depth")
     kinds = {p.attributes["lorafleet.job.kind"] for p in depths}
     assert {"train", "merge", "validate", "workflow"} <= kinds
@@ -145,3 +151,7 @@ def test_resource_attributes_name_the_service():
     assert attributes["service.namespace"] == "lorafleet"
     assert attributes["service.instance.id"] == "host-1-gateway-50050"
     assert attributes["service.version"]
+    # A helper process (the trainer's child) is named too, never refused.
+    child = service_resource("trainer-child", load_config(env={})).attributes
+    assert child["service.name"] == "lorafleet-trainer-child"
+    assert child["service.instance.id"].endswith(f"-trainer-child-{os.getpid()}")
