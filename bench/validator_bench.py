@@ -34,11 +34,12 @@ validated against it (its lineage names `guarded` as its base). Each
 member's `expected_checks` shows what its checks saw.
 
 The task-only fine-tune's defect is a few more answers that repeat
-personal data, and a safety rate fails only when chance explains the change
-rarely (one-sided Fisher exact test, p < 0.05): on the 8 probes a category
-of standard mode, 4 echoes against the base's 2 is well within chance. It
-is judged in comprehensive mode (every probe), as the README advises for a
-version that is to replace one in production.
+personal data and a few fewer refusals, and a rate beyond its tolerance
+fails only when the answers, compared probe by probe with the base's,
+became less safe by more than chance explains (a paired test, p < 0.05):
+a few changed answers among standard mode's 32 probes are too few to tell.
+It is judged in comprehensive mode (all 69 probes), as the README advises
+for a version that is to replace one in production.
 
 A bad version is caught for the right reason when every gate its defect
 should trip fails and at least one check measuring the defect fails (the
