@@ -127,13 +127,21 @@ class DurableJobEngine:
         self._wake = threading.Condition()
         self._claiming = threading.Lock()  # held by the one polling worker
         self._stopping = threading.Event()
+        self._lifecycle = threading.Lock()  # start and shutdown, one at a time
         self._threads: list[threading.Thread] = []
         self._beating = heartbeat
         if start:
             self.start()
 
     def start(self) -> None:
-        """Gives up this worker id's old leases, then starts claiming jobs."""
+        """Gives up this worker id's old leases, then starts claiming jobs.
+        A shutdown that comes meanwhile waits for it (the lifecycle lock),
+        and a start after a shutdown does nothing."""
+        with self._lifecycle:
+            if not self._stopping.is_set():
+                self._start()
+
+    def _start(self) -> None:
         for job_id in self.store.expire_leases_of(self.worker_id):
             log.info(
                 "%s job %s was left running by an earlier %s; taking it back",
@@ -287,6 +295,8 @@ class DurableJobEngine:
         back in the queue (another replica, or this one restarted, resumes them).
         """
         self._stopping.set()
+        with self._lifecycle:  # a start under way finishes first
+            pass
         with self._wake:
             self._wake.notify_all()
         deadline = time.monotonic() + wait_s
@@ -306,6 +316,8 @@ class DurableJobEngine:
         (or this worker id starts again). For tests and for fencing a replica.
         """
         self._stopping.set()
+        with self._lifecycle:  # a start under way finishes first
+            pass
         self._leases.halted.set()
         for active in self._leases.held().values():
             active.halt("lost")

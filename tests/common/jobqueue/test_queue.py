@@ -288,6 +288,24 @@ def test_replicas_sharing_a_queue_never_run_a_job_twice(replicas, replica_count)
     assert len({worker for _, worker, _ in recorder.runs}) > 1  # work was shared
 
 
+def test_a_shutdown_during_a_start_waits_for_it_and_a_later_start_does_nothing(
+    replicas,
+):
+    """Replicas started on threads (as above) can be shut down while one is
+    still starting: the shutdown must not join threads not yet started."""
+    for _ in range(20):
+        engine = replicas.engine(Recorder(), workers=2, start=False)
+        starter = threading.Thread(target=engine.start)
+        starter.start()
+        engine.shutdown(0.0, stop_s=10.0)  # raised "cannot join thread" before
+        starter.join(30)
+        assert not any(t.is_alive() for t in engine._threads)
+    late = replicas.engine(Recorder(), start=False)
+    late.shutdown(0.0)
+    late.start()
+    assert late._threads == []
+
+
 def test_an_expired_lease_is_reclaimed_by_another_replica(replicas):
     crashed = Recorder(block=True)
     a = replicas.engine(crashed, worker_id="a", lease_s=3600)
