@@ -274,9 +274,14 @@ def time_subjects(
 ) -> list[Timing]:
     """Times each (model, tokenizer, prompts) on its workload, in turn.
 
-    Round by round every model answers all its prompts, the model going
-    first rotating each round. With `warmup`, each model first answers one
-    untimed request, so one-time costs (lazy initialisation, allocator
+    Prompt by prompt the models take turns, the one going first rotating at
+    every prompt and every round, so requests of different models run
+    seconds apart and a neighbour's burst of load falls on all of them
+    alike. (Timing one model's whole round and then the other's let a
+    machine busy for half a minute make one model look 3x slower: the
+    demo's canary under a concurrent test run.) A round is still each
+    model's own list of requests. With `warmup`, each model first answers
+    one untimed request, so one-time costs (lazy initialisation, allocator
     growth, kernel selection) do not pass for its tail latency.
     """
     if not subjects:
@@ -287,16 +292,20 @@ def time_subjects(
             time_request(model, tokenizer, prompts[0], clock)
     timed: list[list[list[Request]]] = [[] for _ in subjects]
     peaks = [0] * len(subjects)
+    count = len(subjects)
+    longest = max(len(prompts) for _, _, prompts in subjects)
     for round_ in range(rounds):
-        for offset in range(len(subjects)):
-            i = (round_ + offset) % len(subjects)
-            model, tokenizer, prompts = subjects[i]
-            requests = []
-            for prompt in prompts:
-                request, extra = time_request(model, tokenizer, prompt, clock)
-                requests.append(request)
-                peaks[i] = max(peaks[i], extra)
-            timed[i].append(requests)
+        requests: list[list[Request]] = [[] for _ in subjects]
+        for k in range(longest):
+            for offset in range(count):
+                i = (round_ + k + offset) % count
+                model, tokenizer, prompts = subjects[i]
+                if k < len(prompts):
+                    request, extra = time_request(model, tokenizer, prompts[k], clock)
+                    requests[i].append(request)
+                    peaks[i] = max(peaks[i], extra)
+        for i in range(count):
+            timed[i].append(requests[i])
     return [
         summarise(
             timed[i],

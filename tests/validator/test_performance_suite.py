@@ -224,7 +224,7 @@ def test_timing_on_a_fake_clock_is_exact(tiny):
     assert a.memory_bytes == b.memory_bytes == fast.model.get_memory_footprint()
 
 
-def test_models_take_turns_the_first_rotating(monkeypatch):
+def test_models_take_turns_prompt_by_prompt_the_first_rotating(monkeypatch):
     calls: list[str] = []
 
     def fake_request(model, tokenizer, prompt, clock):
@@ -234,8 +234,9 @@ def test_models_take_turns_the_first_rotating(monkeypatch):
     monkeypatch.setattr(timing, "time_request", fake_request)
     monkeypatch.setattr(timing, "weight_bytes", lambda model: 0)
     timing.time_subjects([("a", None, ["p", "q"]), ("b", None, ["p"])], rounds=3)
-    # One untimed warm-up each, then a, b | b, a | a, b by round.
-    assert calls == ["a", "b"] + ["a", "a", "b"] + ["b", "a", "a"] + ["a", "a", "b"]
+    # One untimed warm-up each; then prompt by prompt, the first rotating
+    # at each prompt and each round (b has no second prompt).
+    assert calls == ["a", "b"] + ["a", "b", "a"] + ["b", "a", "a"] + ["a", "b", "a"]
 
 
 def test_weight_bytes_count_an_unmerged_adapter(tiny):
