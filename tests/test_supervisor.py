@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -425,3 +426,27 @@ def test_a_stop_during_start_up_stops_what_was_started(tmp_path):
     assert "all services SERVING" not in text
     assert out.lines[-1][1].startswith("stopped: other=")
     assert all(p.poll() is not None for p in suite.processes.values())
+
+
+def test_a_suite_refuses_ports_something_already_listens_on(tmp_path):
+    """Another suite on the planned ports would answer the health checks
+    while our own processes die on the bind: refused before spawning."""
+    base = free_port_block()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", base))  # as another suite's gateway would
+        other.listen()
+        suite = LocalSuite(
+            config=Config(data_dir=tmp_path),
+            ports=plan_ports(base),
+            log_dir=tmp_path / "logs",
+        )
+        with pytest.raises(
+            RuntimeError, match=rf"in use on 127.0.0.1: gateway {base} "
+        ):
+            suite.start()
+        assert suite.processes == {}
+        warnings: list[str] = []
+        policy = RestartPolicy(max_restarts=1)
+        assert Supervisor(suite, policy, warn=warnings.append).run() == 1
+        assert suite.processes == {}
+        assert "--base-port" in warnings[0]

@@ -127,7 +127,33 @@ class LocalSuite:
             )  # Ctrl-C reaches us only; we stop them in order
         return self.processes[name]
 
+    def taken_ports(self) -> list[str]:
+        """The planned ports (gRPC and metrics) something already listens on,
+        as "name port" each: another suite there would answer our health
+        checks while our own processes die on the bind."""
+        planned = [(n, self.ports[n]) for n in self.names]
+        planned += [(f"{n} metrics", p) for n, p in self.metrics_ports.items()]
+        taken = []
+        for name, port in planned:
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.config.host, port))
+                except OSError:
+                    taken.append(f"{name} {port}")
+        return taken
+
+    def check_ports(self) -> None:
+        taken = self.taken_ports()
+        if taken:
+            raise RuntimeError(
+                f"ports already in use on {self.config.host}: {', '.join(taken)} "
+                "(another lorafleet suite?): stop it, or choose other ports "
+                "(--base-port, --metrics-base-port)"
+            )
+
     def start(self, timeout_s: float = 180.0) -> None:
+        self.check_ports()
         for name in self.names:
             self.spawn(name)
         self.wait_healthy(timeout_s)

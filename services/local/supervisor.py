@@ -94,6 +94,11 @@ class Supervisor:
         return code
 
     def _start(self) -> int | None:
+        try:
+            self.suite.check_ports()
+        except RuntimeError as exc:
+            self.warn(f"lorafleet up: {exc}")
+            return 1
         for name in self.suite.names:
             self.suite.spawn(name)
             tracker = RestartTracker(self.policy)
