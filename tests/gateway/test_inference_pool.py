@@ -129,7 +129,7 @@ def test_a_replica_dropping_out_moves_only_its_own_adapters(replicas, pool_of):
         pool.Generate(ask(adapter))
     before = served_by(replicas)
     gone = replicas[2]
-    gone.server.stop(0)
+    gone.server.stop(0).wait(30)  # gone for good: new calls get UNAVAILABLE
     for replica in replicas:
         replica.fake.calls.clear()
     for adapter in KEYS:  # every call still answered
@@ -205,7 +205,7 @@ def test_streams_follow_affinity_and_fail_over_before_any_output(replicas, pool_
     chunks = list(pool.GenerateStream(ask(adapter)))
     assert "".join(c.chunk.text_delta for c in chunks) == "one two three"
     assert served_by(replicas) == {adapter: home}
-    by_address[home].server.stop(0)
+    by_address[home].server.stop(0).wait(30)  # not mid-shutdown (CANCELLED)
     by_address[home].fake.calls.clear()
     chunks = list(pool.GenerateStream(ask(adapter)))
     assert "".join(c.chunk.text_delta for c in chunks) == "one two three"
