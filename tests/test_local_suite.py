@@ -52,6 +52,49 @@ class Output:
         return line
 
 
+CLI = [sys.executable, "-m", "services.cli.main"]
+
+
+def cli_env(state: Path) -> dict[str, str]:
+    """The CLI's environment in a test: its own per-user state (where `up`
+    records the newest suite), no suite settings of the caller's, and the
+    checkout importable from any working directory."""
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "XDG_STATE_HOME": str(state),
+        "PYTHONPATH": str(ROOT),
+    }
+    for var in ("LORAFLEET_DATA_DIR", "LORAFLEET_CONFIG", "LORAFLEET_REGISTRY_ADDRESS"):
+        env.pop(var, None)
+    return env
+
+
+def start_up(
+    data: Path, env: dict[str, str], base: int, metrics_base: int = 0
+) -> subprocess.Popen:
+    """`lorafleet up --data-dir DATA --base-port BASE` with free metrics
+    ports (never the default 9464...: another suite may hold those), its
+    output piped."""
+    metrics_base = metrics_base or free_port_block()
+    return subprocess.Popen(
+        CLI
+        + ["up", "--data-dir", str(data), "--base-port", str(base)]
+        + ["--metrics-base-port", str(metrics_base)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str]):
+    return subprocess.run(
+        CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
 def scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as reply:
         return reply.read().decode()
@@ -73,28 +116,8 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
     survive a SIGKILL, stop in order."""
     base, metrics_base = free_port_block(), free_port_block()
     data, state = tmp_path / "data", tmp_path / "state"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(state)}
-    for var in ("LORAFLEET_DATA_DIR", "LORAFLEET_CONFIG", "LORAFLEET_REGISTRY_ADDRESS"):
-        env.pop(var, None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.cli.main",
-            "up",
-            "--data-dir",
-            str(data),
-            "--base-port",
-            str(base),
-            "--metrics-base-port",
-            str(metrics_base),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    env = cli_env(state)
+    proc = start_up(data, env, base, metrics_base)
     out = Output(proc.stdout)
     try:
         out.wait_for("all services SERVING", timeout_s=400)
@@ -119,28 +142,13 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
         assert json.loads(pointer.read_text()) == record
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        imported = subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "models", "import"]
-            + [str(tiny_model_dir), "--name", "tiny-found"],
-            cwd=elsewhere,
-            env={**env, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        import_tiny = ["models", "import", str(tiny_model_dir), "--name", "tiny-found"]
+        imported = run_cli(import_tiny, elsewhere, env)
         assert imported.returncode == 0, imported.stderr
         assert imported.stdout.startswith("tiny-found:1 ")
         assert not (elsewhere / ".lorafleet").exists()
         # A first-start script runs it again: nothing is converted twice.
-        again = subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "models", "import"]
-            + [str(tiny_model_dir), "--name", "tiny-found", "--if-missing"],
-            cwd=elsewhere,
-            env={**env, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        again = run_cli(import_tiny + ["--if-missing"], elsewhere, env)
         assert again.returncode == 0, again.stderr
         assert again.stdout.startswith("tiny-found:1 ")
         assert again.stdout.rstrip().endswith("(already registered)")

@@ -5,16 +5,14 @@ google.rpc.BadRequest of a refused call."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from services.demo.orders import DATASET_PATH
 from services.local.launcher import free_port_block
-from tests.test_local_suite import Output
+from tests.test_local_suite import Output, cli_env, run_cli, start_up
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "node"
@@ -37,35 +35,15 @@ def test_the_node_client_runs_a_workflow_and_decodes_bad_request(
 ):
     _node_modules()
     data, base = tmp_path / "data", free_port_block()
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-        "PYTHONPATH": str(ROOT),
-    }
-    for var in ("LORAFLEET_DATA_DIR", "LORAFLEET_CONFIG", "LORAFLEET_REGISTRY_ADDRESS"):
-        env.pop(var, None)
-    cli = [sys.executable, "-m", "services.cli.main"]
-    up = subprocess.Popen(
-        cli
-        + ["up", "--data-dir", str(data), "--base-port", str(base)]
-        + ["--metrics-base-port", str(free_port_block())],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    env = cli_env(tmp_path / "state")
+    up = start_up(data, env, base)
     out = Output(up.stdout)
     try:
         out.wait_for("all services SERVING", timeout_s=400)
-        imported = subprocess.run(
-            cli + ["models", "import", str(tiny_model_dir), "--name", "tiny-node"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
+        imported = run_cli(
+            ["models", "import", str(tiny_model_dir), "--name", "tiny-node"],
+            tmp_path,
+            env,
         )
         assert imported.returncode == 0, imported.stderr
         dataset = data / "datasets" / "orders.jsonl"

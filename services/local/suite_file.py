@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from services.common.paths import write_atomic
 
 SUITE_FILE = "suite.json"
 POINTER_FILE = "current-suite.json"
@@ -53,28 +54,16 @@ def user_state_dir(env: dict[str, str] | None = None) -> Path:
     return Path(base) / "lorafleet"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def publish(suite: RunningSuite, env: dict[str, str] | None = None) -> list[Path]:
     """Writes the suite's record and the user pointer; returns both paths.
     The pointer is best effort: an unwritable home does not stop `up`."""
     text = json.dumps(asdict(suite), indent=2, sort_keys=True) + "\n"
     own = Path(suite.data_dir) / SUITE_FILE
-    _write_atomic(own, text)
+    write_atomic(own, text.encode())
     written = [own]
     pointer = user_state_dir(env) / POINTER_FILE
     try:
-        _write_atomic(pointer, text)
+        write_atomic(pointer, text.encode())
         written.append(pointer)
     except OSError:
         pass
