@@ -25,8 +25,10 @@ from collections.abc import Callable, Iterable
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from lorafleet import __version__
+
 log = logging.getLogger(__name__)
-_meter = metrics.get_meter("lorafleet", "0.1.0")
+_meter = metrics.get_meter("lorafleet", __version__)
 
 # Seconds: RPCs from sub-millisecond reads to hour-long watches.
 _RPC_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]

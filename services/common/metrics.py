@@ -25,13 +25,13 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
+from lorafleet import __version__
 from services.common.config import SERVICE_NAMES, Config, ConfigError
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _endpoint: MetricsEndpoint | None = None
 _configured = False
-VERSION = "0.1.0"
 # How often OTLP export pushes (Prometheus is pulled on each scrape).
 OTLP_EXPORT_INTERVAL_MS = 15_000
 
@@ -49,7 +49,7 @@ def service_resource(service_name: str, config: Config) -> Resource:
         {
             "service.name": f"lorafleet-{service_name}",
             "service.namespace": "lorafleet",
-            "service.version": VERSION,
+            "service.version": __version__,
             "service.instance.id": instance,
         }
     )
