@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from lorafleet.credentials import MetadataInterceptor, credential_metadata
 from lorafleet.v1 import (
     common_pb2,
     gateway_pb2,
@@ -40,6 +41,14 @@ class Client:
     Workflow calls ride out a gateway restart: they are retried (RunWorkflow
     with a request id, so a retry never starts a second workflow) and watches
     resume after the last event seen, for up to ``reconnect_s``.
+    Any ``tls_*`` argument switches every channel to TLS: ``tls_ca_file``
+    verifies the servers (else the system roots), ``tls_cert_file`` +
+    ``tls_key_file`` are the client certificate a server with mTLS requires,
+    and ``tls_server_name`` is the host name checked in their certificates
+    when the address's host is not in them.
+    ``api_key`` (``lfk_...``) or ``token`` (a JWT) authenticates every call,
+    and ``project`` names the project calls act in; unset, they come from
+    ``LORAFLEET_API_KEY``, ``LORAFLEET_TOKEN`` and ``LORAFLEET_PROJECT``.
     """
 
     def __init__(
@@ -49,8 +58,35 @@ class Client:
         timeout_s: float = 60.0,
         watch_timeout_s: float = 6 * 3600.0,
         reconnect_s: float = 600.0,
+        *,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_server_name: str | None = None,
+        api_key: str | None = None,
+        token: str | None = None,
+        project: str | None = None,
     ) -> None:
         self._channels: list[grpc.Channel] = []
+        # Checked now: a key and a token together is a mistake to name early.
+        self._call_metadata = credential_metadata(api_key, token, project)
+        self._credentials: grpc.ChannelCredentials | None = None
+        self._tls_server_name = tls_server_name
+        if tls_ca_file or tls_cert_file or tls_key_file or tls_server_name:
+            if bool(tls_cert_file) != bool(tls_key_file):
+                raise ValueError(
+                    "tls_cert_file and tls_key_file go together (the client "
+                    "certificate and its key): give both or neither"
+                )
+
+            def pem(path: str | None) -> bytes | None:
+                return Path(path).expanduser().read_bytes() if path else None
+
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=pem(tls_ca_file),
+                private_key=pem(tls_key_file),
+                certificate_chain=pem(tls_cert_file),
+            )
         self.timeout_s = timeout_s
         self.watch_timeout_s = watch_timeout_s
         self.reconnect_s = reconnect_s
@@ -58,14 +94,21 @@ class Client:
         self.registry = registry_pb2_grpc.RegistryServiceStub(self._channel(registry))
 
     def _channel(self, address: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-            ],
-        )
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+        ]
+        if self._credentials is None:
+            channel = grpc.insecure_channel(address, options=options)
+        else:
+            if self._tls_server_name:
+                options.append(("grpc.ssl_target_name_override", self._tls_server_name))
+            channel = grpc.secure_channel(address, self._credentials, options=options)
         self._channels.append(channel)
+        if self._call_metadata:
+            return grpc.intercept_channel(
+                channel, MetadataInterceptor(self._call_metadata)
+            )
         return channel
 
     def stub(self, service: str, address: str):

@@ -24,6 +24,10 @@ from tests.tiny_models import build_tiny_model, build_tokenizer
 # `lorafleet up` records the newest running suite under $XDG_STATE_HOME: the
 # suites tests start (and their children) write to a place of their own.
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="lorafleet-test-state-")
+# Services the tests start as child processes run with auth off (the code's
+# default is required); tests/test_auth.py and the auth-specific tests turn it
+# on with their own settings. In-process servers get it from their config.
+os.environ.setdefault("LORAFLEET_AUTH_MODE", "disabled")
 
 # One process-wide provider: the services' setup_tracing keeps an SDK provider it
 # finds, so every in-process server's spans land here for tests to inspect.

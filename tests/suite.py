@@ -68,7 +68,12 @@ class Suite:
 
 
 def start_suite(data_dir: Path, **overrides) -> Suite:
-    """Starts every service on port 0; each learns the others' real addresses."""
+    """Starts every service on port 0; each learns the others' real addresses.
+
+    Auth is off unless `auth_mode="required"` (and its settings) is passed:
+    tests/test_auth*.py test it; the rest test what they are about.
+    """
+    overrides.setdefault("auth_mode", "disabled")
     config = load_config(env={}, data_dir=data_dir, port=0, **overrides)
     suite = Suite(config)
     try:

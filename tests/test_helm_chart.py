@@ -4,6 +4,7 @@ which ships them; strict: unknown fields fail)."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,13 @@ def test_default_manifests_are_valid_and_wired(tmp_path):
             "postgres-url"
         )
         assert env["LORAFLEET_METRICS_PORT"]["value"] == "9464"
+        # Auth is on, with the service secret from the chart's auth Secret.
+        assert env["LORAFLEET_AUTH_MODE"]["value"] == "required", name
+        assert env["LORAFLEET_AUTH_SERVICE_SECRET"]["valueFrom"]["secretKeyRef"] == {
+            "name": "demo-lorafleet-auth",
+            "key": "service-secret",
+        }
+        assert "LORAFLEET_AUTH_JWT_SECRET" not in env  # no JWTs unless configured
         grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert grace > int(env["LORAFLEET_GRACE_PERIOD_S"]["value"])
     gateway = workloads["demo-lorafleet-gateway"]["spec"]["template"]["spec"]
@@ -94,12 +102,34 @@ def test_default_manifests_are_valid_and_wired(tmp_path):
         "kind": "StatefulSet",
         "name": "demo-lorafleet-inference",
     }
-    (secret,) = by_kind(docs, "Secret").values()
-    assert secret["stringData"]["postgres-url"].startswith("postgresql+psycopg://")
+    secrets = by_kind(docs, "Secret")
+    assert set(secrets) == {"demo-lorafleet-database", "demo-lorafleet-auth"}
+    database = secrets["demo-lorafleet-database"]
+    assert database["stringData"]["postgres-url"].startswith("postgresql+psycopg://")
+    # Generated (no lookup outside a cluster): 48 random characters, no JWT key.
+    auth = secrets["demo-lorafleet-auth"]["data"]
+    assert set(auth) == {"service-secret"}
+    assert len(base64.b64decode(auth["service-secret"])) == 48
     (claim,) = by_kind(docs, "PersistentVolumeClaim").values()
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     (job,) = by_kind(docs, "Job").values()
-    assert "--if-missing" in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    (importer,) = job["spec"]["template"]["spec"]["containers"]
+    script = importer["args"][0]
+    assert "--if-missing" in script
+    # The import authenticates with a short-lived key it writes into the
+    # registry database and revokes when done ($$( is Kubernetes' escape).
+    create = script.index("KEY=$$(lorafleet auth keys create --bootstrap")
+    assert '--dsn "$LORAFLEET_REGISTRY_DSN"' in script
+    assert "--role default=operator --ttl-days" in script
+    revoke = script.index('lorafleet auth keys revoke --dsn "$LORAFLEET_REGISTRY_DSN"')
+    assert 'export LORAFLEET_API_KEY="$KEY"' in script
+    assert create < revoke < script.index("lorafleet models import")
+    job_env = {e["name"]: e for e in importer["env"]}
+    assert job_env["LORAFLEET_REGISTRY_DSN"]["value"] == "$(LORAFLEET_PG_URL)/registry"
+    assert job_env["LORAFLEET_PG_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "demo-lorafleet-database",
+        "key": "postgres-url",
+    }
     assert not by_kind(docs, "ServiceMonitor")
 
 
@@ -110,6 +140,8 @@ def test_gpus_secrets_volumes_and_monitoring_come_from_values(tmp_path):
         "services.inference.gpus=2",
         "services.inference.autoscaling.enabled=false",
         "database.existingSecret=pg-creds",
+        "auth.existingSecret=suite-auth",
+        "auth.jwt.existingSecret=idp-key",
         "artifacts.persistence.existingClaim=shared-store",
         "metrics.serviceMonitor.enabled=true",
     )
@@ -128,6 +160,15 @@ def test_gpus_secrets_volumes_and_monitoring_come_from_values(tmp_path):
     assert not by_kind(docs, "Secret") and not by_kind(docs, "PersistentVolumeClaim")
     ref = {e["name"]: e for e in container("registry")["env"]}["LORAFLEET_PG_URL"]
     assert ref["valueFrom"]["secretKeyRef"]["name"] == "pg-creds"
+    env = {e["name"]: e for e in container("gateway")["env"]}
+    assert env["LORAFLEET_AUTH_SERVICE_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "suite-auth",
+        "key": "service-secret",
+    }
+    assert env["LORAFLEET_AUTH_JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "idp-key",
+        "key": "jwt-secret",
+    }
     volumes = workloads["demo-lorafleet-registry"]["spec"]["template"]["spec"][
         "volumes"
     ]
@@ -136,8 +177,45 @@ def test_gpus_secrets_volumes_and_monitoring_come_from_values(tmp_path):
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
-@pytest.mark.parametrize("bad", ["database.url="])
-def test_a_missing_database_is_refused_by_name(bad):
+def test_auth_mode_and_jwt_settings_come_from_values(tmp_path):
+    jwt_secret = "j" * 40
+    docs = render(
+        tmp_path,
+        "auth.mode=disabled",
+        "auth.serviceSecret=" + "s" * 40,
+        "auth.jwt.secret=" + jwt_secret,
+        "auth.jwt.jwksUrl=https://idp.example/jwks",
+        "auth.jwt.issuer=https://idp.example",
+        "auth.jwt.audience=lorafleet",
+    )
+    workloads = by_kind(docs, "Deployment") | by_kind(docs, "StatefulSet")
+    assert len(workloads) == len(SERVICES)
+    for name, workload in workloads.items():
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["LORAFLEET_AUTH_MODE"]["value"] == "disabled", name
+        assert env["LORAFLEET_AUTH_JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+            "name": "demo-lorafleet-auth",
+            "key": "jwt-secret",
+        }
+        assert env["LORAFLEET_AUTH_JWKS_URL"]["value"] == "https://idp.example/jwks"
+        assert env["LORAFLEET_AUTH_JWT_ISSUER"]["value"] == "https://idp.example"
+        assert env["LORAFLEET_AUTH_JWT_AUDIENCE"]["value"] == "lorafleet"
+    auth = by_kind(docs, "Secret")["demo-lorafleet-auth"]["data"]
+    assert base64.b64decode(auth["service-secret"]).decode() == "s" * 40
+    assert base64.b64decode(auth["jwt-secret"]).decode() == jwt_secret
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("database.url=", "database.url (or database.existingSecret) is required"),
+        ("auth.mode=off", 'auth.mode must be required or disabled, not "off"'),
+        ("auth.serviceSecret=short", "auth.serviceSecret must be at least 32"),
+        ("auth.jwt.secret=short", "auth.jwt.secret must be at least 32"),
+    ],
+)
+def test_bad_values_are_refused_by_name(bad, message):
     done = subprocess.run(
         [tool("helm"), "template", "demo", str(CHART), "--set", bad],
         capture_output=True,
@@ -145,4 +223,4 @@ def test_a_missing_database_is_refused_by_name(bad):
         timeout=300,
     )
     assert done.returncode != 0
-    assert "database.url (or database.existingSecret) is required" in done.stderr
+    assert message in done.stderr

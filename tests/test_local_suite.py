@@ -209,7 +209,7 @@ def test_up_serves_restarts_a_killed_service_and_stops_on_sigterm(
     assert not pointer.exists()
 
 
-def test_compose_file_wires_the_six_services():
+def test_compose_file_wires_the_six_services(tmp_path):
     compose = ROOT / "deploy" / "compose" / "docker-compose.yml"
     spec = yaml.safe_load(compose.read_text())
     # Inference runs as two replicas; the gateway routes across both.
@@ -225,6 +225,15 @@ def test_compose_file_wires_the_six_services():
         env = service["environment"]
         assert env["LORAFLEET_DATA_DIR"] == "/data"
         assert "otel-collector:4317" in env["LORAFLEET_OTLP_ENDPOINT"]
+        # Auth on by default; the service secret has no default at all.
+        assert env["LORAFLEET_AUTH_MODE"] == "${LORAFLEET_AUTH_MODE:-required}"
+        assert env["LORAFLEET_AUTH_SERVICE_SECRET"].startswith(
+            "${LORAFLEET_AUTH_SERVICE_SECRET:?"
+        ), name
+        for optional in ("JWT_SECRET", "JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"):
+            assert env[f"LORAFLEET_AUTH_{optional}"] == (
+                f"${{LORAFLEET_AUTH_{optional}:-}}"
+            ), (name, optional)
         assert "services.common.healthcheck" in service["healthcheck"]["test"]
         # Started only once what it needs answers its health check.
         needs = service["depends_on"]
@@ -246,6 +255,16 @@ def test_compose_file_wires_the_six_services():
     init = " ".join(spec["services"]["init"]["command"])
     assert "models import smollm2" in init and "--if-missing" in init
     assert "/data/datasets/orders.jsonl" in init
+    # The import authenticates with a short-lived key init writes straight
+    # into the registry's database, and revokes it afterwards ($$: compose).
+    init_env = spec["services"]["init"]["environment"]
+    assert init_env["LORAFLEET_REGISTRY_DSN"] == registry_env["LORAFLEET_REGISTRY_DSN"]
+    create = init.index("KEY=$$(lorafleet auth keys create --bootstrap")
+    assert '--dsn "$$LORAFLEET_REGISTRY_DSN"' in init
+    assert "--role default=operator --ttl-days" in init
+    revoke = init.index('lorafleet auth keys revoke --dsn "$$LORAFLEET_REGISTRY_DSN"')
+    assert 'export LORAFLEET_API_KEY="$$KEY"' in init
+    assert create < revoke < init.index("lorafleet models import")
     # Every image is pinned to a release.
     for name, service in spec["services"].items():
         image = service["image"]
@@ -256,10 +275,26 @@ def test_compose_file_wires_the_six_services():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "node_modules", ".lorafleet"} <= set(ignored)
     if shutil.which("docker-compose"):  # Debian's package; CI installs it
+        secret = "LORAFLEET_AUTH_SERVICE_SECRET"
+        env = {k: v for k, v in os.environ.items() if k != secret}
         out = subprocess.run(
             ["docker-compose", "config", "-q"],
             cwd=compose.parent,
+            env=env | {secret: "x" * 48},
             capture_output=True,
             text=True,
         )
         assert out.returncode == 0, out.stderr
+        # Without the secret (and without a local .env) compose refuses, saying
+        # how to make one.
+        empty = tmp_path / "empty.env"
+        empty.write_text("")
+        out = subprocess.run(
+            ["docker-compose", "--env-file", str(empty), "config", "-q"],
+            cwd=compose.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode != 0
+        assert f"set {secret} (openssl rand -base64 48) in .env" in out.stderr

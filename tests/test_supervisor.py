@@ -99,7 +99,7 @@ def stand_in_suite(tmp_path: Path, modes: dict[str, str]) -> LocalSuite:
     script.write_text(STAND_IN)
     base = free_port_block(len(modes))
     return LocalSuite(
-        config=Config(data_dir=tmp_path, grace_period_s=1.0),
+        config=Config(auth_mode="disabled", data_dir=tmp_path, grace_period_s=1.0),
         ports={name: base + i for i, name in enumerate(modes)},
         log_dir=tmp_path / "logs",
         names=tuple(modes),
@@ -244,7 +244,9 @@ def test_stop_order_is_gateway_then_workers_then_registry():
 
 def test_every_service_gets_a_stable_worker_id_and_the_shared_env(tmp_path):
     suite = LocalSuite(
-        config=Config(data_dir=tmp_path), ports=plan_ports(7000), hostname="box"
+        config=Config(auth_mode="disabled", data_dir=tmp_path),
+        ports=plan_ports(7000),
+        hostname="box",
     )
     for name in START_ORDER:
         env = suite.service_env(name)
@@ -275,7 +277,10 @@ def test_more_inference_replicas_run_the_inference_service_and_feed_the_gateway(
     )
     assert plan_ports(None, 2)["inference-2"] == 50056
     suite = LocalSuite(
-        config=Config(data_dir=tmp_path), ports=ports, names=names, hostname="box"
+        config=Config(auth_mode="disabled", data_dir=tmp_path),
+        ports=ports,
+        names=names,
+        hostname="box",
     )
     assert service_command("inference-3", 7007)[1:] == [
         "-m",
@@ -290,7 +295,9 @@ def test_more_inference_replicas_run_the_inference_service_and_feed_the_gateway(
     )
     assert not any("-" in key for key in env if key.startswith("LORAFLEET_"))
     # One replica: no list, the gateway uses inference_address.
-    single = LocalSuite(config=Config(data_dir=tmp_path), ports=plan_ports(7000))
+    single = LocalSuite(
+        config=Config(auth_mode="disabled", data_dir=tmp_path), ports=plan_ports(7000)
+    )
     assert single.service_env("gateway").get("LORAFLEET_INFERENCE_REPLICAS") == ""
     # Stopped with the other workers, after the gateway.
     assert stop_stages(names)[1][:3] == ["inference-3", "inference-2", "inference"]
@@ -436,7 +443,7 @@ def test_a_suite_refuses_ports_something_already_listens_on(tmp_path):
         other.bind(("127.0.0.1", base))  # as another suite's gateway would
         other.listen()
         suite = LocalSuite(
-            config=Config(data_dir=tmp_path),
+            config=Config(auth_mode="disabled", data_dir=tmp_path),
             ports=plan_ports(base),
             log_dir=tmp_path / "logs",
         )

@@ -154,7 +154,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "state", "progress", "stage", "message", "create_time", "start_time", "end_time", "error", "trace_id")
+    __slots__ = ("job_id", "state", "progress", "stage", "message", "create_time", "start_time", "end_time", "error", "trace_id", "project", "created_by")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,8 @@ class JobStatus(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     progress: float
@@ -175,7 +177,9 @@ class JobStatus(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     error: JobError
     trace_id: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., stage: _Optional[str] = ..., message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    project: str
+    created_by: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., stage: _Optional[str] = ..., message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., trace_id: _Optional[str] = ..., project: _Optional[str] = ..., created_by: _Optional[str] = ...) -> None: ...
 
 class ProgressEvent(_message.Message):
     __slots__ = ("job_id", "sequence", "state", "stage", "progress", "message", "metrics", "time", "step", "total_steps")
@@ -219,7 +223,7 @@ class FileEntry(_message.Message):
     def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Artifact(_message.Message):
-    __slots__ = ("id", "kind", "name", "version", "digest", "local_path", "files", "size_bytes", "metadata", "metrics", "tags", "create_time", "aliases", "archived")
+    __slots__ = ("id", "kind", "name", "version", "digest", "local_path", "files", "size_bytes", "metadata", "metrics", "tags", "create_time", "aliases", "archived", "project")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -248,6 +252,7 @@ class Artifact(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: ArtifactKind
     name: str
@@ -262,7 +267,8 @@ class Artifact(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     aliases: _containers.RepeatedScalarFieldContainer[str]
     archived: bool
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ArtifactKind, str]] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., digest: _Optional[str] = ..., local_path: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., archived: _Optional[bool] = ...) -> None: ...
+    project: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[ArtifactKind, str]] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., digest: _Optional[str] = ..., local_path: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., archived: _Optional[bool] = ..., project: _Optional[str] = ...) -> None: ...
 
 class LineageEdge(_message.Message):
     __slots__ = ("parent_id", "child_id", "relation")
@@ -599,7 +605,7 @@ class DeploymentTarget(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., digest: _Optional[str] = ..., weight_bps: _Optional[int] = ..., arm: _Optional[str] = ..., role: _Optional[_Union[TargetRole, str]] = ..., mirror_bps: _Optional[int] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "model_id", "adapter_id", "strategy", "revision", "previous_model_id", "update_time", "updated_by", "reason", "targets", "output_format", "blocked_phrases")
+    __slots__ = ("name", "model_id", "adapter_id", "strategy", "revision", "previous_model_id", "update_time", "updated_by", "reason", "targets", "output_format", "blocked_phrases", "project")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -612,6 +618,7 @@ class Deployment(_message.Message):
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_PHRASES_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     adapter_id: str
@@ -624,7 +631,8 @@ class Deployment(_message.Message):
     targets: _containers.RepeatedCompositeFieldContainer[DeploymentTarget]
     output_format: str
     blocked_phrases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[DeploymentStrategy, str]] = ..., revision: _Optional[int] = ..., previous_model_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[DeploymentTarget, _Mapping]]] = ..., output_format: _Optional[str] = ..., blocked_phrases: _Optional[_Iterable[str]] = ...) -> None: ...
+    project: str
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., adapter_id: _Optional[str] = ..., strategy: _Optional[_Union[DeploymentStrategy, str]] = ..., revision: _Optional[int] = ..., previous_model_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[DeploymentTarget, _Mapping]]] = ..., output_format: _Optional[str] = ..., blocked_phrases: _Optional[_Iterable[str]] = ..., project: _Optional[str] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")

@@ -163,6 +163,31 @@ class RegistryServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/CreateApiKey',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/ListApiKeys',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/RevokeApiKey',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.AuthenticateApiKey = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/AuthenticateApiKey',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.AuthenticateApiKeyRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.AuthenticateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RecordAuditEvent = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/RecordAuditEvent',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.RecordAuditEventRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.RecordAuditEventResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -406,6 +431,53 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """API keys (admin). Creates a key with roles per project and returns its
+        secret once; only a SHA-256 of the secret is stored. An admin of some
+        projects may grant roles in those projects only.
+        Errors: INVALID_ARGUMENT if name or roles are missing, a role or project
+        name is unknown/malformed or ttl_seconds is negative; PERMISSION_DENIED if
+        the caller is not admin in every project the key gets a role in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """The keys (never their secrets) with a role in a project the caller
+        administers, newest first; revoked ones only with include_revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revokes a key for good: every service refuses it within
+        auth_key_cache_s. Revoking a revoked key returns it unchanged.
+        Errors: NOT_FOUND if id is unknown; PERMISSION_DENIED if the key has a
+        role in a project the caller does not administer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthenticateApiKey(self, request, context):
+        """Service-to-service: checks an API key for another service's auth
+        interceptor. Callable only with a service token.
+        Errors: UNAUTHENTICATED if the key is unknown, revoked or wrong.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordAuditEvent(self, request, context):
+        """Service-to-service: records a refused call in the audit log (the
+        refusing service is not the registry). Callable only with a service token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -533,6 +605,31 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.AppendDataset,
                     request_deserializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'AuthenticateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticateApiKey,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.AuthenticateApiKeyRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.AuthenticateApiKeyResponse.SerializeToString,
+            ),
+            'RecordAuditEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAuditEvent,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.RecordAuditEventRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.RecordAuditEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1214,6 +1311,141 @@ class RegistryService:
             '/lorafleet.v1.RegistryService/AppendDataset',
             lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.SerializeToString,
             lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/CreateApiKey',
+            lorafleet_dot_v1_dot_registry__pb2.CreateApiKeyRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/ListApiKeys',
+            lorafleet_dot_v1_dot_registry__pb2.ListApiKeysRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/RevokeApiKey',
+            lorafleet_dot_v1_dot_registry__pb2.RevokeApiKeyRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthenticateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/AuthenticateApiKey',
+            lorafleet_dot_v1_dot_registry__pb2.AuthenticateApiKeyRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.AuthenticateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAuditEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/RecordAuditEvent',
+            lorafleet_dot_v1_dot_registry__pb2.RecordAuditEventRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.RecordAuditEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -104,8 +104,25 @@ def address(args: argparse.Namespace, service: str) -> str:
 
 def connect(args: argparse.Namespace, *services: str) -> Client:
     """A client for `services` ("gateway", "registry"); only their addresses
-    are resolved, and channels connect when first used."""
-    return Client(**{service: address(args, service) for service in services})
+    are resolved, and channels connect when first used. TLS settings
+    (LORAFLEET_TLS_*, the config file) apply as they do to the services."""
+    from services.common.tls import client_kwargs
+
+    config, _ = locate(args)
+    return Client(
+        **{service: address(args, service) for service in services},
+        **client_kwargs(config),
+        **credentials(args),
+    )
+
+
+def credentials(args: argparse.Namespace) -> dict[str, str | None]:
+    """--api-key/--token/--project as Client arguments (None: the env vars)."""
+    return {
+        "api_key": getattr(args, "api_key", None),
+        "token": getattr(args, "token", None),
+        "project": getattr(args, "project", None),
+    }
 
 
 # --- formatting ---------------------------------------------------------------

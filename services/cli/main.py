@@ -13,10 +13,13 @@ from pathlib import Path
 
 import grpc
 
+from services.cli.auth import add_auth_commands
 from services.cli.deployments import (
     UsageError,
     add_deployment_commands,
     address,
+    connect,
+    credentials,
     locate,
 )
 from services.cli.errors import report_rpc_error
@@ -32,6 +35,62 @@ def _config(args):
     return load_config(
         getattr(args, "config", None), data_dir=getattr(args, "data_dir", None)
     )
+
+
+def local_auth_mode(args, config) -> str:
+    """`lorafleet up`/`demo`: --auth, else auth_mode when the environment or
+    config file sets it, else "disabled" (local development)."""
+    if getattr(args, "auth", None):
+        return args.auth
+    if "LORAFLEET_AUTH_MODE" in os.environ:
+        return config.auth_mode
+    path = getattr(args, "config", None) or os.environ.get("LORAFLEET_CONFIG")
+    if path:
+        import yaml
+
+        try:
+            if "auth_mode" in (yaml.safe_load(Path(path).read_text()) or {}):
+                return config.auth_mode
+        except (OSError, yaml.YAMLError, TypeError):
+            pass  # load_config already read it; its errors are reported there
+    return "disabled"
+
+
+def local_auth_config(args, config):
+    """The config `up` runs the suite with: its auth mode and, when auth is
+    required and no service secret is configured, one kept in the data
+    directory (created once, readable by its owner only)."""
+    import dataclasses
+    import secrets
+
+    mode = local_auth_mode(args, config)
+    config = dataclasses.replace(config, auth_mode=mode)
+    if mode == "required" and not config.auth_service_secret:
+        path = config.data_dir / "auth" / "service-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+        secret = path.read_text().strip()
+        config = dataclasses.replace(config, auth_service_secret=secret)
+    return config
+
+
+def announce_auth(config) -> None:
+    if config.auth_mode == "disabled":
+        print(
+            "auth: disabled (local development: anyone who can reach these ports "
+            "may do anything; `lorafleet up --auth required` turns it on)",
+            flush=True,
+        )
+    else:
+        print(
+            "auth: required; create the first admin key with: lorafleet auth keys "
+            f"create --bootstrap --data-dir {config.data_dir} --name me --role "
+            "'*=admin' (then export LORAFLEET_API_KEY=<the key>)",
+            flush=True,
+        )
 
 
 def cmd_serve(args) -> int:
@@ -72,7 +131,7 @@ def cmd_up(args) -> int:
     if args.inference_replicas < 1:
         print("lorafleet up: --inference-replicas must be at least 1", file=sys.stderr)
         return 2
-    config = _config(args)
+    config = local_auth_config(args, _config(args))
     running = read_suite(config.data_dir / SUITE_FILE)
     if running is not None:
         raise UsageError(
@@ -88,6 +147,7 @@ def cmd_up(args) -> int:
         names=start_order(args.inference_replicas),
         metrics_ports=plan_metrics_ports(ports, args.metrics_base_port),
     )
+    announce_auth(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -111,8 +171,12 @@ def cmd_up(args) -> int:
 def cmd_demo(args) -> int:
     from services.demo.run import run_demo
 
+    config = _config(args)
     return run_demo(
-        _config(args), steps=args.steps, base_port=args.base_port, keep_running=False
+        local_auth_config(args, config),
+        steps=args.steps,
+        base_port=args.base_port,
+        keep_running=False,
     )
 
 
@@ -123,6 +187,7 @@ def cmd_models_import(args) -> int:
     may read. Checks that the registry answers before converting."""
     from lorafleet.client import Client
     from services.cli.models import bundled_smollm2, import_model
+    from services.common.tls import client_kwargs
     from services.local.launcher import check_health
 
     source = Path(args.source) if args.source != "smollm2" else bundled_smollm2()
@@ -133,7 +198,7 @@ def cmd_models_import(args) -> int:
         )
     config, suite = locate(args)
     registry = address(args, "registry")
-    health = check_health(registry, timeout_s=REGISTRY_PROBE_S)
+    health = check_health(registry, timeout_s=REGISTRY_PROBE_S, config=config)
     if health != "SERVING":
         where = f"the suite in {suite.data_dir}" if suite else "no running suite found"
         raise UsageError(
@@ -142,18 +207,21 @@ def cmd_models_import(args) -> int:
             "the registry with --registry HOST:PORT"
         )
     staging = Path(suite.staging_dir) if suite else config.staging_dir
-    with Client(registry=registry) as client:
-        if args.if_missing:
-            from lorafleet.v1 import registry_pb2
+    with Client(
+        registry=registry, **client_kwargs(config), **credentials(args)
+    ) as client:
+        from lorafleet.v1 import registry_pb2
 
-            found = client.registry.ListArtifacts(
-                registry_pb2.ListArtifactsRequest(name=args.name, page_size=1),
-                timeout=60,
-            ).artifacts
-            if found:
-                a = found[0]
-                print(f"{a.name}:{a.version} {a.id} {a.digest} (already registered)")
-                return 0
+        # Also proves the credentials (and the project) before a conversion
+        # that takes a while: a refusal comes now, not after it.
+        found = client.registry.ListArtifacts(
+            registry_pb2.ListArtifactsRequest(name=args.name, page_size=1),
+            timeout=60,
+        ).artifacts
+        if args.if_missing and found:
+            a = found[0]
+            print(f"{a.name}:{a.version} {a.id} {a.digest} (already registered)")
+            return 0
         artifact = import_model(source, args.name, staging, client.registry)
     print(
         f"{artifact.name}:{artifact.version} {artifact.id} {artifact.digest} "
@@ -163,8 +231,6 @@ def cmd_models_import(args) -> int:
 
 
 def cmd_datasets_append(args) -> int:
-    from lorafleet.client import Client
-
     tags = {}
     for tag in args.tag or ():
         key, sep, value = tag.partition("=")
@@ -174,7 +240,7 @@ def cmd_datasets_append(args) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"{args.file} is not a file")
-    with Client(registry=address(args, "registry")) as client:
+    with connect(args, "registry") as client:
         r = client.append_dataset(
             args.dataset_id,
             file=path,
@@ -203,22 +269,14 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
-def _registry_stub(args):
-    from lorafleet.v1 import registry_pb2_grpc
-
-    channel = grpc.insecure_channel(address(args, "registry"))
-    return channel, registry_pb2_grpc.RegistryServiceStub(channel)
-
-
 def cmd_registry_gc(args) -> int:
     from lorafleet.v1 import registry_pb2
 
     request = registry_pb2.CollectGarbageRequest(dry_run=args.dry_run)
     if args.min_age_seconds is not None:
         request.min_age_seconds = args.min_age_seconds
-    channel, stub = _registry_stub(args)
-    with channel:
-        r = stub.CollectGarbage(request, timeout=600)
+    with connect(args, "registry") as client:
+        r = client.registry.CollectGarbage(request, timeout=600)
     verb = "would delete" if args.dry_run else "deleted"
     print(
         f"{verb} {r.deleted_blobs} blobs ({r.deleted_bytes} bytes) and "
@@ -230,9 +288,8 @@ def cmd_registry_gc(args) -> int:
 def cmd_registry_retain(args) -> int:
     from lorafleet.v1 import registry_pb2
 
-    channel, stub = _registry_stub(args)
-    with channel:
-        r = stub.ApplyRetention(
+    with connect(args, "registry") as client:
+        r = client.registry.ApplyRetention(
             registry_pb2.ApplyRetentionRequest(
                 name=args.name, keep_last=args.keep_last, dry_run=args.dry_run
             ),
@@ -262,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="where state lives (default .lorafleet)",
     )
+    for parser in (p, common):
+        add_credential_options(parser, parser is common)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run one service in the foreground")
@@ -307,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Prometheus /metrics of each process on PORT and on (gateway first, "
         f"in the order of the gRPC ports; default {DEFAULT_METRICS_BASE_PORT}); "
         "0 serves none",
+    )
+    s.add_argument(
+        "--auth",
+        choices=("disabled", "required"),
+        help="auth mode of the suite (default: auth_mode from the environment or "
+        "config file, else disabled: local development). required keeps a "
+        "service secret in <data-dir>/auth/ unless one is configured",
     )
     s.add_argument(
         "--max-restarts",
@@ -423,7 +489,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_rollout_commands(sub, common)
     add_deployment_commands(sub, common)
+    add_auth_commands(sub, common)
     return p
+
+
+def add_credential_options(parser: argparse.ArgumentParser, after: bool) -> None:
+    """--api-key / --token / --project, before or after the command."""
+    default = argparse.SUPPRESS if after else None
+    parser.add_argument(
+        "--api-key",
+        default=default,
+        help="API key (lfk_...) sent with every call (else LORAFLEET_API_KEY)",
+    )
+    parser.add_argument(
+        "--token",
+        default=default,
+        help="JWT bearer token from your identity provider (else LORAFLEET_TOKEN)",
+    )
+    parser.add_argument(
+        "--project",
+        default=default,
+        help="project to act in (else LORAFLEET_PROJECT, else your only one or "
+        "'default')",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

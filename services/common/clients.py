@@ -23,11 +23,14 @@ from lorafleet.v1 import (
     trainer_pb2_grpc,
     validator_pb2_grpc,
 )
+from services.common.auth.caller import caller_or_none
+from services.common.auth.tokens import ServiceTokens
 from services.common.config import Config
 from services.common.deadlines import budget
 from services.common.error_details import bad_request_field
 from services.common.errors import from_code
 from services.common.telemetry import tracing_client_interceptor
+from services.common.tls import secure_or_insecure_channel
 
 _STUBS = {
     "registry": registry_pb2_grpc.RegistryServiceStub,
@@ -40,8 +43,10 @@ _STUBS = {
 
 
 def open_channel(address: str, config: Config) -> grpc.Channel:
-    channel = grpc.insecure_channel(
+    """A traced channel to another service, with TLS when `config` has it."""
+    channel = secure_or_insecure_channel(
         address,
+        config,
         options=[
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -76,6 +81,22 @@ def _translate(exc: grpc.RpcError, service: str, method: str) -> Exception:
     return err
 
 
+# The service this process runs (set by create_server): the name its calls to
+# other services are signed with.
+_local_service = "lorafleet"
+
+
+def set_local_service(name: str) -> None:
+    global _local_service
+    _local_service = name
+
+
+def _signer(config: Config, caller: str) -> ServiceTokens | None:
+    if not config.auth_service_secret:
+        return None
+    return ServiceTokens(config.auth_service_secret, caller)
+
+
 class ServiceClient:
     """Calls `client.Method(request)` on a stub with a deadline and error mapping."""
 
@@ -85,13 +106,26 @@ class ServiceClient:
         config: Config,
         address: str | None = None,
         channel: grpc.Channel | None = None,
+        *,
+        caller: str | None = None,
     ) -> None:
+        """`caller` is the service making the calls, named in the tokens it
+        signs (default: the one this process serves, see set_local_service)."""
         self.service = service
         self.address = address or config.address_of(service)
         self._channel = channel or open_channel(self.address, config)
         self._stub = _STUBS[service](self._channel)
         self._timeout = config.rpc_timeout_s
         self._watch_timeout = config.watch_timeout_s
+        self._signer = _signer(config, caller or _local_service)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """A service token acting for the caller being served (or the job's
+        submitter); on the service's own account outside any request."""
+        if self._signer is None:
+            return None
+        token = self._signer.mint(caller_or_none())
+        return (("authorization", f"Bearer {token}"),)
 
     def __getattr__(self, method: str):
         multicallable = getattr(self._stub, method)
@@ -106,14 +140,14 @@ class ServiceClient:
     def _unary(self, method: str, call: Any, request: Any, timeout: float) -> Any:
         timeout = budget(timeout, f"{self.service}.{method}")
         try:
-            return call(request, timeout=timeout)
+            return call(request, timeout=timeout, metadata=self._metadata())
         except grpc.RpcError as exc:
             raise _translate(exc, self.service, method) from None
 
     def _stream(self, method: str, call: Any, request: Any, timeout: float) -> Iterator:
         timeout = budget(timeout, f"{self.service}.{method}")
         try:
-            yield from call(request, timeout=timeout)
+            yield from call(request, timeout=timeout, metadata=self._metadata())
         except grpc.RpcError as exc:
             raise _translate(exc, self.service, method) from None
 

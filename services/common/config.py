@@ -62,6 +62,34 @@ class Config:
     metrics_port: int | None = None
     # Interface the metrics endpoint binds to; empty = `host`.
     metrics_host: str = ""
+    # Auth: "required" (every call but health and reflection needs an API key
+    # or a JWT; the default) or "disabled" (everyone may do everything; for
+    # local development: `lorafleet up` runs so unless told otherwise).
+    auth_mode: str = "required"
+    # Secret every service of one suite shares to sign the tokens they send
+    # each other (carrying the caller they act for); >= 32 characters.
+    auth_service_secret: str = ""
+    # People's JWTs, verified by PyJWT against one of: a shared HMAC secret,
+    # a PEM public key file, or the identity provider's JWKS URL ...
+    auth_jwt_secret: str = ""
+    auth_jwt_public_key_file: str = ""
+    auth_jwks_url: str = ""
+    # ... with this issuer and audience (empty = not checked), these
+    # algorithms (empty = HS* for a secret, RS/ES/PS/EdDSA for keys), this
+    # much clock skew allowed, the subject in this claim and the per-project
+    # roles in this one ({"project": "role"} or ["project:role", ...]).
+    auth_jwt_issuer: str = ""
+    auth_jwt_audience: str = ""
+    auth_jwt_algorithms: list[str] = field(default_factory=list)
+    auth_jwt_leeway_s: float = 30.0
+    auth_jwt_subject_claim: str = "sub"
+    auth_jwt_roles_claim: str = "lorafleet_roles"
+    # How long a service trusts an API key the registry verified; a revoked
+    # key stops working everywhere within this time.
+    auth_key_cache_s: float = 5.0
+    # The project a call acts in when it names none (metadata
+    # `lorafleet-project`) and its caller has roles in several.
+    auth_default_project: str = "default"
     log_level: str = "INFO"
     log_json: bool = False
     # Seconds in-flight RPCs get to finish on SIGTERM/SIGINT.
@@ -165,6 +193,24 @@ class Config:
     trainer_memory_limit_mb: int = 0
     # Trainer: GPUs this replica may hand to jobs; -1 = every visible GPU.
     trainer_gpus: int = -1
+    # TLS (services/common/tls.py); all empty = plaintext, as before. This
+    # service's PEM certificate chain and private key: both set = it listens
+    # with TLS only (one without the other is refused at start-up). A service
+    # calling another presents them as its client certificate, so with mTLS
+    # they need the clientAuth extended key usage too (or none at all).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # PEM CA bundle; set = mutual TLS: the server requires a client
+    # certificate signed by it (needs tls_cert_file).
+    tls_client_ca_file: str = ""
+    # PEM CA bundle this process's clients (calls to the other services, the
+    # CLI, the healthcheck) verify servers with; empty with TLS on = the
+    # system roots. Clients use TLS when this or tls_cert_file is set.
+    tls_ca_file: str = ""
+    # Host name checked in server certificates instead of the address's
+    # (gRPC's ssl_target_name_override), for addresses whose host is not in
+    # the certificate (e.g. 127.0.0.1 against a cert for lorafleet.internal).
+    tls_server_name: str = ""
 
     def service_port(self, name: str) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[name]

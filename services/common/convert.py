@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from lorafleet.v1 import common_pb2
 from services.common.jobs import Job, JobEngine, JobEvent, JobState
+from services.common.jobs.model import created_by
 
 # Fields that do not change what a Start request asks for.
 _NOT_DIGESTED = ("request_id", "validate_only")
@@ -107,6 +108,8 @@ def job_status_to_pb(job: Job) -> common_pb2.JobStatus:
         create_time=timestamp(job.create_time),
         start_time=timestamp(job.start_time),
         end_time=timestamp(job.end_time),
+        project=job.project,
+        created_by=created_by(job),
     )
     if job.error_code:
         status.error.code = job.error_code

@@ -21,6 +21,10 @@ BadRequest = error_details_pb2.BadRequest
 PreconditionFailure = error_details_pb2.PreconditionFailure
 QuotaFailure = error_details_pb2.QuotaFailure
 RetryInfo = error_details_pb2.RetryInfo
+ErrorInfo = error_details_pb2.ErrorInfo
+
+# google.rpc.ErrorInfo.domain of the reasons lorafleet sends (auth failures).
+ERROR_DOMAIN = "lorafleet.dev"
 
 
 def _in_text(renames: dict[str, str]):
@@ -91,12 +95,19 @@ def details_for(
     *,
     retry_after_s: float | None = None,
     quota_subject: str = "",
+    reason: str = "",
+    info: dict[str, str] | None = None,
 ) -> list[Any]:
     """The details to send: relayed ones as they are, else one naming `field`
-    (plus, for load shedding, when to retry and what ran out)."""
+    (plus, for load shedding, when to retry and what ran out; for auth
+    failures, an ErrorInfo with the reason and the permission/project)."""
     if relayed:
         return list(relayed)
     shed: list[Any] = []
+    if reason:
+        shed.append(
+            _pack(ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=info or {}))
+        )
     if quota_subject:
         shed.append(
             _pack(

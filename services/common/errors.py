@@ -29,6 +29,10 @@ class LorafleetError(Exception):
         # google.rpc.RetryInfo, and the exhausted resource, as a QuotaFailure.
         self.retry_after_s = retry_after_s
         self.quota_subject = quota_subject
+        # A machine-readable cause (google.rpc.ErrorInfo reason and metadata),
+        # e.g. PERMISSION_MISSING with the permission and project.
+        self.reason = ""
+        self.info: dict[str, str] = {}
         # google.rpc details (packed google.protobuf.Any) of an error relayed
         # from another service: sent on unchanged (after `rename_fields`).
         self.details: list = []
@@ -95,6 +99,21 @@ class DeadlineExceeded(LorafleetError):
 
 class Internal(LorafleetError):
     code = "INTERNAL"
+
+
+class Unauthenticated(LorafleetError):
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(LorafleetError):
+    code = "PERMISSION_DENIED"
+
+
+def with_reason(err: LorafleetError, reason: str, **info: str) -> LorafleetError:
+    """Attaches a google.rpc.ErrorInfo reason (and metadata) to `err`."""
+    err.reason = reason
+    err.info = {k: str(v) for k, v in info.items()}
+    return err
 
 
 def shorten(value: object, limit: int = 80) -> str:

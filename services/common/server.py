@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from services.common.auth.authenticator import Authenticator, KeyLookup
+from services.common.auth.denials import Denial, DenialAudit
+from services.common.auth.interceptor import AuthInterceptor
+from services.common.auth.remote import RegistryAuth
+from services.common.clients import set_local_service
 from services.common.config import Config, ConfigError
 from services.common.deadlines import serving
 from services.common.error_details import details_for
@@ -36,6 +41,7 @@ from services.common.telemetry import (
     setup_tracing,
     tracing_server_interceptor,
 )
+from services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,8 @@ def _status_for(exc: LorafleetError) -> status_pb2.Status:
             exc.details,
             retry_after_s=exc.retry_after_s,
             quota_subject=exc.quota_subject,
+            reason=exc.reason,
+            info=exc.info,
         )
     )
     return status
@@ -131,6 +139,21 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         return handler
 
 
+def standard_interceptors(
+    authenticator: Authenticator,
+    on_denied: Callable[[Denial], None] | None = None,
+) -> list[grpc.ServerInterceptor]:
+    """The chain every service runs, outermost first: tracing, metrics, error
+    mapping, then auth (inside error mapping, so its refusals become statuses
+    with details, and inside tracing, so they are traced)."""
+    return [
+        tracing_server_interceptor(),
+        MetricsInterceptor(),
+        ErrorMappingInterceptor(),
+        AuthInterceptor(authenticator, on_denied),
+    ]
+
+
 @dataclass
 class RunningServer:
     """A started gRPC server and the hooks to stop it cleanly."""
@@ -169,10 +192,17 @@ def create_server(
     *,
     max_workers: int | None = None,
     max_concurrent_rpcs: int | None = None,
+    key_lookup: KeyLookup | None = None,
+    record_denial: Callable[[Denial], None] | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] | None = None,
 ) -> RunningServer:
     """Builds and starts a server; `register` adds servicers, returns their names.
 
     `port` 0 binds an ephemeral port (tests); None uses the configured one.
+    `interceptors` replaces the standard chain (`standard_interceptors`), e.g.
+    to add one; `key_lookup` and `record_denial` are how the auth interceptor
+    checks API keys and records refused mutations (default: by asking the
+    registry).
     """
     # Nothing is ever fetched from a model hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -186,6 +216,24 @@ def create_server(
             f"{config.gil_switch_interval_ms} (LORAFLEET_GIL_SWITCH_INTERVAL_MS)"
         )
     sys.setswitchinterval(config.gil_switch_interval_ms / 1000.0)
+    set_local_service(name)
+    on_stop: list[Callable[[], None]] = []
+    denials: DenialAudit | None = None
+    if interceptors is None:
+        remote = None
+        required = config.auth_mode == "required"
+        if required and (key_lookup is None or record_denial is None):
+            remote = RegistryAuth(config, name)
+            on_stop.append(remote.close)
+            key_lookup = key_lookup or remote.lookup_key
+            record_denial = record_denial or remote.record_denial
+        denials = DenialAudit(record_denial) if record_denial else None
+        if denials is not None:
+            on_stop.insert(0, denials.close)
+        interceptors = standard_interceptors(
+            Authenticator(config, name, key_lookup),
+            denials.submit if denials else None,
+        )
     options = [
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -196,11 +244,7 @@ def create_server(
             max_workers=max_workers or config.max_workers,
             thread_name_prefix=f"{name}-rpc",
         ),
-        interceptors=[
-            tracing_server_interceptor(),
-            MetricsInterceptor(),
-            ErrorMappingInterceptor(),
-        ],
+        interceptors=list(interceptors),
         options=options,
         maximum_concurrent_rpcs=max_concurrent_rpcs or config.max_concurrent_rpcs,
     )
@@ -211,7 +255,12 @@ def create_server(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     bind_port = config.service_port(name) if port is None else port
-    bound = server.add_insecure_port(f"{config.host}:{bind_port}")
+    address = f"{config.host}:{bind_port}"
+    credentials = server_credentials(config)  # None: plaintext
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise RuntimeError(
             f"{name}: cannot bind {config.host}:{bind_port} (port in use?)"
@@ -219,14 +268,28 @@ def create_server(
     server.start()
     for service in ["", *service_names]:
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s serving on %s:%d", name, config.host, bound)
-    return RunningServer(
+    mode = "mTLS" if config.tls_client_ca_file else "TLS"
+    mode = mode if credentials is not None else "plaintext"
+    log.info("%s serving with %s on %s:%d", name, mode, config.host, bound)
+    if config.auth_mode == "disabled":
+        log.warning(
+            "%s: auth is DISABLED: anyone who can reach %s:%d may do anything "
+            "(LORAFLEET_AUTH_MODE=required turns it on)",
+            name,
+            config.host,
+            bound,
+        )
+    running = RunningServer(
         name=name,
         server=server,
         port=bound,
         health=health_servicer,
         metrics_url=endpoint.url if endpoint else "",
     )
+    running.on_stop.extend(on_stop)
+    if denials is not None:
+        running.parts["denials"] = denials
+    return running
 
 
 def serve_forever(running: RunningServer, config: Config) -> None:

@@ -121,7 +121,10 @@ class InferencePool:
                 f"{config.inference_replica_cooldown_s:g}"
             )
         return cls(
-            {a: ServiceClient("inference", config, address=a) for a in addresses},
+            {
+                a: ServiceClient("inference", config, address=a, caller="gateway")
+                for a in addresses
+            },
             cooldown_s=config.inference_replica_cooldown_s,
             # A replica batches this many requests at no extra cost.
             min_bound=config.inference_max_batch,

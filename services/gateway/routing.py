@@ -15,6 +15,8 @@ from typing import Any
 from opentelemetry import trace
 
 from lorafleet.v1 import inference_pb2, registry_pb2
+from services.common.auth.caller import require
+from services.common.auth.permissions import GENERATE
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -119,6 +121,7 @@ class Router:
         """The deployment and the arm that serves this request; the current
         span records which (deployment, arm, version, revision)."""
         current = self.resolve(deployment)
+        require(GENERATE, current.project or "default", f"deployment {deployment!r}")
         arm = self._chooser.choose(
             deployment, arms_of(current), routing_key=routing_key, forced_arm=forced_arm
         )

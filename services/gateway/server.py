@@ -179,7 +179,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
 def create(config: Config, port: int | None = None) -> RunningServer:
     clients: dict = {
-        name: ServiceClient(name, config)
+        name: ServiceClient(name, config, caller="gateway")
         for name in DEPENDENCIES
         if name != "inference"
     }

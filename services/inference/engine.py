@@ -35,6 +35,8 @@ class ArtifactRef:
     local_path: str
     digest: str
     metadata: dict[str, Any]
+    # The project owning the artifact: callers need GENERATE there.
+    project: str = "default"
 
 
 @dataclass

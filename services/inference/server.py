@@ -100,7 +100,7 @@ RESERVED_THREADS = 8
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
-    registry = ServiceClient("registry", config)
+    registry = ServiceClient("registry", config, caller="inference")
 
     def resolve(artifact_id: str) -> ArtifactRef:
         a = registry.GetArtifact(
@@ -115,6 +115,7 @@ def create(config: Config, port: int | None = None) -> RunningServer:
             local_path=a.local_path,
             digest=a.digest,
             metadata=from_struct(a.metadata),
+            project=a.project or "default",
         )
 
     engine = make_engine(config, resolve)

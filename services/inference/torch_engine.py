@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services.common.auth.caller import require
+from services.common.auth.permissions import GENERATE
 from services.common.errors import (
     FailedPrecondition,
     ResourceExhausted,
@@ -114,6 +116,10 @@ class TorchEngine(Engine):
         now = self._clock()
         hit = self._resolved.get(artifact_id)
         if hit is not None and now - hit[0] < self._resolve_ttl:
+            # Cached for speed, not for access: the caller's project is checked
+            # on every request.
+            project = getattr(hit[1], "project", "default")
+            require(GENERATE, project, f"artifact {artifact_id}")
             return hit[1]
         artifact = self._resolve_remote(artifact_id)
         self._resolved[artifact_id] = (now, artifact)

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import DEFAULT_PORTS, Config
+from services.common.tls import secure_or_insecure_channel
 
 # Registry first (everyone resolves artifacts through it), gateway last.
 START_ORDER = ("registry", "trainer", "merger", "validator", "inference", "gateway")
@@ -179,7 +180,7 @@ class LocalSuite:
                         f"{name} exited ({describe_exit(proc.returncode)}) during "
                         f"start-up; see {self.log_path(name)}:\n" + self.tail(name)
                     )
-                if check_health(self.address(name)) == "SERVING":
+                if check_health(self.address(name), config=self.config) == "SERVING":
                     pending.discard(name)
             if pending and clock() > deadline:
                 raise RuntimeError(
@@ -251,9 +252,20 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
-def check_health(address: str, timeout_s: float = 1.0) -> str:
+def check_health(
+    address: str, timeout_s: float = 1.0, config: Config | None = None
+) -> str:
+    """The grpc.health.v1 status of the server at `address` ("SERVING", ...),
+    or "UNREACHABLE". `config` gives the TLS settings to call it with (the
+    suite's own, so a TLS suite's health is checked over TLS); None calls in
+    plaintext. A TLS handshake that fails is UNREACHABLE too."""
     try:
-        with grpc.insecure_channel(address) as channel:
+        channel = (
+            grpc.insecure_channel(address)
+            if config is None
+            else secure_or_insecure_channel(address, config)
+        )
+        with channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
             )

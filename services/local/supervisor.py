@@ -188,7 +188,10 @@ class Supervisor:
                     proc.wait(5)
                 except subprocess.TimeoutExpired:
                     pass  # reaped at a later poll
-            elif check_health(self.suite.address(name)) == "SERVING":
+            elif (
+                check_health(self.suite.address(name), config=self.suite.config)
+                == "SERVING"
+            ):
                 watch.serving = True
                 watch.tracker.serving(now)
                 self.say(

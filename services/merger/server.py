@@ -185,7 +185,7 @@ class MergerServicer(merger_pb2_grpc.MergerServiceServicer):
 def create(config: Config, port: int | None = None) -> RunningServer:
     """Starts the merger; it reaches the registry at config.registry_address."""
     store = open_store(config, QUEUE)
-    registry = ServiceClient("registry", config)
+    registry = ServiceClient("registry", config, caller="merger")
     merger = Merger(config, registry, store)
 
     def register(server):

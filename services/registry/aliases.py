@@ -8,6 +8,8 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.common.auth.caller import require
+from services.common.auth.permissions import WRITE
 from services.common.errors import (
     Aborted,
     FailedPrecondition,
@@ -174,6 +176,7 @@ class Aliases:
         `refuse_archived` (request field, advice), when set, refuses an
         archived target with FAILED_PRECONDITION; None allows archived targets.
         """
+        require(WRITE, target.project, f"alias {target.name}@{alias}")
         previous = current.artifact_id if current else ""
         if expected_artifact_id is not None and expected_artifact_id != previous:
             where = f"points at {previous}" if previous else "does not exist"
@@ -219,6 +222,7 @@ class Aliases:
             audit(
                 session,
                 principal=actor,
+                project=target.project,
                 action=action,
                 target=f"{target.name}@{alias}",
                 before={"artifact_id": previous} if previous else None,

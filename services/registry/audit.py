@@ -7,6 +7,8 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.common.auth.caller import current_caller
+from services.common.auth.permissions import READ
 from services.common.errors import InvalidArgument
 from services.registry.db import AuditEventRow, Database, as_utc
 from services.registry.domain import AuditEvent
@@ -35,6 +37,9 @@ class AuditLog:
                 field="end_time",
             )
         query = select(AuditEventRow).order_by(AuditEventRow.id.desc())
+        visible = current_caller().projects_with(READ)
+        if visible is not None:
+            query = query.where(AuditEventRow.project.in_(sorted(visible)))
         if target:
             query = query.where(AuditEventRow.target == target)
         if action:
@@ -43,7 +48,7 @@ class AuditLog:
             query = query.where(AuditEventRow.time >= start)
         if end:
             query = query.where(AuditEventRow.time < end)
-        scope = list_scope("audit", target, action, start, end)
+        scope = list_scope("audit", target, action, start, end, sorted(visible or ()))
 
         def work(session: Session) -> tuple[list[AuditEvent], str]:
             rows, nxt = page_query(session, query, size, token, scope)
@@ -57,6 +62,7 @@ class AuditLog:
                     after=r.after,
                     trace_id=r.trace_id,
                     time=as_utc(r.time),
+                    project=r.project or "default",
                 )
                 for r in rows
             ], nxt

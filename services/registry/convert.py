@@ -7,6 +7,7 @@ import datetime as dt
 from google.protobuf import json_format
 
 from lorafleet.v1 import common_pb2, registry_pb2
+from services.common.auth.keys import ApiKeyInfo
 from services.common.convert import struct, timestamp
 from services.common.errors import InvalidArgument
 from services.registry.domain import (
@@ -59,6 +60,7 @@ def artifact_to_pb(a: Artifact) -> common_pb2.Artifact:
         create_time=timestamp(a.create_time.timestamp()),
         aliases=a.aliases,
         archived=a.archived,
+        project=a.project,
     )
 
 
@@ -124,6 +126,7 @@ def deployment_to_pb(d: Deployment) -> common_pb2.Deployment:
         targets=[target_to_pb(t) for t in d.targets],
         output_format=d.output_format,
         blocked_phrases=d.blocked_phrases,
+        project=d.project,
     )
 
 
@@ -148,6 +151,7 @@ def audit_event_to_pb(e: AuditEvent) -> registry_pb2.AuditEvent:
         target=e.target,
         trace_id=e.trace_id,
         time=timestamp(e.time.timestamp()),
+        project=e.project,
     )
     if e.before is not None:
         pb.before.CopyFrom(struct(e.before))
@@ -178,3 +182,19 @@ def training_run_to_pb(r: TrainingRun) -> common_pb2.TrainingRun:
         train_job_id=r.train_job_id,
         create_time=timestamp(r.create_time.timestamp()),
     )
+
+
+def api_key_to_pb(k: ApiKeyInfo) -> registry_pb2.ApiKey:
+    pb = registry_pb2.ApiKey(
+        id=k.key_id,
+        name=k.name,
+        roles=k.roles,
+        created_by=k.created_by,
+        create_time=timestamp(k.create_time),
+        revoked_by=k.revoked_by,
+    )
+    if k.expire_time is not None:
+        pb.expire_time.CopyFrom(timestamp(k.expire_time))
+    if k.revoke_time is not None:
+        pb.revoke_time.CopyFrom(timestamp(k.revoke_time))
+    return pb

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from services.common.auth.caller import current_caller
 from services.common.database import (  # noqa: F401 (re-exported)
     NAMING_CONVENTION,
     READ_ONLY,
@@ -58,6 +59,7 @@ class ArtifactRow(Base):
         # by the database so concurrent registrations cannot both insert it.
         Index("ix_artifacts_name_digest", "name", "digest", unique=True),
         Index("ix_artifacts_create_time", "create_time"),
+        Index("ix_artifacts_project", "project"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -72,6 +74,8 @@ class ArtifactRow(Base):
     tags: Mapped[dict[str, Any]] = mapped_column(JSON)
     create_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
     archived: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # The project owning the name: set by its first version, shared by all.
+    project: Mapped[str] = mapped_column(String(64), server_default="default")
 
 
 class ArtifactFileRow(Base):
@@ -153,6 +157,25 @@ class AuditEventRow(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     trace_id: Mapped[str] = mapped_column(String(32))
     time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+    # The project of the change (or of the refused attempt).
+    project: Mapped[str] = mapped_column(String(64), server_default="default")
+
+
+class ApiKeyRow(Base):
+    """An API key: its name, roles per project and the SHA-256 of its secret."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    # {"project": "viewer" | "operator" | "admin"}; "*" = every project.
+    roles: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(256))
+    create_time: Mapped[dt.datetime] = mapped_column(UTC_TIME)
+    expire_time: Mapped[dt.datetime | None] = mapped_column(UTC_TIME)
+    revoke_time: Mapped[dt.datetime | None] = mapped_column(UTC_TIME)
+    revoked_by: Mapped[str] = mapped_column(String(256), server_default="")
 
 
 def audit(
@@ -164,9 +187,15 @@ def audit(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     trace_id: str = "",
+    project: str | None = None,
 ) -> None:
+    """Records a mutation in its own transaction; `project` defaults to the
+    project the current caller acts in."""
+    if project is None:
+        project = current_caller().project
     session.add(
         AuditEventRow(
+            project=project[:64],
             principal=(principal or "")[:256],
             action=action,
             target=target[:256],
@@ -245,6 +274,8 @@ class DeploymentRow(Base):
     # and phrases that mark an answer as blocked.
     output_format: Mapped[str] = mapped_column(String(16), server_default="")
     blocked_phrases: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The project owning the deployment, set when it is first created.
+    project: Mapped[str] = mapped_column(String(64), server_default="default")
 
 
 class DeploymentEventRow(Base):

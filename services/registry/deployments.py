@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.common.auth.caller import current_caller, require
+from services.common.auth.permissions import DEPLOY, READ
 from services.common.errors import (
     Aborted,
     FailedPrecondition,
@@ -110,6 +112,7 @@ def _to_domain(row: DeploymentRow) -> Deployment:
         reason=row.reason,
         targets=_targets_of(row),
         output_format=row.output_format or "",
+        project=row.project or "default",
         blocked_phrases=list(row.blocked_phrases or []),
     )
 
@@ -164,6 +167,9 @@ class Deployments:
                 .where(DeploymentRow.name == name)
                 .with_for_update()
             )
+            caller = current_caller()
+            if current is not None:
+                caller.require(DEPLOY, current.project, f"deployment {name!r}")
             revision = current.revision if current else 0
             before = _facts(current) if current else None
             if expected_revision is not None and expected_revision != revision:
@@ -175,7 +181,9 @@ class Deployments:
                 )
             now = utcnow()
             if current is None:
-                current = DeploymentRow(name=name, previous_model_id=None)
+                current = DeploymentRow(
+                    name=name, previous_model_id=None, project=caller.project
+                )
                 session.add(current)
             elif current.model_id != stable.model_id:
                 current.previous_model_id = current.model_id
@@ -207,6 +215,7 @@ class Deployments:
             audit(
                 session,
                 principal=updated_by,
+                project=current.project,
                 action="deployment.put",
                 target=name,
                 before=before,
@@ -225,6 +234,7 @@ class Deployments:
                 raise NotFound(
                     f"no deployment is named {shorten(name)!r}", field="name"
                 )
+            require(READ, row.project, f"deployment {name!r}")
             return _to_domain(row)
 
         return self.db.read(work)
@@ -233,12 +243,16 @@ class Deployments:
         """Ordered by name, so pages stay stable while revisions change."""
 
         def work(session: Session) -> tuple[list[Deployment], str]:
+            query = select(DeploymentRow).order_by(DeploymentRow.name)
+            visible = current_caller().projects_with(READ)
+            if visible is not None:
+                query = query.where(DeploymentRow.project.in_(sorted(visible)))
             rows, nxt = page_query(
                 session,
-                select(DeploymentRow).order_by(DeploymentRow.name),
+                query,
                 size,
                 token,
-                list_scope("deployments"),
+                list_scope("deployments", sorted(visible or ())),
             )
             return [_to_domain(r) for r in rows], nxt
 

@@ -115,6 +115,7 @@ class Artifact:
     create_time: dt.datetime
     aliases: list[str] = field(default_factory=list)
     archived: bool = False
+    project: str = "default"
 
     @property
     def ref(self) -> str:
@@ -187,6 +188,7 @@ class Deployment:
     targets: list[Any] = field(default_factory=list)
     output_format: str = ""
     blocked_phrases: list[str] = field(default_factory=list)
+    project: str = "default"
 
 
 @dataclass
@@ -211,6 +213,7 @@ class AuditEvent:
     after: dict[str, Any] | None
     trace_id: str
     time: dt.datetime
+    project: str = "default"
 
 
 @dataclass

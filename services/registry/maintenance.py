@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from services.common.auth.caller import require
+from services.common.auth.permissions import ADMIN
 from services.common.errors import InvalidArgument
 from services.registry.db import (
     AliasRow,
@@ -58,6 +60,8 @@ class Maintenance:
                 .where(ArtifactRow.name == name)
                 .order_by(ArtifactRow.version.desc())
             ).all()
+            if rows:
+                require(ADMIN, rows[0].project, f"retention of {name!r}")
             old = rows[keep_last:]
             ids = [r.id for r in old]
             if not ids:

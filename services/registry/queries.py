@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import literal, select, union_all
 from sqlalchemy.orm import Session
 
+from services.common.auth.caller import require
+from services.common.auth.permissions import READ
 from services.common.errors import InvalidArgument, NotFound, shorten
 from services.common.paging import decode_token, encode_token, page_size
 from services.registry.db import AliasRow, ArtifactFileRow, ArtifactRow, as_utc
@@ -29,10 +31,17 @@ def new_id() -> str:
 
 
 def resolve_ref(session: Session, ref: str, *, field: str = "id") -> ArtifactRow:
-    """Finds the row an id, "name:version", "name@alias" or bare name points at.
+    """Finds the row an id, "name:version", "name@alias" or bare name points at,
+    if the caller may read its project (else PERMISSION_DENIED).
 
     A bare name means its latest version; ids are tried before names.
     """
+    row = _find_ref(session, ref, field)
+    require(READ, row.project, f"{field} {shorten(ref)!r} ({row.name}:{row.version})")
+    return row
+
+
+def _find_ref(session: Session, ref: str, field: str) -> ArtifactRow:
     if not ref:
         raise InvalidArgument(f"{field} is required", field=field)
     shown = shorten(ref)
@@ -132,6 +141,7 @@ def load_artifacts(
             create_time=as_utc(r.create_time),
             aliases=aliases[r.id],
             archived=bool(r.archived),
+            project=r.project or "default",
         )
         for r in rows
     ]

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.common.auth.caller import current_caller, require
+from services.common.auth.permissions import READ, WRITE
 from services.common.convert import json_safe
 from services.common.errors import (
     AlreadyExists,
@@ -268,6 +270,12 @@ class Registry:
         audit_extra: Mapping[str, Any] | None = None,
     ) -> Registration:
         lock_key(session, "artifact-name", name)
+        caller = current_caller()
+        owner = session.scalar(
+            select(ArtifactRow.project).where(ArtifactRow.name == name).limit(1)
+        )
+        project = owner or caller.project
+        caller.require(WRITE, project, f"artifact name {name!r}")
         same = session.scalar(
             select(ArtifactRow)
             .where(ArtifactRow.name == name, ArtifactRow.digest == manifest.digest)
@@ -329,6 +337,7 @@ class Registry:
             metrics=metrics,
             tags=tags,
             create_time=utcnow(),
+            project=project,
         )
         session.add(row)
         session.flush()  # a concurrent registration of this version fails here
@@ -350,6 +359,7 @@ class Registry:
         audit(
             session,
             principal=principal,
+            project=project,
             action=action,
             target=row.id,
             after={
@@ -370,7 +380,9 @@ class Registry:
     def get_artifact(self, ref: str, *, verify: bool = False) -> Artifact:
         if "@" in ref and not verify:
             name, alias = ref.split("@", 1)
-            return self.aliases.resolve_cached(name, alias, field="id")
+            artifact = self.aliases.resolve_cached(name, alias, field="id")
+            require(READ, artifact.project, f"id {ref!r}")
+            return artifact
         artifact = self.db.read(lambda s: self._load(s, resolve_ref(s, ref)))
         if verify:
             self.store.verify(Manifest(tuple(artifact.files), artifact.digest))
@@ -391,13 +403,22 @@ class Registry:
         tags = dict(tags or {})
         parse_filter(filter)  # refuse a malformed filter before any I/O
         order = parse_order_by(order_by)
+        visible = current_caller().projects_with(READ)
         scope = list_scope(
-            "artifacts", kind.value if kind else "", name, tags, filter, order_by
+            "artifacts",
+            kind.value if kind else "",
+            name,
+            tags,
+            filter,
+            order_by,
+            sorted(visible or ()),
         )
 
         def work(session: Session) -> tuple[list[Artifact], str]:
             conditions = parse_filter(filter, session)
             query = select(ArtifactRow).where(*conditions).order_by(*order)
+            if visible is not None:
+                query = query.where(ArtifactRow.project.in_(sorted(visible)))
             if kind:
                 query = query.where(ArtifactRow.kind == kind.value)
             if name:
@@ -471,11 +492,13 @@ class Registry:
     ) -> Artifact:
         def work(session: Session) -> Artifact:
             row = resolve_ref(session, ref)
+            require(WRITE, row.project, f"artifact {row.name}:{row.version}")
             if bool(row.archived) != archived:
                 row.archived = archived
                 audit(
                     session,
                     principal=principal,
+                    project=row.project,
                     action="artifact.archive" if archived else "artifact.unarchive",
                     target=row.id,
                     before={"archived": not archived},

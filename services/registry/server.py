@@ -6,16 +6,21 @@ import grpc
 from google.protobuf import json_format
 
 from lorafleet.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from services.common.auth.caller import current_caller
+from services.common.auth.denials import Denial
+from services.common.auth.permissions import ADMIN, ALL_PROJECTS
 from services.common.config import Config
 from services.common.convert import from_struct, non_finite, struct
 from services.common.errors import InvalidArgument, shorten
 from services.common.server import RunningServer, create_server
 from services.common.telemetry import current_trace_id
+from services.registry.api_keys import ApiKeys
 from services.registry.appends import DatasetAppends
 from services.registry.audit import AuditLog
 from services.registry.cards import build_card, render_markdown
 from services.registry.convert import (
     alias_event_to_pb,
+    api_key_to_pb,
     artifact_to_pb,
     audit_event_to_pb,
     deployment_to_pb,
@@ -39,16 +44,12 @@ from services.registry.repository import Registry
 from services.registry.store import LocalStore
 from services.registry.training_runs import TrainingRuns
 
-# Request metadata naming who made a change (CLI user, gateway principal);
-# recorded as Deployment.updated_by, falling back to the caller's address.
-ACTOR_METADATA_KEY = "lorafleet-actor"
-
 
 def _actor(context: grpc.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == ACTOR_METADATA_KEY and value:
-            return str(value)
-    return context.peer() or "unknown"
+    """Who made a change, as audit records and `updated_by` name them: the
+    authenticated caller (and the service relaying for them), never a name the
+    client asserts in its metadata nor its network address."""
+    return current_caller().display
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -69,6 +70,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.maintenance = maintenance or Maintenance(registry.db, registry.store)
         self.training_runs = TrainingRuns(registry.db)
         self.appends = DatasetAppends(registry)
+        self.api_keys = ApiKeys(registry.db)
 
     def RegisterArtifact(self, request, context):
         metadata = from_struct(request.metadata)
@@ -374,6 +376,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     def CollectGarbage(self, request, context):
+        # The store is shared by every project: collecting it is for an admin
+        # of all of them.
+        current_caller().require(ADMIN, ALL_PROJECTS, "CollectGarbage")
         min_age = (
             request.min_age_seconds
             if request.HasField("min_age_seconds")
@@ -390,6 +395,69 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             deleted_bytes=result.deleted_bytes,
             deleted_version_dirs=result.deleted_version_dirs,
         )
+
+    # --- API keys -------------------------------------------------------------
+
+    def CreateApiKey(self, request, context):
+        info, text = self.api_keys.create(
+            request.name,
+            dict(request.roles),
+            request.ttl_seconds,
+            trace_id=current_trace_id(),
+        )
+        return registry_pb2.CreateApiKeyResponse(key=api_key_to_pb(info), secret=text)
+
+    def ListApiKeys(self, request, context):
+        keys = self.api_keys.list(include_revoked=request.include_revoked)
+        return registry_pb2.ListApiKeysResponse(keys=[api_key_to_pb(k) for k in keys])
+
+    def RevokeApiKey(self, request, context):
+        info = self.api_keys.revoke(request.id, trace_id=current_trace_id())
+        return registry_pb2.RevokeApiKeyResponse(key=api_key_to_pb(info))
+
+    def AuthenticateApiKey(self, request, context):
+        info = self.api_keys.authenticate(request.id, request.secret_sha256)
+        return registry_pb2.AuthenticateApiKeyResponse(key=api_key_to_pb(info))
+
+    def RecordAuditEvent(self, request, context):
+        record_denial(
+            self.registry.db,
+            Denial(
+                principal=request.principal,
+                method=request.action.removeprefix("denied:"),
+                project=request.project,
+                code=str(from_struct(request.after).get("code", "")),
+                reason=str(from_struct(request.after).get("reason", "")),
+                message=str(from_struct(request.after).get("message", "")),
+                trace_id=request.trace_id,
+            ),
+            relayed_by=current_caller().subject,
+        )
+        return registry_pb2.RecordAuditEventResponse()
+
+
+def record_denial(db: Database, denial: Denial, relayed_by: str = "") -> None:
+    """Writes one refused call to the audit log (action "denied:<Method>")."""
+    after = {
+        "code": denial.code,
+        "reason": denial.reason,
+        "message": denial.message[:1000],
+    }
+    if relayed_by:
+        after["reported_by"] = relayed_by
+
+    def work(session) -> None:
+        audit(
+            session,
+            principal=denial.principal,
+            project=denial.project,
+            action=f"denied:{denial.method.rsplit('/', 1)[-1]}"[:64],
+            target=denial.method,
+            after=after,
+            trace_id=denial.trace_id,
+        )
+
+    db.write(work)
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
@@ -409,9 +477,19 @@ def create(config: Config, port: int | None = None) -> RunningServer:
         return [registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name]
 
     try:
-        running = create_server("registry", config, register, port)
+        # The registry holds the keys and the audit log: it checks keys and
+        # records refused calls itself, without a round trip.
+        running = create_server(
+            "registry",
+            config,
+            register,
+            port,
+            key_lookup=servicer.api_keys.authenticate,
+            record_denial=lambda denial: record_denial(db, denial),
+        )
     except BaseException:
         db.dispose()
         raise
     running.on_stop.append(db.dispose)
+    running.parts["api_keys"] = servicer.api_keys
     return running

@@ -101,7 +101,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 def create(config: Config, port: int | None = None) -> RunningServer:
     """Migrates the trainer's job database, then serves (resuming its jobs)."""
     store = open_store(config, QUEUE)
-    registry = ServiceClient("registry", config)
+    registry = ServiceClient("registry", config, caller="trainer")
     trainer = Trainer(config, registry, store)
 
     def register(server):

@@ -50,7 +50,7 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:
-    registry = ServiceClient("registry", config)
+    registry = ServiceClient("registry", config, caller="validator")
 
     # A registry restart must not fail a validation that is recording its report.
     patient = Patient(registry, "registry", Patience(config.dependency_patience_s))

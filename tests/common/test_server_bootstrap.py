@@ -54,7 +54,7 @@ def _handlers(started: threading.Event):
 @pytest.fixture
 def probe(tmp_path):
     started = threading.Event()
-    config = load_config(env={}, data_dir=tmp_path, port=0)
+    config = load_config(env={}, auth_mode="disabled", data_dir=tmp_path, port=0)
 
     def register(server):
         server.add_generic_rpc_handlers((_handlers(started),))
@@ -187,7 +187,10 @@ def test_a_relayed_error_keeps_its_details_under_the_callers_field_names(tmp_pat
         return [SERVICE]
 
     running = create_server(
-        "probe", load_config(env={}, data_dir=tmp_path, port=0), register, port=0
+        "probe",
+        load_config(env={}, auth_mode="disabled", data_dir=tmp_path, port=0),
+        register,
+        port=0,
     )
     upstream["address"] = running.address
     try:
@@ -241,7 +244,10 @@ def test_calls_are_traced_but_health_probes_are_not(probe, span_exporter):
 def test_the_gil_switch_interval_comes_from_the_config(tmp_path):
     before = sys.getswitchinterval()
     config = load_config(
-        env={"LORAFLEET_GIL_SWITCH_INTERVAL_MS": "0.25"}, data_dir=tmp_path, port=0
+        env={"LORAFLEET_GIL_SWITCH_INTERVAL_MS": "0.25"},
+        auth_mode="disabled",
+        data_dir=tmp_path,
+        port=0,
     )
     running = create_server("probe", config, lambda server: [], port=0)
     try:

@@ -114,6 +114,7 @@ class RolloutBed:
         )
         port = self._inference_server.add_insecure_port("127.0.0.1:0")
         self._inference_server.start()
+        overrides.setdefault("auth_mode", "disabled")
         config = load_config(env={}, data_dir=data_dir, port=0, **overrides)
         self.registry_server = registry_server.create(config, port=0)
         self.config = dataclasses.replace(

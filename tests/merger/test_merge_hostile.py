@@ -45,7 +45,7 @@ def world(tmp_path_factory, tiny_model_dir):
     from services.registry.server import create as create_registry
 
     data_dir = tmp_path_factory.mktemp("merge-hostile") / "data"
-    config = load_config(env={}, data_dir=data_dir, port=0)
+    config = load_config(env={}, auth_mode="disabled", data_dir=data_dir, port=0)
     registry_server = create_registry(config, port=0)
     config = dataclasses.replace(config, registry_address=registry_server.address)
     merger_server = create_merger(config, port=0)

@@ -76,7 +76,7 @@ def setup(tmp_path, tiny_model_dir):
             ),
         ]
     )
-    config = load_config(env={}, data_dir=tmp_path / "data")
+    config = load_config(env={}, auth_mode="disabled", data_dir=tmp_path / "data")
     store = open_store(config, "merger")
     merger = Merger(config, registry, store)
     yield merger, registry, config

@@ -111,7 +111,13 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(data_dir: Path, registry_dsn: str) -> Config:
-    return load_config(env={}, data_dir=data_dir, port=0, registry_dsn=registry_dsn)
+    return load_config(
+        env={},
+        auth_mode="disabled",
+        data_dir=data_dir,
+        port=0,
+        registry_dsn=registry_dsn,
+    )
 
 
 @pytest.fixture

@@ -47,14 +47,14 @@ def test_revisions_and_previous_model(stub, models):
     )
     assert (first.revision, first.model_id, first.previous_model_id) == (1, m1.id, "")
     assert first.strategy == common_pb2.DEPLOYMENT_STRATEGY_REPLACE  # the default
-    assert first.updated_by == "alice" and first.reason == "launch"
+    assert first.updated_by == "anonymous" and first.reason == "launch"
     second = _put(stub, model_id="smol:2", adapter_id=lora.id, expected_revision=1)
     assert (second.revision, second.model_id, second.previous_model_id) == (
         2,
         m2.id,
         m1.id,
     )
-    assert second.adapter_id == lora.id and second.updated_by  # the peer address
+    assert second.adapter_id == lora.id and second.updated_by == "anonymous"
     # A strategy-only change keeps the rollback target.
     third = _put(stub, model_id=m2.id, strategy=CANARY)
     assert (third.revision, third.previous_model_id, third.strategy) == (

@@ -92,7 +92,10 @@ def test_32_clients_moving_production_leave_one_coherent_history(
         assert after.from_artifact_id == before.to_artifact_id
     assert chain[-1].to_artifact_id == final.id
     assert {e.to_artifact_id for e in chain} == {v.id for v in versions}
-    assert {e.actor for e in chain} == {f"client-{i}" for i in range(CLIENTS)}
+    # Each client asserted a name in `lorafleet-actor`; none is believed (auth
+    # is off here: every caller is anonymous; tests/test_auth.py checks that
+    # authenticated callers are named).
+    assert {e.actor for e in chain} == {"anonymous"}
     assert sorted(previous, key=str) == sorted(
         [e.from_artifact_id for e in chain], key=str
     )

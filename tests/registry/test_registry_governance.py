@@ -13,6 +13,8 @@ from lorafleet.v1 import common_pb2, registry_pb2
 BASE_MODEL = common_pb2.ARTIFACT_KIND_BASE_MODEL
 ADAPTER = common_pb2.ARTIFACT_KIND_ADAPTER
 DATASET = common_pb2.ARTIFACT_KIND_DATASET
+# A name the client asserts: never believed (auth is off here, so every
+# caller is "anonymous"; tests/test_auth.py checks authenticated names).
 ALICE = (("lorafleet-actor", "alice"),)
 
 
@@ -76,7 +78,7 @@ def test_alias_history_rollback_and_archive(register, sources, stub):
         (v1.id, v2.id),
         ("", v1.id),
     ]
-    assert {e.actor for e in history} == {"alice"}
+    assert {e.actor for e in history} == {"anonymous"}
     assert [e.reason for e in history] == ["best", "better", "first"]
     assert all(e.time.seconds > 0 for e in history)
     back = stub.RollbackAlias(
@@ -160,7 +162,7 @@ def test_audit_log_records_every_mutation(register, sources, stub):
         "artifact.register",
     ]
     move = events[3]
-    assert move.principal == "alice" and move.target == "smol@production"
+    assert move.principal == "anonymous" and move.target == "smol@production"
     assert json_format.MessageToDict(move.before) == {"artifact_id": v1.id}
     assert json_format.MessageToDict(move.after)["artifact_id"] == v2.id
     by_target = stub.ListAuditEvents(

@@ -34,6 +34,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Observation
 
+from services.common.auth.caller import acting_as, current_caller
+from services.common.auth.permissions import READ, RUN
 from services.common.errors import Cancelled, LorafleetError
 from services.common.instruments import job_duration, job_queues, record
 from services.common.jobqueue.leases import Held, Leases
@@ -54,9 +56,12 @@ from services.common.jobs.model import (
     JobState,
     Runner,
     Update,
+    check_job_access,
     failure,
+    owner_of,
     queue_full,
     shutting_down,
+    submitter,
 )
 from services.common.paging import decode_token, encode_token, page_size
 from services.common.telemetry import (
@@ -180,8 +185,11 @@ class DurableJobEngine:
         """
         if self._stopping.is_set():
             raise shutting_down(self.kind)
+        project, owner = submitter()
         row, created = self.store.submit(
             NewJob(
+                project=project,
+                owner=owner,
                 id=job_id or self.new_id(),
                 spec=self._codec.encode_spec(spec),
                 priority=priority,
@@ -221,19 +229,22 @@ class DurableJobEngine:
         return snapshot(row, self._codec) if row is not None else None
 
     def get(self, job_id: str) -> Job:
-        return snapshot(self.store.get(job_id, self.kind), self._codec)
+        job = snapshot(self.store.get(job_id, self.kind), self._codec)
+        return check_job_access(self.kind, job, READ)
 
     def list(
         self, state: JobState | None, page_size_: int, page_token: str
     ) -> tuple[list[Job], str]:
         size = page_size(page_size_)
-        scope = f"{self.kind}:{state.name if state else '*'}"
+        visible = current_caller().projects_with(READ)
+        scope = f"{self.kind}:{state.name if state else '*'}:{sorted(visible or ())}"
         offset = decode_token(page_token, scope)
-        rows = self.store.list(state.name if state else None, offset, size + 1)
+        rows = self.store.list(state.name if state else None, offset, size + 1, visible)
         token = encode_token(offset + size, scope) if len(rows) > size else ""
         return [snapshot(r, self._codec) for r in rows[:size]], token
 
     def cancel(self, job_id: str) -> Job:
+        check_job_access(self.kind, self.get(job_id), RUN)
         row = self.store.request_cancel(job_id)
         if row is None:
             self.store.get(job_id, self.kind)  # raises NOT_FOUND
@@ -248,6 +259,7 @@ class DurableJobEngine:
         self, job_id: str, message: str, details: dict[str, Any] | None = None
     ) -> tuple[Job, bool]:
         """Queues a failed or cancelled job again; (job, whether it was reopened)."""
+        check_job_access(self.kind, self.get(job_id), RUN)
         row, reopened = self.store.reopen(job_id, message, details)
         if row is None:
             self.store.get(job_id, self.kind)  # raises NOT_FOUND
@@ -268,6 +280,7 @@ class DurableJobEngine:
 
         Polls the events table, so a watcher on any replica sees every event.
         """
+        self.get(job_id)  # NOT_FOUND / PERMISSION_DENIED before the first event
         index = max(0, after_sequence)
         first = True
         while True:
@@ -431,7 +444,8 @@ class DurableJobEngine:
         try:
             if active.stop.is_set():
                 raise Cancelled("stopped before it started")
-            result = self._runner(JobContext(self, job, active), job.spec)
+            with acting_as(owner_of(job)):
+                result = self._runner(JobContext(self, job, active), job.spec)
             # Fenced: a replica that lost the job records nothing.
             ended = not active.lost and self.store.finish(
                 job.id,

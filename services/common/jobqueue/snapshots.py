@@ -43,6 +43,8 @@ def snapshot(row: Any, codec: Codec) -> Job:
         worker_id=row.worker_id,
         resumed_from_step=row.resumed_from_step,
         request_id=row.request_id or "",
+        project=row.project or "default",
+        owner=dict(row.owner or {}),
     )
     if row.cancel_requested:
         job.cancel_requested.set()

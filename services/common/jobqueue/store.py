@@ -45,6 +45,8 @@ class NewJob:
     request_id: str = ""
     request_digest: str = ""
     details: dict[str, Any] | None = None
+    project: str = "default"
+    owner: dict[str, Any] | None = None
 
 
 class JobStore(Claims):
@@ -96,6 +98,8 @@ class JobStore(Claims):
                 request_id=new.request_id or None,
                 request_digest=new.request_digest,
                 details=json_numbers(new.details or {}),
+                project=new.project,
+                owner=new.owner or None,
             )
             session.add(row)
             session.flush()  # the job row before its first event (foreign key)
@@ -135,12 +139,20 @@ class JobStore(Claims):
             )
         return row
 
-    def list(self, state: str | None, offset: int, limit: int) -> list[Any]:
-        """Newest first; `limit` rows from `offset`."""
+    def list(
+        self,
+        state: str | None,
+        offset: int,
+        limit: int,
+        projects: set[str] | None = None,
+    ) -> list[Any]:
+        """Newest first; `limit` rows from `offset`; only `projects` when given."""
         Job = self.tables.Job
         query = select(Job).order_by(Job.create_time.desc(), Job.id.desc())
         if state is not None:
             query = query.where(Job.state == state)
+        if projects is not None:
+            query = query.where(Job.project.in_(sorted(projects)))
         return self.db.read(
             lambda s: list(s.scalars(query.offset(offset).limit(limit)))
         )

@@ -135,6 +135,10 @@ def job_tables(prefix: str) -> JobTables:
         # latest attempt (a resumed attempt links to it).
         trace_context: Mapped[str] = mapped_column(String(64), server_default="")
         run_context: Mapped[str] = mapped_column(String(64), server_default="")
+        # The project the job belongs to, and the claims of the caller who
+        # submitted it: each attempt runs as them (services/common/auth).
+        project: Mapped[str] = mapped_column(String(64), server_default="default")
+        owner: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     class EventRow(Base):
         """One progress event of a job, in order (a lorafleet.v1.ProgressEvent)."""

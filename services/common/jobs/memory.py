@@ -19,6 +19,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from services.common.auth.caller import acting_as, current_caller
+from services.common.auth.permissions import READ, RUN
 from services.common.errors import (
     Cancelled,
     LorafleetError,
@@ -31,10 +33,13 @@ from services.common.jobs.model import (
     JobState,
     Runner,
     Update,
+    check_job_access,
     failure,
+    owner_of,
     queue_full,
     request_reused,
     shutting_down,
+    submitter,
 )
 from services.common.paging import paginate
 from services.common.telemetry import (
@@ -95,8 +100,11 @@ class MemoryJobEngine:
                 raise shutting_down(self.kind)
             if self._waiting >= self._queue_size:
                 raise queue_full(self.kind, self._waiting)
+            project, owner = submitter()
             job = Job(
                 id=f"{self.kind}-{uuid.uuid4().hex[:16]}",
+                project=project,
+                owner=owner,
                 spec=spec,
                 priority=priority,
                 request_id=request_id,
@@ -135,22 +143,24 @@ class MemoryJobEngine:
                 "its history size)",
                 field="job_id",
             )
-        return job
+        return check_job_access(self.kind, job, READ)
 
     def list(
         self, state: JobState | None, page_size: int, page_token: str
     ) -> tuple[list[Job], str]:
+        visible = current_caller().projects_with(READ)
         with self._cond:
             jobs = [
                 j
                 for j in reversed(self._jobs.values())
-                if state is None or j.state == state
+                if (state is None or j.state == state)
+                and (visible is None or j.project in visible)
             ]
-        scope = f"{self.kind}:{state.name if state else '*'}"
+        scope = f"{self.kind}:{state.name if state else '*'}:{sorted(visible or ())}"
         return paginate(jobs, page_size, page_token, scope)
 
     def cancel(self, job_id: str) -> Job:
-        job = self.get(job_id)
+        job = check_job_access(self.kind, self.get(job_id), RUN)
         with self._cond:
             if job.state.terminal:
                 return job
@@ -238,8 +248,11 @@ class MemoryJobEngine:
                 self._record(job, Update(stage="starting", message="started"))
             token = otel_context.attach(context_from_traceparent(job.trace_context))
             try:
-                with tracer.start_as_current_span(
-                    f"{self.kind}.job", attributes={"lorafleet.job_id": job.id}
+                with (
+                    tracer.start_as_current_span(
+                        f"{self.kind}.job", attributes={"lorafleet.job_id": job.id}
+                    ),
+                    acting_as(owner_of(job)),
                 ):
                     try:
                         result = self._runner(JobContext(self, job), job.spec)

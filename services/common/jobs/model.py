@@ -18,6 +18,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from services.common.auth.caller import (
+    Caller,
+    caller_or_none,
+    current_caller,
+    require,
+)
 from services.common.errors import (
     AlreadyExists,
     LorafleetError,
@@ -94,6 +100,10 @@ class Job:
     resumed_from_step: int = 0
     # The caller's idempotency key: a retried Start with it returns this job.
     request_id: str = ""
+    # The project the job belongs to, and who submitted it (their Caller's
+    # claims): the job runs as them, in whichever replica, after restarts.
+    project: str = "default"
+    owner: dict[str, Any] = field(default_factory=dict)
     events: list[JobEvent] = field(default_factory=list)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
 
@@ -188,3 +198,24 @@ def failure(
         f"internal error ({type(exc).__name__}) in {kind} job {job_id}; the "
         f"{kind} service's log has the details under trace id {trace_id or 'n/a'}"
     )
+
+
+def owner_of(job: Job) -> Caller | None:
+    """Whom a job acts as while it runs (None: jobs from before auth)."""
+    return Caller.from_claims(job.owner) if job.owner else None
+
+
+def created_by(job: Job) -> str:
+    return str(job.owner.get("sub", "")) if job.owner else ""
+
+
+def check_job_access(kind: str, job: Job, permission: str) -> Job:
+    """PERMISSION_DENIED unless the caller holds `permission` in the job's project."""
+    require(permission, job.project, f"{kind} job {job.id}")
+    return job
+
+
+def submitter() -> tuple[str, dict[str, Any]]:
+    """The project and owner claims a job submitted now gets."""
+    caller = current_caller()
+    return caller.project, (caller.to_claims() if caller_or_none() else {})

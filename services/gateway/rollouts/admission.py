@@ -14,6 +14,8 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from lorafleet.v1 import common_pb2, inference_pb2, registry_pb2
+from services.common.auth.caller import require
+from services.common.auth.permissions import DEPLOY
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -88,6 +90,8 @@ class RolloutAdmission:
         current = self._registry.GetDeployment(
             registry_pb2.GetDeploymentRequest(name=deployment)
         ).deployment
+        project = current.project or "default"
+        require(DEPLOY, project, f"deployment {deployment!r}")
         stable_arm = next(
             a for a in arms_of(current) if a.role == common_pb2.TARGET_ROLE_STABLE
         )
@@ -114,6 +118,7 @@ class RolloutAdmission:
         alias_before = self._alias_target(candidate, settings.alias)
         return RolloutSpec(
             deployment=deployment,
+            project=project,
             settings=settings,
             stable=stable,
             candidate=candidate,

@@ -45,6 +45,8 @@ class RolloutSpec:
     # Where the alias pointed on the candidate's name when the rollout started
     # ("" when it did not exist): promotion moves it by compare-and-set.
     alias_before: str = ""
+    # The project of the deployment: the rollout belongs to it.
+    project: str = "default"
 
     @property
     def strategy(self) -> str:
@@ -72,6 +74,7 @@ def _decode_spec(data: dict[str, Any]) -> RolloutSpec:
         force=bool(data.get("force", False)),
         reason=data.get("reason", ""),
         report_id=data.get("report_id", ""),
+        project=data.get("project", "default"),
         alias_before=data.get("alias_before", ""),
     )
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from services.common.auth.caller import acting_as, current_caller
 from services.common.config import Config
 from services.common.database import Transactions, utcnow
 from services.common.errors import FailedPrecondition, NotFound
@@ -122,16 +123,19 @@ class Rollouts:
                 field="deployment",
             )
         try:
-            job = self.engine.submit(
-                spec,
-                request_id=request_id,
-                digest=digest,
-                job_id=rollout_id,
-                details={
-                    "phase": PROGRESSING,
-                    "total_steps": strategies.get(full.strategy).total_steps(full),
-                },
-            )
+            # The rollout belongs to the deployment's project, whichever one
+            # the caller acts in.
+            with acting_as(current_caller().in_project(spec.project)):
+                job = self.engine.submit(
+                    spec,
+                    request_id=request_id,
+                    digest=digest,
+                    job_id=rollout_id,
+                    details={
+                        "phase": PROGRESSING,
+                        "total_steps": strategies.get(full.strategy).total_steps(full),
+                    },
+                )
         except Exception:
             self.controls.forget(rollout_id)
             raise

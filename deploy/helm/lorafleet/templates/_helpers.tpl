@@ -29,6 +29,49 @@ app.kubernetes.io/component: {{ .name }}
 {{- default (printf "%s-database" (include "lorafleet.fullname" .)) .Values.database.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding the service secret (and the JWT secret if given). */}}
+{{- define "lorafleet.authSecret" -}}
+{{- default (printf "%s-auth" (include "lorafleet.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "lorafleet.jwtSecret" -}}
+{{- default (printf "%s-auth" (include "lorafleet.fullname" .)) .Values.auth.jwt.existingSecret -}}
+{{- end -}}
+
+{{/* LORAFLEET_AUTH_*: the mode, the secrets by reference, the JWT checks. */}}
+{{- define "lorafleet.authEnv" -}}
+{{- $mode := .Values.auth.mode -}}
+{{- if not (has $mode (list "required" "disabled")) -}}
+{{- fail (printf "auth.mode must be required or disabled, not %q" $mode) -}}
+{{- end -}}
+- name: LORAFLEET_AUTH_MODE
+  value: {{ $mode | quote }}
+- name: LORAFLEET_AUTH_SERVICE_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lorafleet.authSecret" . }}
+      key: service-secret
+{{- if or .Values.auth.jwt.secret .Values.auth.jwt.existingSecret }}
+- name: LORAFLEET_AUTH_JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lorafleet.jwtSecret" . }}
+      key: jwt-secret
+{{- end }}
+{{- with .Values.auth.jwt.jwksUrl }}
+- name: LORAFLEET_AUTH_JWKS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.auth.jwt.issuer }}
+- name: LORAFLEET_AUTH_JWT_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.auth.jwt.audience }}
+- name: LORAFLEET_AUTH_JWT_AUDIENCE
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
 {{- define "lorafleet.artifactsClaim" -}}
 {{- default (printf "%s-artifacts" (include "lorafleet.fullname" .)) .Values.artifacts.persistence.existingClaim -}}
 {{- end -}}
@@ -83,4 +126,5 @@ app.kubernetes.io/component: {{ .name }}
 {{- end }}
 - name: LORAFLEET_INFERENCE_ADDRESS
   value: {{ include "lorafleet.address" (dict "root" . "name" "inference") }}
+{{ include "lorafleet.authEnv" . }}
 {{- end -}}
