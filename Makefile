@@ -11,8 +11,19 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test protos check-protos lint up clean
 
 NODE_EXAMPLE := examples/node/node_modules/.package-lock.json
+# mergekit, for the recipe parity tests only: a venv of its own (its pins are
+# not ours), with the same CPU torch.
+MERGEKIT_VENV ?= .venv-mergekit
+MERGEKIT_STAMP := $(MERGEKIT_VENV)/.installed
 
-setup: $(STAMP) $(BUF) $(NODE_EXAMPLE)
+setup: $(STAMP) $(BUF) $(NODE_EXAMPLE) $(MERGEKIT_STAMP)
+
+$(MERGEKIT_STAMP):
+	test -x $(MERGEKIT_VENV)/bin/python || $(PYTHON) -m venv $(MERGEKIT_VENV)
+	$(MERGEKIT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MERGEKIT_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC)
+	$(MERGEKIT_VENV)/bin/python -m pip install --quiet mergekit==0.1.5
+	touch $(MERGEKIT_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,4 +72,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check lorafleet services tests $(wildcard bench)
 
 clean:
-	rm -rf $(VENV) node_modules examples/node/node_modules
+	rm -rf $(VENV) $(MERGEKIT_VENV) node_modules examples/node/node_modules

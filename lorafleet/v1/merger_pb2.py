@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from lorafleet.v1 import common_pb2 as lorafleet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lorafleet/v1/merger.proto\x12\x0clorafleet.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19lorafleet/v1/common.proto\"\xcb\x03\n\x14StartMergeJobRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12\x13\n\x0boutput_name\x18\x03 \x01(\t\x12/\n\x0coutput_dtype\x18\x04 \x01(\x0e\x32\x19.lorafleet.v1.OutputDtype\x12:\n\x04tags\x18\x05 \x03(\x0b\x32,.lorafleet.v1.StartMergeJobRequest.TagsEntry\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x17\n\x0finput_model_ids\x18\x07 \x03(\t\x12\'\n\x06params\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0emax_shard_size\x18\t \x01(\x03\x12+\n\x04gate\x18\n \x01(\x0b\x32\x1d.lorafleet.v1.MergeGateConfig\x12.\n\x07\x65xports\x18\x0b \x03(\x0b\x32\x1d.lorafleet.v1.QuantizedExport\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x0fMergeGateConfig\x12\x1d\n\x15max_perplexity_factor\x18\x01 \x01(\x01\x12\x17\n\x0flogit_tolerance\x18\x02 \x01(\x01\x12\x0c\n\x04skip\x18\x03 \x01(\x08\"^\n\x0fQuantizedExport\x12-\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1d.lorafleet.v1.QuantizedFormat\x12\x1c\n\x14max_perplexity_ratio\x18\x02 \x01(\x01\"\xfe\x01\n\x15QuantizedExportResult\x12-\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1d.lorafleet.v1.QuantizedFormat\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x1e\n\x16unquantized_size_bytes\x18\x04 \x01(\x03\x12\x16\n\x0esize_reduction\x18\x05 \x01(\x01\x12\x12\n\nperplexity\x18\x06 \x01(\x01\x12\x1e\n\x16unquantized_perplexity\x18\x07 \x01(\x01\x12\x19\n\x11perplexity_change\x18\x08 \x01(\x01\x12\r\n\x05notes\x18\t \x03(\t\"<\n\x15StartMergeJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.MergeJob\"\xb7\x01\n\x08MergeJob\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.lorafleet.v1.JobStatus\x12\x33\n\x07request\x18\x02 \x01(\x0b\x32\".lorafleet.v1.StartMergeJobRequest\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x19.lorafleet.v1.MergeResult\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\"\xf9\x01\n\x0bMergeResult\x12\x17\n\x0fmerged_model_id\x18\x01 \x01(\t\x12\x16\n\x0etensors_merged\x18\x02 \x01(\x05\x12\x15\n\rtensors_total\x18\x03 \x01(\x05\x12\x15\n\rmax_abs_delta\x18\x04 \x01(\x01\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x12\r\n\x05notes\x18\x06 \x03(\t\x12\x34\n\x07\x65xports\x18\x07 \x03(\x0b\x32#.lorafleet.v1.QuantizedExportResult\x12%\n\x04gate\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06shards\x18\t \x01(\x05\"$\n\x12GetMergeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\":\n\x13GetMergeJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.MergeJob\"d\n\x14ListMergeJobsRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.lorafleet.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x15ListMergeJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.lorafleet.v1.MergeJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x15\x43\x61ncelMergeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x16\x43\x61ncelMergeJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.MergeJob\">\n\x14WatchMergeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"h\n\x15WatchMergeJobResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ProgressEvent\x12#\n\x03job\x18\x02 \x01(\x0b\x32\x16.lorafleet.v1.MergeJob*\x91\x01\n\x0bOutputDtype\x12\x1c\n\x18OUTPUT_DTYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_DTYPE_SAME\x10\x01\x12\x18\n\x14OUTPUT_DTYPE_FLOAT32\x10\x02\x12\x19\n\x15OUTPUT_DTYPE_BFLOAT16\x10\x03\x12\x18\n\x14OUTPUT_DTYPE_FLOAT16\x10\x04*\xb0\x01\n\x0fQuantizedFormat\x12 \n\x1cQUANTIZED_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n\x1aQUANTIZED_FORMAT_GGUF_Q8_0\x10\x01\x12\x1e\n\x1aQUANTIZED_FORMAT_GGUF_Q4_0\x10\x02\x12\x1d\n\x19QUANTIZED_FORMAT_BNB_INT8\x10\x03\x12\x1c\n\x18QUANTIZED_FORMAT_BNB_NF4\x10\x04\x32\xd0\x03\n\rMergerService\x12X\n\rStartMergeJob\x12\".lorafleet.v1.StartMergeJobRequest\x1a#.lorafleet.v1.StartMergeJobResponse\x12R\n\x0bGetMergeJob\x12 .lorafleet.v1.GetMergeJobRequest\x1a!.lorafleet.v1.GetMergeJobResponse\x12X\n\rListMergeJobs\x12\".lorafleet.v1.ListMergeJobsRequest\x1a#.lorafleet.v1.ListMergeJobsResponse\x12[\n\x0e\x43\x61ncelMergeJob\x12#.lorafleet.v1.CancelMergeJobRequest\x1a$.lorafleet.v1.CancelMergeJobResponse\x12Z\n\rWatchMergeJob\x12\".lorafleet.v1.WatchMergeJobRequest\x1a#.lorafleet.v1.WatchMergeJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lorafleet/v1/merger.proto\x12\x0clorafleet.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19lorafleet/v1/common.proto\"\xdb\x03\n\x14StartMergeJobRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12\x13\n\x0boutput_name\x18\x03 \x01(\t\x12/\n\x0coutput_dtype\x18\x04 \x01(\x0e\x32\x19.lorafleet.v1.OutputDtype\x12:\n\x04tags\x18\x05 \x03(\x0b\x32,.lorafleet.v1.StartMergeJobRequest.TagsEntry\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x17\n\x0finput_model_ids\x18\x07 \x03(\t\x12\'\n\x06params\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0emax_shard_size\x18\t \x01(\x03\x12+\n\x04gate\x18\n \x01(\x0b\x32\x1d.lorafleet.v1.MergeGateConfig\x12.\n\x07\x65xports\x18\x0b \x03(\x0b\x32\x1d.lorafleet.v1.QuantizedExport\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x0e\n\x06recipe\x18\r \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x0fMergeGateConfig\x12\x1d\n\x15max_perplexity_factor\x18\x01 \x01(\x01\x12\x17\n\x0flogit_tolerance\x18\x02 \x01(\x01\x12\x0c\n\x04skip\x18\x03 \x01(\x08\"^\n\x0fQuantizedExport\x12-\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1d.lorafleet.v1.QuantizedFormat\x12\x1c\n\x14max_perplexity_ratio\x18\x02 \x01(\x01\"\xfe\x01\n\x15QuantizedExportResult\x12-\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1d.lorafleet.v1.QuantizedFormat\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x1e\n\x16unquantized_size_bytes\x18\x04 \x01(\x03\x12\x16\n\x0esize_reduction\x18\x05 \x01(\x01\x12\x12\n\nperplexity\x18\x06 \x01(\x01\x12\x1e\n\x16unquantized_perplexity\x18\x07 \x01(\x01\x12\x19\n\x11perplexity_change\x18\x08 \x01(\x01\x12\r\n\x05notes\x18\t \x03(\t\"<\n\x15StartMergeJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.MergeJob\"\xb7\x01\n\x08MergeJob\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.lorafleet.v1.JobStatus\x12\x33\n\x07request\x18\x02 \x01(\x0b\x32\".lorafleet.v1.StartMergeJobRequest\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x19.lorafleet.v1.MergeResult\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\"\xf9\x01\n\x0bMergeResult\x12\x17\n\x0fmerged_model_id\x18\x01 \x01(\t\x12\x16\n\x0etensors_merged\x18\x02 \x01(\x05\x12\x15\n\rtensors_total\x18\x03 \x01(\x05\x12\x15\n\rmax_abs_delta\x18\x04 \x01(\x01\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x12\r\n\x05notes\x18\x06 \x03(\t\x12\x34\n\x07\x65xports\x18\x07 \x03(\x0b\x32#.lorafleet.v1.QuantizedExportResult\x12%\n\x04gate\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06shards\x18\t \x01(\x05\"$\n\x12GetMergeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\":\n\x13GetMergeJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.MergeJob\"d\n\x14ListMergeJobsRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.lorafleet.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x15ListMergeJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.lorafleet.v1.MergeJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x15\x43\x61ncelMergeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x16\x43\x61ncelMergeJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.lorafleet.v1.MergeJob\">\n\x14WatchMergeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"h\n\x15WatchMergeJobResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.lorafleet.v1.ProgressEvent\x12#\n\x03job\x18\x02 \x01(\x0b\x32\x16.lorafleet.v1.MergeJob*\x91\x01\n\x0bOutputDtype\x12\x1c\n\x18OUTPUT_DTYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_DTYPE_SAME\x10\x01\x12\x18\n\x14OUTPUT_DTYPE_FLOAT32\x10\x02\x12\x19\n\x15OUTPUT_DTYPE_BFLOAT16\x10\x03\x12\x18\n\x14OUTPUT_DTYPE_FLOAT16\x10\x04*\xb0\x01\n\x0fQuantizedFormat\x12 \n\x1cQUANTIZED_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n\x1aQUANTIZED_FORMAT_GGUF_Q8_0\x10\x01\x12\x1e\n\x1aQUANTIZED_FORMAT_GGUF_Q4_0\x10\x02\x12\x1d\n\x19QUANTIZED_FORMAT_BNB_INT8\x10\x03\x12\x1c\n\x18QUANTIZED_FORMAT_BNB_NF4\x10\x04\x32\xd0\x03\n\rMergerService\x12X\n\rStartMergeJob\x12\".lorafleet.v1.StartMergeJobRequest\x1a#.lorafleet.v1.StartMergeJobResponse\x12R\n\x0bGetMergeJob\x12 .lorafleet.v1.GetMergeJobRequest\x1a!.lorafleet.v1.GetMergeJobResponse\x12X\n\rListMergeJobs\x12\".lorafleet.v1.ListMergeJobsRequest\x1a#.lorafleet.v1.ListMergeJobsResponse\x12[\n\x0e\x43\x61ncelMergeJob\x12#.lorafleet.v1.CancelMergeJobRequest\x1a$.lorafleet.v1.CancelMergeJobResponse\x12Z\n\rWatchMergeJob\x12\".lorafleet.v1.WatchMergeJobRequest\x1a#.lorafleet.v1.WatchMergeJobResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,42 +35,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTMERGEJOBREQUEST_TAGSENTRY']._loaded_options = None
   _globals['_STARTMERGEJOBREQUEST_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTPUTDTYPE']._serialized_start=2067
-  _globals['_OUTPUTDTYPE']._serialized_end=2212
-  _globals['_QUANTIZEDFORMAT']._serialized_start=2215
-  _globals['_QUANTIZEDFORMAT']._serialized_end=2391
+  _globals['_OUTPUTDTYPE']._serialized_start=2083
+  _globals['_OUTPUTDTYPE']._serialized_end=2228
+  _globals['_QUANTIZEDFORMAT']._serialized_start=2231
+  _globals['_QUANTIZEDFORMAT']._serialized_end=2407
   _globals['_STARTMERGEJOBREQUEST']._serialized_start=101
-  _globals['_STARTMERGEJOBREQUEST']._serialized_end=560
-  _globals['_STARTMERGEJOBREQUEST_TAGSENTRY']._serialized_start=517
-  _globals['_STARTMERGEJOBREQUEST_TAGSENTRY']._serialized_end=560
-  _globals['_MERGEGATECONFIG']._serialized_start=562
-  _globals['_MERGEGATECONFIG']._serialized_end=649
-  _globals['_QUANTIZEDEXPORT']._serialized_start=651
-  _globals['_QUANTIZEDEXPORT']._serialized_end=745
-  _globals['_QUANTIZEDEXPORTRESULT']._serialized_start=748
-  _globals['_QUANTIZEDEXPORTRESULT']._serialized_end=1002
-  _globals['_STARTMERGEJOBRESPONSE']._serialized_start=1004
-  _globals['_STARTMERGEJOBRESPONSE']._serialized_end=1064
-  _globals['_MERGEJOB']._serialized_start=1067
-  _globals['_MERGEJOB']._serialized_end=1250
-  _globals['_MERGERESULT']._serialized_start=1253
-  _globals['_MERGERESULT']._serialized_end=1502
-  _globals['_GETMERGEJOBREQUEST']._serialized_start=1504
-  _globals['_GETMERGEJOBREQUEST']._serialized_end=1540
-  _globals['_GETMERGEJOBRESPONSE']._serialized_start=1542
-  _globals['_GETMERGEJOBRESPONSE']._serialized_end=1600
-  _globals['_LISTMERGEJOBSREQUEST']._serialized_start=1602
-  _globals['_LISTMERGEJOBSREQUEST']._serialized_end=1702
-  _globals['_LISTMERGEJOBSRESPONSE']._serialized_start=1704
-  _globals['_LISTMERGEJOBSRESPONSE']._serialized_end=1790
-  _globals['_CANCELMERGEJOBREQUEST']._serialized_start=1792
-  _globals['_CANCELMERGEJOBREQUEST']._serialized_end=1831
-  _globals['_CANCELMERGEJOBRESPONSE']._serialized_start=1833
-  _globals['_CANCELMERGEJOBRESPONSE']._serialized_end=1894
-  _globals['_WATCHMERGEJOBREQUEST']._serialized_start=1896
-  _globals['_WATCHMERGEJOBREQUEST']._serialized_end=1958
-  _globals['_WATCHMERGEJOBRESPONSE']._serialized_start=1960
-  _globals['_WATCHMERGEJOBRESPONSE']._serialized_end=2064
-  _globals['_MERGERSERVICE']._serialized_start=2394
-  _globals['_MERGERSERVICE']._serialized_end=2858
+  _globals['_STARTMERGEJOBREQUEST']._serialized_end=576
+  _globals['_STARTMERGEJOBREQUEST_TAGSENTRY']._serialized_start=533
+  _globals['_STARTMERGEJOBREQUEST_TAGSENTRY']._serialized_end=576
+  _globals['_MERGEGATECONFIG']._serialized_start=578
+  _globals['_MERGEGATECONFIG']._serialized_end=665
+  _globals['_QUANTIZEDEXPORT']._serialized_start=667
+  _globals['_QUANTIZEDEXPORT']._serialized_end=761
+  _globals['_QUANTIZEDEXPORTRESULT']._serialized_start=764
+  _globals['_QUANTIZEDEXPORTRESULT']._serialized_end=1018
+  _globals['_STARTMERGEJOBRESPONSE']._serialized_start=1020
+  _globals['_STARTMERGEJOBRESPONSE']._serialized_end=1080
+  _globals['_MERGEJOB']._serialized_start=1083
+  _globals['_MERGEJOB']._serialized_end=1266
+  _globals['_MERGERESULT']._serialized_start=1269
+  _globals['_MERGERESULT']._serialized_end=1518
+  _globals['_GETMERGEJOBREQUEST']._serialized_start=1520
+  _globals['_GETMERGEJOBREQUEST']._serialized_end=1556
+  _globals['_GETMERGEJOBRESPONSE']._serialized_start=1558
+  _globals['_GETMERGEJOBRESPONSE']._serialized_end=1616
+  _globals['_LISTMERGEJOBSREQUEST']._serialized_start=1618
+  _globals['_LISTMERGEJOBSREQUEST']._serialized_end=1718
+  _globals['_LISTMERGEJOBSRESPONSE']._serialized_start=1720
+  _globals['_LISTMERGEJOBSRESPONSE']._serialized_end=1806
+  _globals['_CANCELMERGEJOBREQUEST']._serialized_start=1808
+  _globals['_CANCELMERGEJOBREQUEST']._serialized_end=1847
+  _globals['_CANCELMERGEJOBRESPONSE']._serialized_start=1849
+  _globals['_CANCELMERGEJOBRESPONSE']._serialized_end=1910
+  _globals['_WATCHMERGEJOBREQUEST']._serialized_start=1912
+  _globals['_WATCHMERGEJOBREQUEST']._serialized_end=1974
+  _globals['_WATCHMERGEJOBRESPONSE']._serialized_start=1976
+  _globals['_WATCHMERGEJOBRESPONSE']._serialized_end=2080
+  _globals['_MERGERSERVICE']._serialized_start=2410
+  _globals['_MERGERSERVICE']._serialized_end=2874
 # @@protoc_insertion_point(module_scope)

@@ -36,7 +36,7 @@ QUANTIZED_FORMAT_BNB_INT8: QuantizedFormat
 QUANTIZED_FORMAT_BNB_NF4: QuantizedFormat
 
 class StartMergeJobRequest(_message.Message):
-    __slots__ = ("adapter_id", "base_model_id", "output_name", "output_dtype", "tags", "method", "input_model_ids", "params", "max_shard_size", "gate", "exports", "request_id")
+    __slots__ = ("adapter_id", "base_model_id", "output_name", "output_dtype", "tags", "method", "input_model_ids", "params", "max_shard_size", "gate", "exports", "request_id", "recipe")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class StartMergeJobRequest(_message.Message):
     GATE_FIELD_NUMBER: _ClassVar[int]
     EXPORTS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_FIELD_NUMBER: _ClassVar[int]
     adapter_id: str
     base_model_id: str
     output_name: str
@@ -68,7 +69,8 @@ class StartMergeJobRequest(_message.Message):
     gate: MergeGateConfig
     exports: _containers.RepeatedCompositeFieldContainer[QuantizedExport]
     request_id: str
-    def __init__(self, adapter_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., output_name: _Optional[str] = ..., output_dtype: _Optional[_Union[OutputDtype, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., input_model_ids: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_shard_size: _Optional[int] = ..., gate: _Optional[_Union[MergeGateConfig, _Mapping]] = ..., exports: _Optional[_Iterable[_Union[QuantizedExport, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    recipe: str
+    def __init__(self, adapter_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., output_name: _Optional[str] = ..., output_dtype: _Optional[_Union[OutputDtype, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ..., input_model_ids: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_shard_size: _Optional[int] = ..., gate: _Optional[_Union[MergeGateConfig, _Mapping]] = ..., exports: _Optional[_Iterable[_Union[QuantizedExport, _Mapping]]] = ..., request_id: _Optional[str] = ..., recipe: _Optional[str] = ...) -> None: ...
 
 class MergeGateConfig(_message.Message):
     __slots__ = ("max_perplexity_factor", "logit_tolerance", "skip")

@@ -23,6 +23,7 @@ from services.cli.deployments import (
     locate,
 )
 from services.cli.errors import report_rpc_error
+from services.cli.merge import add_merge_command
 from services.cli.rollouts import add_rollout_commands
 from services.common.config import SERVICE_NAMES, ConfigError, load_config
 from services.local.launcher import DEFAULT_METRICS_BASE_PORT
@@ -490,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rollout_commands(sub, common)
     add_deployment_commands(sub, common)
     add_auth_commands(sub, common)
+    add_merge_command(sub, common)
     return p
 
 

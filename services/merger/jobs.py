@@ -28,6 +28,7 @@ from services.merger.lora_merge import MergePlan, execute_merge, plan_merge
 from services.merger.model_jobs import resolve_model_merge, run_model_merge
 from services.merger.output import sweep_stale_staging
 from services.merger.quantized import check_exports
+from services.merger.recipe_inputs import from_recipe
 from services.merger.records import MERGE_JOB_CODEC
 from services.merger.requests import (
     MergeOutcome,
@@ -122,6 +123,10 @@ class Merger:
             existing = self.engine.find(request_id, digest)
             if existing is not None:
                 return existing
+        if request.recipe:
+            request = from_recipe(
+                request, self._config.readable_roots(), self._registry, self._get
+            )
         request.check()
         ids = {"request_id": request_id, "digest": digest}
         if request.merges_models:

@@ -35,6 +35,8 @@ class MergeRequest:
     max_shard_size: int = 0
     gate: GateSettings = field(default_factory=GateSettings)
     exports: tuple[QuantizedExport, ...] = ()
+    # A mergekit recipe (YAML) standing in for method, inputs and params.
+    recipe: str = ""
 
     @property
     def merges_models(self) -> bool:

@@ -94,6 +94,7 @@ def request_from_pb(pb: merger_pb2.StartMergeJobRequest) -> MergeRequest:
             skip=pb.gate.skip,
         ),
         exports=exports_from_pb(pb.exports),
+        recipe=pb.recipe,
     )
 
 

@@ -88,7 +88,7 @@ def test_ties_merge_registers_a_model_with_its_inputs_as_lineage(
     "kw, words",
     [
         ({"method": "frankenmerge"}, ["unknown merge method", "ties"]),
-        ({"method": "ties", "params": {}}, ["needs parameter density"]),
+        ({"method": "ties", "params": {"densty": 0.5}}, ["no parameter densty"]),
         ({"method": "ties", "params": {"density": 1.5}}, ["density must be in (0, 1]"]),
         ({"method": "slerp", "params": {"t": 2}}, ["t must be in [0, 1]"]),
         (
@@ -110,7 +110,9 @@ def test_bad_parameters_are_invalid_and_create_no_job(
         start(
             suite,
             input_model_ids=[m.id for m in fts],
-            base_model_id=base_model.id,
+            base_model_id=""
+            if kw.get("method") in ("linear", "slerp")
+            else base_model.id,
             output_name="bad",
             **kw,
         )
@@ -121,6 +123,21 @@ def test_bad_parameters_are_invalid_and_create_no_job(
         merger.ListMergeJobs(merger_pb2.ListMergeJobsRequest(), timeout=10).jobs
     )
     assert after == before
+
+
+@pytest.mark.parametrize("method", ["linear", "slerp"])
+def test_a_base_the_method_would_ignore_is_refused(suite, base_model, models, method):
+    with pytest.raises(grpc.RpcError) as err:
+        start(
+            suite,
+            method=method,
+            input_model_ids=[m.id for m in models],
+            base_model_id=base_model.id,
+            output_name="ignored-base",
+            params={"t": 0.5} if method == "slerp" else {},
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "does not use a base model" in err.value.details()
 
 
 def test_models_of_another_architecture_are_a_failed_precondition(

@@ -12,24 +12,14 @@ from services.merger.methods.base import (
     TensorContext,
     parse_params,
 )
-from services.merger.methods.dare import DareLinear, DareTies
 from services.merger.methods.linear import Linear
 from services.merger.methods.magnitude_prune import MagnitudePrune
 from services.merger.methods.slerp import Slerp
-from services.merger.methods.task_arithmetic import TaskArithmetic
-from services.merger.methods.ties import Ties
+from services.merger.methods.task_vector import VARIANTS
 
 METHODS: dict[str, type[MergeMethod]] = {
     cls.name: cls
-    for cls in (
-        Linear,
-        TaskArithmetic,
-        Ties,
-        DareLinear,
-        DareTies,
-        Slerp,
-        MagnitudePrune,
-    )
+    for cls in (Linear, *VARIANTS, Slerp, MagnitudePrune)
 }
 
 

@@ -96,6 +96,21 @@ class MergeMethod(ABC):
     ) -> torch.Tensor: ...
 
     def check_inputs(self, n_inputs: int, has_base: bool) -> None:
+        if has_base and not self.needs_base:
+            # A base the method never reads would be silently ignored (mergekit's
+            # linear ignores it too; its slerp uses it as the t = 0 end, which
+            # a lorafleet request says by listing that model first).
+            raise InvalidArgument(
+                f"method {self.name!r} does not use a base model; leave "
+                "base_model_id empty"
+                + (
+                    " and list the t = 0 model first in input_model_ids (a "
+                    "mergekit recipe's base_model is mapped so)"
+                    if self.name == "slerp"
+                    else ""
+                ),
+                field="base_model_id",
+            )
         if self.needs_base and not has_base:
             raise InvalidArgument(
                 f"method {self.name!r} needs a base model (task vectors are "
@@ -127,8 +142,18 @@ def describe_params(params_type: type[MergeParams]) -> str:
 def parse_params(
     method: MergeMethod, raw: dict[str, Any], n_inputs: int
 ) -> MergeParams:
-    """Builds the method's typed parameters; unknown or missing ones are refused."""
+    """Builds the method's typed parameters; unknown or missing ones are refused.
+
+    `lambda` (mergekit's name, a Python keyword) is accepted for `scale`.
+    """
     fields = {f.name: f for f in dataclasses.fields(method.Params)}
+    if "lambda" in raw and "scale" in fields:
+        if "scale" in raw:
+            raise InvalidArgument(
+                "give lambda or scale (the same parameter), not both",
+                field="params.lambda",
+            )
+        raw = {("scale" if k == "lambda" else k): v for k, v in raw.items()}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise InvalidArgument(
@@ -168,10 +193,20 @@ def _typed(f: dataclasses.Field, value: Any) -> Any:
     type) all reach here; only the last is accepted.
     """
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-    if kind == "bool":
+    if kind in ("bool", "bool | None"):
         if isinstance(value, bool):
             return value
         raise _wrong(f, value, "true or false")
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        raise _wrong(f, value, "text")
+    if kind == "Setting":
+        return value  # checked by the params' check() (number, gradient, filters)
+    if kind == "list[Setting]":
+        if not isinstance(value, list):
+            raise _wrong(f, value, "a list with one setting per input model")
+        return value  # each setting is checked by the params' check()
     if kind in ("float", "int"):
         return _number(f, f.name, value, integer=kind == "int")
     if kind == "list[float]":
@@ -243,18 +278,3 @@ def keep_top_magnitude(tensor: torch.Tensor, density: float) -> torch.Tensor:
     return torch.where(keep, flat, torch.zeros_like(flat)).view_as(tensor)
 
 
-def sign_consensus_mean(
-    vectors: list[torch.Tensor], weights: list[float]
-) -> torch.Tensor:
-    """TIES' elect-sign and disjoint mean: average only entries agreeing in sign.
-
-    The elected sign of an entry is the sign of the weighted sum of the inputs;
-    each entry is the weighted mean over the inputs that are non-zero and agree.
-    """
-    stacked = torch.stack([w * v for w, v in zip(weights, vectors, strict=True)])
-    elected = torch.sign(stacked.sum(dim=0))
-    agree = (torch.sign(stacked) == elected) & (stacked != 0)
-    w = torch.tensor(weights, dtype=stacked.dtype).view(-1, *[1] * vectors[0].dim())
-    total = (stacked * agree).sum(dim=0)
-    norm = (w * agree).sum(dim=0)
-    return torch.where(norm != 0, total / torch.where(norm != 0, norm, 1), 0.0)

@@ -1,4 +1,9 @@
-"""Spherical linear interpolation between two models, with a global or per-layer t."""
+"""Spherical linear interpolation between two models, with a global or per-layer t.
+
+Each tensor is one vector on its great circle (as mergekit 0.1.5 does: its
+batch axis runs over tensors). `t` takes a number, a gradient over the layers
+or per-tensor filters (services/merger/settings.py).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from services.merger.methods.base import (
     check_unit,
     param,
 )
+from services.merger.settings import Setting, check_setting, evaluate, position
 
 # Below this angle the vectors are (anti)parallel and slerp degenerates to lerp.
 PARALLEL_DOT = 0.9995
@@ -22,7 +28,7 @@ PARALLEL_DOT = 0.9995
 
 @dataclass
 class SlerpParams(MergeParams):
-    t: float = param(
+    t: Setting = param(
         help="interpolation factor in [0, 1]: 0 gives the first model, 1 the second"
     )
     t_by_layer: list[float] = param(
@@ -35,20 +41,38 @@ class SlerpParams(MergeParams):
         super().check(n_inputs)
         if self.weights:
             raise InvalidArgument("slerp takes t, not weights", field="params.weights")
-        check_unit("t", self.t)
+        self.t = check_setting("t", self.t, help="in [0, 1]")
+        for value in _numbers(self.t):
+            check_unit("t", value)
         for value in self.t_by_layer:
             check_unit("t_by_layer", value)
 
     def t_for(self, ctx: TensorContext) -> float:
         layer = ctx.layer
         if not self.t_by_layer or layer is None or ctx.num_layers <= 1:
-            return self.t
+            value = evaluate(self.t, ctx.name, position(layer, ctx.num_layers))
+            if value is None:
+                raise InvalidArgument(
+                    f"t has no filter matching tensor {ctx.name}; end the filter "
+                    "list with an entry without a filter (the default)",
+                    field="params.t",
+                )
+            return value
         if len(self.t_by_layer) == 1:
             return self.t_by_layer[0]
         pos = layer / (ctx.num_layers - 1) * (len(self.t_by_layer) - 1)
         lo = min(int(math.floor(pos)), len(self.t_by_layer) - 2)
         frac = pos - lo
         return self.t_by_layer[lo] * (1 - frac) + self.t_by_layer[lo + 1] * frac
+
+
+def _numbers(setting: Setting) -> list[float]:
+    if isinstance(setting, float):
+        return [setting]
+    out: list[float] = []
+    for item in setting:
+        out += _numbers(item["value"]) if isinstance(item, dict) else [item]
+    return out
 
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:

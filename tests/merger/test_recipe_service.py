@@ -1,0 +1,185 @@
+"""mergekit recipes through the merger's StartMergeJob and `lorafleet merge`:
+folders registered on the fly (once), refs resolved, and everything the
+recipe says that lorafleet would not honour refused by name, creating nothing."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+import pytest
+import yaml
+
+from lorafleet.v1 import common_pb2, merger_pb2, registry_pb2
+from services.cli.main import main as cli
+from tests.merger.test_model_merge import perturbed
+
+
+@pytest.fixture(scope="module")
+def folders(suite, tiny_model_dir):
+    root = suite.config.data_dir / "incoming-recipes"
+    root.mkdir(parents=True, exist_ok=True)
+    return {
+        "base": perturbed(tiny_model_dir, root / "recipe-base", seed=10, scale=0.0),
+        "a": perturbed(tiny_model_dir, root / "recipe-a", seed=11),
+        "b": perturbed(tiny_model_dir, root / "recipe-b", seed=12),
+    }
+
+
+def ties_recipe(folders, **extra) -> str:
+    return yaml.safe_dump(
+        {
+            "merge_method": "ties",
+            "base_model": str(folders["base"]),
+            "models": [
+                {
+                    "model": str(folders["a"]),
+                    "parameters": {"weight": 1.0, "density": 0.5},
+                },
+                {
+                    "model": str(folders["b"]),
+                    "parameters": {"weight": 0.5, "density": 0.5},
+                },
+            ],
+            "parameters": {"normalize": True},
+            "dtype": "float32",
+            **extra,
+        },
+        sort_keys=False,
+    )
+
+
+def run(suite, **request):
+    merger = suite.stub("merger")
+    job = merger.StartMergeJob(
+        merger_pb2.StartMergeJobRequest(**request), timeout=60
+    ).job
+    final = list(
+        merger.WatchMergeJob(
+            merger_pb2.WatchMergeJobRequest(job_id=job.status.job_id), timeout=600
+        )
+    )[-1].job
+    assert final.status.state == common_pb2.JOB_STATE_SUCCEEDED, final.status.error
+    return final
+
+
+def count_jobs(suite) -> int:
+    return len(
+        suite.stub("merger")
+        .ListMergeJobs(merger_pb2.ListMergeJobsRequest(page_size=1000), timeout=30)
+        .jobs
+    )
+
+
+def test_a_recipe_with_folders_registers_them_once_and_merges(suite, folders):
+    first = run(suite, recipe=ties_recipe(folders), output_name="recipe-ties")
+    assert first.request.method == "ties"
+    assert first.request.params["densities"] == [0.5, 0.5]
+    registry = suite.stub("registry")
+    inputs = [
+        registry.GetArtifact(registry_pb2.GetArtifactRequest(id=i), timeout=30).artifact
+        for i in first.request.input_model_ids
+    ]
+    assert [a.name for a in inputs] == ["recipe-a", "recipe-b"]
+    again = run(suite, recipe=ties_recipe(folders), output_name="recipe-ties")
+    # The same folders are the same versions: nothing new registered for them.
+    assert list(again.request.input_model_ids) == list(first.request.input_model_ids)
+    assert again.request.base_model_id == first.request.base_model_id
+    versions = registry.ListArtifacts(
+        registry_pb2.ListArtifactsRequest(name="recipe-a"), timeout=30
+    ).artifacts
+    assert len(versions) == 1
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ({"tokenizer_source": "base"}, ["tokenizer_source is not supported"]),
+        ({"slices": []}, ["slices"]),
+        ({"parameters": {"normalize": True, "frobnicate": 1}}, ["frobnicate"]),
+        ({"merge_method": "nuslerp"}, ["unknown merge method 'nuslerp'"]),
+        ({"base_model": "/etc"}, ["base_model"]),
+    ],
+)
+def test_what_a_recipe_says_and_lorafleet_would_not_honour_is_refused(
+    suite, folders, extra, words
+):
+    before = count_jobs(suite)
+    with pytest.raises(grpc.RpcError) as err:
+        suite.stub("merger").StartMergeJob(
+            merger_pb2.StartMergeJobRequest(
+                recipe=ties_recipe(folders, **extra), output_name="refused"
+            ),
+            timeout=60,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    for word in words:
+        assert word in err.value.details()
+    assert count_jobs(suite) == before
+
+
+def test_a_recipe_and_a_method_together_are_refused(suite, folders):
+    with pytest.raises(grpc.RpcError) as err:
+        suite.stub("merger").StartMergeJob(
+            merger_pb2.StartMergeJobRequest(
+                recipe=ties_recipe(folders), method="ties", output_name="both"
+            ),
+            timeout=60,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "give a recipe or method" in err.value.details()
+
+
+def test_lorafleet_merge_runs_a_recipe_file_and_writes_the_folder(
+    suite, folders, tmp_path, capsys, monkeypatch
+):
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(ties_recipe(folders))
+    out = tmp_path / "merged"
+    code = cli(
+        [
+            "merge",
+            "--recipe",
+            str(recipe),
+            "--name",
+            "recipe-cli",
+            "--out",
+            str(out),
+            "--registry",
+            suite.address("registry"),
+            "--merger",
+            suite.address("merger"),
+        ]
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    name_version, artifact_id, digest = printed.out.split()[:3]
+    assert name_version.startswith("recipe-cli:")
+    merged = (
+        suite.stub("registry")
+        .GetArtifact(registry_pb2.GetArtifactRequest(id=artifact_id), timeout=30)
+        .artifact
+    )
+    for entry in merged.files:
+        data = (out / entry.path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry.sha256
+    assert (out / "config.json").is_file() and any(out.glob("*.safetensors"))
+    # an unsupported key: one line, exit 2, nothing merged
+    recipe.write_text(ties_recipe(folders, chat_template="chatml"))
+    assert (
+        cli(
+            [
+                "merge",
+                "--recipe",
+                str(recipe),
+                "--name",
+                "x",
+                "--registry",
+                suite.address("registry"),
+                "--merger",
+                suite.address("merger"),
+            ]
+        )
+        == 2
+    )
+    assert "chat_template is not supported" in capsys.readouterr().err
