@@ -58,7 +58,7 @@ HUGE = "x" * 10_000
                 timeout=30,
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
-            ["unknown merge method 'xxx", "valid methods: dare_linear"],
+            ["unknown merge method 'xxx", "valid methods: breadcrumbs"],
         ),
         (
             "merger",

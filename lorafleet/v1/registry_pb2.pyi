@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from lorafleet.v1 import common_pb2 as _common_pb2
@@ -122,7 +123,7 @@ class RecordAuditEventResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RegisterArtifactRequest(_message.Message):
-    __slots__ = ("kind", "name", "source_path", "expected_digest", "metadata", "metrics", "tags", "parents", "files", "version")
+    __slots__ = ("kind", "name", "source_path", "expected_digest", "metadata", "metrics", "tags", "parents", "files", "version", "reuse_existing")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +148,7 @@ class RegisterArtifactRequest(_message.Message):
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    REUSE_EXISTING_FIELD_NUMBER: _ClassVar[int]
     kind: _common_pb2.ArtifactKind
     name: str
     source_path: str
@@ -157,7 +159,8 @@ class RegisterArtifactRequest(_message.Message):
     parents: _containers.RepeatedCompositeFieldContainer[_common_pb2.ParentRef]
     files: _containers.RepeatedCompositeFieldContainer[_common_pb2.FileEntry]
     version: int
-    def __init__(self, kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., name: _Optional[str] = ..., source_path: _Optional[str] = ..., expected_digest: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., parents: _Optional[_Iterable[_Union[_common_pb2.ParentRef, _Mapping]]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+    reuse_existing: bool
+    def __init__(self, kind: _Optional[_Union[_common_pb2.ArtifactKind, str]] = ..., name: _Optional[str] = ..., source_path: _Optional[str] = ..., expected_digest: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., parents: _Optional[_Iterable[_Union[_common_pb2.ParentRef, _Mapping]]] = ..., files: _Optional[_Iterable[_Union[_common_pb2.FileEntry, _Mapping]]] = ..., version: _Optional[int] = ..., reuse_existing: _Optional[bool] = ...) -> None: ...
 
 class RegisterArtifactResponse(_message.Message):
     __slots__ = ("artifact", "existed")
@@ -664,3 +667,28 @@ class AppendDatasetResponse(_message.Message):
     dropped_duplicates: int
     row_count: int
     def __init__(self, artifact: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ..., existed: _Optional[bool] = ..., previous_row_count: _Optional[int] = ..., appended_rows: _Optional[int] = ..., dropped_duplicates: _Optional[int] = ..., row_count: _Optional[int] = ...) -> None: ...
+
+class UpdateArtifactRequest(_message.Message):
+    __slots__ = ("id", "tags", "description", "update_mask")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tags: _containers.ScalarMap[str, str]
+    description: str
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateArtifactResponse(_message.Message):
+    __slots__ = ("artifact",)
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    artifact: _common_pb2.Artifact
+    def __init__(self, artifact: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ...) -> None: ...

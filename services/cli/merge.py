@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from services.cli.artifact_files import write_files
 from services.cli.deployments import UsageError, address, connect, connection_parser
 
 
@@ -80,42 +81,8 @@ def cmd_merge(args) -> int:
         ).artifact
         print(f"{merged.name}:{merged.version} {merged.id} {merged.digest}")
         if out is not None:
-            _write(client, merged, out)
+            write_files(client, merged, out)
     return 0
-
-
-def _write(client, merged, out: Path) -> None:
-    """The merged model's files into `out`: copied from the shared store when
-    it is mounted here, else downloaded from the registry; each checked
-    against its recorded sha256."""
-    import hashlib
-
-    from lorafleet.v1 import registry_pb2
-
-    out.mkdir(parents=True, exist_ok=True)
-    source = Path(merged.local_path)
-    for entry in merged.files:
-        target = out / entry.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        with open(target, "wb") as sink:
-            if (source / entry.path).is_file():
-                with open(source / entry.path, "rb") as stored:
-                    for chunk in iter(lambda: stored.read(1 << 20), b""):
-                        sink.write(chunk)
-                        digest.update(chunk)
-            else:
-                for part in client.registry.DownloadBlob(
-                    registry_pb2.DownloadBlobRequest(sha256=entry.sha256), timeout=3600
-                ):
-                    sink.write(part.data)
-                    digest.update(part.data)
-        if digest.hexdigest() != entry.sha256:
-            raise UsageError(
-                f"{entry.path}: got sha256 {digest.hexdigest()}, the registry "
-                f"recorded {entry.sha256}; run the command again"
-            )
-    print(f"wrote {len(merged.files)} files to {out}", file=sys.stderr)
 
 
 def add_merge_command(sub, common: argparse.ArgumentParser) -> None:

@@ -372,17 +372,3 @@ def environment_facts() -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
     }
     return facts
-
-
-def check_adapter_base(adapter: Any, model: Any) -> None:
-    """An adapter applies only to the base it was trained on (same digest)."""
-    meta = metadata_of(adapter)
-    base_digest = meta.get("base_model_digest", "")
-    if meta.get("base_model_id") != model.id and base_digest != model.digest:
-        raise FailedPrecondition(
-            f"adapter {adapter.id} was trained on base "
-            f"{meta.get('base_model_id', '?')} "
-            f"(digest {base_digest or '?'}) but model {model.id} "
-            f"(digest {model.digest}) "
-            "was given; pass the adapter's own base model"
-        )

@@ -197,6 +197,7 @@ class Admission:
         task, rows = datasets.load_dataset(path)
         return self._registry.RegisterArtifact(
             registry_pb2.RegisterArtifactRequest(
+                reuse_existing=True,
                 kind=common_pb2.ARTIFACT_KIND_DATASET,
                 name=f"{name}-data",
                 source_path=str(path),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services.common.adapter_base import check_adapter_base
 from services.common.auth.caller import require
 from services.common.auth.permissions import GENERATE
 from services.common.errors import (
@@ -29,7 +30,6 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.modeling import (
-    check_adapter_base,
     classifier_model_labels,
     is_classification_adapter,
 )

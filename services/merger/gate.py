@@ -295,3 +295,21 @@ if __name__ == "__main__":
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     print(json.dumps(asdict(run_gate(json.loads(sys.argv[1])))))
+
+
+# Any of these makes a folder's tokenizer loadable by transformers.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_tokenizer(settings: GateSettings, model_dir: Path, label: str) -> None:
+    """The gate measures merged models on text: refuse up front a model with
+    no tokenizer (the gate would fail late, with transformers' misleading
+    "You need to have sentencepiece or tiktoken installed")."""
+    if settings.skip or any((model_dir / f).is_file() for f in TOKENIZER_FILES):
+        return
+    raise FailedPrecondition(
+        f"{label} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}), and the "
+        "merge gate measures the merged model on text; register the model with "
+        "its tokenizer files, or set gate.skip to merge without the gate",
+        field="gate",
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.v1 import common_pb2, registry_pb2
+from services.common.adapter_base import check_adapter_base
 from services.common.config import Config
 from services.common.convert import from_struct, struct
 from services.common.errors import FailedPrecondition, InvalidArgument
@@ -23,7 +24,7 @@ from services.common.paths import staged_directory
 from services.common.retry import Patience, Patient
 from services.merger.classifier import plan_classifier
 from services.merger.finish import Checked, check_and_export
-from services.merger.gate import BASE_QUANTIZATIONS
+from services.merger.gate import BASE_QUANTIZATIONS, check_tokenizer
 from services.merger.lora_merge import MergePlan, execute_merge, plan_merge
 from services.merger.model_jobs import resolve_model_merge, run_model_merge
 from services.merger.output import sweep_stale_staging
@@ -65,26 +66,13 @@ def base_quantization(adapter: Any) -> str:
 
 
 def check_lineage(adapter: Any, base: Any) -> None:
-    """Refuses a base other than the one the adapter was trained on.
-
-    The digest decides when recorded (the same weights registered under another
-    id are fine); otherwise the id does.
-    """
-    meta = from_struct(adapter.metadata)
-    recorded_id = meta.get("base_model_id", "")
-    recorded_digest = meta.get("base_model_digest", "")
-    if recorded_digest:
-        same = recorded_digest == base.digest
-    else:
-        same = not recorded_id or recorded_id == base.id
-    if not same:
-        raise FailedPrecondition(
-            f"adapter {adapter.id} was trained on base {recorded_id or '(unknown id)'} "
-            f"(digest {recorded_digest or 'not recorded'}) but base {base.id} (digest "
-            f"{base.digest}) was given; leave base_model_id empty to use the adapter's "
-            "own base",
-            field="base_model_id",
-        )
+    """The shared adapter/base rule (services/common/adapter_base.py)."""
+    check_adapter_base(
+        adapter,
+        base,
+        field="base_model_id",
+        remedy="leave base_model_id empty to use the adapter's own base",
+    )
 
 
 class Merger:
@@ -156,6 +144,7 @@ class Merger:
         check_lineage(adapter, base)
         quantization = base_quantization(adapter)
         plan = _plan(adapter, base)
+        check_tokenizer(request.gate, _path(base), f"base {base.name}:{base.version}")
         if plan.classifier is not None and request.exports:
             formats = ", ".join(e.format for e in request.exports)
             raise FailedPrecondition(
@@ -257,6 +246,7 @@ class Merger:
             )
             response = self._patient_registry.RegisterArtifact(
                 registry_pb2.RegisterArtifactRequest(
+                    reuse_existing=True,
                     kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
                     name=request.output_name,
                     source_path=str(final.resolve()),

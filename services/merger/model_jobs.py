@@ -16,6 +16,7 @@ from services.common.modeling import classifier_model_labels
 from services.common.paths import staged_directory
 from services.merger import methods
 from services.merger.finish import check_and_export
+from services.merger.gate import check_tokenizer
 from services.merger.model_merge import (
     ModelMergePlan,
     execute_model_merge,
@@ -77,6 +78,10 @@ def resolve_model_merge(request: Any, get: Callable[[str], Any]) -> ResolvedMode
         [Path(a.local_path) for a in inputs],
     )
     check_exports(list(request.exports), plan.reference.directory)
+    reference = base or inputs[0]
+    check_tokenizer(
+        request.gate, plan.reference.directory, f"{reference.name}:{reference.version}"
+    )
     return ResolvedModelMerge(request, base, inputs, plan)
 
 
@@ -163,6 +168,7 @@ def run_model_merge(
         ctx.report(stage="register", progress=0.95, message="registering merged model")
         merged = registry.RegisterArtifact(
             registry_pb2.RegisterArtifactRequest(
+                reuse_existing=True,
                 kind=common_pb2.ARTIFACT_KIND_MERGED_MODEL,
                 name=request.output_name,
                 source_path=str(final.resolve()),

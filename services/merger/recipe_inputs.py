@@ -64,10 +64,10 @@ def from_recipe(
             folder = confine(ref, roots, field=f"recipe {where}")
             reply = registry.RegisterArtifact(
                 registry_pb2.RegisterArtifactRequest(
+                    reuse_existing=True,
                     kind=common_pb2.ARTIFACT_KIND_BASE_MODEL,
                     name=_folder_name(folder),
                     source_path=str(folder),
-                    tags={"imported_by": "merge recipe"},
                 )
             )
             return reply.artifact.id

@@ -61,6 +61,7 @@ def artifact_to_pb(a: Artifact) -> common_pb2.Artifact:
         aliases=a.aliases,
         archived=a.archived,
         project=a.project,
+        description=a.description,
     )
 
 

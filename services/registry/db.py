@@ -76,6 +76,8 @@ class ArtifactRow(Base):
     archived: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # The project owning the name: set by its first version, shared by all.
     project: Mapped[str] = mapped_column(String(64), server_default="default")
+    # The one free-text field UpdateArtifact may change (with tags).
+    description: Mapped[str] = mapped_column(Text, server_default="")
 
 
 class ArtifactFileRow(Base):

@@ -116,6 +116,7 @@ class Artifact:
     aliases: list[str] = field(default_factory=list)
     archived: bool = False
     project: str = "default"
+    description: str = ""
 
     @property
     def ref(self) -> str:

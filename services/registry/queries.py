@@ -142,6 +142,7 @@ def load_artifacts(
             aliases=aliases[r.id],
             archived=bool(r.archived),
             project=r.project or "default",
+            description=r.description or "",
         )
         for r in rows
     ]

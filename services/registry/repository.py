@@ -101,6 +101,7 @@ class Registry:
         version: int = 0,
         principal: str = "",
         trace_id: str = "",
+        reuse_existing: bool = False,
     ) -> Registration:
         """Stores the files and records them as the next version of `name`.
 
@@ -163,6 +164,7 @@ class Registry:
                 version,
                 principal,
                 trace_id,
+                reuse_existing=reuse_existing,
             )
         )
         return reg
@@ -268,6 +270,7 @@ class Registry:
         trace_id: str = "",
         action: str = "artifact.register",
         audit_extra: Mapping[str, Any] | None = None,
+        reuse_existing: bool = True,
     ) -> Registration:
         lock_key(session, "artifact-name", name)
         caller = current_caller()
@@ -302,6 +305,20 @@ class Registry:
                     field="version",
                 )
         if same is not None:
+            changed = (
+                []
+                if reuse_existing
+                else _changed_facts(session, same, meta, metrics, tags, parents)
+            )
+            if changed:
+                raise FailedPrecondition(
+                    f"these files are already registered as {name}:{same.version} "
+                    f"({same.id}) with other {', '.join(changed)}; versions are "
+                    "immutable, so nothing was changed. Tags and the description "
+                    "can be updated with UpdateArtifact; for other facts register "
+                    "changed files as a new version (or under another name)",
+                    field=changed[0].split(" ")[0],
+                )
             return Registration(self._load(session, same), existed=True)
         other_kind = session.scalar(
             select(ArtifactRow.kind)
@@ -481,6 +498,66 @@ class Registry:
 
         return self.db.read(work)
 
+    def update(
+        self,
+        ref: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+        principal: str = "",
+        trace_id: str = "",
+    ) -> Artifact:
+        """Replaces a version's tags and/or description (None: unchanged)."""
+        if tags is None and description is None:
+            raise InvalidArgument(
+                "update_mask is empty: name the fields to replace, tags and/or "
+                "description (everything else about a version is immutable)",
+                field="update_mask",
+            )
+        if description is not None and len(description) > 10_000:
+            raise InvalidArgument(
+                f"description is {len(description)} characters; at most 10000",
+                field="description",
+            )
+        for key, value in (tags or {}).items():
+            if not key or len(key) > 128 or len(value) > 1024:
+                raise InvalidArgument(
+                    f"tag {shorten(key)!r}: keys are 1-128 characters, values at "
+                    "most 1024",
+                    field="tags",
+                )
+
+        def work(session: Session) -> Artifact:
+            row = resolve_ref(session, ref)
+            require(WRITE, row.project, f"artifact {row.name}:{row.version}")
+            before: dict[str, Any] = {}
+            after: dict[str, Any] = {}
+            if tags is not None and dict(row.tags or {}) != dict(tags):
+                before["tags"], after["tags"] = dict(row.tags or {}), dict(tags)
+                row.tags = dict(tags)
+            if description is not None and (row.description or "") != description:
+                before["description"] = row.description or ""
+                after["description"] = description
+                row.description = description
+            if after:
+                audit(
+                    session,
+                    principal=principal,
+                    project=row.project,
+                    action="artifact.update",
+                    target=row.id,
+                    before=before,
+                    after=after,
+                    trace_id=trace_id,
+                )
+                session.flush()
+            return self._load(session, row)
+
+        try:
+            return self.db.write(work)
+        finally:
+            self.aliases.invalidate()
+
     def archive(
         self,
         ref: str,
@@ -512,3 +589,41 @@ class Registry:
             return self.db.write(work)
         finally:
             self.aliases.invalidate()
+
+
+def _changed_facts(
+    session: Session,
+    row: ArtifactRow,
+    meta: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    parents: Sequence[ParentRef],
+) -> list[str]:
+    """What a registration of identical files says that the stored version
+    does not (a fact left out is no change; a different or new one is)."""
+    changed = []
+    stored_meta = dict(row.meta or {})
+    keys = sorted(k for k, v in meta.items() if stored_meta.get(k) != v)
+    if keys:
+        changed.append(f"metadata ({', '.join(keys[:5])})")
+    stored_metrics = dict(row.metrics or {})
+    keys = sorted(k for k, v in metrics.items() if stored_metrics.get(k) != v)
+    if keys:
+        changed.append(f"metrics ({', '.join(keys[:5])})")
+    stored_tags = dict(row.tags or {})
+    keys = sorted(k for k, v in tags.items() if stored_tags.get(k) != v)
+    if keys:
+        changed.append(f"tags ({', '.join(keys[:5])})")
+    edges = {
+        (e.parent_id, e.relation)
+        for e in session.scalars(
+            select(LineageEdgeRow).where(LineageEdgeRow.child_id == row.id)
+        )
+    }
+    for p in parents:
+        parent = resolve_ref(session, p.artifact_id, field="parents")
+        relation = p.relation or parent.kind.lower()
+        if (parent.id, relation) not in edges:
+            changed.append(f"parents ({parent.id} as {relation})")
+            break
+    return changed

@@ -3,7 +3,7 @@
     filter   := clause (AND clause)*
     clause   := field op value
     op       := = | != | < | <= | > | >=
-    field    := name | kind | version | create_time | archived | task_type
+    field    := name | digest | kind | version | create_time | archived | task_type
               | base_model | tags.<key> | metrics.<key> | metadata.<key>
               | <metric name>
     value    := word | "quoted string"
@@ -153,6 +153,9 @@ def _condition(
     lower = field.lower()
     if lower == "name":
         return compare(ArtifactRow.name, value)
+    if lower == "digest":
+        _equality_only(field, op)
+        return compare(ArtifactRow.digest, value)
     if lower == "kind":
         _equality_only(field, op)
         raw = value.upper().removeprefix("ARTIFACT_KIND_")

@@ -92,12 +92,31 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             parents=[ParentRef(p.artifact_id, p.relation) for p in request.parents],
             files=[FileEntry(f.path, f.sha256, f.size_bytes) for f in request.files],
             version=request.version,
+            reuse_existing=request.reuse_existing,
             principal=_actor(context),
             trace_id=current_trace_id(),
         )
         return registry_pb2.RegisterArtifactResponse(
             artifact=artifact_to_pb(reg.artifact), existed=reg.existed
         )
+
+    def UpdateArtifact(self, request, context):
+        paths = set(request.update_mask.paths)
+        unknown = sorted(paths - {"tags", "description"})
+        if unknown:
+            raise InvalidArgument(
+                f"update_mask names {unknown[0]!r}; only tags and description can "
+                "change (versions are immutable otherwise)",
+                field="update_mask",
+            )
+        artifact = self.registry.update(
+            request.id,
+            tags=dict(request.tags) if "tags" in paths else None,
+            description=request.description if "description" in paths else None,
+            principal=_actor(context),
+            trace_id=current_trace_id(),
+        )
+        return registry_pb2.UpdateArtifactResponse(artifact=artifact_to_pb(artifact))
 
     def AppendDataset(self, request, context):
         result = self.appends.append(

@@ -71,6 +71,7 @@ def register_adapter(
     }
     response = registry.RegisterArtifact(
         registry_pb2.RegisterArtifactRequest(
+            reuse_existing=True,
             kind=common_pb2.ARTIFACT_KIND_ADAPTER,
             name=job.spec.adapter_name,
             source_path=str(out_dir),

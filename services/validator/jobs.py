@@ -9,13 +9,13 @@ from typing import Any
 
 from lorafleet.v1 import common_pb2
 from services.common import datasets
+from services.common.adapter_base import check_adapter_base
 from services.common.config import Config
 from services.common.datasets import dataset_file_of
 from services.common.errors import FailedPrecondition
 from services.common.jobqueue import Codec, DurableJobEngine, JobStore
 from services.common.jobs import Job, JobContext
 from services.common.modeling import (
-    check_adapter_base,
     classification_labels,
     resolve_device,
 )

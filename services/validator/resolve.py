@@ -147,6 +147,7 @@ class Resolver:
         probes = load_probes(staged)
         return self._registry.RegisterArtifact(
             registry_pb2.RegisterArtifactRequest(
+                reuse_existing=True,
                 kind=common_pb2.ARTIFACT_KIND_DATASET,
                 name=SHIPPED_PROBE_SET_NAME,
                 source_path=str(staged),

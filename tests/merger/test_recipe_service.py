@@ -183,3 +183,38 @@ def test_lorafleet_merge_runs_a_recipe_file_and_writes_the_folder(
         == 2
     )
     assert "chat_template is not supported" in capsys.readouterr().err
+
+
+def test_a_model_without_a_tokenizer_is_refused_up_front(suite, folders):
+    bare = folders["a"].parent / "recipe-no-tokenizer"
+    if not bare.exists():
+        bare.mkdir()
+        for f in folders["a"].iterdir():
+            if f.name in ("config.json",) or f.suffix == ".safetensors":
+                (bare / f.name).write_bytes(f.read_bytes())
+    recipe = yaml.safe_dump(
+        {
+            "merge_method": "linear",
+            "models": [
+                {"model": str(bare), "parameters": {"weight": 1.0}},
+                {"model": str(folders["b"]), "parameters": {"weight": 1.0}},
+            ],
+        }
+    )
+    before = count_jobs(suite)
+    with pytest.raises(grpc.RpcError) as err:
+        suite.stub("merger").StartMergeJob(
+            merger_pb2.StartMergeJobRequest(recipe=recipe, output_name="no-tok"),
+            timeout=60,
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "has no tokenizer (none of tokenizer.json" in err.value.details()
+    assert "gate.skip" in err.value.details()
+    assert count_jobs(suite) == before
+    skipped = run(
+        suite,
+        recipe=recipe,
+        output_name="no-tok",
+        gate=merger_pb2.MergeGateConfig(skip=True),
+    )
+    assert skipped.result.merged_model_id

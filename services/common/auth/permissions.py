@@ -122,6 +122,7 @@ RPC_PERMISSIONS: dict[str, str] = {
     f"{_P}RegistryService/ApplyRetention": ADMIN,
     f"{_P}RegistryService/CollectGarbage": ADMIN,
     f"{_P}RegistryService/AppendDataset": WRITE,
+    f"{_P}RegistryService/UpdateArtifact": WRITE,
     f"{_P}RegistryService/CreateApiKey": ADMIN,
     f"{_P}RegistryService/ListApiKeys": ADMIN,
     f"{_P}RegistryService/RevokeApiKey": ADMIN,
