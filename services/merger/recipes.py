@@ -24,7 +24,6 @@ PER_MODEL = {
     "gamma": "gammas",
     "epsilon": "epsilons",
 }
-SHARED = {"normalize", "rescale", "int8_mask", "lambda"}
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 TOP_LEVEL = {"merge_method", "base_model", "models", "parameters", "dtype"}
 NOT_YET = {
@@ -153,12 +152,8 @@ def parse_recipe(text: str) -> Recipe:
                 recipe.params[key if key != "weight" else "weights"] = (
                     value if key != "weight" else [value] * n
                 )
-        elif key in SHARED or key == "t":
-            recipe.params[key] = value
         else:
-            raise InvalidArgument(
-                f"recipe parameter {shorten(key)!r} is not supported by lorafleet "
-                f"(known: {', '.join(sorted(SHARED | set(PER_MODEL)))})",
-                field="recipe",
-            )
+            # The method's own parameters (normalize, lambda, t, select_topk,
+            # filter_wise, ...): the method refuses, by name, any it lacks.
+            recipe.params[key] = value
     return recipe

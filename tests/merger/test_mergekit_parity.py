@@ -227,6 +227,39 @@ CASES = {
         ),
         "parameters": {"gamma": 0.03},
     },
+    "model_stock": lambda z: {
+        "merge_method": "model_stock",
+        "base_model": str(z["base"]),
+        "models": models(z, ("a", None), ("b", None), ("c", None)),
+    },
+    "model_stock_filter_wise": lambda z: {
+        "merge_method": "model_stock",
+        "base_model": str(z["base"]),
+        "models": models(z, ("a", None), ("b", None)),
+        "parameters": {"filter_wise": True},
+    },
+    "sce": lambda z: {
+        "merge_method": "sce",
+        "base_model": str(z["base"]),
+        "models": models(z, ("a", None), ("b", None), ("c", None)),
+        "parameters": {"select_topk": 0.5},
+    },
+    "karcher": lambda z: {
+        "merge_method": "karcher",
+        "models": models(z, ("a", None), ("b", None), ("c", None)),
+    },
+    "multislerp": lambda z: {
+        "merge_method": "multislerp",
+        "models": models(
+            z, ("a", {"weight": 0.5}), ("b", {"weight": 0.3}), ("c", {"weight": 0.2})
+        ),
+    },
+    "multislerp_around_base": lambda z: {
+        "merge_method": "multislerp",
+        "base_model": str(z["base"]),
+        "models": models(z, ("a", {"weight": 1.0}), ("b", {"weight": 2.0})),
+        "parameters": {"normalize_weights": True},
+    },
     "slerp": lambda z: {
         "merge_method": "slerp",
         "base_model": str(z["a"]),

@@ -12,14 +12,27 @@ from services.merger.methods.base import (
     TensorContext,
     parse_params,
 )
+from services.merger.methods.karcher import Karcher
 from services.merger.methods.linear import Linear
 from services.merger.methods.magnitude_prune import MagnitudePrune
+from services.merger.methods.model_stock import ModelStock
+from services.merger.methods.multislerp import MultiSlerp
+from services.merger.methods.sce import Sce
 from services.merger.methods.slerp import Slerp
 from services.merger.methods.task_vector import VARIANTS
 
 METHODS: dict[str, type[MergeMethod]] = {
     cls.name: cls
-    for cls in (Linear, *VARIANTS, Slerp, MagnitudePrune)
+    for cls in (
+        Linear,
+        *VARIANTS,
+        Slerp,
+        MagnitudePrune,
+        ModelStock,
+        Sce,
+        Karcher,
+        MultiSlerp,
+    )
 }
 
 
@@ -28,7 +41,7 @@ def get(name: str) -> MergeMethod:
     try:
         return METHODS[name]()
     except KeyError:
-        valid = ", ".join(f"{n} ({c.summary})" for n, c in sorted(METHODS.items()))
+        valid = ", ".join(sorted(METHODS))  # summaries: README, each class
         raise InvalidArgument(
             f"unknown merge method {shorten(name)!r}; valid methods: {valid}",
             field="method",

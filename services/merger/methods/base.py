@@ -83,6 +83,8 @@ class MergeMethod(ABC):
     summary: ClassVar[str]
     Params: ClassVar[type[MergeParams]] = MergeParams
     needs_base: ClassVar[bool] = True
+    # A method that may take a base (multislerp: the origin of its sphere).
+    accepts_base: ClassVar[bool] = False
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = None
 
@@ -96,7 +98,7 @@ class MergeMethod(ABC):
     ) -> torch.Tensor: ...
 
     def check_inputs(self, n_inputs: int, has_base: bool) -> None:
-        if has_base and not self.needs_base:
+        if has_base and not (self.needs_base or self.accepts_base):
             # A base the method never reads would be silently ignored (mergekit's
             # linear ignores it too; its slerp uses it as the t = 0 end, which
             # a lorafleet request says by listing that model first).
@@ -276,5 +278,3 @@ def keep_top_magnitude(tensor: torch.Tensor, density: float) -> torch.Tensor:
     keep = torch.zeros_like(flat, dtype=torch.bool)
     keep[flat.abs().topk(k, sorted=False).indices] = True
     return torch.where(keep, flat, torch.zeros_like(flat)).view_as(tensor)
-
-
