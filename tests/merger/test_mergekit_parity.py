@@ -260,6 +260,21 @@ CASES = {
         "models": models(z, ("a", {"weight": 1.0}), ("b", {"weight": 2.0})),
         "parameters": {"normalize_weights": True},
     },
+    "nuslerp": lambda z: {
+        "merge_method": "nuslerp",
+        "models": models(z, ("a", {"weight": 0.3}), ("b", {"weight": 0.7})),
+    },
+    "nuslerp_row_wise_around_base": lambda z: {
+        "merge_method": "nuslerp",
+        "base_model": str(z["base"]),
+        "models": models(z, ("a", {"weight": 1.0}), ("c", {"weight": 3.0})),
+        "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": True},
+    },
+    "nuslerp_column_wise": lambda z: {
+        "merge_method": "nuslerp",
+        "models": models(z, ("b", {"weight": 2.0}), ("c", {"weight": 1.0})),
+        "parameters": {"nuslerp_flatten": False},
+    },
     "slerp": lambda z: {
         "merge_method": "slerp",
         "base_model": str(z["a"]),

@@ -17,6 +17,7 @@ from services.merger.methods.linear import Linear
 from services.merger.methods.magnitude_prune import MagnitudePrune
 from services.merger.methods.model_stock import ModelStock
 from services.merger.methods.multislerp import MultiSlerp
+from services.merger.methods.nuslerp import NuSlerp
 from services.merger.methods.sce import Sce
 from services.merger.methods.slerp import Slerp
 from services.merger.methods.task_vector import VARIANTS
@@ -32,6 +33,7 @@ METHODS: dict[str, type[MergeMethod]] = {
         Sce,
         Karcher,
         MultiSlerp,
+        NuSlerp,
     )
 }
 
