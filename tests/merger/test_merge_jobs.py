@@ -138,14 +138,18 @@ def test_successful_run_registers_with_parents_and_cleans_staging(setup):
     assert 1 <= len(merge_events) <= merge_jobs.PROGRESS_EVENTS + 1
 
 
-def test_orphan_adapter_needs_a_base_id(setup):
+def test_an_orphan_adapter_is_refused_with_or_without_a_base_id(setup):
+    """An adapter recording no base: nothing says which weights it fits, so a
+    base given by hand is refused too (the rule the validator and inference
+    share), with the way to record one."""
     merger, _, _ = setup
     with pytest.raises(InvalidArgument, match="base_model_id"):
         merger.start(MergeRequest(adapter_id="orphan", output_name="m"))
-    job = merger.start(
-        MergeRequest(adapter_id="orphan", output_name="m", base_model_id="base")
-    )
-    assert _wait(merger, job.id).state == JobState.SUCCEEDED
+    with pytest.raises(FailedPrecondition, match="records no base model") as err:
+        merger.start(
+            MergeRequest(adapter_id="orphan", output_name="m", base_model_id="base")
+        )
+    assert "--base" in err.value.message
 
 
 def test_lineage_compares_digest_before_id(tmp_path):

@@ -321,7 +321,15 @@ def test_unknown_base_quantization_is_a_failed_precondition(suite, adapters):
             kind=common_pb2.ARTIFACT_KIND_ADAPTER,
             name="opt-int3-lora",
             source_path=adapters["opt-lora"].local_path,
-            metadata=struct({"base_quantization": "int3"}),
+            metadata=struct(
+                {
+                    "base_quantization": "int3",
+                    "base_model_id": adapters["opt-lora"].metadata["base_model_id"],
+                    "base_model_digest": adapters["opt-lora"].metadata[
+                        "base_model_digest"
+                    ],
+                }
+            ),
         ),
         timeout=60,
     ).artifact

@@ -234,12 +234,19 @@ def test_wrong_base_and_wrong_kind_fail_precondition(world):
 
 
 def test_shape_mismatch_fails_precondition_at_start(world):
-    # an adapter with no recorded base passes the lineage check; the tensors don't fit
+    # an adapter claiming the other base passes the lineage check; its tensors
+    # don't fit that base
     unlinked = world.registry.RegisterArtifact(
         registry_pb2.RegisterArtifactRequest(
             kind=ADAPTER,
             name="unlinked-lora",
             source_path=str(world.data_dir / "incoming" / "adapter"),
+            metadata=struct(
+                {
+                    "base_model_id": world.other_base.id,
+                    "base_model_digest": world.other_base.digest,
+                }
+            ),
         )
     ).artifact
     err = _start_error(

@@ -97,7 +97,7 @@ def test_a_recipe_with_folders_registers_them_once_and_merges(suite, folders):
         ({"tokenizer_source": "base"}, ["tokenizer_source is not supported"]),
         ({"slices": []}, ["slices"]),
         ({"parameters": {"normalize": True, "frobnicate": 1}}, ["frobnicate"]),
-        ({"merge_method": "nuslerp"}, ["unknown merge method 'nuslerp'"]),
+        ({"merge_method": "arcee_fusion"}, ["unknown merge method 'arcee_fusion'"]),
         ({"base_model": "/etc"}, ["base_model"]),
     ],
 )
