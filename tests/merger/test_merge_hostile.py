@@ -112,7 +112,7 @@ def _refused(world: World, request: merger_pb2.StartMergeJobRequest) -> str:
         ),
         ("ties", {"density": 0.5, "scale": "x"}, ["parameter scale", '"x"']),
         ("linear", {"normalize": "yes"}, ["normalize must be true or false"]),
-        ("linear", {"weights": "1,2"}, ["weights must be a list of finite numbers"]),
+        ("linear", {"weights": "1,2"}, ["weights must be a list with one setting"]),
         ("linear", {"weights": [0, 0]}, ["[0.0, 0.0] are all 0", "all-zero model"]),
         ("linear", {"weights": [1, -1]}, ["sum to 0", "normalize"]),
         ("slerp", {"t": 0.5, "t_by_layer": [0.1, "x"]}, ["t_by_layer[1]", '"x"']),

@@ -121,6 +121,14 @@ CASES = {
         "models": models(z, ("a", {"weight": 0.5}), ("b", {"weight": 0.25})),
         "parameters": {"normalize": False},
     },
+    "linear_gradient_and_filter": lambda z: {
+        "merge_method": "linear",
+        "models": models(
+            z,
+            ("a", {"weight": [1.0, 0.2]}),
+            ("b", {"weight": [{"filter": "mlp", "value": [0.1, 0.9]}, {"value": 0.5}]}),
+        ),
+    },
     "task_arithmetic": lambda z: {
         "merge_method": "task_arithmetic",
         "base_model": str(z["base"]),
