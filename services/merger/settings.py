@@ -110,3 +110,14 @@ def position(layer: int | None, num_layers: int) -> float:
     if num_layers > 1:
         return layer / (num_layers - 1)
     return 1.0
+
+
+def numbers_in(setting: Setting) -> list[float]:
+    """Every number in a checked setting (scalar, gradient or filters), for
+    range checks that must hold wherever the setting applies."""
+    if isinstance(setting, float):
+        return [setting]
+    out: list[float] = []
+    for item in setting:
+        out += numbers_in(item["value"]) if isinstance(item, dict) else [item]
+    return out

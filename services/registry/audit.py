@@ -8,9 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.common.auth.caller import current_caller
+from services.common.auth.denials import Denial
 from services.common.auth.permissions import READ
 from services.common.errors import InvalidArgument
-from services.registry.db import AuditEventRow, Database, as_utc
+from services.registry.db import AuditEventRow, Database, as_utc, audit
 from services.registry.domain import AuditEvent
 from services.registry.queries import list_scope, page_query
 
@@ -68,3 +69,27 @@ class AuditLog:
             ], nxt
 
         return self.db.read(work)
+
+
+def record_denial(db: Database, denial: Denial, relayed_by: str = "") -> None:
+    """Writes one refused call to the audit log (action "denied:<Method>")."""
+    after = {
+        "code": denial.code,
+        "reason": denial.reason,
+        "message": denial.message[:1000],
+    }
+    if relayed_by:
+        after["reported_by"] = relayed_by
+
+    def work(session) -> None:
+        audit(
+            session,
+            principal=denial.principal,
+            project=denial.project,
+            action=f"denied:{denial.method.rsplit('/', 1)[-1]}"[:64],
+            target=denial.method,
+            after=after,
+            trace_id=denial.trace_id,
+        )
+
+    db.write(work)

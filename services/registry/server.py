@@ -16,7 +16,7 @@ from services.common.server import RunningServer, create_server
 from services.common.telemetry import current_trace_id
 from services.registry.api_keys import ApiKeys
 from services.registry.appends import DatasetAppends
-from services.registry.audit import AuditLog
+from services.registry.audit import AuditLog, record_denial
 from services.registry.cards import build_card, render_markdown
 from services.registry.convert import (
     alias_event_to_pb,
@@ -453,30 +453,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             relayed_by=current_caller().subject,
         )
         return registry_pb2.RecordAuditEventResponse()
-
-
-def record_denial(db: Database, denial: Denial, relayed_by: str = "") -> None:
-    """Writes one refused call to the audit log (action "denied:<Method>")."""
-    after = {
-        "code": denial.code,
-        "reason": denial.reason,
-        "message": denial.message[:1000],
-    }
-    if relayed_by:
-        after["reported_by"] = relayed_by
-
-    def work(session) -> None:
-        audit(
-            session,
-            principal=denial.principal,
-            project=denial.project,
-            action=f"denied:{denial.method.rsplit('/', 1)[-1]}"[:64],
-            target=denial.method,
-            after=after,
-            trace_id=denial.trace_id,
-        )
-
-    db.write(work)
 
 
 def create(config: Config, port: int | None = None) -> RunningServer:

@@ -20,7 +20,13 @@ from services.merger.methods.base import (
     check_unit,
     param,
 )
-from services.merger.settings import Setting, check_setting, evaluate, position
+from services.merger.settings import (
+    Setting,
+    check_setting,
+    evaluate,
+    numbers_in,
+    position,
+)
 
 # Below this angle the vectors are (anti)parallel and slerp degenerates to lerp.
 PARALLEL_DOT = 0.9995
@@ -42,7 +48,7 @@ class SlerpParams(MergeParams):
         if self.weights:
             raise InvalidArgument("slerp takes t, not weights", field="params.weights")
         self.t = check_setting("t", self.t, help="in [0, 1]")
-        for value in _numbers(self.t):
+        for value in numbers_in(self.t):
             check_unit("t", value)
         for value in self.t_by_layer:
             check_unit("t_by_layer", value)
@@ -64,15 +70,6 @@ class SlerpParams(MergeParams):
         lo = min(int(math.floor(pos)), len(self.t_by_layer) - 2)
         frac = pos - lo
         return self.t_by_layer[lo] * (1 - frac) + self.t_by_layer[lo + 1] * frac
-
-
-def _numbers(setting: Setting) -> list[float]:
-    if isinstance(setting, float):
-        return [setting]
-    out: list[float] = []
-    for item in setting:
-        out += _numbers(item["value"]) if isinstance(item, dict) else [item]
-    return out
 
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:

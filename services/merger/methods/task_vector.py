@@ -41,7 +41,13 @@ from services.merger.methods.base import (
     param,
     shown,
 )
-from services.merger.settings import Setting, check_setting, evaluate, position
+from services.merger.settings import (
+    Setting,
+    check_setting,
+    evaluate,
+    numbers_in,
+    position,
+)
 
 RESCALE_NORMS = ("l1", "l2", "linf", "density")
 _PLURAL = {
@@ -114,7 +120,7 @@ class TaskVectorParams(MergeParams):
             ("epsilon", -1e-12, 0.5, "[0, 0.5)"),
         ):
             settings = [getattr(self, name), *getattr(self, _PLURAL[name])]
-            for value in (v for s in settings for v in _numbers(s)):
+            for value in (v for s in settings for v in numbers_in(s)):
                 inside = (
                     low < value <= high if name == "density" else low < value < high
                 )
@@ -168,16 +174,6 @@ class TaskVectorParams(MergeParams):
 def _help(params: TaskVectorParams, name: str) -> str:
     field = next(f for f in dataclasses.fields(params) if f.name == name)
     return field.metadata.get("help", "")
-
-
-def _numbers(setting: Setting) -> list[float]:
-    """Every number in a checked setting (scalar, gradient or filters)."""
-    if isinstance(setting, float):
-        return [setting]
-    out: list[float] = []
-    for item in setting:
-        out += _numbers(item["value"]) if isinstance(item, dict) else [item]
-    return out
 
 
 def rescaled(
