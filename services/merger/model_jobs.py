@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +22,14 @@ from services.merger.model_merge import (
     ModelMergePlan,
     execute_model_merge,
     plan_model_merge,
+    plan_stacked_merge,
 )
 from services.merger.quantized import check_exports
 from services.merger.requests import MergeOutcome, ResolvedModelMerge
+from services.merger.tokenizer_files import (
+    check_shared_vocabulary,
+    resolve_chat_template,
+)
 
 MODEL_KINDS = (
     common_pb2.ARTIFACT_KIND_BASE_MODEL,
@@ -59,8 +65,9 @@ def resolve_model_merge(request: Any, get: Callable[[str], Any]) -> ResolvedMode
     """Checks method, parameters and inputs, and plans the merge, before any work."""
     method = methods.get(request.method)
     n = len(request.input_model_ids)
-    method.check_inputs(n, bool(request.base_model_id))
-    params = methods.parse_params(method, dict(request.params), n)
+    if not request.slices:  # a layer stack checks each slice instead
+        method.check_inputs(n, bool(request.base_model_id))
+        methods.parse_params(method, dict(request.params), n)
     if len(set(request.input_model_ids)) != n:
         raise InvalidArgument(
             "input_model_ids lists a model twice", field="input_model_ids"
@@ -71,33 +78,53 @@ def resolve_model_merge(request: Any, get: Callable[[str], Any]) -> ResolvedMode
         if request.base_model_id
         else None
     )
-    plan = plan_model_merge(
-        method,
-        params,
-        Path(base.local_path) if base else None,
-        [Path(a.local_path) for a in inputs],
+    tokenizer = (
+        _model(get, request.tokenizer_source_id, "recipe")
+        if request.tokenizer_source_id
+        else None
     )
+    plan = plan_for(request, base, inputs, tokenizer)
     check_exports(list(request.exports), plan.reference.directory)
-    reference = base or inputs[0]
+    reference = tokenizer or base or inputs[0]
     check_tokenizer(
-        request.gate, plan.reference.directory, f"{reference.name}:{reference.version}"
+        request.gate,
+        plan.tokenizer_source or plan.reference.directory,
+        f"{reference.name}:{reference.version}",
     )
-    return ResolvedModelMerge(request, base, inputs, plan)
+    return ResolvedModelMerge(request, base, inputs, plan, tokenizer)
+
+
+def plan_for(
+    request: Any, base: Any | None, inputs: list[Any], tokenizer: Any | None
+) -> ModelMergePlan:
+    """The merge plan of a request whose artifacts are resolved: headers (and
+    tokenizer vocabularies) only, so Start and a re-run from the queue agree."""
+    method = methods.get(request.method)
+    base_dir = Path(base.local_path) if base else None
+    input_dirs = [Path(a.local_path) for a in inputs]
+    if request.slices:
+        dirs = {a.id: Path(a.local_path) for a in [*inputs, *([base] if base else [])]}
+        plan = plan_stacked_merge(
+            method, list(request.slices), dirs, base_dir, input_dirs
+        )
+    else:
+        params = methods.parse_params(
+            method, dict(request.params), len(request.input_model_ids)
+        )
+        plan = plan_model_merge(method, params, base_dir, input_dirs)
+    models = [*([base_dir] if base_dir else []), *input_dirs]
+    source = Path(tokenizer.local_path) if tokenizer else None
+    if source is not None:
+        check_shared_vocabulary(source, models)
+    template = resolve_chat_template(request.chat_template, models)
+    if source is None and not template:
+        return plan
+    return dataclasses.replace(plan, tokenizer_source=source, chat_template=template)
 
 
 def _plan(job: ResolvedModelMerge) -> ModelMergePlan:
     """The plan of a stored job (the queue keeps none): headers only."""
-    request = job.request
-    method = methods.get(request.method)
-    params = methods.parse_params(
-        method, dict(request.params), len(request.input_model_ids)
-    )
-    return plan_model_merge(
-        method,
-        params,
-        Path(job.base.local_path) if job.base else None,
-        [Path(a.local_path) for a in job.inputs],
-    )
+    return plan_for(job.request, job.base, job.inputs, job.tokenizer)
 
 
 def run_model_merge(
@@ -122,11 +149,20 @@ def run_model_merge(
                 total_steps=total,
             )
 
-    provenance = {
+    provenance: dict[str, Any] = {
         "params": dict(request.params),
         "input_digests": [a.digest for a in job.inputs],
         "base_digest": job.base.digest if job.base else "",
     }
+    if request.slices:
+        provenance["slices"] = list(request.slices)
+        provenance["num_layers"] = plan.output_layers
+    if job.tokenizer is not None:
+        provenance["tokenizer_source_digest"] = job.tokenizer.digest
+    if request.chat_template:
+        provenance["chat_template"] = (
+            request.chat_template if len(request.chat_template) < 64 else "custom"
+        )
     try:
         with staged_directory(final) as tmp:
             stats = execute_model_merge(
@@ -145,7 +181,15 @@ def run_model_merge(
                     "kind": "models",
                     "merged": str(tmp),
                     "inputs": [str(Path(a.local_path)) for a in job.inputs],
-                    "factor": request.gate.factor(),
+                    # A layer stack changes the model's depth: its perplexity
+                    # is bounded only when the request sets a factor.
+                    "factor": (
+                        request.gate.max_perplexity_factor
+                        if plan.stack is not None
+                        else request.gate.factor()
+                    ),
+                    "stacked": plan.stack is not None,
+                    "layers": plan.output_layers,
                 },
                 request.gate,
                 list(request.exports),
@@ -164,6 +208,14 @@ def run_model_merge(
         if job.base is not None:
             parents.append(
                 common_pb2.ParentRef(artifact_id=job.base.id, relation="base_model")
+            )
+        if job.tokenizer is not None and job.tokenizer.id not in {
+            p.artifact_id for p in parents
+        }:
+            parents.append(
+                common_pb2.ParentRef(
+                    artifact_id=job.tokenizer.id, relation="tokenizer_source"
+                )
             )
         ctx.report(stage="register", progress=0.95, message="registering merged model")
         merged = registry.RegisterArtifact(

@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.merger.lora_merge import (
+    OUTPUT_DTYPES,
     LayoutReader,
     MergeStats,
     TensorCallback,
     header_metadata,
-    output_specs,
 )
 from services.merger.methods import MergeMethod, MergeParams, TensorContext
 from services.merger.output import (
@@ -35,6 +35,16 @@ from services.merger.output import (
     torch_threads,
 )
 from services.merger.safetensors_io import ModelLayout, read_layout
+from services.merger.slices import (
+    OutputSlice,
+    SliceSource,
+    StackedPlan,
+    TensorJob,
+    TensorSource,
+    layer_tensors,
+    plan_stack,
+)
+from services.merger.tokenizer_files import write_tokenizer
 
 
 @dataclass(frozen=True)
@@ -46,13 +56,39 @@ class ModelMergePlan:
     base: ModelLayout | None
     inputs: list[ModelLayout]
     num_layers: int
+    # A recipe's slices (layer stacking); None merges whole models tensor by
+    # tensor under the same names.
+    stack: StackedPlan | None = None
+    # The model whose tokenizer the output takes (None: the reference's) and
+    # the chat template text to write ("" keeps the tokenizer's own).
+    tokenizer_source: Path | None = None
+    chat_template: str = ""
 
     @property
     def reference(self) -> ModelLayout:
         return self.base or self.inputs[0]
 
+    @property
+    def output_layers(self) -> int:
+        return self.stack.num_layers if self.stack else self.num_layers
 
-def _num_layers(model_dir: Path) -> int:
+    def jobs(self) -> list[TensorJob]:
+        """One job per output tensor, in the reference's file order."""
+        if self.stack is not None:
+            return list(self.stack.jobs)
+        return [
+            TensorJob(
+                name,
+                TensorSource(self.base, name) if self.base else None,
+                tuple(TensorSource(m, name) for m in self.inputs),
+                self.params,
+            )
+            for infos in self.reference.shards.values()
+            for name in (t.name for t in infos)
+        ]
+
+
+def num_layers_of(model_dir: Path) -> int:
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):
@@ -90,7 +126,52 @@ def plan_model_merge(
                     "an architecture"
                 )
     return ModelMergePlan(
-        method, params, base, inputs, _num_layers(reference.directory)
+        method, params, base, inputs, num_layers_of(reference.directory)
+    )
+
+
+def plan_stacked_merge(
+    method: MergeMethod,
+    slices: list[dict[str, Any]],
+    model_dirs: dict[str, Path],
+    base_dir: Path | None,
+    input_dirs: list[Path],
+) -> ModelMergePlan:
+    """A layer-stack plan from a request's slices, whose sources name models
+    by the keys of `model_dirs` (registry ids, or folders in tests)."""
+    layouts = {key: read_layout(path) for key, path in model_dirs.items()}
+
+    def source(entry: dict[str, Any]) -> SliceSource:
+        start, end = entry["layer_range"]
+        return SliceSource(layouts[entry["model"]], int(start), int(end))
+
+    output = [
+        OutputSlice(
+            source(s["base"]) if s.get("base") else None,
+            tuple(source(e) for e in s["inputs"]),
+            dict(s.get("params") or {}),
+        )
+        for s in slices
+    ]
+    # Counted from the tensors, not config.json: a range must name layers
+    # that exist in the files.
+    layers = {str(lay.directory): len(layer_tensors(lay)) for lay in layouts.values()}
+    base = read_layout(base_dir) if base_dir is not None else None
+    inputs = [read_layout(d) for d in input_dirs]
+    reference = base or inputs[0]
+    try:
+        config = json.loads((reference.directory / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    stack = plan_stack(method, output, layers, config)
+    first_params = stack.jobs[0].params if stack.jobs else None
+    return ModelMergePlan(
+        method,
+        first_params,  # type: ignore[arg-type]
+        base,
+        inputs,
+        num_layers_of(reference.directory),
+        stack,
     )
 
 
@@ -106,7 +187,19 @@ def execute_model_merge(
     """Writes the merged model to `out_dir`; NaN/Inf in any output is refused."""
     started = time.monotonic()
     reference = plan.reference
-    specs = output_specs(reference, output_dtype)
+    if output_dtype not in OUTPUT_DTYPES:
+        raise InvalidArgument(
+            f"output dtype {output_dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}",
+            field="output_dtype",
+        )
+    target = OUTPUT_DTYPES[output_dtype]
+    jobs = {job.out: job for job in plan.jobs()}
+    specs = []
+    for job in jobs.values():
+        lead = job.base or job.inputs[0]
+        info = lead.layout.tensors[lead.name]
+        dtype = target if target and info.dtype.is_floating_point else info.dtype
+        specs.append((job.out, dtype, info.shape))
     dtypes = {name: dtype for name, dtype, _ in specs}
     provenance = {"method": plan.method.name, **(provenance or {})}
     total = len(specs)
@@ -120,18 +213,24 @@ def execute_model_merge(
             out_dir, specs, header_metadata(provenance), max_shard_size
         ) as writer,
     ):
-        ref = LayoutReader(reference, stack)
-        base = LayoutReader(plan.base, stack) if plan.base is not None else None
-        inputs = [LayoutReader(m, stack) for m in plan.inputs]
+        readers: dict[Path, LayoutReader] = {}
+
+        def read(source: TensorSource) -> torch.Tensor:
+            key = source.layout.directory
+            if key not in readers:
+                readers[key] = LayoutReader(source.layout, stack)
+            return readers[key].get_tensor(source.name)
+
         for name in writer.order:
-            original = ref.get_tensor(name)
+            job = jobs[name]
+            original = read(job.base or job.inputs[0])
             tensor = original
             if original.is_floating_point():
                 tensor = plan.method.merge(
-                    base.get_tensor(name).to(torch.float32) if base else None,
-                    [m.get_tensor(name).to(torch.float32) for m in inputs],
-                    plan.params,
-                    TensorContext(name, plan.num_layers),
+                    read(job.base).to(torch.float32) if job.base else None,
+                    [read(m).to(torch.float32) for m in job.inputs],
+                    job.params,
+                    TensorContext(name, plan.output_layers, t=job.t),
                 )
                 if tensor.numel():
                     max_delta = max(max_delta, max_abs_change(tensor, original))
@@ -148,10 +247,14 @@ def execute_model_merge(
             if on_tensor is not None:
                 on_tensor(done, total, name)
         written = writer.close()
-    files = {
-        **written.files,
-        **copy_side_files(reference.directory, out_dir, output_dtype),
-    }
+    side = copy_side_files(
+        reference.directory,
+        out_dir,
+        output_dtype,
+        plan.stack.config_updates if plan.stack else None,
+    )
+    side = write_tokenizer(out_dir, side, plan.tokenizer_source, plan.chat_template)
+    files = {**written.files, **side}
     return MergeStats(
         tensors_merged=merged_count,
         tensors_total=total,

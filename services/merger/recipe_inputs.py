@@ -73,14 +73,39 @@ def from_recipe(
             return reply.artifact.id
         return get(ref).id
 
+    ids: dict[str, str] = {}
+
+    def resolved(ref: str, where: str) -> str:
+        if ref not in ids:
+            ids[ref] = model_id(ref, where)
+        return ids[ref]
+
     base, models = recipe.inputs()
+    slices = tuple(
+        {
+            "base": {**s["base"], "model": resolved(s["base"]["model"], f"slices[{i}]")}
+            if s["base"]
+            else None,
+            "inputs": [
+                {**src, "model": resolved(src["model"], f"slices[{i}]")}
+                for src in s["inputs"]
+            ],
+            "params": s["params"],
+        }
+        for i, s in enumerate(recipe.slices)
+    )
     return dataclasses.replace(
         request,
         method=recipe.method,
-        base_model_id=model_id(base, "base_model") if base else "",
+        base_model_id=resolved(base, "base_model") if base else "",
         input_model_ids=tuple(
-            model_id(m, f"models[{i}]") for i, m in enumerate(models)
+            resolved(m, f"models[{i}]") for i, m in enumerate(models)
         ),
         params=recipe.params,
         output_dtype=recipe.dtype or request.output_dtype,
+        slices=slices,
+        tokenizer_source_id=resolved(recipe.tokenizer_source, "tokenizer_source")
+        if recipe.tokenizer_source
+        else "",
+        chat_template=recipe.chat_template,
     )

@@ -37,6 +37,7 @@ def decode_request(data: dict[str, Any]) -> MergeRequest:
         for e in fields.get("exports", [])
     )
     fields["input_model_ids"] = tuple(fields.get("input_model_ids", ()))
+    fields["slices"] = tuple(fields.get("slices", ()))
     fields["tags"] = dict(fields.get("tags", {}))
     return MergeRequest(**fields)
 
@@ -48,6 +49,7 @@ def encode_job(job: ResolvedMerge | ResolvedModelMerge) -> dict[str, Any]:
             "request": encode_request(job.request),
             "base": message_to_json(job.base),
             "inputs": [message_to_json(a) for a in job.inputs],
+            "tokenizer": message_to_json(job.tokenizer) if job.tokenizer else None,
         }
     return {
         "kind": "lora",
@@ -66,6 +68,7 @@ def decode_job(data: dict[str, Any]) -> ResolvedMerge | ResolvedModelMerge:
             artifact_from_json(data.get("base")),
             [artifact_from_json(a) for a in data.get("inputs", [])],
             None,
+            artifact_from_json(data["tokenizer"]) if data.get("tokenizer") else None,
         )
     return ResolvedMerge(
         request,

@@ -37,6 +37,13 @@ class MergeRequest:
     exports: tuple[QuantizedExport, ...] = ()
     # A mergekit recipe (YAML) standing in for method, inputs and params.
     recipe: str = ""
+    # From a recipe: its slices (layer stacking) with models as registry ids,
+    # as recipes.Recipe.slices says; empty merges whole models.
+    slices: tuple[dict[str, Any], ...] = ()
+    # From a recipe: the registry id whose tokenizer the output takes, and
+    # the chat template setting ("auto", a bundled name or Jinja text).
+    tokenizer_source_id: str = ""
+    chat_template: str = ""
 
     @property
     def merges_models(self) -> bool:
@@ -159,3 +166,5 @@ class ResolvedModelMerge:
     inputs: list[Any]
     # As ResolvedMerge.plan: None once read back from the queue.
     plan: ModelMergePlan | None
+    # The model whose tokenizer the output takes (a recipe's tokenizer_source).
+    tokenizer: Any | None = None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from services.common.errors import InvalidArgument
-from services.common.safetensors_header import check_safetensors_file
+from services.common.safetensors_header import check_safetensors_file, read_header
 from services.registry.domain import ArtifactKind
 
 # Formats that execute code when loaded (torch.load / pickle): never admitted,
@@ -63,6 +64,45 @@ def inspect_content(kind: ArtifactKind, files: Files) -> dict[str, Any]:
     )
     if "model_type" in facts:  # the proto's word for it, beside Hugging Face's
         facts["architecture"] = facts["model_type"]
+    facts.update(_weights_facts(present, cfg))
+    return facts
+
+
+# The first layer index in a tensor name (model.layers.3.mlp... -> 3).
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
+_LAYER_KEYS = ("num_hidden_layers", "n_layer")
+
+
+def _weights_facts(present: dict[str, Path], cfg: dict[str, Any]) -> dict[str, Any]:
+    """Parameter and layer counts from the safetensors headers, and a config
+    whose layer count disagrees with the weights refused: a layer stack that
+    kept its inputs' num_hidden_layers would load with layers silently
+    dropped (or missing), so the registry does not take it."""
+    parameters = 0
+    layers: set[int] = set()
+    for rel, real in present.items():
+        if not rel.endswith(".safetensors") or "/" in rel:
+            continue
+        header, _ = read_header(real, rel)
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            parameters += math.prod(entry.get("shape") or [])
+            match = _LAYER.search(name)
+            if match:
+                layers.add(int(match.group(1)))
+    facts: dict[str, Any] = {"num_parameters": parameters}
+    key = next((k for k in _LAYER_KEYS if isinstance(cfg.get(k), int)), None)
+    if key is None:
+        return facts
+    facts["num_hidden_layers"] = cfg[key]
+    if layers and len(layers) != cfg[key]:
+        raise InvalidArgument(
+            f"config.json says {key} = {cfg[key]} but the weights hold "
+            f"{len(layers)} layers (indices {min(layers)}..{max(layers)}); fix "
+            f"{key} in config.json (a layer stack must set the new count)",
+            field="source_path",
+        )
     return facts
 
 

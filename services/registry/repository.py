@@ -165,6 +165,7 @@ class Registry:
                 principal,
                 trace_id,
                 reuse_existing=reuse_existing,
+                derived_keys=frozenset(derived) - set(metadata or {}),
             )
         )
         return reg
@@ -271,6 +272,7 @@ class Registry:
         action: str = "artifact.register",
         audit_extra: Mapping[str, Any] | None = None,
         reuse_existing: bool = True,
+        derived_keys: frozenset[str] = frozenset(),
     ) -> Registration:
         lock_key(session, "artifact-name", name)
         caller = current_caller()
@@ -308,7 +310,9 @@ class Registry:
             changed = (
                 []
                 if reuse_existing
-                else _changed_facts(session, same, meta, metrics, tags, parents)
+                else _changed_facts(
+                    session, same, meta, metrics, tags, parents, derived_keys
+                )
             )
             if changed:
                 raise FailedPrecondition(
@@ -598,12 +602,19 @@ def _changed_facts(
     metrics: Mapping[str, float],
     tags: Mapping[str, str],
     parents: Sequence[ParentRef],
+    derived_keys: frozenset[str] = frozenset(),
 ) -> list[str]:
     """What a registration of identical files says that the stored version
-    does not (a fact left out is no change; a different or new one is)."""
+    does not (a fact left out is no change; a different or new one is).
+    Facts read from the files that the stored version predates (a newer
+    registry derives more) are no change either: the files are the same."""
     changed = []
     stored_meta = dict(row.meta or {})
-    keys = sorted(k for k, v in meta.items() if stored_meta.get(k) != v)
+    keys = sorted(
+        k
+        for k, v in meta.items()
+        if stored_meta.get(k) != v and not (k in derived_keys and k not in stored_meta)
+    )
     if keys:
         changed.append(f"metadata ({', '.join(keys[:5])})")
     stored_metrics = dict(row.metrics or {})

@@ -10,18 +10,21 @@ normalize defaults) and statistically in test_merge_methods.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from services.merger import methods
-from services.merger.model_merge import execute_model_merge, plan_model_merge
+from services.common.errors import FailedPrecondition
+from services.merger.model_jobs import plan_for
+from services.merger.model_merge import execute_model_merge
 from services.merger.recipes import parse_recipe
 from tests.tiny_models import build_tiny_model
 
@@ -89,13 +92,28 @@ def run_mergekit(recipe: Path, out: Path) -> dict[str, torch.Tensor]:
     return merged
 
 
+def _artifact(folder: str) -> SimpleNamespace:
+    """A folder standing in for its registry artifact (id = the folder)."""
+    return SimpleNamespace(id=folder, local_path=folder)
+
+
 def run_lorafleet(recipe_text: str, out: Path) -> dict[str, torch.Tensor]:
+    """The recipe as the merger runs it: parsed, planned (plan_for, as at
+    Start and on a re-run from the queue) and executed."""
     recipe = parse_recipe(recipe_text)
     base, inputs = recipe.inputs()
-    method = methods.get(recipe.method)
-    params = methods.parse_params(method, recipe.params, len(inputs))
-    plan = plan_model_merge(
-        method, params, Path(base) if base else None, [Path(m) for m in inputs]
+    request = SimpleNamespace(
+        method=recipe.method,
+        params=recipe.params,
+        input_model_ids=inputs,
+        slices=tuple(recipe.slices),
+        chat_template=recipe.chat_template,
+    )
+    plan = plan_for(
+        request,
+        _artifact(base) if base else None,
+        [_artifact(m) for m in inputs],
+        _artifact(recipe.tokenizer_source) if recipe.tokenizer_source else None,
     )
     execute_model_merge(plan, out)
     merged: dict[str, torch.Tensor] = {}
@@ -268,6 +286,21 @@ CASES = {
         "models": models(z, ("a", {"weight": 1.0}), ("b", {"weight": 2.0})),
         "parameters": {"normalize_weights": True},
     },
+    "multislerp_gradient_and_filter": lambda z: {
+        "merge_method": "multislerp",
+        "models": models(
+            z,
+            ("a", {"weight": [0.2, 1.0]}),
+            ("b", {"weight": 0.5}),
+            ("c", {"weight": [{"filter": "mlp", "value": 0.3}, {"value": 1.0}]}),
+        ),
+    },
+    "nuslerp_gradient": lambda z: {
+        "merge_method": "nuslerp",
+        "models": models(
+            z, ("a", {"weight": [1.0, 0.2]}), ("b", {"weight": [0.1, 1.0]})
+        ),
+    },
     "nuslerp": lambda z: {
         "merge_method": "nuslerp",
         "models": models(z, ("a", {"weight": 0.3}), ("b", {"weight": 0.7})),
@@ -323,3 +356,173 @@ def test_a_recipe_gives_mergekits_numbers(zoo, tmp_path, case):
         str(next(Path(recipe["models"][0]["model"]).glob("*.safetensors")))
     )
     assert any(not torch.equal(ours[k], first[k]) for k in first if k in ours)
+
+
+def source(zoo, name: str, first: int, end: int, params: dict | None = None) -> dict:
+    entry = {"model": str(zoo[name]), "layer_range": [first, end]}
+    return {**entry, "parameters": params} if params else entry
+
+
+# Layer stacks (the tiny models have 2 layers each).
+SLICE_CASES = {
+    "passthrough_stack": lambda z: {
+        "merge_method": "passthrough",
+        "slices": [
+            {"sources": [source(z, "a", 0, 2)]},
+            {
+                "sources": [
+                    source(
+                        z,
+                        "b",
+                        0,
+                        1,
+                        {"scale": [{"filter": "o_proj", "value": 0.5}, {"value": 1.0}]},
+                    )
+                ]
+            },
+            {"sources": [source(z, "c", 1, 2)]},
+        ],
+    },
+    "slerp_slices_gradient": lambda z: {
+        "merge_method": "slerp",
+        "base_model": str(z["b"]),
+        "slices": [
+            {"sources": [source(z, "a", 0, 2), source(z, "b", 0, 2)]},
+        ],
+        "parameters": {
+            "t": [{"filter": "self_attn", "value": [0.0, 1.0]}, {"value": 0.3}]
+        },
+    },
+    "ties_two_slices": lambda z: {
+        "merge_method": "ties",
+        "base_model": str(z["base"]),
+        "slices": [
+            {
+                "sources": [
+                    source(z, "base", 0, 1),
+                    source(z, "a", 0, 1, {"density": 0.5, "weight": [0.2, 1.0]}),
+                    source(z, "b", 1, 2, {"density": 0.7, "weight": 0.5}),
+                ]
+            },
+            {
+                "sources": [
+                    source(z, "base", 0, 2),
+                    source(z, "a", 0, 2, {"density": 0.4}),
+                    source(z, "c", 0, 2, {"density": 0.9}),
+                ],
+                "parameters": {"weight": [1.0, 0.3]},
+            },
+        ],
+    },
+    "linear_crossed_layers": lambda z: {
+        "merge_method": "linear",
+        "slices": [
+            {"sources": [source(z, "a", 0, 1), source(z, "b", 1, 2)]},
+            {
+                "sources": [source(z, "a", 1, 2), source(z, "b", 0, 1)],
+                "parameters": {"weight": 0.5},
+            },
+        ],
+        "parameters": {"weight": [0.25, 0.75]},
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(SLICE_CASES))
+def test_a_layer_stack_gives_mergekits_model(zoo, tmp_path, case):
+    recipe = {**SLICE_CASES[case](zoo), "dtype": "float32"}
+    path = tmp_path / "recipe.yml"
+    text = yaml.safe_dump(recipe, sort_keys=False)
+    path.write_text(text)
+    theirs = run_mergekit(path, tmp_path / "mergekit")
+    ours = run_lorafleet(text, tmp_path / "lorafleet")
+    assert set(theirs) == set(ours)
+    worst = max(
+        (float((ours[name].float() - t.float()).abs().max()), name)
+        for name, t in theirs.items()
+    )
+    assert worst[0] <= 1e-6, f"{case}: {worst[1]} differs by {worst[0]:.3g}"
+    config = {
+        side: json.loads((tmp_path / side / "config.json").read_text())
+        for side in ("mergekit", "lorafleet")
+    }
+    layers = sum(
+        s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0]
+        for s in recipe["slices"]
+    )
+    assert config["lorafleet"]["num_hidden_layers"] == layers
+    assert config["mergekit"]["num_hidden_layers"] == layers
+
+
+def test_tokenizer_source_and_chat_template_as_mergekit_writes_them(zoo, tmp_path):
+    """The output's tokenizer comes from tokenizer_source and renders the named
+    chat template the way mergekit's output does."""
+    from transformers import AutoTokenizer
+
+    recipe = {
+        "merge_method": "linear",
+        "models": models(zoo, ("a", {"weight": 1.0}), ("b", {"weight": 1.0})),
+        "tokenizer_source": str(zoo["b"]),
+        "chat_template": "llama3",
+        "dtype": "float32",
+    }
+    path = tmp_path / "recipe.yml"
+    text = yaml.safe_dump(recipe, sort_keys=False)
+    path.write_text(text)
+    done = subprocess.run(
+        [
+            str(MERGEKIT),
+            str(path),
+            str(tmp_path / "mergekit"),
+            "--no-cuda",
+            "--quiet",
+            "--no-write-model-card",
+            "--allow-crimes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = run_lorafleet(text, tmp_path / "lorafleet")
+    theirs: dict[str, torch.Tensor] = {}
+    for file in sorted((tmp_path / "mergekit").glob("*.safetensors")):
+        theirs.update(load_file(str(file)))
+    assert set(theirs) == set(ours)
+    assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in theirs)
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Ship 2 mugs to Leeds"},
+        {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": "And 3 more?"},
+    ]
+    rendered = {
+        side: AutoTokenizer.from_pretrained(str(tmp_path / side)).apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=True
+        )
+        for side in ("mergekit", "lorafleet")
+    }
+    assert rendered["lorafleet"] == rendered["mergekit"]
+    assert "<|start_header_id|>assistant<|end_header_id|>" in rendered["lorafleet"]
+
+
+def test_a_tokenizer_source_with_another_vocabulary_is_refused(zoo, tmp_path):
+    """lorafleet does not re-index embeddings: a tokenizer whose token ids
+    differ from the models' is refused before anything is merged."""
+    other = shutil.copytree(zoo["b"], tmp_path / "other-vocab")
+    data = json.loads((other / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    first, second = list(vocab)[:2]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (other / "tokenizer.json").write_text(json.dumps(data))
+    text = yaml.safe_dump(
+        {
+            "merge_method": "linear",
+            "models": models(zoo, ("a", {"weight": 1.0}), ("c", {"weight": 1.0})),
+            "tokenizer_source": str(other),
+        }
+    )
+    with pytest.raises(FailedPrecondition, match="vocabulary differs"):
+        run_lorafleet(text, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

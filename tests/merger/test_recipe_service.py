@@ -91,10 +91,70 @@ def test_a_recipe_with_folders_registers_them_once_and_merges(suite, folders):
     assert len(versions) == 1
 
 
+def test_a_layer_stack_is_merged_gated_and_registered_with_its_depth(suite, folders):
+    """passthrough slices make a 3-layer model of 2-layer inputs: the gate
+    loads it with 3 layers and the registry records the new depth."""
+    recipe = yaml.safe_dump(
+        {
+            "merge_method": "passthrough",
+            "slices": [
+                {"sources": [{"model": str(folders["a"]), "layer_range": [0, 2]}]},
+                {"sources": [{"model": str(folders["b"]), "layer_range": [1, 2]}]},
+            ],
+            "chat_template": "chatml",
+            "dtype": "float32",
+        }
+    )
+    final = run(suite, recipe=recipe, output_name="recipe-stack")
+    registry = suite.stub("registry")
+    merged = registry.GetArtifact(
+        registry_pb2.GetArtifactRequest(id=final.result.merged_model_id), timeout=30
+    ).artifact
+    meta = dict(merged.metadata)
+    assert meta["num_hidden_layers"] == 3
+    assert meta["num_layers"] == 3
+    assert meta["chat_template"] == "chatml"
+    assert final.result.gate["layers"] == 3
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(merged.local_path)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False
+    )
+    assert text == "<|im_start|>user\nhi<|im_end|>\n"
+    assert (Path(merged.local_path) / "chat_template.jinja").is_file()
+
+
+def test_a_stack_whose_ranges_do_not_fit_is_refused_naming_the_slice(suite, folders):
+    recipe = yaml.safe_dump(
+        {
+            "merge_method": "passthrough",
+            "slices": [
+                {"sources": [{"model": str(folders["a"]), "layer_range": [0, 2]}]},
+                {"sources": [{"model": str(folders["b"]), "layer_range": [1, 5]}]},
+            ],
+        }
+    )
+    before = count_jobs(suite)
+    with pytest.raises(grpc.RpcError) as err:
+        suite.stub("merger").StartMergeJob(
+            merger_pb2.StartMergeJobRequest(recipe=recipe, output_name="refused"),
+            timeout=60,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert "slices[1]" in err.value.details()
+    assert "has 2 layers" in err.value.details()
+    assert count_jobs(suite) == before
+
+
 @pytest.mark.parametrize(
     "extra, words",
     [
-        ({"tokenizer_source": "base"}, ["tokenizer_source is not supported"]),
+        ({"tokenizer_source": "union"}, ["union is not supported"]),
+        ({"tokenizer": {"source": "base"}}, ["tokenizer settings"]),
+        ({"chat_template": "nonsense"}, ["chat_template 'nonsense'"]),
         ({"slices": []}, ["slices"]),
         ({"parameters": {"normalize": True, "frobnicate": 1}}, ["frobnicate"]),
         ({"merge_method": "arcee_fusion"}, ["unknown merge method 'arcee_fusion'"]),
@@ -165,7 +225,7 @@ def test_lorafleet_merge_runs_a_recipe_file_and_writes_the_folder(
         assert hashlib.sha256(data).hexdigest() == entry.sha256
     assert (out / "config.json").is_file() and any(out.glob("*.safetensors"))
     # an unsupported key: one line, exit 2, nothing merged
-    recipe.write_text(ties_recipe(folders, chat_template="chatml"))
+    recipe.write_text(ties_recipe(folders, tokenizer_source="union"))
     assert (
         cli(
             [
@@ -182,7 +242,7 @@ def test_lorafleet_merge_runs_a_recipe_file_and_writes_the_folder(
         )
         == 2
     )
-    assert "chat_template is not supported" in capsys.readouterr().err
+    assert "union is not supported" in capsys.readouterr().err
 
 
 def test_a_model_without_a_tokenizer_is_refused_up_front(suite, folders):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import torch
 from google.protobuf import struct_pb2
 
 from lorafleet.v1 import common_pb2, registry_pb2
@@ -308,3 +309,41 @@ def test_parent_relation_must_be_an_identifier(register, sources):
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "Base Model!" in err.details()
+
+
+def _layered_model(root, name: str, layers: int, config_layers: int):
+    """A model folder whose weights hold `layers` layers and whose config.json
+    says `config_layers`."""
+    import json as _json
+
+    from safetensors.torch import save_file
+
+    path = root / "incoming" / name
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(
+        _json.dumps({"model_type": "llama", "num_hidden_layers": config_layers})
+    )
+    tensors = {"model.embed_tokens.weight": torch.zeros(8, 4)}
+    for i in range(layers):
+        tensors[f"model.layers.{i}.mlp.up_proj.weight"] = torch.zeros(4, 4)
+    save_file(tensors, str(path / "model.safetensors"))
+    return path
+
+
+def test_a_model_records_its_depth_and_size_from_its_files(register, data_dir):
+    a = register(BASE_MODEL, "deep", _layered_model(data_dir, "deep", 3, 3)).artifact
+    assert a.metadata["num_hidden_layers"] == 3
+    assert a.metadata["num_parameters"] == 8 * 4 + 3 * 16
+
+
+def test_a_config_whose_layer_count_disagrees_with_the_weights_is_refused(
+    register, stub, data_dir
+):
+    """A layer stack that kept its inputs' num_hidden_layers would load with
+    layers silently dropped: the registry refuses it, naming the fix."""
+    with pytest.raises(grpc.RpcError) as err:
+        register(BASE_MODEL, "stacked", _layered_model(data_dir, "stacked", 3, 2))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "num_hidden_layers = 2 but the weights hold 3 layers" in err.value.details()
+    listed = stub.ListArtifacts(registry_pb2.ListArtifactsRequest(name="stacked"))
+    assert not listed.artifacts

@@ -18,6 +18,7 @@ from services.merger.methods.magnitude_prune import MagnitudePrune
 from services.merger.methods.model_stock import ModelStock
 from services.merger.methods.multislerp import MultiSlerp
 from services.merger.methods.nuslerp import NuSlerp
+from services.merger.methods.passthrough import Passthrough
 from services.merger.methods.sce import Sce
 from services.merger.methods.slerp import Slerp
 from services.merger.methods.task_vector import VARIANTS
@@ -34,6 +35,7 @@ METHODS: dict[str, type[MergeMethod]] = {
         Karcher,
         MultiSlerp,
         NuSlerp,
+        Passthrough,
     )
 }
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from services.common.errors import InvalidArgument, shorten
+from services.merger.settings import position
 
 _LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 
@@ -60,11 +61,23 @@ class TensorContext:
     name: str
     num_layers: int = 0
     seed: int = 0
+    # mergekit's t of the tensor when the caller knows it (a layer stack: t
+    # runs from 0 to 1 within each output slice); None derives it from the
+    # layer index and num_layers.
+    t: float | None = None
 
     @property
     def layer(self) -> int | None:
         match = _LAYER.search(f".{self.name}")
         return int(match.group(1)) if match else None
+
+    @property
+    def position(self) -> float:
+        """Where gradients are evaluated: 0 outside the layers, layer i of L at
+        i / (L - 1) (mergekit's t)."""
+        if self.t is not None:
+            return self.t
+        return position(self.layer, self.num_layers)
 
     def generator(self, index: int) -> torch.Generator:
         """A generator seeded by (seed, tensor name, input index): reproducible."""

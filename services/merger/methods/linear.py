@@ -9,21 +9,15 @@ import torch
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.merger.methods.base import (
     MergeMethod,
-    MergeParams,
     TensorContext,
     param,
     shown,
 )
-from services.merger.settings import Setting, check_setting, evaluate, position
+from services.merger.methods.weighted import GradedWeightsParams
 
 
 @dataclass
-class LinearParams(MergeParams):
-    weights: list[Setting] = param(
-        [],
-        help="one weight per input model (default 1.0 each); each a number, a "
-        "gradient over the layers or per-tensor filters",
-    )
+class LinearParams(GradedWeightsParams):
     normalize: bool = param(True, help="divide by the sum of the weights")
 
     def check(self, n_inputs: int) -> None:
@@ -32,17 +26,8 @@ class LinearParams(MergeParams):
         All-zero weights give an all-zero model; with normalize, weights that
         sum to 0 (e.g. [1, -1]) leave nothing to divide by.
         """
-        if self.weights and len(self.weights) != n_inputs:
-            raise InvalidArgument(
-                f"weights has {len(self.weights)} values but there are {n_inputs} "
-                "input models; give one weight per input or none",
-                field="params.weights",
-            )
-        self.weights = [
-            check_setting(f"weights[{i}]", w, help="one weight per input model")
-            for i, w in enumerate(self.weights)
-        ]
-        if not all(isinstance(w, float) for w in self.weights):
+        super().check(n_inputs)
+        if not self.constant:
             return  # varies over the model: checked tensor by tensor in merge()
         if self.weights and not any(self.weights):
             raise InvalidArgument(
@@ -68,16 +53,7 @@ class Linear(MergeMethod):
     min_inputs = 2
 
     def merge(self, base, inputs, params: LinearParams, ctx: TensorContext):
-        weights = [
-            evaluate(w, ctx.name, position(ctx.layer, ctx.num_layers))
-            for w in params.weight_list(len(inputs))
-        ]
-        if any(w is None for w in weights):
-            raise InvalidArgument(
-                f"a weight has no filter matching tensor {ctx.name}; end each "
-                "filter list with an entry without a filter (the default)",
-                field="params.weights",
-            )
+        weights = params.weights_at(ctx, len(inputs))
         merged = sum(w * x for w, x in zip(weights, inputs, strict=True))
         if params.normalize:
             total = sum(weights)

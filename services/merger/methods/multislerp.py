@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import torch
 
 from services.common.errors import FailedPrecondition
-from services.merger.methods.base import MergeMethod, MergeParams, TensorContext, param
+from services.merger.methods.base import MergeMethod, TensorContext, param
+from services.merger.methods.weighted import GradedWeightsParams
 
 
 @dataclass
-class MultiSlerpParams(MergeParams):
+class MultiSlerpParams(GradedWeightsParams):
     normalize_weights: bool = param(True, help="scale the weights to sum to 1")
     eps: float = param(1e-8, help="numerical floor of the norms")
 
@@ -31,7 +32,7 @@ class MultiSlerp(MergeMethod):
         if base is not None:
             stacked = stacked - base
         flat = stacked.view(stacked.shape[0], -1)
-        weights = torch.tensor(params.weight_list(len(inputs)), dtype=stacked.dtype)
+        weights = torch.tensor(params.weights_at(ctx, len(inputs)), dtype=stacked.dtype)
         if params.normalize_weights:
             weights = weights / weights.sum()
         eps = params.eps

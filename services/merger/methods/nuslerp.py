@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import torch
 
 from services.common.errors import InvalidArgument
-from services.merger.methods.base import MergeMethod, MergeParams, TensorContext, param
+from services.merger.methods.base import MergeMethod, TensorContext, param
+from services.merger.methods.weighted import GradedWeightsParams
 
 
 @dataclass
-class NuSlerpParams(MergeParams):
+class NuSlerpParams(GradedWeightsParams):
     nuslerp_flatten: bool = param(True, help="one great circle per tensor")
     nuslerp_row_wise: bool = param(
         False, help="without flatten: per row (true) or per column (false)"
@@ -59,7 +60,7 @@ class NuSlerp(MergeMethod):
     max_inputs = 2
 
     def merge(self, base, inputs, params: NuSlerpParams, ctx: TensorContext):
-        w = params.weight_list(2)
+        w = params.weights_at(ctx, 2)
         t = 0.5 if abs(sum(w)) < 1e-6 else w[1] / sum(w)
         dim = 0 if params.nuslerp_row_wise else -1
         if base is not None:

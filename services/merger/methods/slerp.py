@@ -25,7 +25,6 @@ from services.merger.settings import (
     check_setting,
     evaluate,
     numbers_in,
-    position,
 )
 
 # Below this angle the vectors are (anti)parallel and slerp degenerates to lerp.
@@ -55,8 +54,12 @@ class SlerpParams(MergeParams):
 
     def t_for(self, ctx: TensorContext) -> float:
         layer = ctx.layer
-        if not self.t_by_layer or layer is None or ctx.num_layers <= 1:
-            value = evaluate(self.t, ctx.name, position(layer, ctx.num_layers))
+        if (
+            not self.t_by_layer
+            or layer is None
+            or (ctx.t is None and ctx.num_layers <= 1)
+        ):
+            value = evaluate(self.t, ctx.name, ctx.position)
             if value is None:
                 raise InvalidArgument(
                     f"t has no filter matching tensor {ctx.name}; end the filter "
@@ -66,7 +69,7 @@ class SlerpParams(MergeParams):
             return value
         if len(self.t_by_layer) == 1:
             return self.t_by_layer[0]
-        pos = layer / (ctx.num_layers - 1) * (len(self.t_by_layer) - 1)
+        pos = ctx.position * (len(self.t_by_layer) - 1)
         lo = min(int(math.floor(pos)), len(self.t_by_layer) - 2)
         frac = pos - lo
         return self.t_by_layer[lo] * (1 - frac) + self.t_by_layer[lo + 1] * frac

@@ -46,7 +46,6 @@ from services.merger.settings import (
     check_setting,
     evaluate,
     numbers_in,
-    position,
 )
 
 RESCALE_NORMS = ("l1", "l2", "linf", "density")
@@ -149,7 +148,7 @@ class TaskVectorParams(MergeParams):
     def per_input(self, name: str, i: int, ctx: TensorContext) -> float:
         values = getattr(self, _PLURAL[name])
         setting = values[i] if values else getattr(self, name, 1.0)
-        value = evaluate(setting, ctx.name, position(ctx.layer, ctx.num_layers))
+        value = evaluate(setting, ctx.name, ctx.position)
         if value is None:
             raise InvalidArgument(
                 f"{_PLURAL[name]}[{i}] has no filter matching tensor {ctx.name}; "
@@ -159,9 +158,7 @@ class TaskVectorParams(MergeParams):
         return value
 
     def shared(self, name: str, ctx: TensorContext) -> float:
-        value = evaluate(
-            getattr(self, name), ctx.name, position(ctx.layer, ctx.num_layers)
-        )
+        value = evaluate(getattr(self, name), ctx.name, ctx.position)
         if value is None:
             raise InvalidArgument(
                 f"{name} has no filter matching tensor {ctx.name}; end the filter "
@@ -274,7 +271,7 @@ class TaskVectorMethod(MergeMethod):
         )
         rescale = self.default_rescale if params.rescale is None else params.rescale
         norm = params.rescale_norm if rescale else None
-        seeded = TensorContext(ctx.name, ctx.num_layers, params.seed)
+        seeded = TensorContext(ctx.name, ctx.num_layers, params.seed, ctx.t)
         deltas, weights = [], []
         for i, x in enumerate(inputs):
             tau = x - base

@@ -1,0 +1,51 @@
+"""Per-input weights that may vary over the model: shared by every method
+that weighs its inputs (linear, multislerp, nuslerp), so a gradient or a
+per-tensor filter means the same thing in each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.errors import InvalidArgument
+from services.merger.methods.base import MergeParams, TensorContext, param
+from services.merger.settings import Setting, check_setting, evaluate
+
+
+@dataclass
+class GradedWeightsParams(MergeParams):
+    weights: list[Setting] = param(
+        [],
+        help="one weight per input model (default 1.0 each); each a number, a "
+        "gradient over the layers or per-tensor filters",
+    )
+
+    def check(self, n_inputs: int) -> None:
+        if self.weights and len(self.weights) != n_inputs:
+            raise InvalidArgument(
+                f"weights has {len(self.weights)} values but there are {n_inputs} "
+                "input models; give one weight per input or none",
+                field="params.weights",
+            )
+        self.weights = [
+            check_setting(f"weights[{i}]", w, help="one weight per input model")
+            for i, w in enumerate(self.weights)
+        ]
+
+    @property
+    def constant(self) -> bool:
+        """True when every weight is one number for the whole model."""
+        return all(isinstance(w, float) for w in self.weights)
+
+    def weights_at(self, ctx: TensorContext, n_inputs: int) -> list[float]:
+        """The weights of one tensor; a filter list that matches nothing is
+        refused (mergekit would silently drop that input from the tensor)."""
+        values = [
+            evaluate(w, ctx.name, ctx.position) for w in self.weight_list(n_inputs)
+        ]
+        if any(v is None for v in values):
+            raise InvalidArgument(
+                f"a weight has no filter matching tensor {ctx.name}; end each "
+                "filter list with an entry without a filter (the default)",
+                field="params.weights",
+            )
+        return values  # type: ignore[return-value]
