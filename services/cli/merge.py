@@ -35,6 +35,12 @@ def _absolute(recipe: dict, folder: Path) -> dict:
     for entry in recipe.get("models") or []:
         if isinstance(entry, dict) and "model" in entry:
             entry["model"] = fix(entry["model"])
+    for piece in recipe.get("slices") or []:
+        for entry in (piece.get("sources") or []) if isinstance(piece, dict) else []:
+            if isinstance(entry, dict) and "model" in entry:
+                entry["model"] = fix(entry["model"])
+    if recipe.get("tokenizer_source") not in (None, "base", "union"):
+        recipe["tokenizer_source"] = fix(recipe["tokenizer_source"])
     return recipe
 
 
@@ -91,8 +97,9 @@ def add_merge_command(sub, common: argparse.ArgumentParser) -> None:
         parents=[common, connection_parser()],
         help="run a mergekit YAML recipe and register the merged model",
         description=(
-            "Runs a mergekit recipe (merge_method, base_model, models with "
-            "parameters, parameters, dtype) on the suite's merger: models are "
+            "Runs a mergekit recipe (merge_method, base_model, models or "
+            "slices with parameters, parameters, dtype, tokenizer_source, "
+            "chat_template) on the suite's merger: models are "
             "registry refs or model folders (registered on the fly). The result "
             "gives mergekit's numbers; what lorafleet does not support is refused "
             "by name."
