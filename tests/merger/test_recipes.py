@@ -147,3 +147,31 @@ def test_tokenizer_source_base_names_the_base_and_templates_pass_through():
     assert parsed.tokenizer_source == "base"
     assert parsed.chat_template == "chatml"
     assert parsed.referenced() == ["base", "a"]
+
+
+def test_the_cli_makes_slice_and_tokenizer_folders_absolute(tmp_path):
+    """`lorafleet merge` runs where the recipe's relative folders resolve; the
+    merger runs elsewhere, so every folder the recipe names goes absolute."""
+    from services.cli.merge import _absolute
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    fixed = _absolute(
+        {
+            "merge_method": "passthrough",
+            "slices": [
+                {"sources": [{"model": "./a", "layer_range": [0, 1]}]},
+                {"sources": [{"model": "b", "layer_range": [0, 1]}]},
+            ],
+            "tokenizer_source": "./b",
+        },
+        tmp_path,
+    )
+    assert [s["sources"][0]["model"] for s in fixed["slices"]] == [
+        str((tmp_path / "a").resolve()),
+        str((tmp_path / "b").resolve()),
+    ]
+    assert fixed["tokenizer_source"] == str((tmp_path / "b").resolve())
+    assert _absolute({"tokenizer_source": "base"}, tmp_path) == {
+        "tokenizer_source": "base"
+    }
