@@ -286,6 +286,14 @@ CASES = {
         "models": models(z, ("a", {"weight": 1.0}), ("b", {"weight": 2.0})),
         "parameters": {"normalize_weights": True},
     },
+    "sce_gradient_topk": lambda z: {
+        "merge_method": "sce",
+        "base_model": str(z["base"]),
+        "models": models(z, ("a", None), ("b", None), ("c", None)),
+        "parameters": {
+            "select_topk": [{"filter": "mlp", "value": [0.2, 0.9]}, {"value": 0.5}]
+        },
+    },
     "multislerp_gradient_and_filter": lambda z: {
         "merge_method": "multislerp",
         "models": models(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from services.common.errors import InvalidArgument
 from services.merger.methods.base import (
     MergeMethod,
     MergeParams,
@@ -14,18 +15,35 @@ from services.merger.methods.base import (
     check_unit,
     param,
 )
+from services.merger.settings import Setting, check_setting, evaluate, numbers_in
 
 
 @dataclass
 class SceParams(MergeParams):
-    select_topk: float = param(
-        1.0, help="fraction of entries kept, those whose task vectors vary most"
+    select_topk: Setting = param(
+        1.0,
+        help="fraction of entries kept, those whose task vectors vary most (a "
+        "number, a gradient over the layers or per-tensor filters)",
     )
     int8_mask: bool = param(False, help="hold the masks as int8 (saves memory)")
 
     def check(self, n_inputs: int) -> None:
         super().check(n_inputs)
-        check_unit("select_topk", self.select_topk)
+        self.select_topk = check_setting(
+            "select_topk", self.select_topk, help="in [0, 1]"
+        )
+        for value in numbers_in(self.select_topk):
+            check_unit("select_topk", value)
+
+    def topk(self, ctx: TensorContext) -> float:
+        value = evaluate(self.select_topk, ctx.name, ctx.position)
+        if value is None:
+            raise InvalidArgument(
+                f"select_topk has no filter matching tensor {ctx.name}; end the "
+                "filter list with an entry without a filter (the default)",
+                field="params.select_topk",
+            )
+        return value
 
 
 def _selection(tvs: torch.Tensor, density: float, dtype) -> torch.Tensor:
@@ -49,8 +67,9 @@ class Sce(MergeMethod):
     def merge(self, base, inputs, params: SceParams, ctx: TensorContext):
         dtype = torch.int8 if params.int8_mask else base.dtype
         tvs = torch.stack([x - base for x in inputs])
-        if params.select_topk < 1:
-            tvs = tvs * _selection(tvs, params.select_topk, dtype).unsqueeze(0)
+        topk = params.topk(ctx)
+        if topk < 1:
+            tvs = tvs * _selection(tvs, topk, dtype).unsqueeze(0)
         total = tvs.sum(dim=0)
         majority = (total >= 0).to(dtype) * 2 - 1
         erase = (tvs.sign().to(dtype) == majority).to(base.dtype)
