@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from services.common.errors import FailedPrecondition
 from services.merger import lora_stream, write_lanes
 from services.merger.buffers import BufferPool
 from services.merger.lora_merge import merge_adapter, merged_weight, plan_merge
@@ -55,6 +58,30 @@ def test_streamed_merge_is_bit_identical(
         same = output_dtype == "same"
         want = want.to(tensor.dtype if same else getattr(torch, output_dtype))
         assert ours[name].dtype == want.dtype and torch.equal(ours[name], want), name
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("model.layers.1.mlp.up_proj.weight", float("inf")),  # merged
+        ("model.layers.1.mlp.up_proj.weight", float("nan")),
+        ("model.layers.0.post_attention_layernorm.weight", float("inf")),  # copied
+    ],
+)
+def test_non_finite_base_values_are_refused_on_every_path(
+    tmp_path, tiny_model_dir, monkeypatch, name, value
+):
+    """A merged weight skips the separate NaN/Inf scan only when its max change
+    proves it finite; an Inf in W (Inf - Inf = NaN) must not pass as proven."""
+    monkeypatch.setattr(lora_stream, "COPY_SLICE", 32)
+    make_adapter(tiny_model_dir, tmp_path / "adapter")
+    shutil.copytree(tiny_model_dir, tmp_path / "base")
+    path = tmp_path / "base" / "model.safetensors"
+    tensors = load_file(str(path))
+    tensors[name].view(-1)[-1] = value  # in the last slice of a copied tensor
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    with pytest.raises(FailedPrecondition, match=re.escape(name)):
+        merge_adapter(tmp_path / "adapter", tmp_path / "base", tmp_path / "out")
 
 
 def test_hashed_writer_digests_what_it_writes_within_its_bound(tmp_path, monkeypatch):
