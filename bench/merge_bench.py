@@ -161,14 +161,15 @@ def _tensor_files(model: Path) -> dict[str, Path]:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Median wall time and peak RSS over repeated runs, with every run kept."""
-    seconds = sorted(r["seconds"] for r in runs)
-    rss = sorted(r["peak_rss_mib"] for r in runs)
+    """Median wall time, CPU time and peak RSS over repeated runs, every run kept."""
     return {
         **runs[-1],
-        "seconds": statistics.median(seconds),
-        "peak_rss_mib": statistics.median(rss),
+        **{
+            key: statistics.median(r[key] for r in runs)
+            for key in ("seconds", "cpu_seconds", "peak_rss_mib")
+        },
         "all_seconds": [r["seconds"] for r in runs],
+        "all_cpu_seconds": [r["cpu_seconds"] for r in runs],
         "all_peak_rss_mib": [r["peak_rss_mib"] for r in runs],
     }
 
@@ -289,7 +290,14 @@ def main() -> None:
 
             torch.set_num_threads(1)
         child = {"lorafleet": child_lorafleet, "lorafleet-profile": child_profile}
+        before = resource.getrusage(resource.RUSAGE_SELF)
         result = child.get(kind, child_peft)(base, adapter, out)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        # CPU time (user + system, all threads) varies far less than wall time
+        # on a shared machine; it says what a side costs when cores are scarce.
+        result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (
+            after.ru_stime - before.ru_stime
+        )
         result["peak_rss_mib"] = peak_rss_mib()
         print(json.dumps(result))
         return
@@ -327,6 +335,7 @@ def main() -> None:
             "rss_ratio": ours["peak_rss_mib"]
             / min(peft_default["peak_rss_mib"], peft_single["peak_rss_mib"]),
             "time_ratio": ours["seconds"] / peft["seconds"],
+            "cpu_ratio": ours["cpu_seconds"] / peft["cpu_seconds"],
             # In a child too: mapping both outputs here would inflate this
             # process, and the children forked from it afterwards.
             "max_abs_diff": float(

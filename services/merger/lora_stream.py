@@ -60,7 +60,7 @@ class TensorStream:
                 reader.read_into(offset + start, memoryview(buffer.numpy()), name)
                 values = buffer.view(dtype)
                 if out_dtype != dtype:
-                    converted = self._pool.take(values.numel() * _itemsize(out_dtype))
+                    converted = self._pool.take(values.numel() * out_dtype.itemsize)
                     self._pool.give(buffer)
                     buffer = converted
                     values = converted.view(out_dtype).copy_(values)
@@ -112,7 +112,3 @@ class TensorStream:
             raise
         self._hand_over(name, merged, buffer, shape)
         return change
-
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()

@@ -153,7 +153,7 @@ def nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
     count = 1
     for dim in shape:
         count *= dim
-    return count * torch.empty((), dtype=dtype).element_size()
+    return count * dtype.itemsize
 
 
 def safetensors_header(
