@@ -224,7 +224,7 @@ def execute_merge(
     on_tensor: TensorCallback | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
 ) -> MergeStats:
-    """Writes the merged model into `out_dir`, one tensor in memory at a time.
+    """Writes the merged model into `out_dir`, a few MiB in memory at a time.
 
     `on_tensor(done, total, name)` runs after each tensor; raising from it (e.g.
     on cancellation) stops the merge. Every file is fsynced and hashed as it is

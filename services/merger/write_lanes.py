@@ -7,7 +7,7 @@ writer thread made them the merge's critical path (SmolLM2-135M: 0.31 s
 hashing + 0.3-0.6 s writing + 0.16 s fsync, against 0.5 s of reading and
 arithmetic). Here each buffer goes to a hash lane and a write lane that run
 side by side (hashlib and file writes release the GIL), and the write lane
-asks the kernel to start writing back every few MiB, so the fsync that ends
+asks the kernel to start writing back every 32 MiB, so the fsync that ends
 each file waits only for the tail. Every file is still hashed from the very
 bytes handed to write() and fsynced before `finish()` returns.
 
