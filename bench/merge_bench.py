@@ -3,12 +3,15 @@
 Each side runs in its own process on SmolLM2-135M-Instruct with the same
 adapter (r=16 on every linear layer, seeded non-zero B); we report wall time,
 peak RSS (the child's own VmHWM), the max abs difference between the two
-outputs, and ratios (lorafleet / PEFT). lorafleet's merge runs torch on one
-thread; PEFT runs both with torch's default threads and with one, and the
-ratios are against whichever was faster. `--synthetic` adds lorafleet-only runs
-on random fp16 models of growing size to show memory stays flat.
+outputs, and ratios (lorafleet / PEFT). lorafleet's merge hashes and writes
+on two threads of its own and runs torch on the cores left (at least one);
+PEFT runs both with torch's default threads and with one, and the ratios are
+against whichever was faster. `--profile` adds a run timed phase by phase;
+`--synthetic` adds lorafleet-only runs on random fp16 models of growing size
+to show memory stays flat.
 
-    python bench/merge_bench.py --out bench/results/merge.json [--synthetic 0.25,1.0]
+    python bench/merge_bench.py --out bench/results/merge.json [--profile]
+        [--synthetic 0.25,1.0]
 
 Each side runs --repeats times (alternating which goes first) and medians are
 reported, with every run's numbers alongside: on a shared machine a single
@@ -59,23 +62,68 @@ def adapter_dir(base: Path) -> Path:
 def child_lorafleet(base: str, adapter: str, out: str) -> dict:
     from services.merger.lora_merge import merge_adapter
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     stats = merge_adapter(Path(adapter), Path(base), Path(out))
     return {
         "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
         "tensors_merged": stats.tensors_merged,
     }
+
+
+def child_profile(base: str, adapter: str, out: str) -> dict:
+    """child_lorafleet with seconds per phase, thread by thread (inclusive).
+
+    Main thread: reads, merges (read + arithmetic + checks + hand-over), copies
+    of untouched tensors, waits to hand over. Writer lanes: sha256, write(),
+    the kernel writeback started early, and the fsync that ends each file.
+    Wrapping costs a little, so `seconds` here runs slightly above the plain run.
+    """
+    import os
+    from collections import defaultdict
+
+    from services.merger import lora_merge, lora_stream, safetensors_io, write_lanes
+
+    phases: dict[str, float] = defaultdict(float)
+
+    def timed(owner, attr: str, label: str) -> None:
+        real = getattr(owner, attr)
+
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                phases[label] += time.perf_counter() - started
+
+        setattr(owner, attr, wrapper)
+
+    timed(safetensors_io.TensorReader, "read_into", "main: read (pread)")
+    timed(lora_stream.TensorStream, "merge", "main: merge adapted weight")
+    timed(lora_stream.TensorStream, "copy", "main: copy untouched tensor")
+    timed(lora_merge, "all_finite", "main: NaN/Inf checks")
+    timed(write_lanes.HashedWriter, "put", "main: hand-over (incl. waits)")
+    timed(write_lanes.HashedWriter, "_hash_item", "hash lane: sha256")
+    timed(write_lanes.HashedWriter, "_write_item", "write lane: write+fsync")
+    timed(os, "fsync", "write lane: fsync")
+    if write_lanes._START_WRITEBACK is not None:
+        timed(write_lanes, "_START_WRITEBACK", "write lane: start writeback")
+    result = child_lorafleet(base, adapter, out)
+    return {**result, "phases_s": {k: round(v, 4) for k, v in sorted(phases.items())}}
 
 
 def child_peft(base: str, adapter: str, out: str) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     model = AutoModelForCausalLM.from_pretrained(base)
     model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.save_pretrained(out)
-    return {"seconds": time.perf_counter() - started}
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+    }
 
 
 def peak_rss_mib() -> float:
@@ -117,14 +165,15 @@ def _tensor_files(model: Path) -> dict[str, Path]:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Median wall time and peak RSS over repeated runs, with every run kept."""
-    seconds = sorted(r["seconds"] for r in runs)
-    rss = sorted(r["peak_rss_mib"] for r in runs)
+    """Median wall time, CPU time and peak RSS over repeated runs, every run kept."""
     return {
         **runs[-1],
-        "seconds": statistics.median(seconds),
-        "peak_rss_mib": statistics.median(rss),
+        **{
+            key: statistics.median(r[key] for r in runs)
+            for key in ("seconds", "cpu_seconds", "peak_rss_mib")
+        },
         "all_seconds": [r["seconds"] for r in runs],
+        "all_cpu_seconds": [r["cpu_seconds"] for r in runs],
         "all_peak_rss_mib": [r["peak_rss_mib"] for r in runs],
     }
 
@@ -222,6 +271,12 @@ def main() -> None:
         default=3,
         help="runs of each side (alternating); medians are reported",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="add one more lorafleet run with seconds per phase (read, merge, "
+        "hash, write, fsync) to the report",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--make-synthetic", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--diff", nargs=2, help=argparse.SUPPRESS)
@@ -238,9 +293,8 @@ def main() -> None:
             import torch
 
             torch.set_num_threads(1)
-        result = (child_lorafleet if kind == "lorafleet" else child_peft)(
-            base, adapter, out
-        )
+        child = {"lorafleet": child_lorafleet, "lorafleet-profile": child_profile}
+        result = child.get(kind, child_peft)(base, adapter, out)
         result["peak_rss_mib"] = peak_rss_mib()
         print(json.dumps(result))
         return
@@ -251,9 +305,9 @@ def main() -> None:
     adapter = adapter_dir(base)
     work = Path(tempfile.mkdtemp(prefix="merge-bench-"))
     try:
-        # PEFT as users run it (torch's default threads) and with one thread,
-        # as lorafleet's merge runs: on a busy machine idle OpenMP threads
-        # spin, and either can be the faster; ratios are against the faster.
+        # PEFT as users run it (torch's default threads) and with one thread:
+        # on a busy machine idle OpenMP threads spin, and either can be the
+        # faster; ratios are against the faster.
         kinds = ["lorafleet", "peft", "peft-1thread"]
         runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for i in range(args.repeats):
@@ -278,6 +332,10 @@ def main() -> None:
             "rss_ratio": ours["peak_rss_mib"]
             / min(peft_default["peak_rss_mib"], peft_single["peak_rss_mib"]),
             "time_ratio": ours["seconds"] / peft["seconds"],
+            # CPU time (user + system, every thread, imports excluded like the
+            # wall time) varies far less than wall time on a shared machine:
+            # what each side costs when cores are scarce.
+            "cpu_ratio": ours["cpu_seconds"] / peft["cpu_seconds"],
             # In a child too: mapping both outputs here would inflate this
             # process, and the children forked from it afterwards.
             "max_abs_diff": float(
@@ -298,6 +356,10 @@ def main() -> None:
                 .splitlines()[-1]
             ),
         }
+        if args.profile:
+            report["lorafleet_profile"] = run_child(
+                "lorafleet-profile", str(base), str(adapter), str(work / "profile")
+            )
         synthetic = []
         for size in [float(s) for s in args.synthetic.split(",") if s]:
             # Built in its own process so this one stays small while children run.

@@ -7,6 +7,7 @@ transformers or peft, so a merge needs neither a model class nor a GPU.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,8 @@ import torch
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.merger.adapter_files import ADAPTER_WEIGHTS
 from services.merger.classifier import ClassifierOutput
-from services.merger.merge_plan import MergePlan, plan_merge
+from services.merger.lora_stream import TensorStream
+from services.merger.merge_plan import MergePlan, ModuleMerge, plan_merge
 from services.merger.output import (
     DEFAULT_MAX_SHARD_SIZE,
     WrittenFiles,
@@ -172,13 +174,44 @@ class LayoutReader:
         self._stack = stack
         self._handles: dict[str, TensorReader] = {}
 
-    def get_tensor(self, name: str) -> torch.Tensor:
+    def reader(self, name: str) -> TensorReader:
+        """The open shard that holds tensor `name`."""
         file = self._tensors[name].file
         if file not in self._handles:
             self._handles[file] = self._stack.enter_context(
                 TensorReader(self._layout.directory / file)
             )
-        return self._handles[file].get_tensor(name)
+        return self._handles[file]
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        return self.reader(name).get_tensor(name)
+
+
+def _plain(m: ModuleMerge) -> bool:
+    """A LoRA/rsLoRA merge of an (out, in) weight: TensorStream.merge's case."""
+    return m.magnitude_key is None and not m.transposed
+
+
+def _check_finite(name: str, values: torch.Tensor, output_dtype: str) -> None:
+    if not all_finite(values):
+        raise FailedPrecondition(
+            f"merged tensor {name} contains NaN or Inf values as "
+            f"{output_dtype}; the adapter is broken or the weights "
+            "overflow the output dtype"
+        )
+
+
+def merge_threads() -> int:
+    """torch threads for a merge: the cores this process may use, less the two
+    that hash and write the output (services/merger/write_lanes.py), at least 1.
+
+    Idle OpenMP threads spin, so more threads than free cores is slower, not
+    faster (SmolLM2-135M on a busy 2-core machine: 1.7 s with one thread,
+    6.7-15 s with two).
+    """
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux
+    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    return max(1, cores - 2)
 
 
 def execute_merge(
@@ -191,7 +224,7 @@ def execute_merge(
     on_tensor: TensorCallback | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
 ) -> MergeStats:
-    """Writes the merged model into `out_dir`, one tensor in memory at a time.
+    """Writes the merged model into `out_dir`, a few MiB in memory at a time.
 
     `on_tensor(done, total, name)` runs after each tensor; raising from it (e.g.
     on cancellation) stops the merge. Every file is fsynced and hashed as it is
@@ -201,13 +234,18 @@ def execute_merge(
     specs = plan_specs(plan, output_dtype)
     dtypes = {name: dtype for name, dtype, _ in specs}
     head = plan.classifier.head_keys if plan.classifier else {}
+    touched = {*plan.merges, *plan.bias_merges, *plan.replacements, *head}
     provenance = plan.provenance(adapter_digest, base_digest)
     out_dir.mkdir(parents=True, exist_ok=True)
     total = len(specs)
     done = merged = replaced = 0
     max_delta = 0.0
+
+    def check(name: str, values: torch.Tensor) -> None:
+        _check_finite(name, values, output_dtype)
+
     with (
-        torch_threads(1),
+        torch_threads(merge_threads()),
         ExitStack() as stack,
         model_writer(
             out_dir, specs, header_metadata(provenance), max_shard_size
@@ -215,29 +253,37 @@ def execute_merge(
     ):
         adapter = stack.enter_context(TensorReader(plan.adapter_dir / ADAPTER_WEIGHTS))
         base = LayoutReader(plan.layout, stack)
+        stream = TensorStream(writer, check)
         for name in writer.order:
-            if name in head:  # a classifier's head: from the adapter, as trained
-                tensor, new = adapter.get_tensor(head[name]), None
-                replaced += 1
-            else:
-                tensor = base.get_tensor(name)
-                new = _merged_tensor(plan, name, tensor, adapter)
-            if new is not None:
-                if new.numel():
-                    max_delta = max(max_delta, max_abs_change(new, tensor))
-                adapted = name in plan.merges or name in plan.bias_merges
-                merged += adapted
-                replaced += not adapted
-                tensor = new
-            tensor = tensor.to(dtypes[name])
-            if not all_finite(tensor):
-                raise FailedPrecondition(
-                    f"merged tensor {name} contains NaN or Inf values as "
-                    f"{output_dtype}; the adapter is broken or the weights "
-                    "overflow the output dtype"
+            m = plan.merges.get(name)
+            if name not in touched and base.reader(name).locate(name)[3]:
+                # left as it is: its bytes go through without being decoded
+                stream.copy(base.reader(name), name, dtypes[name])
+            elif m and name not in plan.replacements and _plain(m):
+                a, b = adapter.get_tensor(m.a_key), adapter.get_tensor(m.b_key)
+                change = stream.merge(
+                    base.reader(name), name, dtypes[name], a, b, m.scale
                 )
-            writer.write(name, tensor)
-            del tensor, new
+                max_delta = max(max_delta, change)
+                merged += 1
+            else:
+                if name in head:  # a classifier's head: from the adapter, as trained
+                    tensor, new = adapter.get_tensor(head[name]), None
+                    replaced += 1
+                else:
+                    tensor = base.get_tensor(name)
+                    new = _merged_tensor(plan, name, tensor, adapter)
+                if new is not None:
+                    if new.numel():
+                        max_delta = max(max_delta, max_abs_change(new, tensor))
+                    adapted = name in plan.merges or name in plan.bias_merges
+                    merged += adapted
+                    replaced += not adapted
+                    tensor = new
+                tensor = tensor.to(dtypes[name])
+                check(name, tensor)
+                writer.write(name, tensor)
+                del tensor, new
             done += 1
             if on_tensor is not None:
                 on_tensor(done, total, name)

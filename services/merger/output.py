@@ -15,11 +15,9 @@ import hashlib
 import json
 import math
 import os
-import queue
 import shutil
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,8 @@ import torch
 from huggingface_hub import split_state_dict_into_shards_factory
 
 from services.common.errors import InvalidArgument
-from services.merger.safetensors_io import INDEX_NAME, StreamingWriter, nbytes
+from services.merger.safetensors_io import INDEX_NAME, nbytes, safetensors_header
+from services.merger.write_lanes import HashedWriter
 
 # Big enough that a 1B model in bf16 is one file, small enough that a copy or
 # an upload of one shard is quick to retry; override per request.
@@ -38,6 +37,10 @@ FILENAME_PATTERN = "model{suffix}.safetensors"
 # Weights and pickles are never copied from the base; the merge writes its own.
 _SKIPPED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt")
 _CHUNK = 1 << 20
+# Bytes handed to the writer threads and not yet written: enough to keep both
+# busy while the next tensor is computed (SmolLM2-135M: no slower than 32 MiB,
+# 45 MB less peak memory), small next to any model.
+DEFAULT_MAX_IN_FLIGHT = 8 << 20
 # Elements per slice when scanning a tensor, so checks allocate little.
 _SCAN = 1 << 22
 
@@ -78,11 +81,12 @@ def check_max_shard_size(max_shard_size: int) -> None:
 class ModelWriter:
     """Streams a model's tensors into save_pretrained-style shards.
 
-    Tensors must be written in `order` (shard by shard); only one shard file
-    is open at a time. Hashing, writing and fsyncing happen on a writer
-    thread while the caller computes the next tensor (hashlib and file writes
-    release the GIL), with at most one tensor handed over and not yet
-    written, so memory stays at about two tensors.
+    Tensors must be written in `order` (shard by shard), whole (`write`) or
+    as consecutive slices of their bytes (`write_bytes`, for a tensor copied
+    from its source without decoding it). Hashing, writing and fsyncing run
+    on two threads of a HashedWriter while the caller computes the next
+    tensor; at most `max_in_flight` bytes are handed over and not yet written,
+    so memory stays at that plus the tensors the caller holds.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class ModelWriter:
         specs: list[Spec],
         metadata: dict[str, str],
         max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         check_max_shard_size(max_shard_size)
         by_name = {name: (name, dtype, shape) for name, dtype, shape in specs}
@@ -108,81 +113,97 @@ class ModelWriter:
         ]
         self._split = split
         self.order = [spec[0] for _, specs_ in self._shards for spec in specs_]
-        self._files: dict[str, tuple[str, int]] = {}
-        self._shard = -1
-        self._left = 0
-        self._writer: StreamingWriter | None = None
-        self._error: BaseException | None = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._slot = threading.Semaphore(1)  # one tensor in flight
-        self._thread = threading.Thread(
-            target=self._drain, name="merge-writer", daemon=True
-        )
-        self._thread.start()
+        # (shard index, position in it) of each tensor, in `order`
+        self._place = [
+            (i, j)
+            for i, (_, specs_) in enumerate(self._shards)
+            for j in range(len(specs_))
+        ]
+        self._next = 0  # index in `order` of the tensor being written
+        self._left = 0  # bytes still to come of a tensor written in slices
+        self._lanes = HashedWriter(max_in_flight)
+
+    def _expect(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+        if self._next >= len(self.order):
+            raise RuntimeError(f"writer got {name} after the last tensor")
+        shard, pos = self._place[self._next]
+        want = self._shards[shard][1][pos]
+        if (name, dtype, tuple(shape)) != (want[0], want[1], tuple(want[2])):
+            raise RuntimeError(
+                f"writer expected {want[0]} {want[1]} {tuple(want[2])}, "
+                f"got {name} {dtype} {tuple(shape)}"
+            )
+        if pos == 0:  # a shard's first tensor: its file starts with the header
+            file, specs = self._shards[shard]
+            self._lanes.begin(self._dir / file)
+            header = safetensors_header(specs, self._metadata)
+            self._lanes.put(memoryview(header), keep=header)
+
+    def _tensor_done(self) -> None:
+        shard, pos = self._place[self._next]
+        self._next += 1
+        if pos == len(self._shards[shard][1]) - 1:
+            self._lanes.end()
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Hands `tensor` to the writer thread; waits while the last one is written."""
-        self._slot.acquire()
-        if self._error is not None:
-            self._slot.release()
-            raise self._error
-        self._queue.put((name, tensor))
+        """Hands `tensor` to the writer threads; waits while too much is in flight."""
+        if self._left:
+            raise RuntimeError(f"writer got {name} inside another tensor's bytes")
+        self._expect(name, tensor.dtype, tuple(tensor.shape))
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        view = memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else None
+        if view is not None:
+            self._lanes.put(view, keep=flat)
+        self._tensor_done()
 
-    def _drain(self) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                if self._error is None:
-                    self._write_now(*item)
-            except BaseException as exc:  # re-raised in the caller's thread
-                self._error = exc
-            finally:
-                del item
-                self._slot.release()
+    def write_bytes(
+        self,
+        name: str,
+        dtype: torch.dtype,
+        shape: tuple[int, ...],
+        data: memoryview,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        """The next slice of tensor `name`'s bytes (already in the output dtype).
 
-    def _write_now(self, name: str, tensor: torch.Tensor) -> None:
-        if self._writer is None:
-            self._shard += 1
-            file, specs = self._shards[self._shard]
-            self._writer = StreamingWriter(self._dir / file, specs, self._metadata)
-            self._left = len(specs)
-        self._writer.write(name, tensor)
-        self._left -= 1
-        if self._left == 0:
-            writer, self._writer = self._writer, None
-            self._files[writer.path.name] = (writer.close(), writer.size)
-
-    def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        `data` must stay untouched until `release()` runs (on a writer thread).
+        """
+        if not self._left:
+            self._expect(name, dtype, shape)
+            self._left = nbytes(dtype, shape)
+        elif self.order[self._next] != name:
+            raise RuntimeError(f"writer got {name} inside another tensor's bytes")
+        if len(data) > self._left or not len(data):
+            raise RuntimeError(f"writer got {len(data)} bytes for {name}")
+        self._left -= len(data)
+        self._lanes.put(data, release=release)
+        if not self._left:
+            self._tensor_done()
 
     def close(self) -> WrittenFiles:
-        self._stop()
-        if self._error is not None:
-            self.abort()
-            raise self._error
-        if self._writer is not None or self._shard != len(self._shards) - 1:
+        if self._next != len(self.order) or self._left:
             self.abort()
             raise RuntimeError(
-                f"model writer closed after {len(self._files)} of "
-                f"{len(self._shards)} shards"
+                f"model writer closed after {self._next} of {len(self.order)} tensors"
             )
+        try:
+            files = self._lanes.finish()
+        except BaseException:
+            self.abort()
+            raise
         if self._split.is_sharded:
             index = {
                 "metadata": {"total_size": self._split.metadata["total_size"]},
                 "weight_map": dict(sorted(self._split.tensor_to_filename.items())),
             }
             data = (json.dumps(index, indent=2) + "\n").encode()
-            self._files[INDEX_NAME] = write_synced(self._dir / INDEX_NAME, data)
+            files[INDEX_NAME] = write_synced(self._dir / INDEX_NAME, data)
         return WrittenFiles(
-            dict(self._files), len(self._shards), self._split.metadata["total_size"]
+            files, len(self._shards), self._split.metadata["total_size"]
         )
 
     def abort(self) -> None:
-        self._stop()
-        if self._writer is not None:
-            self._writer.abort()
-            self._writer = None
+        self._lanes.abort()
 
 
 @contextmanager
@@ -307,12 +328,17 @@ def all_finite(tensor: torch.Tensor) -> bool:
 
 
 def max_abs_change(new: torch.Tensor, old: torch.Tensor) -> float:
-    """max |new - old| in float32, computed slice by slice."""
+    """max |new - old| in float32, computed slice by slice.
+
+    The difference is a fresh tensor, so abs_ works in place, and amax
+    reduces it about 4x faster than max() (SmolLM2-135M's merge: 0.27-0.4 s
+    down to ~0.05 s); a NaN propagates through either.
+    """
     a, b = new.reshape(-1), old.reshape(-1)
     worst = 0.0
     for i in range(0, a.numel(), _SCAN):
         diff = a[i : i + _SCAN].to(torch.float32) - b[i : i + _SCAN].to(torch.float32)
-        worst = max(worst, float(diff.abs().max()))
+        worst = max(worst, float(diff.abs_().amax()))
     return worst
 
 

@@ -1,8 +1,7 @@
-"""Header-only reads and a streaming writer for safetensors model files."""
+"""Header-only reads, positioned tensor reads and streamed headers for safetensors."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -154,95 +153,31 @@ def nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
     count = 1
     for dim in shape:
         count *= dim
-    return count * torch.empty((), dtype=dtype).element_size()
+    return count * dtype.itemsize
 
 
-class StreamingWriter:
-    """Writes a safetensors file one tensor at a time, hashing what it writes.
+def safetensors_header(
+    specs: list[tuple[str, torch.dtype, tuple[int, ...]]], metadata: dict[str, str]
+) -> bytes:
+    """The leading bytes of a safetensors file holding `specs` in that order.
 
-    The header is computed up front from the declared dtypes and shapes, so
-    only the tensor being written is ever held in memory (safetensors'
-    save_file needs the whole shard at once). Tensor bytes go to the file
-    straight from the tensor's buffer, without a copy; `close()` fsyncs the
-    file and returns the sha256 of every byte written.
+    Computed from the declared dtypes and shapes alone, so a file can be
+    streamed one tensor (or one slice of a tensor) at a time; safetensors'
+    save_file needs the whole shard in memory at once.
     """
-
-    def __init__(
-        self,
-        path: Path,
-        specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
-        metadata: dict[str, str],
-    ) -> None:
-        header: dict[str, object] = {"__metadata__": dict(metadata)}
-        offset = 0
-        self._expected: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
-        for name, dtype, shape in specs:
-            size = nbytes(dtype, shape)
-            header[name] = {
-                "dtype": _CODES[dtype],
-                "shape": list(shape),
-                "data_offsets": [offset, offset + size],
-            }
-            offset += size
-            self._expected.append((name, dtype, tuple(shape)))
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)
-        self.path = path
-        self.size = 8 + len(raw) + offset
-        self._sha = hashlib.sha256()
-        self._fh = open(path, "wb")  # noqa: SIM115 - closed in close()/abort()
-        self._put(struct.pack("<Q", len(raw)) + raw)
-        self._next = 0
-
-    def _put(self, data: bytes | memoryview) -> None:
-        self._sha.update(data)
-        self._fh.write(data)
-
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        want_name, want_dtype, want_shape = self._expected[self._next]
-        if (name, tensor.dtype, tuple(tensor.shape)) != (
-            want_name,
-            want_dtype,
-            want_shape,
-        ):
-            raise RuntimeError(
-                f"writer expected {want_name} {want_dtype} {want_shape}, "
-                f"got {name} {tensor.dtype} {tuple(tensor.shape)}"
-            )
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        if flat.numel():
-            self._put(memoryview(flat.view(torch.uint8).numpy()))
-        self._next += 1
-
-    def close(self) -> str:
-        """Flushes and fsyncs the file; returns its sha256 (hex)."""
-        if self._next != len(self._expected):
-            self.abort()
-            raise RuntimeError(
-                f"writer closed after {self._next} of {len(self._expected)} tensors"
-            )
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        return self._sha.hexdigest()
-
-    def abort(self) -> None:
-        self._fh.close()
-
-
-@contextmanager
-def streaming_writer(
-    path: Path,
-    specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
-    metadata: dict[str, str],
-) -> Iterator[StreamingWriter]:
-    writer = StreamingWriter(path, specs, metadata)
-    try:
-        yield writer
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
+    header: dict[str, object] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name, dtype, shape in specs:
+        size = nbytes(dtype, shape)
+        header[name] = {
+            "dtype": _CODES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
 
 
 class TensorReader:
@@ -269,23 +204,29 @@ class TensorReader:
     def keys(self) -> list[str]:
         return list(self._entries)
 
-    def get_tensor(self, name: str) -> torch.Tensor:
+    def locate(self, name: str) -> tuple[torch.dtype, tuple[int, ...], int, int]:
+        """(dtype, shape, offset in the file, size in bytes) of tensor `name`."""
         entry = self._entries[name]
         start, end = entry["data_offsets"]
         dtype = dtype_of_code(entry["dtype"])
-        shape = tuple(entry["shape"])
-        size = end - start
+        return dtype, tuple(entry["shape"]), self._data_start + start, end - start
+
+    def read_into(self, offset: int, view: memoryview, name: str) -> None:
+        """Fills `view` with the file's bytes from `offset` (part of `name`)."""
+        done, size = 0, len(view)
+        while done < size:
+            n = os.preadv(self._fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise invalid_file(self.path, f"it is truncated inside {name}")
+            done += n
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        dtype, shape, offset, size = self.locate(name)
         if size == 0:
             return torch.empty(shape, dtype=dtype)
         # torch.empty, not bytearray: no zero-filling of bytes about to be read
         buffer = torch.empty(size, dtype=torch.uint8)
-        view = memoryview(buffer.numpy())
-        done = 0
-        while done < size:
-            n = os.preadv(self._fd, [view[done:]], self._data_start + start + done)
-            if n <= 0:
-                raise invalid_file(self.path, f"it is truncated inside {name}")
-            done += n
+        self.read_into(offset, memoryview(buffer.numpy()), name)
         return buffer.view(dtype).reshape(shape)
 
     def close(self) -> None:

@@ -191,18 +191,19 @@ def test_export_over_its_perplexity_limit_fails_and_registers_nothing(suite, ada
 
 
 def test_an_error_mid_write_leaves_nothing_behind(suite, adapters, monkeypatch):
-    from services.merger import safetensors_io
+    from services.merger import write_lanes
 
-    real = safetensors_io.StreamingWriter.write
+    real = write_lanes.HashedWriter._write_item
     calls = []
 
-    def failing(self, name, tensor):
-        calls.append(name)
-        if len(calls) == 7:
-            raise OSError(28, "No space left on device")
-        return real(self, name, tensor)
+    def failing(self, state, item):
+        if item[0] == "data":  # a header or tensor bytes, about to be written
+            calls.append(len(item[1]))
+            if len(calls) == 7:
+                raise OSError(28, "No space left on device")
+        return real(self, state, item)
 
-    monkeypatch.setattr(safetensors_io.StreamingWriter, "write", failing)
+    monkeypatch.setattr(write_lanes.HashedWriter, "_write_item", failing)
     updates = _run(
         suite,
         adapter_id=adapters["opt-lora"].id,
