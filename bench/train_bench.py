@@ -167,8 +167,14 @@ RUNS = {
     "lorafleet_no_labelled_logits": lambda a: run_lorafleet(
         a, speed="labelled_logits=off"
     ),
+    "lorafleet_no_saved_mask_dropout": lambda a: run_lorafleet(
+        a, speed="saved_mask_dropout=off"
+    ),
     "lorafleet_no_affinity_threads": lambda a: run_lorafleet(
         a, speed="affinity_threads=off"
+    ),
+    "lorafleet_all_levers_off": lambda a: run_lorafleet(
+        a, speed="labelled_logits=off,saved_mask_dropout=off,affinity_threads=off"
     ),
     "lorafleet_grouped": lambda a: run_lorafleet(a, group_by_length=True),
     "lorafleet_packed": lambda a: run_lorafleet(a, packing=True),
@@ -178,7 +184,9 @@ RUNS = {
 # Lever name -> (run with it on, run with it off).
 LEVERS = {
     "labelled_logits": ("lorafleet", "lorafleet_no_labelled_logits"),
+    "saved_mask_dropout": ("lorafleet", "lorafleet_no_saved_mask_dropout"),
     "affinity_threads": ("lorafleet", "lorafleet_no_affinity_threads"),
+    "all_levers": ("lorafleet", "lorafleet_all_levers_off"),
     "group_by_length": ("lorafleet_grouped", "lorafleet"),
     "packing": ("lorafleet_packed", "lorafleet"),
     "bf16_autocast (loop)": ("loop_bf16", "loop"),
@@ -297,16 +305,23 @@ def main() -> None:
         f"--model={model_dir()}",
         f"--data={DATASET_PATH}",
     ]
-    results = {}
+    results: dict = {}
+    failures: dict = {}
     for name in runs:
         result_file = CACHE / f"{name}.json"
-        subprocess.run(
+        result_file.unlink(missing_ok=True)
+        done = subprocess.run(
             [sys.executable, __file__, f"--worker={name}", f"--result={result_file}"]
             + common,
-            check=True,
             cwd=ROOT,
             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
         )
+        if done.returncode != 0 or not result_file.is_file():
+            # A measurement run (torch.compile, say) may fail on some setups:
+            # say so in the report instead of losing the other runs.
+            failures[name] = f"exit status {done.returncode}"
+            print(f"{name}: failed ({failures[name]})", flush=True)
+            continue
         results[name] = json.loads(result_file.read_text())
         print(
             f"{name}: {results[name]['tokens_per_s']:.1f} tokens/s, "
@@ -314,7 +329,10 @@ def main() -> None:
             f"held-out loss {results[name]['final_loss']:.4f}",
             flush=True,
         )
-    text = json.dumps(report(args, results), indent=2)
+    summary = report(args, results)
+    if failures:
+        summary["failed_runs"] = failures
+    text = json.dumps(summary, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")

@@ -22,10 +22,12 @@ OFF = ("0", "off", "false", "no")
 @dataclass(frozen=True)
 class SpeedOptions:
     """labelled_logits: the head and the loss run only where a label is learned
-    (see answer_loss.py). affinity_threads: torch's intra-op threads follow
-    the CPUs this process may run on."""
+    (see answer_loss.py). saved_mask_dropout: LoRA dropout keeps a bool mask
+    for backward, not two float copies (lora_dropout.py). affinity_threads:
+    torch's intra-op threads follow the CPUs this process may run on."""
 
     labelled_logits: bool = True
+    saved_mask_dropout: bool = True
     affinity_threads: bool = True
 
     @classmethod

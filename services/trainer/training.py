@@ -28,6 +28,7 @@ from services.common.modeling import load_tokenizer
 from services.trainer import checkpoints
 from services.trainer.answer_loss import supports_labelled_logits
 from services.trainer.data import prepare_data
+from services.trainer.lora_dropout import use_saved_mask_dropout
 from services.trainer.model_setup import build_peft_model
 from services.trainer.objectives import trainer_class_for
 from services.trainer.spec import TrainConfig
@@ -111,6 +112,8 @@ def fine_tune(
     data = prepare_data(tokenizer, dataset_file, cfg)
     model, targets = build_peft_model(base_dir, cfg, device, data)
     speed = SpeedOptions.from_env()
+    if speed.saved_mask_dropout:
+        use_saved_mask_dropout(model)
     labelled_logits = (
         speed.labelled_logits
         and data.task in CAUSAL_TASKS
