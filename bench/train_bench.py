@@ -11,7 +11,8 @@ answer tokens only), each in its own subprocess so peak RSS is per run.
   `loop_compile` (torch.compile) measure those two on this machine.
 - `lorafleet`: the trainer service's own code path (`runner.run_training`: a
   training child process) with default settings; the `lorafleet_*` runs turn
-  one lever off (`no_labelled_logits`, `no_affinity_threads`) or an option on
+  one lever off (`no_labelled_logits`, `no_saved_mask_dropout`,
+  `no_affinity_threads`, `all_levers_off`) or an option on
   (`grouped`: group_by_length, `packed`: packing), for each lever's own gain.
 
 Tokens are counted without padding for every run. Afterwards each run's
