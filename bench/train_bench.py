@@ -1,14 +1,25 @@
-"""Trainer throughput: lorafleet's training job vs a plain PEFT + Trainer script.
+"""Trainer throughput: lorafleet's training job vs a well-written plain PEFT loop.
 
-All runs train SmolLM2-135M-Instruct with the same rank, sequence length, batch
-and steps on the same seeded train split of the bundled demo dataset, each in
-its own subprocess so peak RSS is per run. lorafleet runs exactly as a trainer
-job does (`runner.run_training`: a training child process), once as configured
-by default and once with `group_by_length` and once with `packing`. Afterwards
-every run's adapter is scored the same way: mean loss on the answer tokens of
-the held-out rows, so the final losses compare like for like (each run's own
-training loss does not: lorafleet's is on answer tokens, the baseline's on
-every token). Usage: python bench/train_bench.py --out FILE [--steps N]
+Every run trains SmolLM2-135M-Instruct (r=16 on all linear layers, lr 2e-4,
+fp32 on CPU; 20 steps of 8 rows by default) on the same seeded train split of
+the bundled demo dataset, tokenised the same way (chat template, loss on the
+answer tokens only), each in its own subprocess so peak RSS is per run.
+
+- `loop`: the baseline, bench/peft_loop.py: each batch padded to its longest
+  row. `loop_max_length` pads every row to --seq (the old baseline; a second,
+  labelled row, not what the ratios use). `loop_bf16` (bf16 autocast) and
+  `loop_compile` (torch.compile) measure those two on this machine.
+- `lorafleet`: the trainer service's own code path (`runner.run_training`: a
+  training child process) with default settings; the `lorafleet_*` runs turn
+  one lever off (`no_labelled_logits`, `no_saved_mask_dropout`,
+  `no_affinity_threads`, `all_levers_off`) or an option on
+  (`grouped`: group_by_length, `packed`: packing), for each lever's own gain.
+
+Tokens are counted without padding for every run. Afterwards each run's
+adapter is scored the same way: mean loss on the answer tokens of the held-out
+rows, so speed never comes from learning less. The report's ratios are
+lorafleet (default settings) over `loop`. Usage:
+python bench/train_bench.py --out FILE [--steps N] [--runs loop,lorafleet,...]
 """
 
 from __future__ import annotations
@@ -20,9 +31,9 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from peft_loop import LoopOptions, train_loop
 from smollm2 import CACHE, model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +79,15 @@ def held_out_answer_loss(model, tokenizer, args) -> float:
     return total / max(count, 1)
 
 
-def run_lorafleet(args, **options) -> dict:
-    """The trainer service's own code path: a training job's child process."""
+def run_lorafleet(args, speed: str = "", **options) -> dict:
+    """The trainer service's own code path: a training job's child process.
+
+    `speed` turns levers off in the child (LORAFLEET_TRAIN_SPEED); `options`
+    are TrainConfig fields on top of the bench's settings.
+    """
+    from services.trainer.speed import SPEED_ENV
+
+    os.environ[SPEED_ENV] = speed
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -113,86 +131,73 @@ def run_lorafleet(args, **options) -> dict:
     }
 
 
-def run_baseline(args) -> dict:
-    """What one writes from the PEFT README: chat template, pad to max length."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        DataCollatorForLanguageModeling,
-        Trainer,
-        TrainingArguments,
-    )
+def run_loop(args, **options) -> dict:
+    """The baseline loop (bench/peft_loop.py) on the same features as lorafleet."""
+    from services.common import datasets
+    from services.common.modeling import load_tokenizer
 
-    torch.manual_seed(args.seed)
-    tok = AutoTokenizer.from_pretrained(args.model)
-    tok.pad_token = tok.pad_token or tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    lora = LoraConfig(
-        r=args.rank,
-        lora_alpha=2 * args.rank,
-        lora_dropout=0.05,
-        target_modules=TARGETS,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
-    _, train_rows, _ = _split(args)
-    rows = [row.data for row in train_rows]
-    train = []
-    for r in rows:
-        user = r["instruction"] + ("\n\n" + r["input"] if r.get("input") else "")
-        messages = [
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": r["output"]},
-        ]
-        text = tok.apply_chat_template(messages, tokenize=False)
-        enc = tok(text, truncation=True, max_length=args.seq, padding="max_length")
-        train.append(dict(enc))
-    started = time.time()
-    with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(
-            model=model,
-            args=TrainingArguments(
-                output_dir=out,
-                per_device_train_batch_size=args.batch,
-                max_steps=args.steps,
-                learning_rate=args.lr,
-                logging_steps=1,
-                save_strategy="no",
-                report_to="none",
-                use_cpu=True,
-                seed=args.seed,
-                disable_tqdm=True,
-                include_num_input_tokens_seen="non_padding",
-            ),
-            train_dataset=train,
-            data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+    task, train_rows, _ = _split(args)
+    tok = load_tokenizer(Path(args.model))
+    features = []
+    for row in train_rows:
+        f = datasets.tokenize_for_training(
+            tok, datasets.to_example(row, task), args.seq
         )
-        trainer.train()
-    seconds = time.time() - started
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {
-        "tokens": float(trainer.state.num_input_tokens_seen),
-        "seconds": seconds,
-        "train_loss_own": float(losses[-1]),
-        "final_loss": held_out_answer_loss(model, tok, args),
-    }
+        if any(label != -100 for label in f["labels"]):
+            features.append(f)
+    model, result = train_loop(
+        args.model,
+        features,
+        steps=args.steps,
+        batch=args.batch,
+        seq=args.seq,
+        rank=args.rank,
+        lr=args.lr,
+        seed=args.seed,
+        targets=TARGETS,
+        options=LoopOptions(**options),
+    )
+    result["final_loss"] = held_out_answer_loss(model, tok, args)
+    return result
+
+
+RUNS = {
+    "loop": lambda a: run_loop(a),
+    "loop_max_length": lambda a: run_loop(a, pad_to_max_length=True),
+    "lorafleet": lambda a: run_lorafleet(a),
+    "lorafleet_no_labelled_logits": lambda a: run_lorafleet(
+        a, speed="labelled_logits=off"
+    ),
+    "lorafleet_no_saved_mask_dropout": lambda a: run_lorafleet(
+        a, speed="saved_mask_dropout=off"
+    ),
+    "lorafleet_no_affinity_threads": lambda a: run_lorafleet(
+        a, speed="affinity_threads=off"
+    ),
+    "lorafleet_all_levers_off": lambda a: run_lorafleet(
+        a, speed="labelled_logits=off,saved_mask_dropout=off,affinity_threads=off"
+    ),
+    "lorafleet_grouped": lambda a: run_lorafleet(a, group_by_length=True),
+    "lorafleet_packed": lambda a: run_lorafleet(a, packing=True),
+    "loop_bf16": lambda a: run_loop(a, bf16_autocast=True),
+    "loop_compile": lambda a: run_loop(a, compile=True),
+}
+# Lever name -> (run with it on, run with it off).
+LEVERS = {
+    "labelled_logits": ("lorafleet", "lorafleet_no_labelled_logits"),
+    "saved_mask_dropout": ("lorafleet", "lorafleet_no_saved_mask_dropout"),
+    "affinity_threads": ("lorafleet", "lorafleet_no_affinity_threads"),
+    "all_levers": ("lorafleet", "lorafleet_all_levers_off"),
+    "group_by_length": ("lorafleet_grouped", "lorafleet"),
+    "packing": ("lorafleet_packed", "lorafleet"),
+    "bf16_autocast (loop)": ("loop_bf16", "loop"),
+    "torch_compile (loop)": ("loop_compile", "loop"),
+    "dynamic_padding (loop)": ("loop", "loop_max_length"),
+}
 
 
 def worker(args) -> None:
-    torch_threads = os.environ.get("BENCH_THREADS")
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(int(torch_threads))
-    runs = {
-        "baseline": run_baseline,
-        "lorafleet": run_lorafleet,
-        "lorafleet_grouped": lambda a: run_lorafleet(a, group_by_length=True),
-        "lorafleet_packed": lambda a: run_lorafleet(a, packing=True),
-    }
-    result = runs[args.worker](args)
+    result = RUNS[args.worker](args)
     result["tokens_per_s"] = result["tokens"] / max(result["seconds"], 1e-9)
     # ru_maxrss is KiB on Linux. The training of a lorafleet run happens in its
     # child process, so the peak is the larger of this process and its child.
@@ -206,26 +211,90 @@ def worker(args) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
+def compile_payoff(compiled: dict, plain: dict) -> dict:
+    """Does torch.compile pay within the run? Compile time vs per-step saving."""
+    steps_c, steps_p = compiled["step_seconds"], plain["step_seconds"]
+    warm_c = sorted(steps_c[1:])[len(steps_c[1:]) // 2] if len(steps_c) > 1 else 0.0
+    warm_p = sorted(steps_p[1:])[len(steps_p[1:]) // 2] if len(steps_p) > 1 else 0.0
+    saving = warm_p - warm_c
+    first_extra = steps_c[0] - steps_p[0]
+    return {
+        "first_step_extra_s": first_extra,
+        "median_step_s_compiled": warm_c,
+        "median_step_s_plain": warm_p,
+        "break_even_steps": first_extra / saving if saving > 0 else None,
+        "total_s_compiled": compiled["seconds"],
+        "total_s_plain": plain["seconds"],
+    }
+
+
+def report(args, results: dict) -> dict:
+    def ratio(a: str, b: str, key: str) -> float | None:
+        if a in results and b in results:
+            return results[a][key] / results[b][key]
+        return None
+
+    out: dict = {
+        "settings": {
+            k: getattr(args, k) for k in ("steps", "batch", "seq", "rank", "lr")
+        },
+        "baseline": "loop: plain PEFT loop, each batch padded to its longest row",
+        "tokens_per_s_ratio": ratio("lorafleet", "loop", "tokens_per_s"),
+        "rss_ratio": ratio("lorafleet", "loop", "peak_rss_mib"),
+        "lorafleet_final_loss": results.get("lorafleet", {}).get("final_loss"),
+        "baseline_final_loss": results.get("loop", {}).get("final_loss"),
+        "vs_max_length_loop": {
+            "tokens_per_s_ratio": ratio("lorafleet", "loop_max_length", "tokens_per_s"),
+            "rss_ratio": ratio("lorafleet", "loop_max_length", "peak_rss_mib"),
+        },
+        "levers": {
+            name: {
+                "tokens_per_s_gain": ratio(on, off, "tokens_per_s"),
+                "rss_ratio": ratio(on, off, "peak_rss_mib"),
+                "final_loss_on": results[on]["final_loss"],
+                "final_loss_off": results[off]["final_loss"],
+            }
+            for name, (on, off) in LEVERS.items()
+            if on in results and off in results
+        },
+        "runs": {
+            name: {k: v for k, v in r.items() if k != "step_seconds"}
+            for name, r in results.items()
+        },
+        "note": "tokens: non-padding tokens; final_loss: answer-token loss on the "
+        "same held-out rows for every run; train_loss_own: each run's last "
+        "training loss (one batch, not comparable)",
+    }
+    if "loop_compile" in results and "loop" in results:
+        out["torch_compile"] = compile_payoff(results["loop_compile"], results["loop"])
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--rank", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
-        "--worker",
-        choices=["baseline", "lorafleet", "lorafleet_grouped", "lorafleet_packed"],
-        help=argparse.SUPPRESS,
+        "--runs",
+        default=",".join(RUNS),
+        help="comma-separated runs (default: all): " + ", ".join(RUNS),
     )
+    p.add_argument("--worker", choices=list(RUNS), help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    runs = [r for r in args.runs.split(",") if r]
+    unknown = set(runs) - set(RUNS)
+    if unknown:
+        p.error(f"unknown runs {sorted(unknown)}; choose from {', '.join(RUNS)}")
 
     from services.demo.orders import DATASET_PATH
 
@@ -237,38 +306,34 @@ def main() -> None:
         f"--model={model_dir()}",
         f"--data={DATASET_PATH}",
     ]
-    results = {}
-    for name in ("baseline", "lorafleet", "lorafleet_grouped", "lorafleet_packed"):
+    results: dict = {}
+    failures: dict = {}
+    for name in runs:
         result_file = CACHE / f"{name}.json"
-        subprocess.run(
+        result_file.unlink(missing_ok=True)
+        done = subprocess.run(
             [sys.executable, __file__, f"--worker={name}", f"--result={result_file}"]
             + common,
-            check=True,
             cwd=ROOT,
             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
         )
+        if done.returncode != 0 or not result_file.is_file():
+            # A measurement run (torch.compile, say) may fail on some setups:
+            # say so in the report instead of losing the other runs.
+            failures[name] = f"exit status {done.returncode}"
+            print(f"{name}: failed ({failures[name]})", flush=True)
+            continue
         results[name] = json.loads(result_file.read_text())
-    lf, base = results["lorafleet"], results["baseline"]
-    report = {
-        "settings": {k: getattr(args, k) for k in ("steps", "batch", "seq", "rank")},
-        **results,
-        "tokens_per_s_ratio": lf["tokens_per_s"] / base["tokens_per_s"],
-        "rss_ratio": lf["peak_rss_mib"] / base["peak_rss_mib"],
-        "lorafleet_final_loss": lf["final_loss"],
-        "baseline_final_loss": base["final_loss"],
-        "variants": {
-            name: {
-                "tokens_per_s_ratio": r["tokens_per_s"] / base["tokens_per_s"],
-                "rss_ratio": r["peak_rss_mib"] / base["peak_rss_mib"],
-                "final_loss": r["final_loss"],
-            }
-            for name, r in results.items()
-            if name != "baseline"
-        },
-        "note": "final_loss: answer-token loss on the same held-out rows for every "
-        "run; train_loss_own: each run's last logged training loss (not comparable)",
-    }
-    text = json.dumps(report, indent=2)
+        print(
+            f"{name}: {results[name]['tokens_per_s']:.1f} tokens/s, "
+            f"{results[name]['peak_rss_mib']:.0f} MiB, "
+            f"held-out loss {results[name]['final_loss']:.4f}",
+            flush=True,
+        )
+    summary = report(args, results)
+    if failures:
+        summary["failed_runs"] = failures
+    text = json.dumps(summary, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")

@@ -93,7 +93,11 @@ def run(task: TrainingTask, events_file: Path, rank: int) -> dict:
     """Trains; returns the result document (never raises for a failed run)."""
     try:
         from services.trainer.spec import TrainConfig
+        from services.trainer.speed import SpeedOptions, apply_threads
         from services.trainer.training import fine_tune
+
+        # Every CPU this process is given, shared with no data-loading workers.
+        apply_threads(SpeedOptions.from_env())
 
         device = task.device
         local_rank = os.environ.get("LOCAL_RANK")

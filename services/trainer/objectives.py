@@ -1,7 +1,8 @@
 """Which transformers Trainer (loss and metrics) a task trains with.
 
-Causal-LM tasks use the stock Trainer. Classification reports accuracy next
-to its cross-entropy. Preference data trains with DPO (Rafailov et al. 2023)
+Causal-LM tasks use the stock Trainer's loss, computed only where a label is
+learned (answer_loss.py). Classification reports accuracy next to its
+cross-entropy. Preference data trains with DPO (Rafailov et al. 2023)
 against the frozen base: with PEFT the reference is the same model with the
 adapter disabled, so no second copy of the weights is held.
 
@@ -19,15 +20,71 @@ from typing import Any
 from services.trainer.spec import TrainConfig
 
 
-def trainer_class_for(task: str, cfg: TrainConfig) -> Any:
-    """The Trainer subclass whose compute_loss implements the task's objective."""
-    from transformers import Trainer
+def trainer_class_for(
+    task: str, cfg: TrainConfig, labelled_logits: bool = False
+) -> Any:
+    """The Trainer subclass whose compute_loss implements the task's objective.
 
+    `labelled_logits`: causal-LM tasks compute the head and the loss only at
+    labelled positions (answer_loss.py; the caller has probed the model).
+    """
     if task == "classification":
         return _classification_trainer()
     if task == "preference":
         return _preference_trainer(cfg.preference_beta)
-    return Trainer
+    return _causal_lm_trainer(labelled_logits)
+
+
+def _causal_lm_trainer(labelled_logits: bool) -> Any:
+    import torch
+    from transformers import Trainer
+
+    from services.trainer.answer_loss import labelled_loss
+
+    class CausalLMTrainer(Trainer):
+        """The stock causal-LM loss, computed at labelled positions only.
+
+        Falls back to the stock path where the sparse one does not apply: a
+        caller wanting the logits, label smoothing or a custom loss, and a
+        model wrapped for several processes (DDP/FSDP hook their bookkeeping
+        into the wrapper's forward, which the sparse path would bypass).
+        """
+
+        def _sparse(self, model: Any, inputs: dict) -> bool:
+            return (
+                labelled_logits
+                and "labels" in inputs
+                and self.label_smoother is None
+                and self.compute_loss_func is None
+                and self.accelerator.num_processes == 1
+                and model is self.accelerator.unwrap_model(model)
+            )
+
+        def compute_loss(
+            self, model, inputs, return_outputs=False, num_items_in_batch=None
+        ):
+            if return_outputs or not self._sparse(model, inputs):
+                return super().compute_loss(
+                    model, inputs, return_outputs, num_items_in_batch
+                )
+            # As the model's own loss: over the accumulated batch's labelled
+            # tokens when Trainer counted them for it, else over this batch's.
+            items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            return labelled_loss(model, inputs, items)
+
+        def prediction_step(
+            self, model, inputs, prediction_loss_only, ignore_keys=None
+        ):
+            if not (prediction_loss_only and self._sparse(model, inputs)):
+                return super().prediction_step(
+                    model, inputs, prediction_loss_only, ignore_keys
+                )
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = labelled_loss(model, inputs)
+            return loss.detach(), None, None
+
+    return CausalLMTrainer
 
 
 def accuracy(prediction: Any) -> dict[str, float]:

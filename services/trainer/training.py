@@ -22,13 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.datasets import CAUSAL_TASKS
 from services.common.errors import Cancelled, FailedPrecondition
 from services.common.modeling import load_tokenizer
 from services.trainer import checkpoints
+from services.trainer.answer_loss import supports_labelled_logits
 from services.trainer.data import prepare_data
+from services.trainer.lora_dropout import use_saved_mask_dropout
 from services.trainer.model_setup import build_peft_model
 from services.trainer.objectives import trainer_class_for
 from services.trainer.spec import TrainConfig
+from services.trainer.speed import SpeedOptions
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,14 @@ def fine_tune(
     tokenizer = load_tokenizer(base_dir)
     data = prepare_data(tokenizer, dataset_file, cfg)
     model, targets = build_peft_model(base_dir, cfg, device, data)
+    speed = SpeedOptions.from_env()
+    if speed.saved_mask_dropout:
+        use_saved_mask_dropout(model)
+    labelled_logits = (
+        speed.labelled_logits
+        and data.task in CAUSAL_TASKS
+        and supports_labelled_logits(model)
+    )
 
     # Under `accelerate launch` every optimiser step takes a batch per process.
     processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -215,7 +227,7 @@ def fine_tune(
             **precision,
             **data.trainer_args,
         )
-        trainer = trainer_class_for(data.task, cfg)(
+        trainer = trainer_class_for(data.task, cfg, labelled_logits)(
             model=model,
             args=args,
             train_dataset=data.train,
@@ -289,6 +301,8 @@ def fine_tune(
             # packing, base_quantization ("nf4" for QLoRA), base_compute_dtype.
             **data.extra,
             "resumed_from_step": resumed_from,
+            "labelled_logits": labelled_logits,
+            "torch_threads": torch.get_num_threads(),
             "mixed_precision": "bf16"
             if precision["bf16"]
             else "fp16"
