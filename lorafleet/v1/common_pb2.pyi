@@ -47,6 +47,13 @@ class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_TYPE_COMPLETION: _ClassVar[TaskType]
     TASK_TYPE_PREFERENCE: _ClassVar[TaskType]
 
+class PackingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PACKING_MODE_UNSPECIFIED: _ClassVar[PackingMode]
+    PACKING_MODE_AUTO: _ClassVar[PackingMode]
+    PACKING_MODE_ON: _ClassVar[PackingMode]
+    PACKING_MODE_OFF: _ClassVar[PackingMode]
+
 class MixedPrecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MIXED_PRECISION_UNSPECIFIED: _ClassVar[MixedPrecision]
@@ -116,6 +123,10 @@ TASK_TYPE_CHAT: TaskType
 TASK_TYPE_CLASSIFICATION: TaskType
 TASK_TYPE_COMPLETION: TaskType
 TASK_TYPE_PREFERENCE: TaskType
+PACKING_MODE_UNSPECIFIED: PackingMode
+PACKING_MODE_AUTO: PackingMode
+PACKING_MODE_ON: PackingMode
+PACKING_MODE_OFF: PackingMode
 MIXED_PRECISION_UNSPECIFIED: MixedPrecision
 MIXED_PRECISION_AUTO: MixedPrecision
 MIXED_PRECISION_NO: MixedPrecision
@@ -291,7 +302,7 @@ class ParentRef(_message.Message):
     def __init__(self, artifact_id: _Optional[str] = ..., relation: _Optional[str] = ...) -> None: ...
 
 class TrainConfig(_message.Message):
-    __slots__ = ("method", "rank", "alpha", "dropout", "target_modules", "learning_rate", "lr_schedule", "warmup_steps", "max_steps", "epochs", "batch_size", "gradient_accumulation_steps", "max_seq_length", "seed", "task_type", "eval_fraction", "weight_decay", "eval_steps", "modules_to_save", "gradient_checkpointing", "mixed_precision", "packing", "group_by_length", "checkpoint_steps", "early_stopping_patience", "early_stopping_threshold", "num_gpus", "distributed_strategy", "labels", "preference_beta")
+    __slots__ = ("method", "rank", "alpha", "dropout", "target_modules", "learning_rate", "lr_schedule", "warmup_steps", "max_steps", "epochs", "batch_size", "gradient_accumulation_steps", "max_seq_length", "seed", "task_type", "eval_fraction", "weight_decay", "eval_steps", "modules_to_save", "gradient_checkpointing", "mixed_precision", "packing", "group_by_length", "checkpoint_steps", "early_stopping_patience", "early_stopping_threshold", "num_gpus", "distributed_strategy", "labels", "preference_beta", "packing_mode")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
@@ -322,6 +333,7 @@ class TrainConfig(_message.Message):
     DISTRIBUTED_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PREFERENCE_BETA_FIELD_NUMBER: _ClassVar[int]
+    PACKING_MODE_FIELD_NUMBER: _ClassVar[int]
     method: LoraMethod
     rank: int
     alpha: float
@@ -352,7 +364,8 @@ class TrainConfig(_message.Message):
     distributed_strategy: DistributedStrategy
     labels: _containers.RepeatedScalarFieldContainer[str]
     preference_beta: float
-    def __init__(self, method: _Optional[_Union[LoraMethod, str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., learning_rate: _Optional[float] = ..., lr_schedule: _Optional[_Union[LrSchedule, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., eval_fraction: _Optional[float] = ..., weight_decay: _Optional[float] = ..., eval_steps: _Optional[int] = ..., modules_to_save: _Optional[_Iterable[str]] = ..., gradient_checkpointing: _Optional[bool] = ..., mixed_precision: _Optional[_Union[MixedPrecision, str]] = ..., packing: _Optional[bool] = ..., group_by_length: _Optional[bool] = ..., checkpoint_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., early_stopping_threshold: _Optional[float] = ..., num_gpus: _Optional[int] = ..., distributed_strategy: _Optional[_Union[DistributedStrategy, str]] = ..., labels: _Optional[_Iterable[str]] = ..., preference_beta: _Optional[float] = ...) -> None: ...
+    packing_mode: PackingMode
+    def __init__(self, method: _Optional[_Union[LoraMethod, str]] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., learning_rate: _Optional[float] = ..., lr_schedule: _Optional[_Union[LrSchedule, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., eval_fraction: _Optional[float] = ..., weight_decay: _Optional[float] = ..., eval_steps: _Optional[int] = ..., modules_to_save: _Optional[_Iterable[str]] = ..., gradient_checkpointing: _Optional[bool] = ..., mixed_precision: _Optional[_Union[MixedPrecision, str]] = ..., packing: _Optional[bool] = ..., group_by_length: _Optional[bool] = ..., checkpoint_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., early_stopping_threshold: _Optional[float] = ..., num_gpus: _Optional[int] = ..., distributed_strategy: _Optional[_Union[DistributedStrategy, str]] = ..., labels: _Optional[_Iterable[str]] = ..., preference_beta: _Optional[float] = ..., packing_mode: _Optional[_Union[PackingMode, str]] = ...) -> None: ...
 
 class GateResult(_message.Message):
     __slots__ = ("name", "passed", "value", "threshold", "message")

@@ -32,6 +32,11 @@ PRECISIONS = {
     common_pb2.MIXED_PRECISION_BF16: "bf16",
     common_pb2.MIXED_PRECISION_FP16: "fp16",
 }
+PACKING_MODES = {
+    common_pb2.PACKING_MODE_AUTO: "auto",
+    common_pb2.PACKING_MODE_ON: "on",
+    common_pb2.PACKING_MODE_OFF: "off",
+}
 STRATEGIES = {
     common_pb2.DISTRIBUTED_STRATEGY_AUTO: "auto",
     common_pb2.DISTRIBUTED_STRATEGY_DDP: "ddp",
@@ -69,7 +74,10 @@ def config_from_pb(pb: common_pb2.TrainConfig) -> TrainConfig:
         modules_to_save=list(pb.modules_to_save),
         gradient_checkpointing=pb.gradient_checkpointing,
         mixed_precision=PRECISIONS.get(pb.mixed_precision, d.mixed_precision),
-        packing=pb.packing,
+        packing_mode="on"
+        if pb.packing and not pb.packing_mode
+        else PACKING_MODES.get(pb.packing_mode, d.packing_mode),
+        packing=pb.packing or pb.packing_mode == common_pb2.PACKING_MODE_ON,
         group_by_length=pb.group_by_length,
         checkpoint_steps=pb.checkpoint_steps or d.checkpoint_steps,
         early_stopping_patience=pb.early_stopping_patience,
@@ -123,7 +131,8 @@ def config_to_pb(cfg: TrainConfig) -> common_pb2.TrainConfig:
         modules_to_save=cfg.modules_to_save,
         gradient_checkpointing=cfg.gradient_checkpointing,
         mixed_precision=inverse(PRECISIONS, cfg.mixed_precision),
-        packing=cfg.packing,
+        packing=cfg.packing and cfg.packing_mode == "on",
+        packing_mode=inverse(PACKING_MODES, cfg.packing_mode),
         group_by_length=cfg.group_by_length,
         checkpoint_steps=cfg.checkpoint_steps,
         early_stopping_patience=cfg.early_stopping_patience,

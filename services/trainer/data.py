@@ -155,16 +155,24 @@ def prepare_data(tokenizer, dataset_file: Path, cfg: TrainConfig) -> PreparedDat
     if labels:
         data.extra["class_labels"] = labels
     if cfg.packing:
-        data.train, data.eval = pack(train, limit), pack(evaluation, limit)
-        data.extra["packing"] = {
-            "train_examples": len(train),
-            "train_rows": len(data.train),
-        }
+        apply_packing(data, limit)
     if cfg.group_by_length:
-        # transformers 5 names it train_sampling_strategy; lengths come from
-        # each example's input_ids.
-        data.trainer_args["train_sampling_strategy"] = "group_by_length"
+        group_by_length(data)
     return data
+
+
+def apply_packing(data: PreparedData, limit: int) -> None:
+    """Packs prepared causal-LM examples into rows of up to `limit` tokens."""
+    examples = len(data.train)
+    data.train, data.eval = pack(data.train, limit), pack(data.eval, limit)
+    data.collator = PackedCollator(data.pad_token_id)
+    data.extra["packing"] = {"train_examples": examples, "train_rows": len(data.train)}
+
+
+def group_by_length(data: PreparedData) -> None:
+    # transformers 5 names it train_sampling_strategy; lengths come from each
+    # example's input_ids.
+    data.trainer_args["train_sampling_strategy"] = "group_by_length"
 
 
 SIDES = ("chosen", "rejected")

@@ -102,11 +102,19 @@ def _compute_dtype(device: str) -> Any:
 
 
 def check_packing_isolation(model: Any, model_type: str) -> None:
-    """Refuses packing unless two packed sequences score as they do alone.
+    """Refuses packing unless two packed sequences score as they do alone."""
+    problem = packing_leak(model, model_type)
+    if problem:
+        raise InvalidArgument(problem, field="config.packing")
+
+
+def packing_leak(model: Any, model_type: str) -> str:
+    """Why packed examples would not stay apart in `model` ("" when they do).
 
     Falcon, OPT and Bloom in transformers 5 let packed sequences attend to
     each other (their attention ignores restarting position ids); a short
-    probe on the real model catches that for any architecture.
+    probe on the real model catches that for any architecture. It draws from
+    its own generator, so probing leaves the training RNG as it was.
     """
     import torch
 
@@ -133,21 +141,20 @@ def check_packing_isolation(model: Any, model_type: str) -> None:
                 ]
             )
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise InvalidArgument(
+        return (
             f"config.packing: a {model_type or 'this'} model cannot run packed "
-            f"rows ({exc}); turn packing off and use group_by_length",
-            field="config.packing",
-        ) from exc
+            f"rows ({exc}); turn packing off and use group_by_length"
+        )
     finally:
         model.train(was_training)
     gap = float((packed.float() - alone.float()).abs().max())
     scale = max(float(alone.float().abs().max()), 1.0)
     tolerance = PACKING_TOLERANCE.get(str(alone.dtype).removeprefix("torch."), 1e-2)
     if gap / scale > tolerance:
-        raise InvalidArgument(
+        return (
             f"config.packing: {model_type or 'this'} models let packed examples "
             f"attend to each other (logits differ by {gap:.3g} from the examples "
             "run alone), so packing would leak between examples; turn packing "
-            "off and use group_by_length to cut padding instead",
-            field="config.packing",
+            "off and use group_by_length to cut padding instead"
         )
+    return ""

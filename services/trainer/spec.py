@@ -19,6 +19,7 @@ TASKS = (
     "preference",
 )
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+PACKING_MODES = ("auto", "on", "off")
 STRATEGIES = ("auto", "ddp", "fsdp")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -48,6 +49,10 @@ class TrainConfig:
     modules_to_save: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
     mixed_precision: str = "auto"
+    # "on" packs (refused where unsafe), "off" never does, "auto" packs where
+    # the model keeps packed examples apart and groups by length elsewhere;
+    # `packing` is True when the run packs ("on", or "auto" once resolved).
+    packing_mode: str = "auto"
     packing: bool = False
     group_by_length: bool = False
     checkpoint_steps: int = 50
@@ -68,6 +73,12 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _choice("task_type", self.task_type, TASKS)
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        _choice("packing_mode", self.packing_mode, PACKING_MODES)
+        if self.packing and self.packing_mode == "off":
+            raise InvalidArgument(
+                "config.packing is set but packing_mode is OFF; give one of them",
+                field="config.packing_mode",
+            )
         _choice("distributed_strategy", self.distributed_strategy, STRATEGIES)
         _range("rank", self.rank, 1, 1024)
         _range("alpha", self.alpha, 1e-6, 1e6)

@@ -27,6 +27,7 @@ from services.common.errors import Cancelled, FailedPrecondition
 from services.common.modeling import load_tokenizer
 from services.trainer import checkpoints
 from services.trainer.answer_loss import supports_labelled_logits
+from services.trainer.auto_packing import resolve_packing
 from services.trainer.data import prepare_data
 from services.trainer.lora_dropout import use_saved_mask_dropout
 from services.trainer.model_setup import build_peft_model
@@ -111,6 +112,7 @@ def fine_tune(
     tokenizer = load_tokenizer(base_dir)
     data = prepare_data(tokenizer, dataset_file, cfg)
     model, targets = build_peft_model(base_dir, cfg, device, data)
+    cfg = resolve_packing(cfg, data, model, base_dir)
     speed = SpeedOptions.from_env()
     if speed.saved_mask_dropout:
         use_saved_mask_dropout(model)
@@ -234,6 +236,11 @@ def fine_tune(
             eval_dataset=data.eval or None,
             data_collator=data.collator,
             callbacks=callbacks,
+            # Packed rows carry no attention mask: the tokenizer's pad id is
+            # how Trainer tells their padding from tokens when counting them
+            # (a real end-of-text sharing that id goes uncounted: an
+            # undercount, never an overcount).
+            processing_class=tokenizer if cfg.packing else None,
         )
         trainer.remove_callback(PrinterCallback)  # progress goes to Watch, not stdout
         resume = _resume_point(trainer, run_dir, base_dir, dataset_file, cfg)

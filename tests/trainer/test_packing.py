@@ -206,3 +206,93 @@ def test_group_by_length_uses_the_length_grouped_sampler(
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, LengthGroupedSampler)
     assert sampler.lengths == [len(f["input_ids"]) for f in data.train]
+
+
+def _varied_file(tmp_path: Path, spread: int = 16, n: int = 32) -> Path:
+    """Rows whose lengths vary by up to `spread` words: padding-heavy batches."""
+    rows = [
+        {"prompt": f"Order {'many ' * (i * 7 % spread)}socks {i}:", "completion": " ok"}
+        for i in range(n)
+    ]
+    path = tmp_path / f"varied-{spread}.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def _auto(base: Path, path: Path, **cfg) -> tuple[TrainConfig, object]:
+    from services.trainer.auto_packing import resolve_packing
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    config = TrainConfig(max_seq_length=64, eval_fraction=0.0, **cfg)
+    data = prepare_data(tokenizer, path, config)
+    model, _ = build_peft_model(base, config, "cpu", data)
+    rng = torch.random.get_rng_state()
+    resolved = resolve_packing(config, data, model, base)
+    # the probe draws from its own generator: training's RNG is untouched
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    return resolved, data
+
+
+def test_auto_packs_where_the_probe_finds_examples_kept_apart(
+    tiny_model_dir, tmp_path
+) -> None:
+    cfg, data = _auto(tiny_model_dir, _varied_file(tmp_path))
+    assert data.extra["auto_packing"]["padding_share"] >= 0.2
+    assert cfg.packing and cfg.packing_mode == "auto"
+    assert isinstance(data.collator, PackedCollator)
+    assert data.extra["packing"]["train_rows"] < data.extra["packing"]["train_examples"]
+
+
+def test_auto_groups_by_length_where_packing_would_leak(
+    tmp_path, tiny_tokenizer_dir
+) -> None:
+    """OPT lets packed rows attend to each other: auto does not pack it (it is
+    not refused either, as an explicit packing request is) and groups rows by
+    length instead."""
+    base = build_family_model(tmp_path / "opt", tiny_tokenizer_dir, "opt")
+    cfg, data = _auto(base, _varied_file(tmp_path))
+    assert not cfg.packing and cfg.group_by_length
+    assert data.trainer_args == {"train_sampling_strategy": "group_by_length"}
+    assert "attend to each other" in data.extra["auto_packing"]["packing_skipped"]
+    assert not isinstance(data.collator, PackedCollator)
+
+
+def test_auto_leaves_batches_with_little_padding_as_they_are(
+    tiny_model_dir, tmp_path
+) -> None:
+    """Rows of about one length: packing would only lengthen rows (more memory,
+    block-diagonal attention) for no padding saved."""
+    cfg, data = _auto(tiny_model_dir, _varied_file(tmp_path, spread=1))
+    decision = data.extra["auto_packing"]
+    assert decision["padding_share"] < 0.2 and not decision["packed"]
+    assert not cfg.packing and not cfg.group_by_length
+    assert not isinstance(data.collator, PackedCollator)
+
+
+@pytest.mark.parametrize(
+    "options", [{"packing_mode": "off"}, {"group_by_length": True}]
+)
+def test_auto_leaves_an_explicit_choice_alone(tiny_model_dir, tmp_path, options):
+    cfg, data = _auto(tiny_model_dir, _completion_file(tmp_path), **options)
+    assert not cfg.packing
+    assert not isinstance(data.collator, PackedCollator)
+    assert cfg.group_by_length == bool(options.get("group_by_length"))
+
+
+def test_packing_mode_on_the_wire() -> None:
+    from lorafleet.v1 import common_pb2
+    from services.trainer.convert import config_from_pb, config_to_pb
+
+    assert config_from_pb(common_pb2.TrainConfig()).packing_mode == "auto"
+    legacy = config_from_pb(common_pb2.TrainConfig(packing=True))
+    assert (legacy.packing_mode, legacy.packing) == ("on", True)
+    off = config_from_pb(
+        common_pb2.TrainConfig(packing_mode=common_pb2.PACKING_MODE_OFF)
+    )
+    assert (off.packing_mode, off.packing) == ("off", False)
+    assert config_to_pb(off).packing_mode == common_pb2.PACKING_MODE_OFF
+    clash = config_from_pb(
+        common_pb2.TrainConfig(packing=True, packing_mode=common_pb2.PACKING_MODE_OFF)
+    )
+    with pytest.raises(InvalidArgument, match="packing_mode is OFF"):
+        clash.check()
