@@ -33,7 +33,7 @@ def padding_share(lengths: list[int], batch_size: int, seed: int) -> float:
         batch = draw.sample(lengths, size)
         real += sum(batch)
         padded += max(batch) * size
-    return 1.0 - real / padded
+    return 1.0 - real / padded if padded else 0.0
 
 
 def resolve_packing(cfg: TrainConfig, data, model, base_dir: Path) -> TrainConfig:
@@ -44,13 +44,15 @@ def resolve_packing(cfg: TrainConfig, data, model, base_dir: Path) -> TrainConfi
     numbers are recorded with the adapter."""
     if cfg.packing_mode != "auto" or cfg.packing or cfg.group_by_length:
         return cfg
+    if data.task == "preference":
+        return cfg  # a pair's rows are padded together: neither packed nor grouped
     share = padding_share(
         [len(f.get("input_ids", ())) for f in data.train], cfg.batch_size, cfg.seed
     )
     decision: dict = {"padding_share": round(share, 4), "packed": False}
     data.extra["auto_packing"] = decision
-    if share < AUTO_PACKING_MIN_PADDING or data.task == "preference":
-        return cfg  # little padding to remove (a pair's rows pad together)
+    if share < AUTO_PACKING_MIN_PADDING:
+        return cfg  # little padding to remove
     if data.task in PACKABLE:
         problem = packing_leak(model, model_type_of(base_dir))
         if not problem:

@@ -296,3 +296,12 @@ def test_packing_mode_on_the_wire() -> None:
     )
     with pytest.raises(InvalidArgument, match="packing_mode is OFF"):
         clash.check()
+
+
+def test_padding_share_of_nothing_is_zero() -> None:
+    from services.trainer.auto_packing import padding_share
+
+    assert padding_share([0, 0, 0], 8, 1) == 0.0
+    assert padding_share([], 8, 1) == 0.0
+    assert padding_share([10, 10, 10, 10], 2, 1) == 0.0
+    assert 0.45 < padding_share([1, 100] * 8, 8, 1) < 0.55  # about half
