@@ -103,6 +103,19 @@ def evaluate(setting: Setting, tensor_name: str, t: float) -> float | None:
     return None
 
 
+def value_at(setting: Setting, name: str, tensor_name: str, t: float) -> float:
+    """`evaluate`, with a filter list that matches nothing refused naming the
+    parameter `name` (mergekit would silently leave the tensor unmerged)."""
+    value = evaluate(setting, tensor_name, t)
+    if value is None:
+        raise InvalidArgument(
+            f"{name} has no filter matching tensor {tensor_name}; end the filter "
+            "list with an entry without a filter (the default)",
+            field=f"params.{name.split('[')[0]}",
+        )
+    return value
+
+
 def position(layer: int | None, num_layers: int) -> float:
     """mergekit's t of a tensor: its layer's place among the layers, 0 outside."""
     if layer is None:

@@ -63,7 +63,9 @@ def zoo(tmp_path_factory, tiny_tokenizer_dir):
     }
 
 
-def run_mergekit(recipe: Path, out: Path) -> dict[str, torch.Tensor]:
+def run_mergekit(
+    recipe: Path, out: Path, copy_tokenizer: bool = False
+) -> dict[str, torch.Tensor]:
     assert MERGEKIT.exists(), (
         f"{MERGEKIT} is missing: `make setup` installs mergekit 0.1.5 into "
         ".venv-mergekit (or point LORAFLEET_MERGEKIT_BIN at a bin folder with "
@@ -75,7 +77,7 @@ def run_mergekit(recipe: Path, out: Path) -> dict[str, torch.Tensor]:
             str(recipe),
             str(out),
             "--no-cuda",
-            "--no-copy-tokenizer",
+            *([] if copy_tokenizer else ["--no-copy-tokenizer"]),
             "--quiet",
             "--no-write-model-card",
             "--allow-crimes",
@@ -477,26 +479,8 @@ def test_tokenizer_source_and_chat_template_as_mergekit_writes_them(zoo, tmp_pat
     path = tmp_path / "recipe.yml"
     text = yaml.safe_dump(recipe, sort_keys=False)
     path.write_text(text)
-    done = subprocess.run(
-        [
-            str(MERGEKIT),
-            str(path),
-            str(tmp_path / "mergekit"),
-            "--no-cuda",
-            "--quiet",
-            "--no-write-model-card",
-            "--allow-crimes",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = run_mergekit(path, tmp_path / "mergekit", copy_tokenizer=True)
     ours = run_lorafleet(text, tmp_path / "lorafleet")
-    theirs: dict[str, torch.Tensor] = {}
-    for file in sorted((tmp_path / "mergekit").glob("*.safetensors")):
-        theirs.update(load_file(str(file)))
     assert set(theirs) == set(ours)
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in theirs)
     chat = [

@@ -36,12 +36,7 @@ class MergeParams:
     )
 
     def check(self, n_inputs: int) -> None:
-        if self.weights and len(self.weights) != n_inputs:
-            raise InvalidArgument(
-                f"weights has {len(self.weights)} values but there are {n_inputs} "
-                "input models; give one weight per input or none",
-                field="params.weights",
-            )
+        self.check_weight_count(n_inputs)
         for i, w in enumerate(self.weights):
             if not math.isfinite(w):
                 raise InvalidArgument(
@@ -49,6 +44,14 @@ class MergeParams:
                     f"per input model), got {shown(w)}",
                     field="params.weights",
                 )
+
+    def check_weight_count(self, n_inputs: int) -> None:
+        if self.weights and len(self.weights) != n_inputs:
+            raise InvalidArgument(
+                f"weights has {len(self.weights)} values but there are {n_inputs} "
+                "input models; give one weight per input or none",
+                field="params.weights",
+            )
 
     def weight_list(self, n_inputs: int) -> list[float]:
         return list(self.weights) if self.weights else [1.0] * n_inputs

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from services.common.errors import InvalidArgument
 from services.merger.methods.base import (
     MergeMethod,
     MergeParams,
@@ -15,7 +14,7 @@ from services.merger.methods.base import (
     check_unit,
     param,
 )
-from services.merger.settings import Setting, check_setting, evaluate, numbers_in
+from services.merger.settings import Setting, check_setting, numbers_in, value_at
 
 
 @dataclass
@@ -36,14 +35,7 @@ class SceParams(MergeParams):
             check_unit("select_topk", value)
 
     def topk(self, ctx: TensorContext) -> float:
-        value = evaluate(self.select_topk, ctx.name, ctx.position)
-        if value is None:
-            raise InvalidArgument(
-                f"select_topk has no filter matching tensor {ctx.name}; end the "
-                "filter list with an entry without a filter (the default)",
-                field="params.select_topk",
-            )
-        return value
+        return value_at(self.select_topk, "select_topk", ctx.name, ctx.position)
 
 
 def _selection(tvs: torch.Tensor, density: float, dtype) -> torch.Tensor:

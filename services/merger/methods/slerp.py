@@ -23,8 +23,8 @@ from services.merger.methods.base import (
 from services.merger.settings import (
     Setting,
     check_setting,
-    evaluate,
     numbers_in,
+    value_at,
 )
 
 # Below this angle the vectors are (anti)parallel and slerp degenerates to lerp.
@@ -59,14 +59,7 @@ class SlerpParams(MergeParams):
             or layer is None
             or (ctx.t is None and ctx.num_layers <= 1)
         ):
-            value = evaluate(self.t, ctx.name, ctx.position)
-            if value is None:
-                raise InvalidArgument(
-                    f"t has no filter matching tensor {ctx.name}; end the filter "
-                    "list with an entry without a filter (the default)",
-                    field="params.t",
-                )
-            return value
+            return value_at(self.t, "t", ctx.name, ctx.position)
         if len(self.t_by_layer) == 1:
             return self.t_by_layer[0]
         pos = ctx.position * (len(self.t_by_layer) - 1)

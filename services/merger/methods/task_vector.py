@@ -44,8 +44,8 @@ from services.merger.methods.base import (
 from services.merger.settings import (
     Setting,
     check_setting,
-    evaluate,
     numbers_in,
+    value_at,
 )
 
 RESCALE_NORMS = ("l1", "l2", "linf", "density")
@@ -148,24 +148,10 @@ class TaskVectorParams(MergeParams):
     def per_input(self, name: str, i: int, ctx: TensorContext) -> float:
         values = getattr(self, _PLURAL[name])
         setting = values[i] if values else getattr(self, name, 1.0)
-        value = evaluate(setting, ctx.name, ctx.position)
-        if value is None:
-            raise InvalidArgument(
-                f"{_PLURAL[name]}[{i}] has no filter matching tensor {ctx.name}; "
-                "end the filter list with an entry without a filter (the default)",
-                field=f"params.{_PLURAL[name]}",
-            )
-        return value
+        return value_at(setting, f"{_PLURAL[name]}[{i}]", ctx.name, ctx.position)
 
     def shared(self, name: str, ctx: TensorContext) -> float:
-        value = evaluate(getattr(self, name), ctx.name, ctx.position)
-        if value is None:
-            raise InvalidArgument(
-                f"{name} has no filter matching tensor {ctx.name}; end the filter "
-                "list with an entry without a filter (the default)",
-                field=f"params.{name}",
-            )
-        return value
+        return value_at(getattr(self, name), name, ctx.name, ctx.position)
 
 
 def _help(params: TaskVectorParams, name: str) -> str:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument
 from services.merger.methods.base import MergeParams, TensorContext, param
-from services.merger.settings import Setting, check_setting, evaluate
+from services.merger.settings import Setting, check_setting, value_at
 
 
 @dataclass
@@ -20,12 +19,7 @@ class GradedWeightsParams(MergeParams):
     )
 
     def check(self, n_inputs: int) -> None:
-        if self.weights and len(self.weights) != n_inputs:
-            raise InvalidArgument(
-                f"weights has {len(self.weights)} values but there are {n_inputs} "
-                "input models; give one weight per input or none",
-                field="params.weights",
-            )
+        self.check_weight_count(n_inputs)
         self.weights = [
             check_setting(f"weights[{i}]", w, help="one weight per input model")
             for i, w in enumerate(self.weights)
@@ -39,13 +33,7 @@ class GradedWeightsParams(MergeParams):
     def weights_at(self, ctx: TensorContext, n_inputs: int) -> list[float]:
         """The weights of one tensor; a filter list that matches nothing is
         refused (mergekit would silently drop that input from the tensor)."""
-        values = [
-            evaluate(w, ctx.name, ctx.position) for w in self.weight_list(n_inputs)
+        return [
+            value_at(w, f"weights[{i}]", ctx.name, ctx.position)
+            for i, w in enumerate(self.weight_list(n_inputs))
         ]
-        if any(v is None for v in values):
-            raise InvalidArgument(
-                f"a weight has no filter matching tensor {ctx.name}; end each "
-                "filter list with an entry without a filter (the default)",
-                field="params.weights",
-            )
-        return values  # type: ignore[return-value]
