@@ -122,6 +122,18 @@ def plan_for(
     return dataclasses.replace(plan, tokenizer_source=source, chat_template=template)
 
 
+def _slices_by_digest(slices: Any, artifacts: list[Any]) -> list[dict[str, Any]]:
+    digest = {a.id: a.digest for a in artifacts}
+
+    def source(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+        return {**entry, "model": digest[entry["model"]]} if entry else None
+
+    return [
+        {**s, "base": source(s.get("base")), "inputs": [source(e) for e in s["inputs"]]}
+        for s in slices
+    ]
+
+
 def _plan(job: ResolvedModelMerge) -> ModelMergePlan:
     """The plan of a stored job (the queue keeps none): headers only."""
     return plan_for(job.request, job.base, job.inputs, job.tokenizer)
@@ -155,7 +167,12 @@ def run_model_merge(
         "base_digest": job.base.digest if job.base else "",
     }
     if request.slices:
-        provenance["slices"] = list(request.slices)
+        # Models by digest, as input_digests: registry ids differ between
+        # installs, and the provenance lands in the weights' headers, so ids
+        # would give the same merge a different content digest on each.
+        provenance["slices"] = _slices_by_digest(
+            request.slices, [*job.inputs, *([job.base] if job.base else [])]
+        )
         provenance["num_layers"] = plan.output_layers
     if job.tokenizer is not None:
         provenance["tokenizer_source_digest"] = job.tokenizer.digest

@@ -114,6 +114,15 @@ def test_a_layer_stack_is_merged_gated_and_registered_with_its_depth(suite, fold
     assert meta["num_hidden_layers"] == 3
     assert meta["num_layers"] == 3
     assert meta["chat_template"] == "chatml"
+    # slices name models by digest (ids differ between installs, and the
+    # provenance is in the weights' headers, so in the content digest)
+    digests = {
+        registry.GetArtifact(registry_pb2.GetArtifactRequest(id=i), timeout=30)
+        .artifact.digest
+        for i in final.request.input_model_ids
+    }
+    stacked = {s["inputs"][0]["model"] for s in meta["slices"]}
+    assert stacked == digests
     assert final.result.gate["layers"] == 3
     from pathlib import Path
 
