@@ -8,6 +8,7 @@ The LoRA B matrices are random (std 0.01): stand-ins for real fine-tunes,
 different enough that merging them is not a no-op.
 """
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +31,13 @@ for i, name in enumerate(("math", "code")):
             if "lora_B" in n:
                 p.normal_(0, 0.01)
     peft.save_pretrained(out / f"{name}-adapter")
+    # PEFT writes target_modules from a set, in an order that changes with
+    # Python's hash seed: sorted, the folder (and its digest) is the same on
+    # every run.
+    config_path = out / f"{name}-adapter" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["target_modules"] = sorted(config["target_modules"])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     merged = peft.merge_and_unload()
     merged.save_pretrained(out / f"smol-{name}")
     tok.save_pretrained(out / f"smol-{name}")
