@@ -2,7 +2,8 @@
 
 What someone who cares about speed writes without a platform: the same chat
 template and answer-only labels as lorafleet (`tokenize_for_training`), each
-batch padded only to its longest row, the model's own causal-LM loss, AdamW
+batch padded only to its longest row (a DataLoader with a collate function),
+the model's own causal-LM loss, AdamW
 with transformers' linear schedule and gradient clipping at 1.0 (Trainer's
 defaults, which lorafleet uses), fp32 on CPU with torch's default threads.
 Variants for the report: `pad_to_max_length` (the old baseline, labelled as
@@ -57,7 +58,11 @@ def train_loop(
     """Trains; returns (model, {tokens, seconds, step_seconds, train_loss_own})."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
+    from transformers import (
+        AutoModelForCausalLM,
+        get_linear_schedule_with_warmup,
+        set_seed,
+    )
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -79,21 +84,26 @@ def train_loop(
     schedule = get_linear_schedule_with_warmup(optimizer, 0, steps)
     forward = torch.compile(model) if options.compile else model
     order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))
-    model.train()
-    tokens, step_seconds, loss = 0, [], None
-    started = time.perf_counter()
-    for step in range(steps):
-        t0 = time.perf_counter()
-        picked = [
-            features[int(order[(step * batch + i) % len(features)])]
-            for i in range(batch)
-        ]
+    rows = [features[int(order[i % len(features)])] for i in range(steps * batch)]
+
+    def collate(picked: list[dict]) -> dict:
         width = (
             seq
             if options.pad_to_max_length
             else max(len(f["input_ids"]) for f in picked)
         )
-        inputs = padded_batch(picked, width, pad_id)
+        return padded_batch(picked, width, pad_id)
+
+    loader = torch.utils.data.DataLoader(rows, batch_size=batch, collate_fn=collate)
+    model.train()
+    tokens, step_seconds, loss = 0, [], None
+    # Seeded right before the loop, as Trainer does: with the same seed the
+    # loop and lorafleet share the LoRA init, the batches and every dropout
+    # mask, so their held-out losses differ only by float summation order.
+    set_seed(seed)
+    started = time.perf_counter()
+    t0 = started
+    for inputs in loader:
         tokens += int(inputs["attention_mask"].sum())
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=options.bf16_autocast):
             loss = forward(**inputs).loss
@@ -103,6 +113,7 @@ def train_loop(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         step_seconds.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
     seconds = time.perf_counter() - started
     return model, {
         "tokens": float(tokens),

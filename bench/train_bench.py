@@ -13,8 +13,9 @@ answer tokens only), each in its own subprocess so peak RSS is per run.
   training child process) with default settings (packing_mode auto: this
   model keeps packed examples apart, so it packs); the `lorafleet_*` runs turn
   one lever off (`no_labelled_logits`, `no_saved_mask_dropout`,
-  `no_affinity_threads`, `all_levers_off`, `no_packing`) or, without packing,
-  group rows by length (`grouped`), for each lever's own gain.
+  `no_affinity_threads`, `no_native_dropout`, `all_levers_off`, `no_packing`)
+  or, without packing, group rows by length (`grouped`), for each lever's own
+  gain.
 
 Tokens are counted without padding for every run. Afterwards each run's
 adapter is scored the same way: mean loss on the answer tokens of the held-out
@@ -176,8 +177,13 @@ RUNS = {
     "lorafleet_no_affinity_threads": lambda a: run_lorafleet(
         a, speed="affinity_threads=off"
     ),
+    "lorafleet_no_native_dropout": lambda a: run_lorafleet(
+        a, speed="native_dropout=off"
+    ),
     "lorafleet_all_levers_off": lambda a: run_lorafleet(
-        a, speed="labelled_logits=off,saved_mask_dropout=off,affinity_threads=off"
+        a,
+        speed="labelled_logits=off,saved_mask_dropout=off,affinity_threads=off,"
+        "native_dropout=off",
     ),
     "lorafleet_no_packing": lambda a: run_lorafleet(a, packing_mode="off"),
     "lorafleet_grouped": lambda a: run_lorafleet(
@@ -191,6 +197,7 @@ LEVERS = {
     "labelled_logits": ("lorafleet", "lorafleet_no_labelled_logits"),
     "saved_mask_dropout": ("lorafleet", "lorafleet_no_saved_mask_dropout"),
     "affinity_threads": ("lorafleet", "lorafleet_no_affinity_threads"),
+    "native_dropout": ("lorafleet", "lorafleet_no_native_dropout"),
     "all_levers": ("lorafleet", "lorafleet_all_levers_off"),
     "packing (auto, the default)": ("lorafleet", "lorafleet_no_packing"),
     "group_by_length (without packing)": ("lorafleet_grouped", "lorafleet_no_packing"),
@@ -247,6 +254,11 @@ def report(args, results: dict) -> dict:
         "rss_ratio": ratio("lorafleet", "loop", "peak_rss_mib"),
         "lorafleet_final_loss": results.get("lorafleet", {}).get("final_loss"),
         "baseline_final_loss": results.get("loop", {}).get("final_loss"),
+        # Same init, batches and dropout masks: only float summation order
+        # (the head lever's chunked loss) separates the two runs' losses.
+        "final_loss_relative_diff": ratio("lorafleet", "loop", "final_loss") - 1
+        if "lorafleet" in results and "loop" in results
+        else None,
         "vs_max_length_loop": {
             "tokens_per_s_ratio": ratio("lorafleet", "loop_max_length", "tokens_per_s"),
             "rss_ratio": ratio("lorafleet", "loop_max_length", "peak_rss_mib"),

@@ -272,6 +272,8 @@ def test_compose_file_wires_the_six_services(tmp_path):
     dockerfile = (compose.parent / "Dockerfile").read_text()
     assert "FROM python:3.11.11-slim" in dockerfile
     assert "download.pytorch.org/whl/cpu" in dockerfile
+    # the trainer compiles its native dropout kernel there
+    assert "gcc" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "node_modules", ".lorafleet"} <= set(ignored)
     if shutil.which("docker-compose"):  # Debian's package; CI installs it

@@ -152,15 +152,18 @@ def _fused_function() -> Any:
                 chunk = slice(start, start + CHUNK_ROWS)
                 logits = F.linear(rows[chunk], weight, bias).float()
                 target = wanted[chunk, None]
-                norm = torch.logsumexp(logits, -1, keepdim=True)
-                total += (norm - logits.gather(1, target)).sum()
+                # as cross_entropy computes it (nll of log_softmax); one
+                # fused pass over the chunk, then exp in place
+                log_probs = torch.log_softmax(logits, -1)
+                del logits
+                total -= log_probs.gather(1, target).sum()
                 if not wants_grad:
                     continue
-                # softmax - one_hot, in place of the logits (one chunk buffer)
-                probs = logits.sub_(norm).exp_()
+                # softmax - one_hot, in place of the log-probabilities
+                probs = log_probs.exp_()
                 probs.scatter_add_(1, target, probs.new_full(target.shape, -1.0))
                 grad_rows[chunk] = (probs.to(weight.dtype) @ weight).to(rows.dtype)
-                del logits, probs
+                del log_probs, probs
             ctx.save_for_backward(grad_rows, denominator)
             return total / denominator
 

@@ -24,11 +24,15 @@ class SpeedOptions:
     """labelled_logits: the head and the loss run only where a label is learned
     (see answer_loss.py). saved_mask_dropout: LoRA dropout keeps a bool mask
     for backward, not two float copies (lora_dropout.py). affinity_threads:
-    torch's intra-op threads follow the CPUs this process may run on."""
+    torch's intra-op threads follow the CPUs this process may run on.
+    native_dropout: that dropout's noise, on the CPU, comes from the C kernel
+    that draws torch's own noise in blocks (native_dropout.py); it rides on
+    saved_mask_dropout."""
 
     labelled_logits: bool = True
     saved_mask_dropout: bool = True
     affinity_threads: bool = True
+    native_dropout: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> SpeedOptions:

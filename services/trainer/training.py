@@ -25,7 +25,7 @@ from pathlib import Path
 from services.common.datasets import CAUSAL_TASKS
 from services.common.errors import Cancelled, FailedPrecondition
 from services.common.modeling import load_tokenizer
-from services.trainer import checkpoints
+from services.trainer import checkpoints, native_dropout
 from services.trainer.answer_loss import supports_labelled_logits
 from services.trainer.auto_packing import resolve_packing
 from services.trainer.data import prepare_data
@@ -115,7 +115,14 @@ def fine_tune(
     cfg = resolve_packing(cfg, data, model, base_dir)
     speed = SpeedOptions.from_env()
     if speed.saved_mask_dropout:
-        use_saved_mask_dropout(model)
+        use_saved_mask_dropout(model, native_noise=speed.native_dropout)
+    native_noise = (
+        speed.saved_mask_dropout
+        and speed.native_dropout
+        and device == "cpu"
+        and cfg.dropout > 0
+        and native_dropout.available()
+    )
     labelled_logits = (
         speed.labelled_logits
         and data.task in CAUSAL_TASKS
@@ -309,6 +316,7 @@ def fine_tune(
             **data.extra,
             "resumed_from_step": resumed_from,
             "labelled_logits": labelled_logits,
+            "native_dropout": native_noise,
             "torch_threads": torch.get_num_threads(),
             "mixed_precision": "bf16"
             if precision["bf16"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from services.trainer.lora_dropout import use_saved_mask_dropout
@@ -51,10 +52,14 @@ def _step(model, ids):
     return loss, grads, sum(v for k, v in kept.items() if k not in weights)
 
 
-def test_same_loss_and_gradients_to_the_bit_with_less_kept_for_backward():
+@pytest.mark.parametrize("native_noise", [True, False])
+def test_same_loss_and_gradients_to_the_bit_with_less_kept_for_backward(
+    native_noise,
+):
     plain = _model()
     fused = copy.deepcopy(plain)
-    assert use_saved_mask_dropout(fused) == len(TARGETS) * 2
+    swapped = use_saved_mask_dropout(fused, native_noise=native_noise)
+    assert swapped == len(TARGETS) * 2
     ids = torch.randint(0, 300, (3, 24), generator=torch.Generator().manual_seed(1))
     loss_a, grads_a, kept_a = _step(plain, ids)
     loss_b, grads_b, kept_b = _step(fused, ids)

@@ -12,10 +12,13 @@ from tests.trainer.runs import adapter_sha, config, train_in_process
 
 
 def test_levers_are_on_unless_turned_off_by_name():
-    assert SpeedOptions.from_env({}) == SpeedOptions(True, True, True)
+    assert SpeedOptions.from_env({}) == SpeedOptions(True, True, True, True)
     off = SpeedOptions.from_env({SPEED_ENV: "labelled_logits=off,affinity_threads=0"})
     assert off == SpeedOptions(
-        labelled_logits=False, saved_mask_dropout=True, affinity_threads=False
+        labelled_logits=False,
+        saved_mask_dropout=True,
+        affinity_threads=False,
+        native_dropout=True,
     )
     with pytest.raises(ValueError, match="unknown lever 'fast'"):
         SpeedOptions.from_env({SPEED_ENV: "fast=on"})
