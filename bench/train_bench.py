@@ -8,7 +8,8 @@ answer tokens only), each in its own subprocess so peak RSS is per run.
 - `loop`: the baseline, bench/peft_loop.py: each batch padded to its longest
   row. `loop_max_length` pads every row to --seq (the old baseline; a second,
   labelled row, not what the ratios use). `loop_bf16` (bf16 autocast) and
-  `loop_compile` (torch.compile) measure those two on this machine.
+  `loop_compile` (torch.compile) measure those two on this machine; they run
+  only when --runs names them.
 - `lorafleet`: the trainer service's own code path (`runner.run_training`: a
   training child process) with default settings (packing_mode auto: this
   model keeps packed examples apart, so it packs); the `lorafleet_*` runs turn
@@ -192,6 +193,9 @@ RUNS = {
     "loop_bf16": lambda a: run_loop(a, bf16_autocast=True),
     "loop_compile": lambda a: run_loop(a, compile=True),
 }
+# Measurements that can take an hour on some CPUs (bf16 autocast where the
+# CPU has no bf16 instructions; torch.compile's compile time): ask for them.
+OPT_IN_RUNS = ("loop_bf16", "loop_compile")
 # Lever name -> (run with it on, run with it off).
 LEVERS = {
     "labelled_logits": ("lorafleet", "lorafleet_no_labelled_logits"),
@@ -305,8 +309,11 @@ def main() -> None:
     )
     p.add_argument(
         "--runs",
-        default=",".join(RUNS),
-        help="comma-separated runs (default: all): " + ", ".join(RUNS),
+        default=",".join(r for r in RUNS if r not in OPT_IN_RUNS),
+        help="comma-separated runs (default: all but "
+        + ", ".join(OPT_IN_RUNS)
+        + "): "
+        + ", ".join(RUNS),
     )
     p.add_argument("--worker", choices=list(RUNS), help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
