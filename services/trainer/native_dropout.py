@@ -209,12 +209,16 @@ def dropout(x: Any, p: float) -> tuple[Any, Any]:
 def scale_by_mask(t: Any, keep: Any, p: float) -> Any:
     """t * noise for the noise whose non-zeros `keep` marks (dropout's
     backward, and the dropped input rebuilt from a saved mask)."""
+    return _scale(_library(), t, keep, p)
+
+
+def _scale(lib: Any, t: Any, keep: Any, p: float) -> Any:
     import torch
 
     t = t.detach().contiguous()
     keep = keep.contiguous()
     out = torch.empty_like(t)
-    _library().lf_scale_by_mask(
+    lib.lf_scale_by_mask(
         t.data_ptr(), keep.data_ptr(), out.data_ptr(), t.numel(), kept_scale(p)
     )
     return out
@@ -266,10 +270,7 @@ def _disagreement(lib: Any) -> str | None:
             return f"dropped values differ ({size} elements, p={p})"
         if not torch.equal(generator.get_state(), expected_state):
             return "the generator state afterwards differs"
-        out = torch.empty_like(x)
-        lib.lf_scale_by_mask(
-            x.data_ptr(), keep.data_ptr(), out.data_ptr(), size, kept_scale(p)
-        )
+        out = _scale(lib, x, keep, p)
         if not torch.equal(out.view(torch.int32), expected.view(torch.int32)):
             return "scale_by_mask differs from x * noise"
     return None

@@ -153,7 +153,9 @@ def test_without_the_kernel_training_falls_back_to_the_same_adapter(
 def test_native_dropout_trains_the_byte_identical_adapter(
     tiny_model_dir, demo_dataset_path, tmp_path, monkeypatch
 ):
-    """Against the lever off, and against PEFT's own dropout modules."""
+    """Against the lever off, and against PEFT's own dropout modules
+    (saved_mask_dropout off): the same masks from the same draws, the same
+    backward operations."""
     cfg = config(max_steps=3, dropout=0.1)
     monkeypatch.setenv(SPEED_ENV, "labelled_logits=off")
     native = train_in_process(tiny_model_dir, demo_dataset_path, tmp_path / "a", cfg)

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from services.trainer import speed
 from services.trainer.speed import SPEED_ENV, SpeedOptions, training_threads
-from tests.trainer.runs import adapter_sha, config, train_in_process
+from tests.trainer.runs import config, train_in_process
 
 
 def test_levers_are_on_unless_turned_off_by_name():
@@ -56,16 +56,3 @@ def test_labelled_logits_trains_the_same_adapter_up_to_float_order(
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-4), name
-
-
-def test_saved_mask_dropout_trains_the_byte_identical_adapter(
-    tiny_model_dir, demo_dataset_path, tmp_path, monkeypatch
-):
-    """Same masks from the same RNG draws, same backward operations."""
-    cfg = config(max_steps=3, dropout=0.1)
-    monkeypatch.setenv(SPEED_ENV, "labelled_logits=off")
-    fused = train_in_process(tiny_model_dir, demo_dataset_path, tmp_path / "a", cfg)
-    monkeypatch.setenv(SPEED_ENV, "labelled_logits=off,saved_mask_dropout=off")
-    plain = train_in_process(tiny_model_dir, demo_dataset_path, tmp_path / "b", cfg)
-    assert fused.metrics["train_loss"] == plain.metrics["train_loss"]
-    assert adapter_sha(tmp_path / "a") == adapter_sha(tmp_path / "b")
